@@ -1,0 +1,2 @@
+//! The `folio` command line.
+fn main() {}

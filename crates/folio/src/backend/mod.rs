@@ -1,0 +1,425 @@
+//! Backends: where pages come from and go to.
+//!
+//! [`PageCacheBackend`] is the seed's trait, kept small because it is the test seam: the cache
+//! only ever asks a backend to read or write runs of whole pages, to report and change its
+//! length, and to make written data durable. Reads and writes are asynchronous in the seed's
+//! sense: they return an [`IoWaiter`] that completes later (a positional-I/O backend completes it
+//! before returning; an io_uring backend when the kernel reports completion).
+//!
+//! Buffers are [`FrameMut`] (lent to a read, which fills it) and [`Frame`] (lent to a write,
+//! which only reads it). A frame handed to a backend belongs to that I/O until the waiter
+//! completes: the cache keeps the page locked (reads) or under write-back (writes) for that long,
+//! and never drops a waiter without waiting for it. The memory behind a frame is reference
+//! counted, so it stays valid even if a waiter is leaked.
+//!
+//! One file per backend: [`memory`] (tests and examples), [`file`] (regular files and block
+//! devices through positional I/O).
+
+pub mod file;
+pub mod memory;
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, IoOp, Result};
+
+pub use file::{FileBackend, IoMode};
+pub use memory::MemoryBackend;
+
+/// Alignment of every frame: enough for O_DIRECT on any device with logical blocks up to 4 KiB.
+pub const FRAME_ALIGN: usize = 4096;
+
+/// A zeroed, aligned, fixed-size allocation that frames point into.
+///
+/// The cache allocates one of these up front for its whole budget (no allocation on the I/O
+/// path); [`FrameMut::alloc`] makes a one-frame region for callers that use a backend directly.
+pub(crate) struct Region {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: `Region` is an owned heap allocation; access to its bytes is coordinated by the frame
+// protocol (see `Frame`/`FrameMut` and `page.rs`), not by `Region` itself.
+unsafe impl Send for Region {}
+// SAFETY: as above; `Region` itself exposes only raw pointers.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Allocates `len` zeroed bytes aligned to [`FRAME_ALIGN`].
+    pub(crate) fn new(len: usize) -> Result<Arc<Region>> {
+        let len = len.max(1);
+        let layout = Layout::from_size_align(len, FRAME_ALIGN)
+            .map_err(|_| Error::InvalidConfig(format!("cannot allocate {len} bytes")))?;
+        // SAFETY: `layout` has non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| {
+            Error::InvalidConfig(format!("out of memory allocating {len} bytes of frames"))
+        })?;
+        Ok(Arc::new(Region { ptr, layout }))
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.layout.size()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// A page buffer lent to a backend *read*: the backend fills it.
+///
+/// Whoever holds a `FrameMut` has exclusive access to its bytes until it is dropped.
+pub struct FrameMut {
+    ptr: NonNull<u8>,
+    len: usize,
+    _region: Arc<Region>,
+}
+
+// SAFETY: a `FrameMut` is a unique handle to its bytes (see the type docs); the region it points
+// into is kept alive by the `Arc`.
+unsafe impl Send for FrameMut {}
+// SAFETY: shared references only give shared access to the bytes.
+unsafe impl Sync for FrameMut {}
+
+/// A page buffer lent to a backend *write*: the backend reads it.
+///
+/// While a `Frame` exists, nobody writes its bytes (the cache holds the page under write-back,
+/// which excludes writers).
+pub struct Frame {
+    ptr: NonNull<u8>,
+    len: usize,
+    _region: Arc<Region>,
+}
+
+// SAFETY: a `Frame` only gives shared access to bytes nobody writes while it exists.
+unsafe impl Send for Frame {}
+// SAFETY: as above.
+unsafe impl Sync for Frame {}
+
+impl FrameMut {
+    /// Allocates a standalone zeroed, [`FRAME_ALIGN`]-aligned buffer of `len` bytes, for using a
+    /// backend directly.
+    pub fn alloc(len: usize) -> Result<FrameMut> {
+        let region = Region::new(len)?;
+        // SAFETY: the region is new and this is the only handle to it.
+        Ok(unsafe { FrameMut::from_region(&region, 0, len) })
+    }
+
+    /// Makes a handle to `len` bytes at `offset` of `region`.
+    ///
+    /// # Safety
+    /// `offset + len <= region.len()`, and for the lifetime of the returned handle no other
+    /// reference or handle may access those bytes.
+    pub(crate) unsafe fn from_region(region: &Arc<Region>, offset: usize, len: usize) -> FrameMut {
+        debug_assert!(offset + len <= region.len());
+        FrameMut {
+            // SAFETY: in bounds per the caller's contract; the base pointer is non-null.
+            ptr: unsafe { NonNull::new_unchecked(region.base().add(offset)) },
+            len,
+            _region: region.clone(),
+        }
+    }
+
+    /// Length in bytes (the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: frames are never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: exclusive handle to `len` valid bytes (type invariant).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: exclusive handle to `len` valid bytes (type invariant).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Raw pointer for kernel I/O (io_uring). The pointer is valid while `self` lives.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Gives up write access: the same bytes as a [`Frame`].
+    pub fn freeze(self) -> Frame {
+        Frame {
+            ptr: self.ptr,
+            len: self.len,
+            _region: self._region,
+        }
+    }
+}
+
+impl Frame {
+    /// Makes a read-only handle to `len` bytes at `offset` of `region`.
+    ///
+    /// # Safety
+    /// `offset + len <= region.len()`, and while the handle lives nobody may write those bytes.
+    pub(crate) unsafe fn from_region(region: &Arc<Region>, offset: usize, len: usize) -> Frame {
+        debug_assert!(offset + len <= region.len());
+        Frame {
+            // SAFETY: in bounds per the caller's contract; the base pointer is non-null.
+            ptr: unsafe { NonNull::new_unchecked(region.base().add(offset)) },
+            len,
+            _region: region.clone(),
+        }
+    }
+
+    /// Length in bytes (the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: frames are never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` valid bytes that nobody writes while `self` lives (type invariant).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Raw pointer for kernel I/O (io_uring). The pointer is valid while `self` lives.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame").field("len", &self.len).finish()
+    }
+}
+
+impl std::fmt::Debug for FrameMut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameMut").field("len", &self.len).finish()
+    }
+}
+
+/// The state shared by an [`IoWaiter`] and its [`IoCompleter`].
+struct Completion {
+    result: Mutex<Option<Result<()>>>,
+    done: Condvar,
+}
+
+/// The seed's `BioWaiter`: the pending result of one backend I/O.
+///
+/// [`IoWaiter::wait`] blocks until the I/O completes and returns its result. Dropping a waiter
+/// does not cancel the I/O: the buffers stay owned by the backend until it completes.
+#[must_use = "an I/O's result must be waited for"]
+pub struct IoWaiter {
+    inner: WaiterInner,
+}
+
+enum WaiterInner {
+    Ready(Result<()>),
+    Pending(Arc<Completion>),
+}
+
+/// The completing side of a pending [`IoWaiter`], held by the backend.
+///
+/// Dropping it without calling [`IoCompleter::complete`] completes the waiter with an error, so a
+/// backend bug cannot leave a waiter hanging forever.
+pub struct IoCompleter {
+    completion: Option<Arc<Completion>>,
+    op: IoOp,
+    offset: u64,
+}
+
+impl IoWaiter {
+    /// A waiter that is already complete (synchronous backends).
+    pub fn ready(result: Result<()>) -> IoWaiter {
+        IoWaiter {
+            inner: WaiterInner::Ready(result),
+        }
+    }
+
+    /// A pending waiter and the completer that finishes it. `op` and `offset` describe the I/O
+    /// for the error reported if the completer is dropped unfinished.
+    pub fn pending(op: IoOp, offset: u64) -> (IoWaiter, IoCompleter) {
+        let completion = Arc::new(Completion {
+            result: Mutex::new(None),
+            done: Condvar::new(),
+        });
+        (
+            IoWaiter {
+                inner: WaiterInner::Pending(completion.clone()),
+            },
+            IoCompleter {
+                completion: Some(completion),
+                op,
+                offset,
+            },
+        )
+    }
+
+    /// True once the I/O has completed (waiting would not block).
+    pub fn is_complete(&self) -> bool {
+        match &self.inner {
+            WaiterInner::Ready(_) => true,
+            WaiterInner::Pending(c) => c.result.lock().is_some(),
+        }
+    }
+
+    /// Blocks until the I/O completes; returns its result.
+    pub fn wait(self) -> Result<()> {
+        match self.inner {
+            WaiterInner::Ready(r) => r,
+            WaiterInner::Pending(c) => {
+                let mut guard = c.result.lock();
+                loop {
+                    if let Some(r) = guard.take() {
+                        return r;
+                    }
+                    c.done.wait(&mut guard);
+                }
+            }
+        }
+    }
+}
+
+impl IoCompleter {
+    /// Completes the waiter with `result`.
+    pub fn complete(mut self, result: Result<()>) {
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: Result<()>) {
+        if let Some(c) = self.completion.take() {
+            *c.result.lock() = Some(result);
+            c.done.notify_all();
+        }
+    }
+}
+
+impl Drop for IoCompleter {
+    fn drop(&mut self) {
+        let (op, offset) = (self.op, self.offset);
+        self.finish(Err(Error::io(
+            op,
+            offset,
+            std::io::Error::other("the backend abandoned the I/O"),
+        )));
+    }
+}
+
+/// The source and destination of pages: a file, a block device, memory, or a wrapper around one
+/// of those (fault injection, tracing).
+///
+/// Page `idx` covers bytes `idx * page_size .. (idx + 1) * page_size`, where `page_size` is the
+/// length of the frames passed in. A backend must:
+/// - fill the part of a read that lies past [`len`](Self::len) with zeros (a file whose length is
+///   not a page multiple has a partial last page);
+/// - never grow itself on a write: bytes of a write past `len` are not written;
+/// - complete every waiter it returns, with an error if the I/O failed.
+pub trait PageCacheBackend: Send + Sync {
+    /// Reads the contiguous pages `idx .. idx + frames.len()` into `frames`, asynchronously.
+    fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter>;
+
+    /// Writes `frames` to the contiguous pages `idx .. idx + frames.len()`, asynchronously.
+    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter>;
+
+    /// Length of the backend in bytes.
+    fn len(&self) -> u64;
+
+    /// Sets the length in bytes: shrinking drops data past the end, growing reads as zeros.
+    fn set_len(&self, len: u64) -> Result<()>;
+
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync(&self) -> Result<()>;
+
+    /// Makes `offset .. offset + len` read as zeros, cheaply if the backend can (hole punching).
+    /// Returns [`Error::Unsupported`] if it cannot; the cache then writes zero pages instead.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let _ = (offset, len);
+        Err(Error::Unsupported("write_zeroes"))
+    }
+
+    /// The largest number of pages this backend wants in one [`read_pages`](Self::read_pages) or
+    /// [`write_pages`](Self::write_pages) call.
+    fn max_io_pages(&self) -> usize {
+        256
+    }
+
+    /// The alignment (bytes) that offsets, lengths and buffers of I/O must have (O_DIRECT).
+    fn alignment(&self) -> usize {
+        1
+    }
+
+    /// Number of pages of `page_size` bytes, counting a partial last page.
+    fn npages(&self, page_size: usize) -> u64 {
+        self.len().div_ceil(page_size as u64)
+    }
+
+    /// Reads one page (the seed's `read_page`).
+    fn read_page(&self, idx: u64, frame: FrameMut) -> Result<IoWaiter> {
+        self.read_pages(idx, vec![frame])
+    }
+
+    /// Writes one page (the seed's `write_page`).
+    fn write_page(&self, idx: u64, frame: Frame) -> Result<IoWaiter> {
+        self.write_pages(idx, vec![frame])
+    }
+
+    /// Reads one page and waits for it (the seed's `read_page_sync`).
+    fn read_page_sync(&self, idx: u64, frame: FrameMut) -> Result<()> {
+        self.read_page(idx, frame)?.wait()
+    }
+
+    /// Writes one page and waits for it (the seed's `write_page_sync`).
+    fn write_page_sync(&self, idx: u64, frame: Frame) -> Result<()> {
+        self.write_page(idx, frame)?.wait()
+    }
+}
+
+/// Checks that `frames` all have the length of the first and returns it with the byte offset of
+/// page `idx`. Shared by the backends in this module.
+pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result<(usize, u64)> {
+    let mut page_size = None;
+    let mut count = 0u64;
+    for len in lens {
+        match page_size {
+            None => page_size = Some(len),
+            Some(p) if p != len => {
+                return Err(Error::InvalidConfig(format!(
+                    "frames of one I/O differ in length ({p} and {len})"
+                )))
+            }
+            Some(_) => {}
+        }
+        count += 1;
+    }
+    let page_size = page_size.unwrap_or(0);
+    let offset = idx.checked_mul(page_size as u64).ok_or(Error::Overflow {
+        offset: idx,
+        len: page_size as u64,
+    })?;
+    offset
+        .checked_add(count * page_size as u64)
+        .ok_or(Error::Overflow {
+            offset,
+            len: count * page_size as u64,
+        })?;
+    Ok((page_size, offset))
+}

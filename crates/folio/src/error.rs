@@ -1,0 +1,166 @@
+//! Typed errors.
+//!
+//! Every failure a caller or a backend can cause comes back as an [`Error`]; nothing a caller or a
+//! backend controls is `unwrap`ped. Errors are `Clone` because one backend failure may have to be
+//! delivered to several parties: the thread that issued the I/O, the threads that waited for the
+//! same page, and (for write-back) every later `flush`/`sync` caller through the error sequence
+//! (see [`crate::cache::PageCache::sync`]).
+
+use std::sync::Arc;
+
+/// Which kind of backend operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoOp {
+    /// Reading pages into the cache.
+    Read,
+    /// Writing dirty pages back.
+    Write,
+    /// Making written data durable (`fdatasync`).
+    Sync,
+    /// Changing the backend's length.
+    Resize,
+    /// Zeroing or punching a hole in a range.
+    Zero,
+}
+
+impl std::fmt::Display for IoOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoOp::Read => "read",
+            IoOp::Write => "write",
+            IoOp::Sync => "sync",
+            IoOp::Resize => "resize",
+            IoOp::Zero => "zero",
+        })
+    }
+}
+
+/// The error type of every fallible Folio operation.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend failed an operation.
+    #[error("backend {op} failed at byte {offset}: {source}")]
+    Io {
+        /// The operation.
+        op: IoOp,
+        /// Byte offset of the operation in the backend (0 for sync).
+        offset: u64,
+        /// The operating system's (or the backend's) error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The backend transferred fewer bytes than asked for where that cannot be a legal end of file.
+    #[error("backend {op} at byte {offset} was short: {done} of {wanted} bytes")]
+    ShortIo {
+        /// The operation.
+        op: IoOp,
+        /// Byte offset of the operation.
+        offset: u64,
+        /// Bytes transferred.
+        done: usize,
+        /// Bytes requested.
+        wanted: usize,
+    },
+    /// `offset + len` does not fit in a `u64`.
+    #[error("offset {offset} + length {len} overflows u64")]
+    Overflow {
+        /// Start of the request.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// A request reaches past the end where that is not allowed.
+    #[error("range {start}..{end} is past the end of the device ({size} bytes)")]
+    OutOfRange {
+        /// Start of the request.
+        start: u64,
+        /// End of the request (exclusive).
+        end: u64,
+        /// Current length.
+        size: u64,
+    },
+    /// A request violates the alignment an O_DIRECT backend needs.
+    #[error("request at {offset} of {len} bytes is not aligned to {align} bytes")]
+    Misaligned {
+        /// Byte offset.
+        offset: u64,
+        /// Byte length.
+        len: usize,
+        /// Required alignment.
+        align: usize,
+    },
+    /// Every frame of the cache is pinned or locked, so no page can be loaded.
+    #[error("all {frames} frames are pinned; no page can be evicted")]
+    NoFreeFrame {
+        /// Frames in the cache.
+        frames: usize,
+    },
+    /// A write-back failed since this caller last checked; the pages are still dirty in the
+    /// cache and will be retried by the next flush.
+    #[error("write-back failed since the last check (error #{seq}): {source}")]
+    WritebackFailed {
+        /// The error sequence number of the (latest) failure.
+        seq: u64,
+        /// The latest failure.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The backend has been dropped (the seed `unwrap`ped a dead `Weak` here).
+    #[error("the backend is gone")]
+    BackendGone,
+    /// The backend does not support the operation (for example growing a block device).
+    #[error("the backend does not support {0}")]
+    Unsupported(&'static str),
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The cache has been closed.
+    #[error("the cache is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an I/O error from the backend.
+    pub fn io(op: IoOp, offset: u64, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            offset,
+            source: Arc::new(source),
+        }
+    }
+
+    /// Converts to the closest `std::io::Error`, for callers that speak `std::io` (the NBD
+    /// server maps these to protocol error codes).
+    pub fn to_io_error(&self) -> std::io::Error {
+        use std::io::ErrorKind;
+        let kind = match self {
+            Error::Io { source, .. } => {
+                if let Some(code) = source.raw_os_error() {
+                    return std::io::Error::from_raw_os_error(code);
+                }
+                source.kind()
+            }
+            Error::ShortIo { .. } => ErrorKind::UnexpectedEof,
+            Error::Overflow { .. } | Error::Misaligned { .. } | Error::InvalidConfig(_) => {
+                ErrorKind::InvalidInput
+            }
+            Error::OutOfRange { .. } => ErrorKind::InvalidInput,
+            Error::NoFreeFrame { .. } => ErrorKind::OutOfMemory,
+            Error::WritebackFailed { source, .. } => return source.to_io_error(),
+            Error::BackendGone | Error::Closed => ErrorKind::BrokenPipe,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+        };
+        std::io::Error::new(kind, self.to_string())
+    }
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        e.to_io_error()
+    }
+}
+
+/// Folio's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
