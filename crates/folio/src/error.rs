@@ -119,6 +119,12 @@ pub enum Error {
     /// The cache has been closed.
     #[error("the cache is closed")]
     Closed,
+    /// A page that must be resident (committed through the `Pager`) is not in the cache.
+    #[error("page {page} is not in the cache")]
+    NotResident {
+        /// The page index.
+        page: u64,
+    },
 }
 
 impl Error {
@@ -150,6 +156,7 @@ impl Error {
             Error::NoFreeFrame { .. } => ErrorKind::OutOfMemory,
             Error::WritebackFailed { source, .. } => return source.to_io_error(),
             Error::BackendGone | Error::Closed => ErrorKind::BrokenPipe,
+            Error::NotResident { .. } => ErrorKind::NotFound,
             Error::Unsupported(_) => ErrorKind::Unsupported,
         };
         std::io::Error::new(kind, self.to_string())

@@ -343,6 +343,11 @@ pub trait PageCacheBackend: Send + Sync {
     /// Length of the backend in bytes.
     fn len(&self) -> u64;
 
+    /// True if the backend is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Sets the length in bytes: shrinking drops data past the end, growing reads as zeros.
     fn set_len(&self, len: u64) -> Result<()>;
 

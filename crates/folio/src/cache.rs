@@ -1,0 +1,1333 @@
+//! [`PageCache`]: byte-addressed reads and writes over a backend, within a fixed memory budget.
+//!
+//! # Layers
+//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → [`PageIndex`]
+//! (page → frame, lock-free lookups) → [`FrameMeta`] (one atomic state word per frame; see
+//! `page.rs` for the states) → [`EvictionPolicy`] (victim choice) → [`PageCacheBackend`] (I/O).
+//!
+//! # Which operations may run concurrently, and what protects each pair
+//! Every public method takes `&self` and may be called from any number of threads.
+//!
+//! | pair | protection |
+//! |---|---|
+//! | hit / hit (any pages) | nothing shared is written but the frames' own state words; `on_hit` is lock-free for CLOCK-like policies |
+//! | read / write of one page | the page's state word: readers share, a writer is exclusive; bytes are copied only by holders |
+//! | miss / miss on one page | the index writer lock: the first inserts the page as *uninitialised* (held exclusive), the second finds it and parks until it is valid — one backend read |
+//! | write / write-back of one page | write-back holds a reader count and clears `DIRTY` before the I/O; a writer waits for the I/O (stable pages) and re-dirties the page after it, so nothing is lost |
+//! | hit / eviction | eviction claims a frame only with no holder (CAS); a hit's CAS and the claim exclude each other; a hit that loses re-validates the page tag |
+//! | pin, guard / eviction | pins and guards are holders: pinned pages are never claimed |
+//! | discard, resize / holders | the page leaves the index at once and becomes an orphan; the last holder frees the frame; writes re-zero bytes past the end |
+//! | extending write / resize | the size mutex (only extending writes and resizes take it) |
+//! | flush / flush | a page under write-back is written by one flusher; the other waits for it and writes it again if it is dirty again |
+//!
+//! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
+//! so there is no lock-order cycle.
+
+use std::ops::{Deref, DerefMut, Range};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::backend::{Frame, FrameMut, PageCacheBackend, Region};
+use crate::error::{Error, Result};
+use crate::index::PageIndex;
+use crate::page::{
+    kind, readers, Acquire, FrameMeta, PageState, Released, DIRTY, EXCLUSIVE, FREE, LOADING,
+    NO_PAGE, READERS_MASK, VALID, WRITEBACK,
+};
+use crate::policy::{Admission, EvictionPolicy, FrameId, PolicyKind};
+use crate::stats::{Counter, Counters, Stats};
+
+/// The smallest and largest page sizes.
+pub const PAGE_SIZE_MIN: usize = 512;
+/// See [`PAGE_SIZE_MIN`].
+pub const PAGE_SIZE_MAX: usize = 64 * 1024;
+
+/// How big the cache may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Budget {
+    /// At most this many bytes of page data (rounded down to whole pages).
+    Bytes(u64),
+    /// At most this many pages.
+    Pages(usize),
+}
+
+/// Configuration of a [`PageCache`]. The memory budget is mandatory.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    budget: Budget,
+    page_size: usize,
+    policy: PolicyKind,
+    max_io_bytes: usize,
+    frame_wait_max: Duration,
+}
+
+impl CacheConfig {
+    /// A cache of at most `budget_bytes` bytes of pages, 4 KiB pages, the default policy.
+    pub fn new(budget_bytes: u64) -> CacheConfig {
+        CacheConfig::with_budget(Budget::Bytes(budget_bytes))
+    }
+
+    /// A cache of at most `pages` pages.
+    pub fn with_budget_pages(pages: usize) -> CacheConfig {
+        CacheConfig::with_budget(Budget::Pages(pages))
+    }
+
+    fn with_budget(budget: Budget) -> CacheConfig {
+        CacheConfig {
+            budget,
+            page_size: 4096,
+            policy: PolicyKind::default(),
+            max_io_bytes: 1 << 20,
+            frame_wait_max: Duration::from_secs(1),
+        }
+    }
+
+    /// Page size in bytes: a power of two from 512 to 64 KiB (default 4096).
+    pub fn page_size(mut self, page_size: usize) -> CacheConfig {
+        self.page_size = page_size;
+        self
+    }
+
+    /// The eviction policy.
+    pub fn policy(mut self, policy: PolicyKind) -> CacheConfig {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest single backend I/O (default 1 MiB); runs of pages are split at this size.
+    pub fn max_io_bytes(mut self, bytes: usize) -> CacheConfig {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// How long a miss may wait for a frame when every frame is held (default 1 s), before it
+    /// fails with [`Error::NoFreeFrame`].
+    pub fn frame_wait_max(mut self, wait: Duration) -> CacheConfig {
+        self.frame_wait_max = wait;
+        self
+    }
+
+    fn frames(&self) -> Result<usize> {
+        let ps = self.page_size;
+        if !ps.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&ps) {
+            return Err(Error::InvalidConfig(format!(
+                "page size {ps} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
+            )));
+        }
+        let frames = match self.budget {
+            Budget::Bytes(b) => usize::try_from(b / ps as u64).unwrap_or(usize::MAX),
+            Budget::Pages(p) => p,
+        };
+        if frames == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the budget {:?} holds no page of {ps} bytes",
+                self.budget
+            )));
+        }
+        if frames >= u32::MAX as usize / 2 {
+            return Err(Error::InvalidConfig(format!("{frames} frames is too many")));
+        }
+        Ok(frames)
+    }
+}
+
+/// The record of write-back failures (Linux's `errseq`): a counter of failures and the latest
+/// one. Each observer keeps the count it has seen; a check reports a failure newer than that
+/// once and moves the observer forward.
+#[derive(Debug, Default)]
+struct ErrSeq {
+    count: AtomicU64,
+    last: Mutex<Option<Error>>,
+}
+
+impl ErrSeq {
+    fn record(&self, e: &Error) {
+        *self.last.lock() = Some(e.clone());
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn check(&self, seen: &AtomicU64) -> Result<()> {
+        let now = self.count.load(Ordering::Acquire);
+        let before = seen.fetch_max(now, Ordering::AcqRel);
+        if before >= now {
+            return Ok(());
+        }
+        let last = self.last.lock().clone();
+        Err(Error::WritebackFailed {
+            seq: now,
+            source: Box::new(last.unwrap_or(Error::Closed)),
+        })
+    }
+}
+
+/// How a newly allocated frame gets its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fill {
+    /// From the backend.
+    Read,
+    /// Zeros: the caller overwrites the whole page (no read).
+    Zero,
+}
+
+enum Loaded {
+    /// The first page of the run is loaded and held exclusive by the caller.
+    Exclusive(FrameId),
+    /// Somebody else has the page; look it up again.
+    Present,
+}
+
+pub(crate) struct Shared {
+    backend: Arc<dyn PageCacheBackend>,
+    page_size: usize,
+    page_shift: u32,
+    frames: Box<[FrameMeta]>,
+    region: Arc<Region>,
+    index: PageIndex,
+    free: Mutex<Vec<FrameId>>,
+    policy: Box<dyn EvictionPolicy>,
+    len: AtomicU64,
+    size_lock: Mutex<()>,
+    errseq: ErrSeq,
+    errors_seen: AtomicU64,
+    counters: Counters,
+    dirty_pages: AtomicU64,
+    max_io_pages: usize,
+    frame_wait_max: Duration,
+}
+
+/// A bounded page cache over a [`PageCacheBackend`]. See the [module docs](self).
+///
+/// ```
+/// use std::sync::Arc;
+/// use folio::{CacheConfig, MemoryBackend, PageCache};
+///
+/// let cache = PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(1 << 20))?;
+/// cache.write_all_at(b"hello", 4090)?; // spans two pages, grows the file
+/// let mut buf = [0u8; 5];
+/// cache.read_exact_at(&mut buf, 4090)?;
+/// assert_eq!(&buf, b"hello");
+/// cache.sync()?; // written back and durable
+/// # Ok::<(), folio::Error>(())
+/// ```
+pub struct PageCache {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache")
+            .field("len", &self.len())
+            .field("page_size", &self.shared.page_size)
+            .field("frames", &self.shared.frames.len())
+            .field("policy", &self.shared.policy.name())
+            .finish()
+    }
+}
+
+impl PageCache {
+    /// A cache over `backend` with the given configuration. Allocates every frame up front.
+    pub fn new(backend: Arc<dyn PageCacheBackend>, config: CacheConfig) -> Result<PageCache> {
+        let frames = config.frames()?;
+        let page_size = config.page_size;
+        let align = backend.alignment();
+        if align > 1 && page_size % align != 0 {
+            return Err(Error::Misaligned {
+                offset: 0,
+                len: page_size,
+                align,
+            });
+        }
+        let region_len = frames.checked_mul(page_size).ok_or_else(|| {
+            Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
+        })?;
+        let region = Region::new(region_len)?;
+        let max_io_pages = (config.max_io_bytes / page_size)
+            .clamp(1, backend.max_io_pages().max(1))
+            .min(frames);
+        let shared = Shared {
+            len: AtomicU64::new(backend.len()),
+            page_size,
+            page_shift: page_size.trailing_zeros(),
+            frames: (0..frames).map(|_| FrameMeta::default()).collect(),
+            region,
+            index: PageIndex::new(frames),
+            free: Mutex::new((0..frames as FrameId).rev().collect()),
+            policy: config.policy.build(frames),
+            size_lock: Mutex::new(()),
+            errseq: ErrSeq::default(),
+            errors_seen: AtomicU64::new(0),
+            counters: Counters::default(),
+            dirty_pages: AtomicU64::new(0),
+            max_io_pages,
+            frame_wait_max: config.frame_wait_max,
+            backend,
+        };
+        Ok(PageCache {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The page size in bytes.
+    pub fn page_size(&self) -> usize {
+        self.shared.page_size
+    }
+
+    /// The number of frames (the budget in pages).
+    pub fn capacity_pages(&self) -> usize {
+        self.shared.frames.len()
+    }
+
+    /// The logical length in bytes.
+    pub fn len(&self) -> u64 {
+        self.shared.len.load(Ordering::Acquire)
+    }
+
+    /// True if the length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn PageCacheBackend> {
+        &self.shared.backend
+    }
+
+    /// The name of the eviction policy in use.
+    pub fn policy_name(&self) -> &'static str {
+        self.shared.policy.name()
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`, like [`std::os::unix::fs::FileExt::read_at`]:
+    /// fewer at the end of the file, 0 at or past it.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.shared.read_at(buf, offset)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with [`Error::OutOfRange`].
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = checked_end(offset, buf.len())?;
+        let size = self.len();
+        if end > size {
+            return Err(Error::OutOfRange {
+                start: offset,
+                end,
+                size,
+            });
+        }
+        let n = self.shared.read_at(buf, offset)?;
+        if n < buf.len() {
+            // Truncated concurrently.
+            return Err(Error::OutOfRange {
+                start: offset,
+                end,
+                size: self.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`, growing the file if it ends past the end. Returns
+    /// `buf.len()`.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        self.shared.write_at(buf, offset)
+    }
+
+    /// Writes all of `buf` at `offset` (the same as [`write_at`](Self::write_at), which never
+    /// writes less).
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.shared.write_at(buf, offset).map(|_| ())
+    }
+
+    /// Sets the length: shrinking drops cached pages past the end and zeroes the tail of the last
+    /// partial page; growing reads as zeros.
+    pub fn resize(&self, new_len: u64) -> Result<()> {
+        self.shared.resize(new_len)
+    }
+
+    /// Writes back the dirty pages that overlap `range` (bytes) and keeps them cached: the seed's
+    /// `evict_range`. Reports a write-back failure since the last check (see [`sync`](Self::sync)).
+    pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
+        self.shared
+            .flush_pages(self.shared.pages_overlapping(&range));
+        self.shared.check_errors()
+    }
+
+    /// Writes back the pages overlapping `range`, then drops those nobody holds.
+    pub fn evict_range(&self, range: Range<u64>) -> Result<()> {
+        let pages = self.shared.pages_overlapping(&range);
+        self.shared.flush_pages(pages.clone());
+        self.shared.drop_clean(pages);
+        self.shared.check_errors()
+    }
+
+    /// Drops the pages that lie wholly inside `range` without writing them back: their unsaved
+    /// changes are lost and the next read sees the backend's bytes. Partial pages at the edges are
+    /// left alone. Pages still held by a guard leave the cache at once and are freed on release.
+    pub fn discard_range(&self, range: Range<u64>) -> Result<()> {
+        let pages = self.shared.pages_inside(&range);
+        self.shared.discard_pages(pages);
+        Ok(())
+    }
+
+    /// Makes `range` read as zeros: partial pages are zeroed in the cache, whole pages are dropped
+    /// and zeroed in the backend (hole punching where it can, zero pages otherwise).
+    pub fn zero_range(&self, range: Range<u64>) -> Result<()> {
+        self.shared.zero_range(range)
+    }
+
+    /// Writes back every dirty page and makes the backend durable (`fdatasync`). Returns an error
+    /// if this or any earlier write-back failed since the last `flush_range`/`sync` reported one:
+    /// each failure is reported once (Linux's errseq), and the failed pages stay dirty for a retry.
+    pub fn sync(&self) -> Result<()> {
+        self.sync_range(0..u64::MAX)
+    }
+
+    /// Writes back the dirty pages overlapping `range`, then makes the backend durable.
+    pub fn sync_range(&self, range: Range<u64>) -> Result<()> {
+        let s = &self.shared;
+        s.flush_pages(s.pages_overlapping(&range));
+        let synced = s.backend.sync();
+        if let Err(e) = &synced {
+            s.errseq.record(e);
+        }
+        s.counters.add(Counter::Syncs, 1);
+        s.check_errors()
+    }
+
+    /// Flushes, syncs and closes the cache, returning any error.
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
+    /// A read guard on page `idx` (loading it if needed): zero-copy access to its bytes. While it
+    /// lives the page is not evicted and not written.
+    pub fn read_page(&self, idx: u64) -> Result<PageReadGuard<'_>> {
+        let s = &*self.shared;
+        s.check_page(idx)?;
+        let frame = s.get_shared(idx, 1)?;
+        Ok(PageReadGuard {
+            shared: s,
+            frame,
+            bytes: s.frame_ptr(frame),
+        })
+    }
+
+    /// A write guard on page `idx` (loading it if needed); the page is dirty when it is dropped.
+    pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
+        let s = &*self.shared;
+        s.check_page(idx)?;
+        let frame = s.get_exclusive(idx, false, 1)?;
+        Ok(PageWriteGuard {
+            shared: s,
+            frame,
+            page: idx,
+            bytes: s.frame_ptr(frame),
+        })
+    }
+
+    /// Pins page `idx` (loading it if needed): it stays resident until the pin is dropped.
+    pub fn pin_page(&self, idx: u64) -> Result<PinnedPage<'_>> {
+        let s = &*self.shared;
+        s.check_page(idx)?;
+        let frame = s.get_pinned(idx)?;
+        Ok(PinnedPage {
+            shared: s,
+            frame,
+            page: idx,
+        })
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The state of page `idx` if it is resident (for tests and debugging).
+    pub fn page_state(&self, idx: u64) -> Option<PageState> {
+        let s = &*self.shared;
+        let _g = s.index.lock();
+        let f = s.index.lookup(idx, &s.frames)?;
+        Some(PageState::from_word(s.frames[f as usize].state()))
+    }
+
+    /// Bytes of metadata the cache keeps beside the page data (frame table, index, policy, free
+    /// list), for the memory-overhead figure.
+    pub fn metadata_bytes(&self) -> usize {
+        let s = &*self.shared;
+        let frames = s.frames.len();
+        frames * std::mem::size_of::<FrameMeta>()
+            + s.index.bytes()
+            + frames * s.policy.metadata_bytes_per_page()
+            + frames * std::mem::size_of::<FrameId>()
+    }
+}
+
+impl Drop for PageCache {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.flush_pages(0..u64::MAX);
+        if let Err(e) = s.backend.sync() {
+            s.errseq.record(&e);
+        }
+        if let Err(e) = s.check_errors() {
+            tracing::error!(error = %e, dirty_pages = s.dirty_pages.load(Ordering::Relaxed),
+                "page cache dropped with data it could not write back; use close() to see errors");
+        }
+    }
+}
+
+fn checked_end(offset: u64, len: usize) -> Result<u64> {
+    offset.checked_add(len as u64).ok_or(Error::Overflow {
+        offset,
+        len: len as u64,
+    })
+}
+
+impl Shared {
+    fn page_mask(&self) -> u64 {
+        self.page_size as u64 - 1
+    }
+
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn npages(&self) -> u64 {
+        self.len().div_ceil(self.page_size as u64)
+    }
+
+    fn check_page(&self, idx: u64) -> Result<()> {
+        let npages = self.npages();
+        if idx >= npages {
+            let ps = self.page_size as u64;
+            return Err(Error::OutOfRange {
+                start: idx.saturating_mul(ps),
+                end: idx.saturating_add(1).saturating_mul(ps),
+                size: self.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pages that overlap the byte range.
+    fn pages_overlapping(&self, range: &Range<u64>) -> Range<u64> {
+        if range.start >= range.end {
+            return 0..0;
+        }
+        let first = range.start >> self.page_shift;
+        let last = (range.end - 1) >> self.page_shift;
+        first..last + 1
+    }
+
+    /// Pages wholly inside the byte range (a range reaching the end of the file covers the
+    /// partial last page, and everything after it).
+    fn pages_inside(&self, range: &Range<u64>) -> Range<u64> {
+        let ps = self.page_size as u64;
+        let first = range.start.div_ceil(ps);
+        let end = if range.end >= self.len() {
+            u64::MAX
+        } else {
+            range.end / ps
+        };
+        if first >= end {
+            0..0
+        } else {
+            first..end
+        }
+    }
+
+    fn frame_ptr(&self, f: FrameId) -> *mut u8 {
+        // SAFETY: `f < frames`, so the offset is inside the region.
+        unsafe { self.region.base().add(f as usize * self.page_size) }
+    }
+
+    /// # Safety
+    /// The caller holds the frame (a reader hold or `EXCLUSIVE`).
+    unsafe fn bytes(&self, f: FrameId) -> &[u8] {
+        // SAFETY: in bounds; the caller's hold excludes writers.
+        unsafe { std::slice::from_raw_parts(self.frame_ptr(f), self.page_size) }
+    }
+
+    /// # Safety
+    /// The caller holds the frame `EXCLUSIVE`, and no other reference to its bytes lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bytes_mut(&self, f: FrameId) -> &mut [u8] {
+        // SAFETY: in bounds; `EXCLUSIVE` excludes every other holder.
+        unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(f), self.page_size) }
+    }
+
+    /// Returns a frame nobody else holds to the free list.
+    fn push_free(&self, f: FrameId) {
+        let meta = &self.frames[f as usize];
+        meta.clear_tag();
+        meta.set_free();
+        self.free.lock().push(f);
+    }
+
+    fn released(&self, f: FrameId, r: Released) {
+        if r == Released::Freed {
+            self.push_free(f);
+        }
+    }
+
+    fn unlock_shared(&self, f: FrameId) {
+        let r = self.frames[f as usize].unlock_shared();
+        self.released(f, r);
+    }
+
+    fn unlock_exclusive(&self, f: FrameId, dirty: bool) {
+        let (newly_dirty, r) = self.frames[f as usize].unlock_exclusive(dirty);
+        if newly_dirty {
+            self.dirty_pages.fetch_add(1, Ordering::AcqRel);
+        }
+        self.released(f, r);
+    }
+
+    // ---- lookups ------------------------------------------------------------------------
+
+    fn wait_for(&self, f: FrameId, key: u64, blocking: u64) {
+        let meta = &self.frames[f as usize];
+        meta.wait_while(|s| {
+            meta.tag() == key && (kind(s) == LOADING || (kind(s) == VALID && s & blocking != 0))
+        });
+    }
+
+    /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
+    fn get_shared(&self, p: u64, run: usize) -> Result<FrameId> {
+        loop {
+            if let Some(f) = self.index.lookup(p, &self.frames) {
+                match self.frames[f as usize].lock_shared(p) {
+                    Acquire::Acquired => {
+                        self.policy.on_hit(f);
+                        self.counters.add(Counter::Hits, 1);
+                        return Ok(f);
+                    }
+                    Acquire::Wait => {
+                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
+                        continue;
+                    }
+                    Acquire::Absent => {}
+                }
+            }
+            match self.load(p, run, Fill::Read, Admission::Demand)? {
+                Loaded::Exclusive(f) => {
+                    self.frames[f as usize].downgrade();
+                    return Ok(f);
+                }
+                Loaded::Present => continue,
+            }
+        }
+    }
+
+    /// The exclusive hold on page `p`; on a miss loads it, or zero-fills it if `whole` (the
+    /// caller overwrites the whole page, so the read is skipped).
+    fn get_exclusive(&self, p: u64, whole: bool, run: usize) -> Result<FrameId> {
+        loop {
+            if let Some(f) = self.index.lookup(p, &self.frames) {
+                match self.frames[f as usize].lock_exclusive(p) {
+                    Acquire::Acquired => {
+                        self.policy.on_hit(f);
+                        self.counters.add(Counter::Hits, 1);
+                        return Ok(f);
+                    }
+                    Acquire::Wait => {
+                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
+                        continue;
+                    }
+                    Acquire::Absent => {}
+                }
+            }
+            let fill = if whole { Fill::Zero } else { Fill::Read };
+            match self.load(p, run, fill, Admission::Demand)? {
+                Loaded::Exclusive(f) => return Ok(f),
+                Loaded::Present => continue,
+            }
+        }
+    }
+
+    fn get_pinned(&self, p: u64) -> Result<FrameId> {
+        loop {
+            if let Some(f) = self.index.lookup(p, &self.frames) {
+                match self.frames[f as usize].pin(p) {
+                    Acquire::Acquired => {
+                        self.policy.on_hit(f);
+                        self.counters.add(Counter::Hits, 1);
+                        return Ok(f);
+                    }
+                    Acquire::Wait => {
+                        self.wait_for(f, p, EXCLUSIVE);
+                        continue;
+                    }
+                    Acquire::Absent => {}
+                }
+            }
+            if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, Admission::Demand)? {
+                self.frames[f as usize].pin_owned();
+                self.unlock_exclusive(f, false);
+                return Ok(f);
+            }
+        }
+    }
+
+    // ---- loading and eviction -----------------------------------------------------------
+
+    /// A frame held `EXCLUSIVE` in state `FREE`: from the free list, or by evicting a page.
+    /// Waits up to `frame_wait_max` while every frame is held.
+    fn alloc_frame(&self) -> Result<FrameId> {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            while let Some(f) = self.free.lock().pop() {
+                if self.frames[f as usize].take_free() {
+                    return Ok(f);
+                }
+                debug_assert!(false, "frame {f} on the free list is not free");
+            }
+            if let Some(f) = self.evict_one()? {
+                return Ok(f);
+            }
+            if started.elapsed() >= self.frame_wait_max {
+                return Err(Error::NoFreeFrame {
+                    frames: self.frames.len(),
+                });
+            }
+            attempts += 1;
+            if attempts < 16 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Evicts one page chosen by the policy, writing it back first if dirty. `Ok(None)` if no
+    /// frame could be claimed; `Err` if the victim's write-back failed (it stays cached, dirty).
+    fn evict_one(&self) -> Result<Option<FrameId>> {
+        let Some(f) = self
+            .policy
+            .choose_victim(&mut |f| self.frames[f as usize].claim())
+        else {
+            return Ok(None);
+        };
+        let meta = &self.frames[f as usize];
+        let key = meta.tag();
+        if meta.state() & DIRTY != 0 {
+            if let Err(e) = self.write_exclusive(key, f) {
+                self.errseq.record(&e);
+                self.counters.add(Counter::WritebackErrors, 1);
+                self.policy.on_insert(f, key, Admission::Demand);
+                self.unlock_exclusive(f, false);
+                return Err(e);
+            }
+            if meta.clear_dirty_owned() {
+                self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        {
+            let mut g = self.index.lock();
+            self.index.remove(&mut g, key, f, &self.frames);
+        }
+        meta.set_owned_state(EXCLUSIVE | FREE);
+        meta.set_tag(NO_PAGE);
+        self.counters.add(Counter::Evictions, 1);
+        Ok(Some(f))
+    }
+
+    /// Writes back the page `key` in frame `f`, which the caller holds `EXCLUSIVE`.
+    fn write_exclusive(&self, key: u64, f: FrameId) -> Result<()> {
+        // SAFETY: the caller holds the frame EXCLUSIVE, so nobody writes it during the I/O.
+        let frame = unsafe {
+            Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
+        };
+        let result = self
+            .backend
+            .write_pages(key, vec![frame])
+            .and_then(|w| w.wait());
+        self.counters.add(Counter::WritebackIos, 1);
+        if result.is_ok() {
+            self.counters.add(Counter::WritebackPages, 1);
+            self.counters
+                .add(Counter::BytesWritten, self.page_size as u64);
+        }
+        result
+    }
+
+    /// Loads page `p` and up to `run - 1` following absent pages with one backend read. Returns
+    /// the first page's frame held `EXCLUSIVE` and valid, or `Present` if someone else had
+    /// inserted `p` first.
+    fn load(&self, p: u64, run: usize, fill: Fill, admission: Admission) -> Result<Loaded> {
+        let npages = self.npages();
+        let run = match fill {
+            Fill::Zero => 1,
+            Fill::Read => (run as u64)
+                .min(npages.saturating_sub(p))
+                .clamp(1, self.max_io_pages as u64) as usize,
+        };
+        let mut frames = Vec::with_capacity(run);
+        frames.push(self.alloc_frame()?);
+        while frames.len() < run {
+            // Extra pages of the run are best effort: stop at the first frame we cannot get.
+            let next = self.free.lock().pop();
+            match next {
+                Some(f) if self.frames[f as usize].take_free() => frames.push(f),
+                Some(f) => {
+                    debug_assert!(false, "frame {f} on the free list is not free");
+                    break;
+                }
+                None => match self.evict_one() {
+                    Ok(Some(f)) => frames.push(f),
+                    _ => break,
+                },
+            }
+        }
+        let mut n = 0;
+        {
+            let mut g = self.index.lock();
+            for (i, &f) in frames.iter().enumerate() {
+                let key = p + i as u64;
+                if self.index.lookup(key, &self.frames).is_some() {
+                    break;
+                }
+                let meta = &self.frames[f as usize];
+                meta.set_tag(key);
+                meta.set_owned_state(EXCLUSIVE | LOADING);
+                self.index.insert(&mut g, key, f);
+                n += 1;
+            }
+        }
+        for &f in &frames[n..] {
+            self.push_free(f);
+        }
+        if n == 0 {
+            return Ok(Loaded::Present);
+        }
+        let frames = &frames[..n];
+        for (i, &f) in frames.iter().enumerate() {
+            self.policy.on_insert(f, p + i as u64, admission);
+        }
+        let result = match fill {
+            Fill::Zero => {
+                // SAFETY: we hold the frame EXCLUSIVE (LOADING).
+                let bytes = unsafe { self.bytes_mut(frames[0]) };
+                bytes.fill(0);
+                Ok(())
+            }
+            Fill::Read => {
+                let bufs: Vec<FrameMut> = frames
+                    .iter()
+                    // SAFETY: each frame is held EXCLUSIVE (LOADING) by us: nobody else touches
+                    // its bytes until we publish it as VALID after the I/O.
+                    .map(|&f| unsafe {
+                        FrameMut::from_region(
+                            &self.region,
+                            f as usize * self.page_size,
+                            self.page_size,
+                        )
+                    })
+                    .collect();
+                self.counters.add(Counter::ReadIos, 1);
+                let r = self.backend.read_pages(p, bufs).and_then(|w| w.wait());
+                if r.is_ok() {
+                    self.counters
+                        .add(Counter::BytesRead, (n * self.page_size) as u64);
+                }
+                r
+            }
+        };
+        self.counters.add(Counter::Misses, 1);
+        match result {
+            Ok(()) => {
+                for &f in &frames[1..] {
+                    self.frames[f as usize].set_owned_state(EXCLUSIVE | VALID);
+                    self.unlock_exclusive(f, false);
+                }
+                self.frames[frames[0] as usize].set_owned_state(EXCLUSIVE | VALID);
+                Ok(Loaded::Exclusive(frames[0]))
+            }
+            Err(e) => {
+                // Undo: nobody saw these pages valid. Waiters wake, find them gone, and retry.
+                let mut g = self.index.lock();
+                for (i, &f) in frames.iter().enumerate() {
+                    self.index.remove(&mut g, p + i as u64, f, &self.frames);
+                    self.policy.on_remove(f);
+                    self.push_free(f);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    // ---- byte I/O -----------------------------------------------------------------------
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        checked_end(offset, buf.len())?;
+        let size = self.len();
+        if buf.is_empty() || offset >= size {
+            return Ok(0);
+        }
+        let total = (size - offset).min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < total {
+            let pos = offset + done as u64;
+            let p = pos >> self.page_shift;
+            let in_page = (pos & self.page_mask()) as usize;
+            let n = (self.page_size - in_page).min(total - done);
+            let pages_left = (total - done).div_ceil(self.page_size);
+            let f = self.get_shared(p, pages_left)?;
+            // SAFETY: we hold a reader hold on `f`.
+            let bytes = unsafe { self.bytes(f) };
+            buf[done..done + n].copy_from_slice(&bytes[in_page..in_page + n]);
+            self.unlock_shared(f);
+            done += n;
+        }
+        self.counters.add(Counter::ReadCalls, 1);
+        Ok(total)
+    }
+
+    fn extend_to(&self, end: u64) -> Result<()> {
+        let _g = self.size_lock.lock();
+        if end > self.len() {
+            self.backend.set_len(end)?;
+            self.len.store(end, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Zeroes the bytes of page `p` (held `EXCLUSIVE` in `f`) that lie past the end of the file,
+    /// keeping "cached bytes past the end are zero" true under concurrent truncation.
+    fn zero_past_end(&self, p: u64, f: FrameId) {
+        let len = self.len();
+        let start = p << self.page_shift;
+        let end = start + self.page_size as u64;
+        if end > len {
+            let from = len.saturating_sub(start) as usize;
+            // SAFETY: the caller holds `f` EXCLUSIVE.
+            let bytes = unsafe { self.bytes_mut(f) };
+            bytes[from..].fill(0);
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        let end = checked_end(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if end > self.len() {
+            self.extend_to(end)?;
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let p = pos >> self.page_shift;
+            let in_page = (pos & self.page_mask()) as usize;
+            let n = (self.page_size - in_page).min(buf.len() - done);
+            let whole = in_page == 0 && (n == self.page_size || pos + n as u64 >= self.len());
+            let f = self.get_exclusive(p, whole, 1)?;
+            // SAFETY: we hold `f` EXCLUSIVE.
+            let bytes = unsafe { self.bytes_mut(f) };
+            bytes[in_page..in_page + n].copy_from_slice(&buf[done..done + n]);
+            self.zero_past_end(p, f);
+            self.unlock_exclusive(f, true);
+            done += n;
+        }
+        self.counters.add(Counter::WriteCalls, 1);
+        Ok(buf.len())
+    }
+
+    fn resize(&self, new_len: u64) -> Result<()> {
+        let _g = self.size_lock.lock();
+        let old = self.len();
+        if new_len == old {
+            return Ok(());
+        }
+        self.backend.set_len(new_len)?;
+        self.len.store(new_len, Ordering::Release);
+        if new_len < old {
+            let first_gone = new_len.div_ceil(self.page_size as u64);
+            self.discard_pages(first_gone..u64::MAX);
+            if new_len & self.page_mask() != 0 {
+                let p = new_len >> self.page_shift;
+                self.zero_tail(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the part past the end of the resident page `p`, if resident.
+    fn zero_tail(&self, p: u64) {
+        loop {
+            let Some(f) = self.index.lookup(p, &self.frames).or_else(|| {
+                let _g = self.index.lock();
+                self.index.lookup(p, &self.frames)
+            }) else {
+                return;
+            };
+            match self.frames[f as usize].lock_exclusive(p) {
+                Acquire::Acquired => {
+                    self.zero_past_end(p, f);
+                    self.unlock_exclusive(f, false);
+                    return;
+                }
+                Acquire::Wait => self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK),
+                Acquire::Absent => return,
+            }
+        }
+    }
+
+    fn zero_range(&self, range: Range<u64>) -> Result<()> {
+        let end = range.end.min(self.len());
+        if range.start >= end {
+            return Ok(());
+        }
+        let ps = self.page_size as u64;
+        let whole_start = range.start.div_ceil(ps) * ps;
+        let whole_end = if end == self.len() {
+            end
+        } else {
+            end & !self.page_mask()
+        };
+        if whole_start >= whole_end {
+            return self.write_zeroes_through_cache(range.start, end);
+        }
+        self.write_zeroes_through_cache(range.start, whole_start)?;
+        self.write_zeroes_through_cache(whole_end, end)?;
+        let pages = self.pages_inside(&(whole_start..whole_end));
+        self.discard_pages(pages.clone());
+        match self
+            .backend
+            .write_zeroes(whole_start, whole_end - whole_start)
+        {
+            Ok(()) => {
+                // Drop anything a racing reader loaded between the two steps.
+                self.discard_pages(pages);
+                Ok(())
+            }
+            Err(Error::Unsupported(_)) => self.write_zeroes_through_cache(whole_start, whole_end),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_zeroes_through_cache(&self, start: u64, end: u64) -> Result<()> {
+        let zeros = vec![0u8; self.page_size];
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(self.page_size - (pos & self.page_mask()) as usize);
+            self.write_at(&zeros[..n], pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    // ---- range operations ---------------------------------------------------------------
+
+    /// Resident pages in `pages` whose state word passes `filter`, sorted by page. Walks the
+    /// range through the index when it is shorter than the frame table, else the frame table:
+    /// the cost is bounded by the smaller of the two, never by the range alone.
+    fn resident(&self, pages: Range<u64>, filter: impl Fn(u64) -> bool) -> Vec<(u64, FrameId)> {
+        let mut out = Vec::new();
+        if pages.start >= pages.end {
+            return out;
+        }
+        if pages.end - pages.start <= self.frames.len() as u64 {
+            let _g = self.index.lock();
+            for key in pages {
+                if let Some(f) = self.index.lookup(key, &self.frames) {
+                    if filter(self.frames[f as usize].state()) {
+                        out.push((key, f));
+                    }
+                }
+            }
+        } else {
+            for (f, meta) in self.frames.iter().enumerate() {
+                let key = meta.tag();
+                if key != NO_PAGE && pages.contains(&key) && filter(meta.state()) {
+                    out.push((key, f as FrameId));
+                }
+            }
+            out.sort_unstable();
+        }
+        out
+    }
+
+    /// Writes back every page in `pages` that is dirty, in runs of contiguous pages. Failures are
+    /// recorded in the error sequence and leave their pages dirty.
+    pub(crate) fn flush_pages(&self, pages: Range<u64>) {
+        let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
+        let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
+        let mut i = 0;
+        while i < dirty.len() {
+            let (key, f) = dirty[i];
+            let contiguous = run.last().is_none_or(|&(k, _)| k + 1 == key);
+            if !contiguous || run.len() == self.max_io_pages {
+                self.write_run(&mut run);
+                continue;
+            }
+            match self.frames[f as usize].begin_writeback(key) {
+                Acquire::Acquired => {
+                    self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                    run.push((key, f));
+                    i += 1;
+                }
+                Acquire::Wait => {
+                    // Never wait while holding pages: submit what we have first.
+                    self.write_run(&mut run);
+                    self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
+                }
+                Acquire::Absent => {
+                    i += 1;
+                }
+            }
+        }
+        self.write_run(&mut run);
+    }
+
+    /// Writes one run of pages that this thread holds under write-back, and ends it.
+    fn write_run(&self, run: &mut Vec<(u64, FrameId)>) {
+        let Some(&(first, _)) = run.first() else {
+            return;
+        };
+        let frames: Vec<Frame> = run
+            .iter()
+            // SAFETY: each page is under write-back with our reader hold: no writer touches
+            // its bytes until `end_writeback`.
+            .map(|&(_, f)| unsafe {
+                Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
+            })
+            .collect();
+        let result = self
+            .backend
+            .write_pages(first, frames)
+            .and_then(|w| w.wait());
+        self.counters.add(Counter::WritebackIos, 1);
+        let ok = result.is_ok();
+        if let Err(e) = &result {
+            self.errseq.record(e);
+            self.counters.add(Counter::WritebackErrors, 1);
+        } else {
+            self.counters.add(Counter::WritebackPages, run.len() as u64);
+            self.counters
+                .add(Counter::BytesWritten, (run.len() * self.page_size) as u64);
+        }
+        for &(_, f) in run.iter() {
+            let (redirtied, r) = self.frames[f as usize].end_writeback(ok);
+            if redirtied {
+                self.dirty_pages.fetch_add(1, Ordering::AcqRel);
+            }
+            self.released(f, r);
+        }
+        run.clear();
+    }
+
+    /// Drops the clean pages in `pages` that nobody holds.
+    fn drop_clean(&self, pages: Range<u64>) {
+        for (key, f) in self.resident(pages, |s| kind(s) == VALID && s & DIRTY == 0) {
+            let meta = &self.frames[f as usize];
+            if meta.tag() != key || !meta.claim() {
+                continue;
+            }
+            if meta.state() & DIRTY != 0 {
+                self.unlock_exclusive(f, false);
+                continue;
+            }
+            {
+                let mut g = self.index.lock();
+                self.index.remove(&mut g, key, f, &self.frames);
+                self.policy.on_remove(f);
+            }
+            self.push_free(f);
+        }
+    }
+
+    /// Drops the pages in `pages` without writing them back. Held pages become orphans.
+    fn discard_pages(&self, pages: Range<u64>) {
+        for (key, f) in self.resident(pages, |s| kind(s) != FREE) {
+            let meta = &self.frames[f as usize];
+            loop {
+                let mut g = self.index.lock();
+                if self.index.lookup(key, &self.frames) != Some(f) {
+                    break;
+                }
+                if kind(meta.state()) == LOADING {
+                    drop(g);
+                    self.wait_for(f, key, 0);
+                    continue;
+                }
+                // Forget it in the policy before the frame can be reused.
+                self.policy.on_remove(f);
+                self.index.remove(&mut g, key, f, &self.frames);
+                let (was_dirty, r) = meta.orphan();
+                drop(g);
+                if was_dirty {
+                    self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.released(f, r);
+                break;
+            }
+        }
+    }
+
+    fn check_errors(&self) -> Result<()> {
+        self.errseq.check(&self.errors_seen)
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let free = self.free.lock().len();
+        Stats {
+            hits: c.get(Counter::Hits),
+            misses: c.get(Counter::Misses),
+            evictions: c.get(Counter::Evictions),
+            read_ios: c.get(Counter::ReadIos),
+            writeback_ios: c.get(Counter::WritebackIos),
+            writeback_pages: c.get(Counter::WritebackPages),
+            writeback_errors: c.get(Counter::WritebackErrors),
+            syncs: c.get(Counter::Syncs),
+            bytes_read: c.get(Counter::BytesRead),
+            bytes_written: c.get(Counter::BytesWritten),
+            read_calls: c.get(Counter::ReadCalls),
+            write_calls: c.get(Counter::WriteCalls),
+            dirty_pages: self.dirty_pages.load(Ordering::Acquire),
+            resident_pages: (self.frames.len() - free) as u64,
+            capacity_pages: self.frames.len() as u64,
+        }
+    }
+}
+
+/// A read guard: shared access to a page's bytes. See [`PageCache::read_page`].
+pub struct PageReadGuard<'a> {
+    shared: &'a Shared,
+    frame: FrameId,
+    bytes: *const u8,
+}
+
+impl Deref for PageReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: we hold a reader hold on the frame for the guard's lifetime.
+        unsafe { std::slice::from_raw_parts(self.bytes, self.shared.page_size) }
+    }
+}
+
+impl Drop for PageReadGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.unlock_shared(self.frame);
+    }
+}
+
+/// A write guard: exclusive access to a page's bytes; the page is dirty when it is dropped. See
+/// [`PageCache::write_page`].
+pub struct PageWriteGuard<'a> {
+    shared: &'a Shared,
+    frame: FrameId,
+    page: u64,
+    bytes: *mut u8,
+}
+
+impl Deref for PageWriteGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: we hold the frame EXCLUSIVE for the guard's lifetime.
+        unsafe { std::slice::from_raw_parts(self.bytes, self.shared.page_size) }
+    }
+}
+
+impl DerefMut for PageWriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: we hold the frame EXCLUSIVE for the guard's lifetime; `&mut self` makes this
+        // the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.bytes, self.shared.page_size) }
+    }
+}
+
+impl Drop for PageWriteGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.zero_past_end(self.page, self.frame);
+        self.shared.unlock_exclusive(self.frame, true);
+    }
+}
+
+/// A pinned page: resident until dropped, readable and writable through guards. The `Pager`'s
+/// committed page.
+pub struct PinnedPage<'a> {
+    shared: &'a Shared,
+    frame: FrameId,
+    page: u64,
+}
+
+impl PinnedPage<'_> {
+    /// The page index.
+    pub fn index(&self) -> u64 {
+        self.page
+    }
+
+    /// Shared access to the bytes (waits for a writer).
+    pub fn read(&self) -> PageReadGuard<'_> {
+        let meta = &self.shared.frames[self.frame as usize];
+        loop {
+            match meta.lock_shared(self.page) {
+                Acquire::Acquired => break,
+                // A pinned page keeps its tag; it can only be busy, or orphaned by a discard,
+                // in which case we read the orphan's bytes under a raw reader hold.
+                Acquire::Wait => self.shared.wait_for(self.frame, self.page, EXCLUSIVE),
+                Acquire::Absent => match meta.lock_shared_in(self.page, true) {
+                    Acquire::Acquired => break,
+                    _ => self.shared.wait_for(self.frame, self.page, EXCLUSIVE),
+                },
+            }
+        }
+        PageReadGuard {
+            shared: self.shared,
+            frame: self.frame,
+            bytes: self.shared.frame_ptr(self.frame),
+        }
+    }
+
+    /// Exclusive access to the bytes (waits for readers and write-back); marks the page dirty.
+    pub fn write(&self) -> PageWriteGuard<'_> {
+        let meta = &self.shared.frames[self.frame as usize];
+        loop {
+            match meta.lock_exclusive(self.page) {
+                Acquire::Acquired => break,
+                Acquire::Wait => self.shared.wait_for(
+                    self.frame,
+                    self.page,
+                    EXCLUSIVE | READERS_MASK | WRITEBACK,
+                ),
+                Acquire::Absent => match meta.lock_exclusive_in(self.page, true) {
+                    Acquire::Acquired => break,
+                    _ => meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK) != 0),
+                },
+            }
+        }
+        PageWriteGuard {
+            shared: self.shared,
+            frame: self.frame,
+            page: self.page,
+            bytes: self.shared.frame_ptr(self.frame),
+        }
+    }
+
+    /// Marks the page dirty (the seed's `update_page`).
+    pub fn mark_dirty(&self) {
+        drop(self.write());
+    }
+}
+
+impl Drop for PinnedPage<'_> {
+    fn drop(&mut self) {
+        let r = self.shared.frames[self.frame as usize].unpin();
+        self.shared.released(self.frame, r);
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<PageCache>();
+    let _ = readers;
+    let _ = PageState::Free;
+}

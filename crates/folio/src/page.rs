@@ -1,0 +1,546 @@
+//! Frames and the atomic page state word.
+//!
+//! The cache owns a fixed pool of frames, allocated up front. Each frame has a [`FrameMeta`]: the
+//! page it holds (`tag`) and one 64-bit state word that carries everything concurrent code needs
+//! to agree on, so that every transition is one compare-and-swap:
+//!
+//! ```text
+//!  bits  0..20  readers    shared holders: read_at copies, read guards, write-back I/O
+//!  bits 20..40  pins       PinnedPage handles (keep the page resident, no access right)
+//!  bit  40      EXCLUSIVE  one holder: the loader of a page, a writer, an evictor
+//!  bit  41      WAITERS    someone is parked on this frame (wake on release)
+//!  bits 42..44  kind       FREE | LOADING | VALID | ORPHAN
+//!  bit  44      DIRTY      the bytes differ from the backend
+//!  bit  45      WRITEBACK  a write-back of the bytes is in flight
+//!  bit  46      READAHEAD  marker: reaching this page should start the next readahead window
+//! ```
+//!
+//! # Page states and what may be done in each
+//! - **Free** (`FREE`): no page; the frame is on the free list or held `EXCLUSIVE` by the thread
+//!   that took it from there or evicted its page. Only that thread touches it.
+//! - **Uninitialised** (`LOADING`, always with `EXCLUSIVE`): the frame is in the index under its
+//!   page but its bytes are being filled by the loader. Nobody else may read or write it; others
+//!   who want the page park until it becomes valid or free.
+//! - **Up to date** (`VALID`, not `DIRTY`): bytes equal the backend. Readers share it, one writer
+//!   excludes readers, the evictor may claim it when it has no holder.
+//! - **Dirty** (`VALID | DIRTY`): bytes are newer than the backend. As up to date, and eviction
+//!   must write it back before reusing the frame.
+//! - **Under write-back** (`WRITEBACK`, with one reader count held by the I/O): the bytes are being
+//!   written. Readers may share it; writers wait for the I/O to complete (stable pages), so the
+//!   bytes on disk are a snapshot and a write that arrives meanwhile re-dirties the page after it.
+//!   `DIRTY` was cleared when write-back began; a failure sets it again.
+//! - **Orphan** (`ORPHAN`): discarded or truncated while somebody still held it. No longer in the
+//!   index, never written back; the last holder to release it returns it to the free list.
+//!
+//! Bytes of a frame are only touched by holders: readers read, the `EXCLUSIVE` holder reads and
+//! writes. That is the whole soundness argument of the `unsafe` byte access in `cache.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// `tag` of a frame that holds no page.
+pub(crate) const NO_PAGE: u64 = u64::MAX;
+
+pub(crate) const READER: u64 = 1;
+pub(crate) const READERS_MASK: u64 = (1 << 20) - 1;
+pub(crate) const PIN: u64 = 1 << 20;
+pub(crate) const PINS_MASK: u64 = ((1 << 20) - 1) << 20;
+pub(crate) const EXCLUSIVE: u64 = 1 << 40;
+pub(crate) const WAITERS: u64 = 1 << 41;
+pub(crate) const KIND_MASK: u64 = 3 << 42;
+pub(crate) const FREE: u64 = 0;
+pub(crate) const LOADING: u64 = 1 << 42;
+pub(crate) const VALID: u64 = 2 << 42;
+pub(crate) const ORPHAN: u64 = 3 << 42;
+pub(crate) const DIRTY: u64 = 1 << 44;
+pub(crate) const WRITEBACK: u64 = 1 << 45;
+pub(crate) const READAHEAD: u64 = 1 << 46;
+
+/// Anyone holding the frame in any way.
+const HOLDERS: u64 = READERS_MASK | PINS_MASK | EXCLUSIVE;
+
+/// The longest a parked thread sleeps before it re-checks the state word on its own. Wake-ups are
+/// explicit; this only bounds the damage of a missed one.
+const PARK_RECHECK: Duration = Duration::from_millis(20);
+
+/// Outcome of trying to take a frame for a given page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// Taken.
+    Acquired,
+    /// The frame holds the page but is busy in a way that ends soon: park, then retry.
+    Wait,
+    /// The frame does not hold the page (any more).
+    Absent,
+}
+
+/// Outcome of a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Released {
+    /// Nothing more to do.
+    Held,
+    /// The frame was an orphan and this was its last holder: it is now free and must be put on
+    /// the free list by the caller.
+    Freed,
+}
+
+/// The public name of a page state, for docs, debugging and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PageState {
+    /// The frame holds no page.
+    Free,
+    /// Allocated for a page whose bytes are being loaded.
+    Uninit,
+    /// Bytes equal the backend's.
+    UpToDate,
+    /// Bytes are newer than the backend's.
+    Dirty,
+    /// A write-back is in flight (the page may be dirty again afterwards).
+    Writeback,
+    /// Dropped from the cache while still held.
+    Orphan,
+}
+
+impl PageState {
+    pub(crate) fn from_word(s: u64) -> PageState {
+        match s & KIND_MASK {
+            FREE => PageState::Free,
+            LOADING => PageState::Uninit,
+            ORPHAN => PageState::Orphan,
+            _ if s & WRITEBACK != 0 => PageState::Writeback,
+            _ if s & DIRTY != 0 => PageState::Dirty,
+            _ => PageState::UpToDate,
+        }
+    }
+}
+
+/// Metadata of one frame.
+#[derive(Debug)]
+pub(crate) struct FrameMeta {
+    state: AtomicU64,
+    tag: AtomicU64,
+}
+
+impl Default for FrameMeta {
+    fn default() -> Self {
+        FrameMeta {
+            state: AtomicU64::new(FREE),
+            tag: AtomicU64::new(NO_PAGE),
+        }
+    }
+}
+
+pub(crate) fn readers(s: u64) -> u64 {
+    s & READERS_MASK
+}
+
+pub(crate) fn kind(s: u64) -> u64 {
+    s & KIND_MASK
+}
+
+impl FrameMeta {
+    pub(crate) fn state(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn tag(&self) -> u64 {
+        self.tag.load(Ordering::Acquire)
+    }
+
+    /// Sets the tag. Only the `EXCLUSIVE` holder of a free frame may do this.
+    pub(crate) fn set_tag(&self, tag: u64) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        self.tag.store(tag, Ordering::Release);
+    }
+
+    /// Overwrites the state word of a frame this thread owns exclusively, keeping `WAITERS`.
+    pub(crate) fn set_owned_state(&self, new: u64) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        debug_assert!(new & EXCLUSIVE != 0);
+        let prev = self.state.swap(new & !WAITERS, Ordering::AcqRel);
+        self.wake_if(prev);
+    }
+
+    fn wake_if(&self, prev: u64) {
+        if prev & WAITERS != 0 {
+            // SAFETY: `unpark_all` only uses the key as an address to hash; it is this frame's
+            // state word, which lives as long as the cache.
+            unsafe {
+                parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN);
+            }
+        }
+    }
+
+    fn key(&self) -> usize {
+        &self.state as *const AtomicU64 as usize
+    }
+
+    /// Applies `f` to the state word atomically, clears `WAITERS` and wakes waiters if it was set.
+    /// `f` returns `None` to leave the word unchanged. Returns the previous word, or `None`.
+    fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            let new = f(cur)?;
+            match self.state.compare_exchange_weak(
+                cur,
+                new & !WAITERS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(prev) => {
+                    self.wake_if(prev);
+                    return Some(prev);
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Parks the calling thread until `blocked(state)` is false (or a bounded re-check interval
+    /// passes; callers loop).
+    pub(crate) fn wait_while(&self, blocked: impl Fn(u64) -> bool) {
+        if !blocked(self.state()) {
+            return;
+        }
+        let validate = || {
+            let prev = self.state.fetch_or(WAITERS, Ordering::AcqRel);
+            blocked(prev | WAITERS)
+        };
+        // SAFETY: the key is the address of this frame's state word (see `wake_if`); the
+        // callbacks do not panic and do not call into parking_lot.
+        unsafe {
+            parking_lot_core::park(
+                self.key(),
+                validate,
+                || {},
+                |_, _| {},
+                parking_lot_core::DEFAULT_PARK_TOKEN,
+                Some(Instant::now() + PARK_RECHECK),
+            );
+        }
+    }
+
+    /// Takes a shared (reader) hold on the page `key` if it is valid here.
+    pub(crate) fn lock_shared(&self, key: u64) -> Acquire {
+        self.lock_shared_in(key, false)
+    }
+
+    /// As [`lock_shared`](Self::lock_shared); with `pinned`, the caller holds a pin on this
+    /// frame and also accepts it orphaned (discarded while pinned).
+    pub(crate) fn lock_shared_in(&self, key: u64, pinned: bool) -> Acquire {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            match kind(cur) {
+                VALID => {}
+                ORPHAN if pinned => {}
+                LOADING => return self.wait_verdict(key),
+                _ => return Acquire::Absent,
+            }
+            if cur & EXCLUSIVE != 0 || readers(cur) == READERS_MASK {
+                return self.wait_verdict(key);
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur + READER,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if self.tag() == key {
+            Acquire::Acquired
+        } else {
+            // The frame was reused for another page before we got it. Nobody can have orphaned
+            // it for our page, but it may be an orphan of that other page by now.
+            let _ = self.unlock_shared();
+            Acquire::Absent
+        }
+    }
+
+    fn wait_verdict(&self, key: u64) -> Acquire {
+        if self.tag() == key {
+            Acquire::Wait
+        } else {
+            Acquire::Absent
+        }
+    }
+
+    /// Takes a pin on the page `key` if it is valid here (waits out a load).
+    pub(crate) fn pin(&self, key: u64) -> Acquire {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            match kind(cur) {
+                VALID => {}
+                LOADING => return self.wait_verdict(key),
+                _ => return Acquire::Absent,
+            }
+            // An evictor or a writer holds it: wait, so a pin never meets an evictor.
+            if cur & EXCLUSIVE != 0 || cur & PINS_MASK == PINS_MASK {
+                return self.wait_verdict(key);
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur + PIN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if self.tag() == key {
+            Acquire::Acquired
+        } else {
+            let _ = self.unpin();
+            Acquire::Absent
+        }
+    }
+
+    /// Takes the exclusive (writer) hold on the valid page `key`: no readers, no write-back.
+    pub(crate) fn lock_exclusive(&self, key: u64) -> Acquire {
+        self.lock_exclusive_in(key, false)
+    }
+
+    /// As [`lock_exclusive`](Self::lock_exclusive); with `pinned`, also accepts an orphan.
+    pub(crate) fn lock_exclusive_in(&self, key: u64, pinned: bool) -> Acquire {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            match kind(cur) {
+                VALID => {}
+                ORPHAN if pinned => {}
+                LOADING => return self.wait_verdict(key),
+                _ => return Acquire::Absent,
+            }
+            if cur & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0 {
+                return self.wait_verdict(key);
+            }
+            match self.state.compare_exchange_weak(
+                cur,
+                cur | EXCLUSIVE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if self.tag() == key {
+            Acquire::Acquired
+        } else {
+            let _ = self.unlock_exclusive(false);
+            Acquire::Absent
+        }
+    }
+
+    /// Claims a valid page nobody holds, for eviction or removal: sets `EXCLUSIVE`.
+    pub(crate) fn claim(&self) -> bool {
+        self.update(|s| {
+            (kind(s) == VALID && s & (HOLDERS | WRITEBACK) == 0).then_some(s | EXCLUSIVE)
+        })
+        .is_some()
+    }
+
+    fn release(&self, f: impl Fn(u64) -> u64) -> (u64, Released) {
+        let mut freed = Released::Held;
+        let prev = self
+            .update(|s| {
+                let mut new = f(s);
+                freed = Released::Held;
+                if kind(new) == ORPHAN && new & HOLDERS == 0 {
+                    new = FREE;
+                    freed = Released::Freed;
+                }
+                Some(new)
+            })
+            .unwrap_or(0);
+        (prev, freed)
+    }
+
+    /// Drops a reader hold.
+    pub(crate) fn unlock_shared(&self) -> Released {
+        debug_assert!(readers(self.state()) > 0);
+        self.release(|s| s - READER).1
+    }
+
+    /// Drops a pin.
+    pub(crate) fn unpin(&self) -> Released {
+        debug_assert!(self.state() & PINS_MASK != 0);
+        self.release(|s| s - PIN).1
+    }
+
+    /// Drops the exclusive hold, marking the page dirty if `dirty`. Returns whether this made a
+    /// clean page dirty, and whether the frame was freed.
+    pub(crate) fn unlock_exclusive(&self, dirty: bool) -> (bool, Released) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        let (prev, freed) = self.release(|s| {
+            let mut n = s & !EXCLUSIVE;
+            if dirty && kind(s) == VALID {
+                n |= DIRTY;
+            }
+            n
+        });
+        let newly_dirty = dirty && kind(prev) == VALID && prev & DIRTY == 0;
+        (newly_dirty, freed)
+    }
+
+    /// Turns the exclusive hold into a reader hold (after a load or a write).
+    pub(crate) fn downgrade(&self) {
+        let prev = self.update(|s| Some((s & !EXCLUSIVE) + READER));
+        debug_assert!(prev.is_some_and(|p| p & EXCLUSIVE != 0));
+    }
+
+    /// Starts write-back of the dirty valid page `key`: clears `DIRTY`, sets `WRITEBACK` and takes
+    /// a reader hold for the I/O. `Wait` if a writer holds it or another write-back is in flight;
+    /// `Absent` if it is not that page or not dirty.
+    pub(crate) fn begin_writeback(&self, key: u64) -> Acquire {
+        if self.tag() != key {
+            return Acquire::Absent;
+        }
+        let mut verdict = Acquire::Absent;
+        self.update(|s| {
+            if kind(s) != VALID || (s & DIRTY == 0 && s & WRITEBACK == 0) {
+                verdict = Acquire::Absent;
+                return None;
+            }
+            if s & (EXCLUSIVE | WRITEBACK) != 0 || readers(s) == READERS_MASK {
+                verdict = Acquire::Wait;
+                return None;
+            }
+            verdict = Acquire::Acquired;
+            Some(((s & !DIRTY) | WRITEBACK) + READER)
+        });
+        if verdict == Acquire::Acquired && self.tag() != key {
+            // Cannot happen: a dirty valid page is never retagged without EXCLUSIVE, which we
+            // would have seen. Undo defensively.
+            let _ = self.end_writeback(false);
+            return Acquire::Absent;
+        }
+        verdict
+    }
+
+    /// Ends write-back: on failure the page is dirty again. Returns whether the page became dirty
+    /// again (for the dirty counter), and whether the frame was freed.
+    pub(crate) fn end_writeback(&self, ok: bool) -> (bool, Released) {
+        let (prev, freed) = self.release(|s| {
+            let mut n = (s & !WRITEBACK) - READER;
+            if !ok && kind(s) == VALID {
+                n |= DIRTY;
+            }
+            n
+        });
+        let redirtied = !ok && kind(prev) == VALID && prev & DIRTY == 0;
+        (redirtied, freed)
+    }
+
+    /// Marks a page this thread holds (in any way) orphaned, clearing `DIRTY`; frees it at once if
+    /// there is no holder. Returns whether it was dirty and whether it was freed.
+    pub(crate) fn orphan(&self) -> (bool, Released) {
+        let (prev, freed) = self.release(|s| {
+            if kind(s) == VALID {
+                (s & !(KIND_MASK | DIRTY | READAHEAD)) | ORPHAN
+            } else {
+                s
+            }
+        });
+        (kind(prev) == VALID && prev & DIRTY != 0, freed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_owned_state_for_test(&self, s: u64) {
+        self.state.store(s, Ordering::Release);
+    }
+
+    /// Clears the tag of a frame on its way to the free list.
+    pub(crate) fn clear_tag(&self) {
+        self.tag.store(NO_PAGE, Ordering::Release);
+    }
+
+    /// Marks a frame free (no holder) on its way to the free list, waking anyone parked on it.
+    pub(crate) fn set_free(&self) {
+        let prev = self.state.swap(FREE, Ordering::AcqRel);
+        debug_assert!(prev & (PINS_MASK | READERS_MASK) == 0);
+        self.wake_if(prev);
+    }
+
+    /// Adds a pin to a frame this thread holds `EXCLUSIVE`.
+    pub(crate) fn pin_owned(&self) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        self.update(|s| Some(s + PIN));
+    }
+
+    /// Takes a frame from the free list: `FREE` → `FREE | EXCLUSIVE`.
+    pub(crate) fn take_free(&self) -> bool {
+        self.update(|s| (s & (KIND_MASK | HOLDERS) == FREE).then_some(s | EXCLUSIVE))
+            .is_some()
+    }
+
+    /// Clears `DIRTY` on a page this thread holds `EXCLUSIVE` (after writing it back). Returns
+    /// whether it was dirty.
+    pub(crate) fn clear_dirty_owned(&self) -> bool {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        self.update(|s| Some(s & !DIRTY))
+            .is_some_and(|prev| prev & DIRTY != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_valid(tag: u64) -> FrameMeta {
+        let m = FrameMeta::default();
+        m.state.store(EXCLUSIVE | LOADING, Ordering::Release);
+        m.set_tag(tag);
+        m.set_owned_state(EXCLUSIVE | VALID);
+        let _ = m.unlock_exclusive(false);
+        m
+    }
+
+    #[test]
+    fn readers_exclude_writer_and_claim() {
+        let m = owned_valid(7);
+        assert_eq!(m.lock_shared(7), Acquire::Acquired);
+        assert_eq!(m.lock_exclusive(7), Acquire::Wait);
+        assert!(!m.claim());
+        assert_eq!(m.unlock_shared(), Released::Held);
+        assert_eq!(m.lock_exclusive(7), Acquire::Acquired);
+        assert_eq!(m.lock_shared(7), Acquire::Wait);
+        assert_eq!(m.unlock_exclusive(true), (true, Released::Held));
+        assert_eq!(PageState::from_word(m.state()), PageState::Dirty);
+        assert_eq!(m.lock_shared(8), Acquire::Absent);
+    }
+
+    #[test]
+    fn writeback_clears_dirty_and_failure_restores_it() {
+        let m = owned_valid(3);
+        assert_eq!(m.lock_exclusive(3), Acquire::Acquired);
+        let _ = m.unlock_exclusive(true);
+        assert_eq!(m.begin_writeback(3), Acquire::Acquired);
+        assert_eq!(PageState::from_word(m.state()), PageState::Writeback);
+        // A writer waits for the I/O; a second write-back waits too.
+        assert_eq!(m.lock_exclusive(3), Acquire::Wait);
+        assert_eq!(m.begin_writeback(3), Acquire::Wait);
+        assert_eq!(m.end_writeback(false), (true, Released::Held));
+        assert_eq!(PageState::from_word(m.state()), PageState::Dirty);
+        assert_eq!(m.begin_writeback(3), Acquire::Acquired);
+        assert_eq!(m.end_writeback(true), (false, Released::Held));
+        assert_eq!(PageState::from_word(m.state()), PageState::UpToDate);
+        assert_eq!(m.begin_writeback(3), Acquire::Absent);
+    }
+
+    #[test]
+    fn orphan_is_freed_by_last_holder() {
+        let m = owned_valid(1);
+        assert_eq!(m.pin(1), Acquire::Acquired);
+        assert_eq!(m.lock_shared(1), Acquire::Acquired);
+        assert_eq!(m.orphan(), (false, Released::Held));
+        assert_eq!(m.lock_shared(1), Acquire::Absent);
+        assert_eq!(m.unlock_shared(), Released::Held);
+        assert_eq!(m.unpin(), Released::Freed);
+        assert_eq!(kind(m.state()), FREE);
+    }
+}
