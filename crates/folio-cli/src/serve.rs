@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use folio::PolicyKind;
-use folio_nbd::{BlockDevice, FileDevice, Listener, Server, ServerConfig};
+use folio::{CacheConfig, FileBackend, IoMode, PageCache, PolicyKind};
+use folio_nbd::{BlockDevice, CacheDevice, FileDevice, Listener, Server, ServerConfig};
 
 /// Serve an image over NBD through a Folio page cache.
 #[derive(clap::Args, Debug, Clone)]
@@ -84,8 +84,21 @@ fn open_device(args: &ServeArgs) -> Result<Arc<dyn BlockDevice>, Box<dyn std::er
         .write(!args.read_only)
         .open(&args.image)
         .map_err(|e| format!("cannot open {}: {e}", args.image.display()))?;
-    let _ = (args.budget, args.policy);
-    Ok(Arc::new(FileDevice::new(file)?))
+    if args.no_cache {
+        return Ok(Arc::new(FileDevice::new(file)?));
+    }
+    let backend = Arc::new(FileBackend::from_file(file, IoMode::Buffered)?);
+    let config = CacheConfig::new(args.budget)
+        .page_size(4096)
+        .policy(args.policy);
+    let cache = PageCache::new(backend, config)?;
+    tracing::info!(
+        budget = args.budget,
+        pages = cache.capacity_pages(),
+        policy = cache.policy_name(),
+        "page cache ready"
+    );
+    Ok(Arc::new(CacheDevice::new(Arc::new(cache))))
 }
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests, flushes, syncs

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -166,6 +167,64 @@ impl BlockDevice for FileDevice {
     }
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         // A hint only; zeroing keeps reads deterministic.
+        self.write_zeroes(offset, len)
+    }
+}
+
+/// The Folio page cache as an export: reads and writes go through the cache, `FLUSH` is a
+/// whole-cache [`PageCache::sync`](folio::PageCache::sync) (so a flush on one connection covers
+/// writes acknowledged on every connection sharing the cache: `CAN_MULTI_CONN`), FUA is
+/// [`sync_range`](folio::PageCache::sync_range), and both `WRITE_ZEROES` and `TRIM` are
+/// [`zero_range`](folio::PageCache::zero_range) (holes punched where the backend can; trimmed
+/// ranges then read back as zeros, which is deterministic and allowed).
+pub struct CacheDevice {
+    cache: Arc<folio::PageCache>,
+}
+
+impl CacheDevice {
+    /// Wraps a shared cache.
+    pub fn new(cache: Arc<folio::PageCache>) -> CacheDevice {
+        CacheDevice { cache }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<folio::PageCache> {
+        &self.cache
+    }
+
+    fn end(&self, offset: u64, len: u64) -> io::Result<u64> {
+        check_range(self.cache.len(), offset, len)?;
+        Ok(offset + len)
+    }
+}
+
+impl BlockDevice for CacheDevice {
+    fn len(&self) -> u64 {
+        self.cache.len()
+    }
+    fn block_size(&self) -> usize {
+        self.cache.page_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        Ok(self.cache.read_exact_at(buf, offset)?)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        // The cache would grow the file; an export has a fixed size.
+        self.end(offset, buf.len() as u64)?;
+        Ok(self.cache.write_all_at(buf, offset)?)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(self.cache.sync()?)
+    }
+    fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = self.end(offset, len)?;
+        Ok(self.cache.sync_range(offset..end)?)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = self.end(offset, len)?;
+        Ok(self.cache.zero_range(offset..end)?)
+    }
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.write_zeroes(offset, len)
     }
 }

@@ -11,6 +11,6 @@ pub mod proto;
 pub mod server;
 mod session;
 
-pub use device::{BlockDevice, FileDevice, MemDevice};
+pub use device::{BlockDevice, CacheDevice, FileDevice, MemDevice};
 pub use server::{Listener, Server, ServerConfig, ShutdownHandle, Transport};
 pub use session::run_session;
