@@ -1,23 +1,41 @@
-//! The `folio` command line.
+//! The `folio` command line: benchmarks, trace simulation and an NBD server over the cache.
+
+mod bench;
 mod serve;
+mod units;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-#[derive(Parser)]
+/// Folio: a bounded, fault-tolerant page cache. Benchmarks, trace simulation, NBD server.
+#[derive(Parser, Debug)]
 #[command(name = "folio", version, about)]
-enum Cli {
-    /// Serve an image over NBD through the page cache.
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a workload through the cache (by default on a temporary 1 GiB image) and reports
+    /// throughput, hit ratio and latency.
+    Bench(bench::BenchArgs),
+    /// Serves an image over NBD through the page cache.
     Serve(serve::ServeArgs),
 }
 
-fn main() -> std::process::ExitCode {
-    match Cli::parse() {
-        Cli::Serve(args) => match serve::run(&args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("folio serve: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("folio: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            eprintln!("  caused by: {s}");
+            source = s.source();
+        }
+        std::process::exit(1);
     }
 }

@@ -18,7 +18,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub unix: Option<PathBuf>,
     /// Page cache budget (e.g. 1GiB, 512MiB, 64k).
-    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1GiB", value_parser = crate::units::parse_size)]
     pub budget: u64,
     /// Refuse writes (EPERM) and open the image read-only.
     #[arg(long)]
@@ -38,29 +38,6 @@ pub struct ServeArgs {
     /// Log every connection at debug level and every request at trace level.
     #[arg(long, short)]
     pub verbose: bool,
-}
-
-/// Parses sizes like `4096`, `64k`, `512MiB`, `1GiB`, `2G` (all units binary).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: u64 = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
-    };
-    num.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} overflows"))
 }
 
 fn init_logging(verbose: bool) {
@@ -139,21 +116,4 @@ pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = signal_thread.join();
     served?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("1 parsec").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 }

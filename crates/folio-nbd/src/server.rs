@@ -363,6 +363,7 @@ impl Server {
                 }
             }
         }
+        threads.retain(|t| !t.is_finished());
         info!(
             connections = threads.len(),
             "stopping: no new connections; finishing requests in flight"

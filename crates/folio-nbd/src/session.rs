@@ -359,11 +359,9 @@ fn transmission_loop(
         } else {
             None
         };
-        if ctx.stopping.load(Ordering::SeqCst) && req.kind != CMD_FLUSH {
-            // Requests read after shutdown began are refused, not lost silently.
-            sink.reply(req.handle, ESHUTDOWN, None);
-            continue;
-        }
+        // Requests already received when shutdown begins are still carried out: the server
+        // stops reading (the socket's receive side is shut down), answers what it has, and
+        // the final flush covers them.
         let cost = payload_len.max(if req.kind == CMD_READ {
             req.len as usize
         } else {
