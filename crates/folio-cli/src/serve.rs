@@ -30,7 +30,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "clock")]
     pub policy: PolicyKind,
     /// Worker threads executing requests (all connections share them).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub workers: usize,
     /// Bypass the page cache and serve the file with plain positional I/O (a baseline).
     #[arg(long)]

@@ -55,7 +55,7 @@ impl Default for ServerConfig {
         ServerConfig {
             export_name: String::new(),
             read_only: false,
-            workers: 8,
+            workers: 16,
             queue_depth: 128,
             max_inflight: 64,
             max_inflight_bytes: 128 << 20,

@@ -202,19 +202,21 @@ impl ReplySink {
         }
     }
 
-    fn reply(&self, handle: u64, error: u32, data: Option<&[u8]>) {
+    /// Sends a reply. `msg` is either empty (header only) or a buffer whose first 16 bytes are
+    /// reserved for the header and whose rest is the read data, so that a read reply leaves in
+    /// one write.
+    fn reply(&self, handle: u64, error: u32, mut msg: Vec<u8>) {
         if self.broken.load(Ordering::Relaxed) {
             return;
         }
-        let mut w = self.w.lock();
         let hdr = encode_simple_reply(error, handle);
-        let res = (|| {
-            w.write_all(&hdr)?;
-            if let Some(d) = data {
-                w.write_all(d)?;
-            }
-            w.flush()
-        })();
+        if msg.len() >= REPLY_HEADER_LEN {
+            msg[..REPLY_HEADER_LEN].copy_from_slice(&hdr);
+        } else {
+            msg = hdr.to_vec();
+        }
+        let mut w = self.w.lock();
+        let res = w.write_all(&msg).and_then(|()| w.flush());
         if let Err(e) = res {
             debug!(error = %e, "reply failed; dropping the connection");
             self.broken.store(true, Ordering::Relaxed);
@@ -334,7 +336,7 @@ fn transmission_loop(
                         return Ok(()); // disconnected mid-payload
                     }
                 }
-                sink.reply(req.handle, err, None);
+                sink.reply(req.handle, err, Vec::new());
                 continue;
             }
             Verdict::RejectAndClose(err) => {
@@ -342,7 +344,7 @@ fn transmission_loop(
                     ?req,
                     err, "request rejected; payload too large to skip, closing"
                 );
-                sink.reply(req.handle, err, None);
+                sink.reply(req.handle, err, Vec::new());
                 return Ok(());
             }
         }
@@ -380,7 +382,7 @@ fn transmission_loop(
             if err != 0 {
                 debug!(?req, err, "request failed");
             }
-            sink2.reply(req.handle, err, data.as_deref());
+            sink2.reply(req.handle, err, data);
         });
         if dispatch(job).is_err() {
             return Err(io::Error::other("worker pool stopped"));
@@ -388,20 +390,24 @@ fn transmission_loop(
     }
 }
 
-/// Carries out a validated request. Returns the NBD error (0 for success) and read data.
+/// Length of a simple reply header.
+const REPLY_HEADER_LEN: usize = 16;
+
+/// Carries out a validated request. Returns the NBD error (0 for success) and, for a
+/// successful read, the reply buffer (16 header bytes reserved, then the data).
 pub(crate) fn execute(
     dev: &dyn BlockDevice,
     req: &Request,
     payload: Option<Vec<u8>>,
-) -> (u32, Option<Vec<u8>>) {
+) -> (u32, Vec<u8>) {
     let fua = req.flags & CMD_FLAG_FUA != 0;
     let len = req.len as u64;
     let res = match req.kind {
         CMD_READ => {
-            let mut buf = vec![0u8; req.len as usize];
-            return match dev.read_at(&mut buf, req.offset) {
-                Ok(()) => (0, Some(buf)),
-                Err(e) => (errno_of(&e), None),
+            let mut buf = vec![0u8; REPLY_HEADER_LEN + req.len as usize];
+            return match dev.read_at(&mut buf[REPLY_HEADER_LEN..], req.offset) {
+                Ok(()) => (0, buf),
+                Err(e) => (errno_of(&e), Vec::new()),
             };
         }
         CMD_WRITE => {
@@ -418,7 +424,7 @@ pub(crate) fn execute(
             }
         }
         CMD_TRIM | CMD_WRITE_ZEROES => Ok(()),
-        _ => return (EINVAL, None),
+        _ => return (EINVAL, Vec::new()),
     };
     let res = res.and_then(|()| {
         if fua && len > 0 && req.kind != CMD_FLUSH {
@@ -428,8 +434,8 @@ pub(crate) fn execute(
         }
     });
     match res {
-        Ok(()) => (0, None),
-        Err(e) => (errno_of(&e), None),
+        Ok(()) => (0, Vec::new()),
+        Err(e) => (errno_of(&e), Vec::new()),
     }
 }
 
