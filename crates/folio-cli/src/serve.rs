@@ -106,7 +106,12 @@ pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let signal_thread = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if stop.is_stopping() {
+                    // A second signal while draining: the user insists.
+                    tracing::warn!(signal = sig, "second signal; exiting without a final flush");
+                    std::process::exit(130);
+                }
                 tracing::info!(signal = sig, "signal received; shutting down");
                 stop.shutdown();
             }
