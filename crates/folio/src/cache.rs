@@ -1,8 +1,8 @@
 //! [`PageCache`]: byte-addressed reads and writes over a backend, within a fixed memory budget.
 //!
 //! # Layers
-//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → [`PageIndex`]
-//! (page → frame, lock-free lookups) → [`FrameMeta`] (one atomic state word per frame; see
+//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → `PageIndex`
+//! (page → frame, lock-free lookups) → `FrameMeta` (one atomic state word per frame; see
 //! `page.rs` for the states) → [`EvictionPolicy`] (victim choice) → [`PageCacheBackend`] (I/O).
 //!
 //! # Which operations may run concurrently, and what protects each pair
