@@ -367,3 +367,44 @@ fn every_policy_runs_the_live_cache() {
         cache.sync().unwrap();
     }
 }
+
+#[test]
+fn backend_misuse_and_short_reads_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.img");
+    std::fs::write(&path, vec![1u8; 4 * PS]).unwrap();
+    let backend = FileBackend::open(&path, IoMode::Buffered).unwrap();
+    // Zero-length I/O.
+    assert!(matches!(
+        backend.read_pages(0, Vec::new()),
+        Err(Error::Misaligned { .. })
+    ));
+    // Frames of different sizes in one I/O.
+    let frames = vec![
+        folio::FrameMut::alloc(PS).unwrap(),
+        folio::FrameMut::alloc(512).unwrap(),
+    ];
+    assert!(matches!(
+        backend.read_pages(0, frames),
+        Err(Error::InvalidConfig(_))
+    ));
+    // Misaligned O_DIRECT request (where the filesystem supports O_DIRECT).
+    if let Ok(direct) = FileBackend::open(&path, IoMode::Direct) {
+        let frames = vec![folio::FrameMut::alloc(100).unwrap()];
+        assert!(matches!(
+            direct.read_pages(1, frames),
+            Err(Error::Misaligned { .. })
+        ));
+    }
+    // The file shrinks behind the cache's back: a short read, not zeros passed off as data.
+    let cache = PageCache::new(Arc::new(backend), CacheConfig::with_budget_pages(2)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(PS as u64)
+        .unwrap();
+    let mut buf = vec![0u8; PS];
+    let err = cache.read_exact_at(&mut buf, 2 * PS as u64).unwrap_err();
+    assert!(matches!(err, Error::ShortIo { .. }), "{err}");
+}
