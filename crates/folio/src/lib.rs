@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod error;
 pub mod policy;
+pub mod sim;
 
 pub use backend::{
     FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
