@@ -223,8 +223,12 @@ impl EvictionPolicy for S3Fifo {
         let mut inner = self.inner.lock();
         inner.has_evicted = true;
         let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
+        // Pinned main pages refused in this call; once every main page has been refused, main
+        // being over its share must not stop the search from reaching the small queue.
+        let mut main_refused = 0usize;
         for _ in 0..budget {
-            if inner.main.len > inner.main_cap || inner.small.len == 0 {
+            let main_blocked = main_refused >= inner.main.len;
+            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
                 let cand = inner.main.tail;
                 if cand == NIL {
                     return None;
@@ -236,6 +240,8 @@ impl EvictionPolicy for S3Fifo {
                 } else if claim(cand) {
                     inner.unlink(cand);
                     return Some(cand);
+                } else {
+                    main_refused += 1;
                 }
                 let Inner { links, main, .. } = &mut *inner;
                 links.move_to_head(main, cand);
