@@ -40,16 +40,20 @@ impl Ghost {
     /// Remembers `key` as the newest entry, forgetting the oldest one if full. A key already
     /// present keeps its place (FIFO semantics).
     pub(crate) fn insert(&mut self, key: PageKey) {
-        if self.capacity == 0 || self.map.contains_key(&key) {
+        if self.capacity == 0 {
             return;
         }
+        // Make room first, so that the common case (key absent) is one map probe; a key that
+        // is already present keeps its place and the room made is simply left free.
         if self.free.is_empty() {
             self.pop_oldest();
         }
-        let slot = self.free.pop().expect("a slot was freed");
-        self.keys[slot as usize] = key;
-        self.links.push_head(&mut self.list, slot);
-        self.map.insert(key, slot);
+        if let std::collections::hash_map::Entry::Vacant(v) = self.map.entry(key) {
+            let slot = self.free.pop().expect("a slot was freed");
+            self.keys[slot as usize] = key;
+            self.links.push_head(&mut self.list, slot);
+            v.insert(slot);
+        }
     }
 
     /// Forgets `key`; true if it was present.
