@@ -1,6 +1,7 @@
 //! The `folio` command line: benchmarks, trace simulation and an NBD server over the cache.
 
 mod bench;
+mod sim;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +19,15 @@ enum Command {
     /// Runs a workload through the cache (by default on a temporary 1 GiB image) and reports
     /// throughput, hit ratio and latency.
     Bench(bench::BenchArgs),
+    /// Replays a trace through the eviction policies and reports miss ratios.
+    Sim(sim::SimArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     if let Err(e) = result {
         eprintln!("folio: {e}");
