@@ -1,6 +1,7 @@
 //! The `folio` command line: benchmarks, trace simulation and an NBD server over the cache.
 
 mod bench;
+mod serve;
 mod sim;
 mod units;
 
@@ -21,6 +22,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Replays a trace through the eviction policies and reports miss ratios.
     Sim(sim::SimArgs),
+    /// Serves an image over NBD through the page cache.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -28,6 +31,7 @@ fn main() {
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("folio: {e}");
