@@ -80,6 +80,8 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
     fn contains(&self, frame: FrameId) -> bool;
 
     /// A hit on the resident page in `frame`. Must be cheap; runs concurrently with everything.
+    /// It may arrive for a frame the policy no longer knows (a hit racing with a removal):
+    /// such a call must be ignored.
     fn on_hit(&self, frame: FrameId);
 
     /// Page `page` has entered the (previously free) `frame`.
