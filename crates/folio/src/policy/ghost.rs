@@ -145,35 +145,40 @@ impl Ghost {
     /// Remembers `key` as the newest entry, forgetting the oldest one if full. A key already
     /// present keeps its place (FIFO semantics).
     pub(crate) fn insert(&mut self, key: PageKey) {
-        if self.capacity == 0 || self.find(key).is_some() {
+        if self.capacity == 0 {
             return;
         }
         while self.live >= self.capacity || self.used == self.ring.len() {
             self.pop_tail();
         }
-        // Slot: a free or stale one in the bucket, else the bucket's oldest live ghost.
+        // One pass over the bucket: is the key present, and which slot to take (a free or stale
+        // one, else the bucket's oldest live ghost, which is dropped).
         let (start, fp) = self.locate(key);
-        let mut pick = start;
-        let mut pick_offset = usize::MAX;
+        let mut free = None;
+        let mut oldest = (start, usize::MAX);
         for i in start..start + BUCKET {
             let s = self.table[i];
-            match self.slot_pos(s) {
-                None => {
-                    pick = i;
-                    break;
-                }
-                Some(_) => {
-                    let offset = (s as u32).wrapping_sub(self.tail_seq as u32) as usize;
-                    if pick_offset == usize::MAX || offset < pick_offset {
-                        (pick, pick_offset) = (i, offset);
-                    }
-                }
+            if self.slot_pos(s).is_none() {
+                free.get_or_insert(i);
+                continue;
+            }
+            if s >> 32 == fp {
+                return; // present: keeps its place
+            }
+            let offset = (s as u32).wrapping_sub(self.tail_seq as u32) as usize;
+            if offset < oldest.1 {
+                oldest = (i, offset);
             }
         }
-        if let Some(pos) = self.slot_pos(self.table[pick]) {
-            self.set_live(pos, false);
-            self.live -= 1;
-        }
+        let pick = match free {
+            Some(i) => i,
+            None => {
+                let pos = self.slot_pos(self.table[oldest.0]).expect("live slot");
+                self.set_live(pos, false);
+                self.live -= 1;
+                oldest.0
+            }
+        };
         let mut pos = self.tail_pos + self.used;
         if pos >= self.ring.len() {
             pos -= self.ring.len();
