@@ -205,6 +205,8 @@ fn plot(
         .configure_mesh()
         .x_desc("cache size (pages)")
         .y_desc("miss ratio (lower is better)")
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 14))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
@@ -230,6 +232,7 @@ fn plot(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;

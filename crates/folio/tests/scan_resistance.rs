@@ -31,6 +31,7 @@ fn before_after(kind: PolicyKind) -> (f64, f64) {
         sim.access(10_000_000 + p);
     }
     let after = hot_pass(&mut sim);
+    println!("{kind}: hot-set hit ratio {before:.3} before the scan, {after:.3} after");
     (before, after)
 }
 

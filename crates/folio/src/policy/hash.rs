@@ -59,18 +59,6 @@ pub type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 /// A `HashMap` keyed by page keys with [`KeyHasher`].
 pub type KeyMap<V> = HashMap<super::PageKey, V, BuildKeyHasher>;
 
-/// Upper bound on the heap bytes of a [`KeyMap`] holding at most `entries` entries of value type
-/// `V`, created with `with_capacity(entries)`: hashbrown rounds `entries * 8 / 7` up to a power of
-/// two buckets, each one `(K, V)` slot plus one control byte (plus a group of trailing control
-/// bytes).
-pub(crate) fn map_bytes_bound<V>(entries: usize) -> usize {
-    if entries == 0 {
-        return 0;
-    }
-    let buckets = (entries.saturating_mul(8) / 7 + 1).next_power_of_two();
-    buckets * (std::mem::size_of::<(u64, V)>() + 1) + 16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
