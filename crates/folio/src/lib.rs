@@ -36,6 +36,7 @@ mod index;
 pub mod page;
 pub mod pager;
 pub mod policy;
+pub mod sim;
 pub mod stats;
 
 pub use backend::{
