@@ -32,6 +32,9 @@ pub use memory::MemoryBackend;
 /// Alignment of every frame: enough for O_DIRECT on any device with logical blocks up to 4 KiB.
 pub const FRAME_ALIGN: usize = 4096;
 
+/// A transparent huge page on x86-64 and most arm64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// A zeroed, aligned, fixed-size allocation that frames point into.
 ///
 /// The cache allocates one of these up front for its whole budget (no allocation on the I/O
@@ -48,16 +51,39 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Allocates `len` zeroed bytes aligned to [`FRAME_ALIGN`].
+    /// Allocates `len` zeroed bytes aligned to [`FRAME_ALIGN`]. A region of at least one huge
+    /// page (2 MiB) is aligned to it and asks the kernel for transparent huge pages: a cache hit
+    /// at a random page then needs no TLB miss and page walk for the page's bytes (on a 256 MiB
+    /// cache that was a walk on nearly every hit). The advice is best effort.
     pub(crate) fn new(len: usize) -> Result<Arc<Region>> {
         let len = len.max(1);
-        let layout = Layout::from_size_align(len, FRAME_ALIGN)
+        let align = if len >= HUGE_PAGE {
+            HUGE_PAGE
+        } else {
+            FRAME_ALIGN
+        };
+        let layout = Layout::from_size_align(len, align)
             .map_err(|_| Error::InvalidConfig(format!("cannot allocate {len} bytes")))?;
         // SAFETY: `layout` has non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = unsafe { std::alloc::alloc(layout) };
         let ptr = NonNull::new(ptr).ok_or_else(|| {
             Error::InvalidConfig(format!("out of memory allocating {len} bytes of frames"))
         })?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if align == HUGE_PAGE {
+            // The advice must come before the first touch (the zeroing below), which is what
+            // faults the memory in. SAFETY: the range lies in the allocation just made, which
+            // nothing else uses yet; MADV_HUGEPAGE changes how it is backed, not its contents.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    ptr.as_ptr().cast(),
+                    len & !(HUGE_PAGE - 1),
+                    rustix::mm::Advice::LinuxHugepage,
+                )
+            };
+        }
+        // SAFETY: `ptr` is valid for writes of `len` bytes (just allocated with that size).
+        unsafe { ptr.as_ptr().write_bytes(0, len) };
         Ok(Arc::new(Region { ptr, layout }))
     }
 
