@@ -24,11 +24,10 @@
 //! so there is no lock-order cycle.
 
 use std::ops::{Deref, DerefMut, Range};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 use crate::backend::{Frame, FrameMut, PageCacheBackend, Region};
 use crate::error::{Error, Result};
@@ -740,9 +739,9 @@ impl Shared {
             }
             attempts += 1;
             if attempts < 16 {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(200));
+                crate::sync::sleep(Duration::from_micros(200));
             }
         }
     }
@@ -921,6 +920,16 @@ impl Shared {
             let n = (self.page_size - in_page).min(total - done);
             let pages_left = (total - done).div_ceil(self.page_size);
             let f = self.get_shared_prefetch(p, pages_left, in_page..in_page + n)?;
+            // A truncation may have run since `size` was read, and the page been loaded again
+            // past the new end (as zeros): return nothing past the end as of now, which we read
+            // after taking the hold (Linux re-checks i_size after the page is up to date for
+            // the same reason). Found by the truncate model in crates/folio-shuttle.
+            let now = self.len();
+            if pos >= now {
+                self.unlock_shared(f);
+                break;
+            }
+            let n = n.min((now - pos) as usize);
             // SAFETY: we hold a reader hold on `f`.
             let bytes = unsafe { self.bytes(f) };
             buf[done..done + n].copy_from_slice(&bytes[in_page..in_page + n]);
@@ -928,7 +937,7 @@ impl Shared {
             done += n;
         }
         self.counters.add(Counter::ReadCalls, 1);
-        Ok(total)
+        Ok(done)
     }
 
     fn extend_to(&self, end: u64) -> Result<()> {

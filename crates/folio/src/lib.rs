@@ -37,6 +37,7 @@ pub mod page;
 pub mod pager;
 pub mod policy;
 pub mod stats;
+mod sync;
 
 pub use backend::{
     FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
