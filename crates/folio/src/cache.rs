@@ -24,11 +24,10 @@
 //! so there is no lock-order cycle.
 
 use std::ops::{Deref, DerefMut, Range};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 use crate::backend::{Frame, FrameMut, PageCacheBackend, Region};
 use crate::error::{Error, Result};
@@ -480,6 +479,33 @@ impl Drop for PageCache {
     }
 }
 
+/// The most bytes [`prefetch`] asks for. Measured on a 256 MiB hot set (`folio bench --hot`):
+/// prefetching a whole 4 KiB page made 4 KiB reads about 15% slower (the hardware prefetcher
+/// streams the rest of the page anyway; 64 explicit prefetches only compete with it), while a
+/// few lines let a small read's one data miss overlap the miss on the frame's state word.
+const PREFETCH_MAX: usize = 256;
+
+/// Hints the CPU to start loading the first bytes (up to [`PREFETCH_MAX`]) of `len` bytes at
+/// `ptr` into its caches. Never faults, whatever the address; a no-op where there is no
+/// prefetch instruction.
+#[inline(always)]
+fn prefetch(ptr: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut off = 0;
+        while off < len.min(PREFETCH_MAX) {
+            // SAFETY: `prefetch` is a hint: it does not access memory in the sense of the
+            // language, cannot fault and has no observable effect but timing, for any address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(off).cast::<i8>()) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, len);
+}
+
+#[inline]
 fn checked_end(offset: u64, len: usize) -> Result<u64> {
     offset.checked_add(len as u64).ok_or(Error::Overflow {
         offset,
@@ -540,9 +566,13 @@ impl Shared {
         }
     }
 
+    /// The address of frame `f`'s bytes. Dereferencing it is up to the caller (see `bytes`); a
+    /// frame id that is not `< frames` gives a dangling pointer, never undefined behaviour here.
+    #[inline]
     fn frame_ptr(&self, f: FrameId) -> *mut u8 {
-        // SAFETY: `f < frames`, so the offset is inside the region.
-        unsafe { self.region.base().add(f as usize * self.page_size) }
+        self.region
+            .base()
+            .wrapping_add((f as usize) << self.page_shift)
     }
 
     /// # Safety
@@ -597,9 +627,21 @@ impl Shared {
     }
 
     /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
+    #[inline]
     fn get_shared(&self, p: u64, run: usize) -> Result<FrameId> {
+        self.get_shared_prefetch(p, run, 0..0)
+    }
+
+    /// As [`get_shared`](Self::get_shared); on a hit, the CPU is asked to start loading the bytes
+    /// `want` of the page as soon as its frame is known from the index, so that their cache misses
+    /// overlap the one on the frame's state word instead of following it.
+    #[inline]
+    fn get_shared_prefetch(&self, p: u64, run: usize, want: Range<usize>) -> Result<FrameId> {
         loop {
-            if let Some(f) = self.index.lookup(p, &self.frames) {
+            let found = self.index.lookup_then(p, &self.frames, |f| {
+                prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
+            });
+            if let Some(f) = found {
                 match self.frames[f as usize].lock_shared(p) {
                     Acquire::Acquired => {
                         self.policy.on_hit(f);
@@ -697,9 +739,9 @@ impl Shared {
             }
             attempts += 1;
             if attempts < 16 {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(200));
+                crate::sync::sleep(Duration::from_micros(200));
             }
         }
     }
@@ -884,7 +926,17 @@ impl Shared {
             let in_page = (pos & self.page_mask()) as usize;
             let n = (self.page_size - in_page).min(total - done);
             let pages_left = (total - done).div_ceil(self.page_size);
-            let f = self.get_shared(p, pages_left)?;
+            let f = self.get_shared_prefetch(p, pages_left, in_page..in_page + n)?;
+            // A truncation may have run since `size` was read, and the page been loaded again
+            // past the new end (as zeros): return nothing past the end as of now, which we read
+            // after taking the hold (Linux re-checks i_size after the page is up to date for
+            // the same reason). Found by the truncate model in crates/folio-shuttle.
+            let now = self.len();
+            if pos >= now {
+                self.unlock_shared(f);
+                break;
+            }
+            let n = n.min((now - pos) as usize);
             // SAFETY: we hold a reader hold on `f`.
             let bytes = unsafe { self.bytes(f) };
             buf[done..done + n].copy_from_slice(&bytes[in_page..in_page + n]);
@@ -892,7 +944,7 @@ impl Shared {
             done += n;
         }
         self.counters.add(Counter::ReadCalls, 1);
-        Ok(total)
+        Ok(done)
     }
 
     fn extend_to(&self, end: u64) -> Result<()> {

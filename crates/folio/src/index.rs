@@ -1,9 +1,15 @@
 //! The page index: page number → frame, with lock-free lookups.
 //!
-//! An open-addressing table with linear probing over `AtomicU32` slots (0 = empty, otherwise
-//! frame id + 1). The key of a slot is not stored in it: it is the `tag` of the frame it names, so
-//! a slot is one word and the table never holds more entries than there are frames (it is sized
-//! at twice the frame count, so probes stay short and it can never fill).
+//! An open-addressing table with linear probing over `AtomicU64` slots (0 = empty, otherwise
+//! `fingerprint << 32 | frame id + 1`, where the fingerprint is the high 32 bits of the key's
+//! hash). The key itself is not stored in the slot: it is the `tag` of the frame it names, so the
+//! table never holds more entries than there are frames (it is sized at twice the frame count, so
+//! probes stay short and it can never fill).
+//!
+//! The fingerprint is there for the hit path: a probe that passes over another page's slot is
+//! rejected from the slot alone, without touching (and missing in the CPU cache on) that page's
+//! frame metadata, and the frame of the matching slot is known one cache miss earlier, so the
+//! caller can prefetch its bytes while the tag is being checked.
 //!
 //! - Lookups take no lock. They may miss an entry that a concurrent removal is shifting backwards
 //!   (a false negative), never return a wrong frame as right: the caller validates by locking the
@@ -14,9 +20,7 @@
 //!   (a frame is retagged only after its removal, and tagged before its insertion).
 //! - Removal uses backward-shift deletion, so there are no tombstones and no rebuilds.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use parking_lot::{Mutex, MutexGuard};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 use crate::page::FrameMeta;
 use crate::policy::FrameId;
@@ -24,7 +28,7 @@ use crate::policy::FrameId;
 /// The index. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct PageIndex {
-    slots: Box<[AtomicU32]>,
+    slots: Box<[AtomicU64]>,
     mask: usize,
     writer: Mutex<usize>,
 }
@@ -32,12 +36,20 @@ pub(crate) struct PageIndex {
 /// Proof that the caller holds the writer lock; derefs to the number of entries.
 pub(crate) type IndexGuard<'a> = MutexGuard<'a, usize>;
 
-fn hash(key: u64) -> usize {
+#[inline]
+fn hash(key: u64) -> u64 {
     // splitmix64 finaliser: consecutive page numbers spread over the table.
     let mut z = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) as usize
+    z ^ (z >> 31)
+}
+
+/// The slot value of `key` in `frame`: the hash's high half (the table has at most 2^32 slots,
+/// so its home slot uses only the low half) and the frame id + 1 (never 0).
+#[inline]
+fn slot_value(h: u64, frame: FrameId) -> u64 {
+    (h & !0xFFFF_FFFF) | (frame as u64 + 1)
 }
 
 impl PageIndex {
@@ -45,7 +57,7 @@ impl PageIndex {
     pub(crate) fn new(frames: usize) -> PageIndex {
         let capacity = (frames * 2).max(16).next_power_of_two();
         PageIndex {
-            slots: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             mask: capacity - 1,
             writer: Mutex::new(0),
         }
@@ -53,21 +65,45 @@ impl PageIndex {
 
     /// Bytes of index per frame (for the overhead figure).
     pub(crate) fn bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<AtomicU32>()
+        self.slots.len() * std::mem::size_of::<AtomicU64>()
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i <= self.mask);
+        // SAFETY: every caller masks `i` with `self.mask`, which is `slots.len() - 1`.
+        unsafe { self.slots.get_unchecked(i & self.mask) }
     }
 
     /// Lock-free lookup; may return a false negative during a concurrent removal.
     #[inline]
     pub(crate) fn lookup(&self, key: u64, frames: &[FrameMeta]) -> Option<FrameId> {
-        let mut i = hash(key) & self.mask;
-        for _ in 0..self.slots.len() {
-            let v = self.slots[i].load(Ordering::Acquire);
+        self.lookup_then(key, frames, |_| {})
+    }
+
+    /// As [`lookup`](Self::lookup), calling `candidate` with the frame of each slot whose
+    /// fingerprint matches, before that frame's tag is read (the hit path prefetches its bytes).
+    #[inline]
+    pub(crate) fn lookup_then(
+        &self,
+        key: u64,
+        frames: &[FrameMeta],
+        mut candidate: impl FnMut(FrameId),
+    ) -> Option<FrameId> {
+        let h = hash(key);
+        let fp = h >> 32;
+        let mut i = h as usize & self.mask;
+        for _ in 0..=self.mask {
+            let v = self.slot(i).load(Ordering::Acquire);
             if v == 0 {
                 return None;
             }
-            let frame = v - 1;
-            if frames[frame as usize].tag() == key {
-                return Some(frame);
+            if v >> 32 == fp {
+                let frame = (v as u32).wrapping_sub(1);
+                candidate(frame);
+                if frames.get(frame as usize).is_some_and(|m| m.tag() == key) {
+                    return Some(frame);
+                }
             }
             i = (i + 1) & self.mask;
         }
@@ -83,10 +119,11 @@ impl PageIndex {
     /// already set the frame's tag to `key`.
     pub(crate) fn insert(&self, guard: &mut IndexGuard<'_>, key: u64, frame: FrameId) {
         debug_assert!(**guard < self.slots.len() / 2 + 1, "index over-full");
-        let mut i = hash(key) & self.mask;
+        let h = hash(key);
+        let mut i = h as usize & self.mask;
         loop {
-            if self.slots[i].load(Ordering::Relaxed) == 0 {
-                self.slots[i].store(frame + 1, Ordering::Release);
+            if self.slot(i).load(Ordering::Relaxed) == 0 {
+                self.slot(i).store(slot_value(h, frame), Ordering::Release);
                 **guard += 1;
                 return;
             }
@@ -102,14 +139,15 @@ impl PageIndex {
         frame: FrameId,
         frames: &[FrameMeta],
     ) -> bool {
-        let mut i = hash(key) & self.mask;
+        let h = hash(key);
+        let mut i = h as usize & self.mask;
         let mut found = false;
         for _ in 0..self.slots.len() {
-            let v = self.slots[i].load(Ordering::Relaxed);
+            let v = self.slot(i).load(Ordering::Relaxed);
             if v == 0 {
                 break;
             }
-            if v == frame + 1 {
+            if v == slot_value(h, frame) {
                 found = true;
                 break;
             }
@@ -124,11 +162,11 @@ impl PageIndex {
         let mut j = i;
         loop {
             j = (j + 1) & self.mask;
-            let v = self.slots[j].load(Ordering::Relaxed);
+            let v = self.slot(j).load(Ordering::Relaxed);
             if v == 0 {
                 break;
             }
-            let home = hash(frames[(v - 1) as usize].tag()) & self.mask;
+            let home = hash(frames[(v as u32 - 1) as usize].tag()) as usize & self.mask;
             // Can the entry at j move to `hole`? Only if its home is not in (hole, j].
             let between = if hole <= j {
                 hole < home && home <= j
@@ -136,17 +174,19 @@ impl PageIndex {
                 hole < home || home <= j
             };
             if !between {
-                self.slots[hole].store(v, Ordering::Release);
+                self.slot(hole).store(v, Ordering::Release);
                 hole = j;
             }
         }
-        self.slots[hole].store(0, Ordering::Release);
+        self.slot(hole).store(0, Ordering::Release);
         **guard -= 1;
         true
     }
 }
 
-#[cfg(test)]
+// Unit tests run on std's atomics only; `folio_model` is set by the model-checking crate,
+// which compiles this file against shuttle's (usable only inside a shuttle test).
+#[cfg(all(test, not(folio_model)))]
 mod tests {
     use super::*;
     use crate::page::EXCLUSIVE;

@@ -38,6 +38,7 @@ pub mod pager;
 pub mod policy;
 pub mod sim;
 pub mod stats;
+mod sync;
 
 pub use backend::{
     FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,

@@ -35,8 +35,9 @@
 //! Bytes of a frame are only touched by holders: readers read, the `EXCLUSIVE` holder reads and
 //! writes. That is the whole soundness argument of the `unsafe` byte access in `cache.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, Ordering};
 
 /// `tag` of a frame that holds no page.
 pub(crate) const NO_PAGE: u64 = u64::MAX;
@@ -165,11 +166,7 @@ impl FrameMeta {
 
     fn wake_if(&self, prev: u64) {
         if prev & WAITERS != 0 {
-            // SAFETY: `unpark_all` only uses the key as an address to hash; it is this frame's
-            // state word, which lives as long as the cache.
-            unsafe {
-                parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN);
-            }
+            crate::sync::unpark_all(self.key());
         }
     }
 
@@ -208,18 +205,8 @@ impl FrameMeta {
             let prev = self.state.fetch_or(WAITERS, Ordering::AcqRel);
             blocked(prev | WAITERS)
         };
-        // SAFETY: the key is the address of this frame's state word (see `wake_if`); the
-        // callbacks do not panic and do not call into parking_lot.
-        unsafe {
-            parking_lot_core::park(
-                self.key(),
-                validate,
-                || {},
-                |_, _| {},
-                parking_lot_core::DEFAULT_PARK_TOKEN,
-                Some(Instant::now() + PARK_RECHECK),
-            );
-        }
+        // The key is the address of this frame's state word, which lives as long as the cache.
+        crate::sync::park(self.key(), validate, PARK_RECHECK);
     }
 
     /// Takes a shared (reader) hold on the page `key` if it is valid here.
@@ -487,7 +474,9 @@ impl FrameMeta {
     }
 }
 
-#[cfg(test)]
+// Unit tests run on std's atomics only; `folio_model` is set by the model-checking crate,
+// which compiles this file against shuttle's (usable only inside a shuttle test).
+#[cfg(all(test, not(folio_model)))]
 mod tests {
     use super::*;
 

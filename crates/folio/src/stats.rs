@@ -73,34 +73,52 @@ pub(crate) enum Counter {
 
 const COUNTERS: usize = 12;
 const STRIPES: usize = 16;
+const _: () = assert!(STRIPES.is_power_of_two());
 
 #[repr(align(128))]
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
 pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
+    stripes: Box<[Stripe; STRIPES]>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: Box::new(std::array::from_fn(|_| Stripe::default())),
         }
     }
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
+/// `usize::MAX` until the thread first counts something. A `const` initialiser makes each access
+/// a plain thread-local load, without the lazy-initialisation check of a non-const one.
+const UNASSIGNED: usize = usize::MAX;
+
 thread_local! {
-    static STRIPE: Cell<usize> = Cell::new(NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES);
+    static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
+}
+
+#[inline]
+fn stripe() -> usize {
+    STRIPE.with(|s| {
+        let v = s.get();
+        if v != UNASSIGNED {
+            return v;
+        }
+        let v = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        s.set(v);
+        v
+    })
 }
 
 impl Counters {
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        let s = STRIPE.with(|s| s.get());
-        self.stripes[s].0[c as usize].fetch_add(n, Ordering::Relaxed);
+        // The mask keeps the index visibly in bounds (no check); `stripe() < STRIPES` anyway.
+        self.stripes[stripe() & (STRIPES - 1)].0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self, c: Counter) -> u64 {

@@ -2,8 +2,10 @@
 //!
 //! With no arguments it creates a temporary 1 GiB image (deleted afterwards), runs a
 //! Zipf-distributed mix of 4 KiB reads and writes through a cache whose budget is 25% of the
-//! image, and prints the results (`--json`: one JSON object).
+//! image, and prints the results (`--json`: one JSON object). `--hot` measures cache hits
+//! instead (see [`hot`]).
 
+mod hot;
 mod mixed;
 
 use std::fs::File;
@@ -34,9 +36,9 @@ pub struct BenchArgs {
     /// in the system temp directory, deleted afterwards.
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// Size of a created image.
-    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
-    pub size: u64,
+    /// Size of a created image [default: 1GiB, 256MiB with --hot].
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
     /// Cache budget: bytes (`256MiB`) or a percentage of the image (`25%`).
     #[arg(long, default_value = "25%", value_parser = parse_size_or_percent)]
     pub budget: SizeOrPercent,
@@ -73,6 +75,16 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Time only cache hits on an image held whole in the cache, against pread, mmap and other
+    /// caches, at 1 thread and doubling up to `--threads` (see `bench/hot.rs`).
+    #[arg(long)]
+    pub hot: bool,
+    /// Measurements per contender in `--hot` (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// `--hot` contenders to run, comma-separated (default: all; names as in `--json`).
+    #[arg(long, value_delimiter = ',')]
+    pub contenders: Vec<String>,
 }
 
 /// A benchmark image: an existing file, or a temporary one deleted on drop.
@@ -199,6 +211,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
+    if args.hot {
+        return hot::run(args);
+    }
     if !(0.0..=1.0).contains(&args.read_ratio) {
         return Err(format!("--read-ratio {} is not between 0 and 1", args.read_ratio).into());
     }
@@ -206,7 +221,11 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
         return Err("--threads, --ops and --io-size must be positive".into());
     }
     let policy: PolicyKind = args.policy.parse()?;
-    let image = Image::prepare(args.image.as_deref(), args.size, args.json)?;
+    let image = Image::prepare(
+        args.image.as_deref(),
+        args.size.unwrap_or(1 << 30),
+        args.json,
+    )?;
     let len = image.len()?;
     if len < args.io_size as u64 {
         return Err(format!("the image ({len} bytes) is smaller than one I/O").into());

@@ -31,6 +31,9 @@ pub use memory::MemoryBackend;
 /// Alignment of every frame: enough for O_DIRECT on any device with logical blocks up to 4 KiB.
 pub const FRAME_ALIGN: usize = 4096;
 
+/// A transparent huge page on x86-64 and most arm64 kernels.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// A zeroed, aligned, fixed-size allocation that frames point into.
 ///
 /// The cache allocates one of these up front for its whole budget (no allocation on the I/O
@@ -66,6 +69,17 @@ impl Region {
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| Error::InvalidConfig("mmap returned null".to_string()))?;
         debug_assert_eq!(ptr.as_ptr() as usize % FRAME_ALIGN, 0);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if len >= HUGE_PAGE {
+            // Transparent huge pages: a hit at a random page then needs no TLB miss and page
+            // walk for its bytes (on a 256 MiB cache that was a walk on nearly every hit). The
+            // kernel aligns large anonymous mappings to huge pages; the advice comes before the
+            // first touch and is best effort. SAFETY: the range is the mapping just made, which
+            // nothing uses yet; MADV_HUGEPAGE changes how it is backed, not its contents.
+            let _ = unsafe {
+                rustix::mm::madvise(ptr.as_ptr().cast(), len, rustix::mm::Advice::LinuxHugepage)
+            };
+        }
         Ok(Arc::new(Region { ptr, len }))
     }
 

@@ -17,9 +17,7 @@
 //! When not to use it: it is not scan-resistant (a scan of new pages sweeps out a hot set whose
 //! pages are not re-referenced within one revolution), and its miss ratio is close to LRU's.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use parking_lot::Mutex;
+use crate::sync::{AtomicU8, Mutex, Ordering};
 
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
