@@ -458,6 +458,7 @@ impl PageCache {
                         start: p,
                         len,
                         mark: false,
+                        stream: false,
                     });
                     p += len as u64;
                 }
@@ -939,6 +940,10 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+
+    pub(crate) fn readahead(&self) -> &Readahead {
+        &self.readahead
     }
 
     /// Loads the absent pages from `p` on (at most `run`, stopping at the first resident one) as

@@ -111,6 +111,8 @@ pub(crate) struct Job {
     pub(crate) len: usize,
     /// Set the `READAHEAD` marker on the first page.
     pub(crate) mark: bool,
+    /// Part of a stream's window (else `WillNeed`): dropped if the reader has passed it.
+    pub(crate) stream: bool,
 }
 
 /// What the miss path should do.
@@ -220,6 +222,7 @@ impl Readahead {
                 start: c,
                 len,
                 mark: c == start,
+                stream: true,
             });
             c += len as u64;
         }
@@ -343,6 +346,19 @@ impl Readahead {
         jobs
     }
 
+    /// True if `job` belongs to a window that no stream is still in front of: its reader went
+    /// past (it read those pages itself when the workers lagged), so loading them now would only
+    /// evict pages to read what was already read.
+    fn is_stale(&self, job: &Job) -> bool {
+        job.stream
+            && !self
+                .streams
+                .lock()
+                .slots
+                .iter()
+                .any(|s| s.used != 0 && s.size != 0 && s.start <= job.start && job.start <= s.end)
+    }
+
     /// Queues background loads. Readahead is best effort: jobs beyond the queue's bound are
     /// dropped (`force` queues them anyway: `WillNeed`).
     pub(crate) fn dispatch(&self, jobs: Vec<Job>, force: bool) {
@@ -432,6 +448,9 @@ fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<Shared>) {
         let Some(cache) = cache.upgrade() else {
             return;
         };
+        if cache.readahead().is_stale(&job) {
+            continue;
+        }
         if let Err(e) = cache.prefetch(job.start, job.len, job.mark) {
             // Nothing was cached; a reader that needs these pages reads them itself.
             tracing::debug!(error = %e, start = job.start, len = job.len, "readahead failed");

@@ -352,8 +352,9 @@ fn readahead_does_not_evict_the_hot_set() {
     assert_eq!(resident, hot.len(), "the hot set stayed resident");
     assert!(
         backend.pages_read.load(Ordering::SeqCst) <= 3000 + 64 + 512,
-        "the scan read ahead only what it used (plus at most a window): {} pages read",
-        backend.pages_read.load(Ordering::SeqCst)
+        "the scan read ahead only what it used (plus at most a window): {} pages read, {:?}",
+        backend.pages_read.load(Ordering::SeqCst),
+        cache.stats()
     );
 }
 

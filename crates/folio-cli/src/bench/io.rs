@@ -87,6 +87,10 @@ pub struct IoArgs {
     /// io_uring queue depth.
     #[arg(long, default_value_t = 64)]
     pub queue_depth: usize,
+    /// io_uring backend: reads of at most this many pages go through `preadv` on the calling
+    /// thread (0: every read through the ring).
+    #[arg(long, default_value_t = folio::backend::uring::DEFAULT_INLINE_READ_PAGES)]
+    pub inline_read_pages: usize,
     /// Use the OS page cache under Folio instead of O_DIRECT.
     #[arg(long)]
     pub buffered: bool,
@@ -161,7 +165,10 @@ fn open_backend(path: &Path, args: &IoArgs) -> Result<Opened, BoxError> {
     };
     let uring = |path: &Path| -> Result<Opened, BoxError> {
         Ok(Opened {
-            backend: Arc::new(UringBackend::open_with_depth(path, mode, args.queue_depth)?),
+            backend: Arc::new(
+                UringBackend::open_with_depth(path, mode, args.queue_depth)?
+                    .inline_read_pages(args.inline_read_pages),
+            ),
             name: "io_uring",
         })
     };
