@@ -19,6 +19,9 @@
 //! | discard, resize / holders | the page leaves the index at once and becomes an orphan; the last holder frees the frame; writes re-zero bytes past the end |
 //! | extending write / resize | the size mutex (only extending writes and resizes take it) |
 //! | flush / flush | a page under write-back is written by one flusher; the other waits for it and writes it again if it is dirty again |
+//! | multi-page load / anyone | every page of the run is inserted *uninitialised* (`LOADING`, exclusive) before the one backend read and published `VALID` only after it; others park; a failed read removes them all (nothing cached) |
+//! | flush with many runs in flight / writers | each run's pages stay under write-back from its submission until its own completion; the flusher waits for its runs before it waits for anything else |
+//! | readahead worker / reader | the worker loads like a miss (pages `LOADING` until valid; the marker bit set while still exclusive); readers of those pages park on them as on any load; see `readahead.rs` |
 //!
 //! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
 //! so there is no lock-order cycle.

@@ -12,7 +12,7 @@
 //! and never drops a waiter without waiting for it. The memory behind a frame is reference
 //! counted, so it stays valid even if a waiter is leaked.
 //!
-//! One file per backend: [`memory`] (tests and examples), [`file`] (regular files and block
+//! One file per backend: [`memory`] (tests and examples), [`file`](mod@file) (regular files and block
 //! devices through positional I/O), [`uring`] (the same through io_uring, with many I/Os in
 //! flight). [`open_best`] picks io_uring when the kernel allows it, else positional I/O.
 
