@@ -418,3 +418,28 @@ fn failed_asynchronous_readahead_is_not_cached_and_does_not_poison_reads() {
     read_sequentially(&cache, 0, pages);
     assert_eq!(cache.stats().misses, misses);
 }
+
+#[test]
+fn uring_short_read_of_a_file_truncated_behind_its_back_is_an_error() {
+    if !uring_or_skip("uring short-read test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "t.img", &pattern(4, 4, 8 * PS));
+    // Truncated by someone else: the backend still believes 8 pages.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("t.img"))
+        .unwrap()
+        .set_len(2 * PS as u64)
+        .unwrap();
+    let frames: Vec<FrameMut> = (0..4).map(|_| FrameMut::alloc(PS).unwrap()).collect();
+    let r = b.read_pages(0, frames).unwrap().wait();
+    assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
+    // Through the ring even for one page when inline reads are off.
+    let b = b.inline_read_pages(0);
+    let r = b.read_page(3, FrameMut::alloc(PS).unwrap()).unwrap().wait();
+    assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
+    let ok = b.read_page(1, FrameMut::alloc(PS).unwrap()).unwrap().wait();
+    assert!(ok.is_ok());
+}
