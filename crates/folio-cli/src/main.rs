@@ -1,6 +1,8 @@
 //! The `folio` command line: benchmarks, trace simulation and an NBD server over the cache.
 
 mod bench;
+mod serve;
+mod sim;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +20,18 @@ enum Command {
     /// Runs a workload through the cache (by default on a temporary 1 GiB image) and reports
     /// throughput, hit ratio and latency.
     Bench(bench::BenchArgs),
+    /// Replays a trace through the eviction policies and reports miss ratios.
+    Sim(sim::SimArgs),
+    /// Serves an image over NBD through the page cache.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("folio: {e}");

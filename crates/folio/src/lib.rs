@@ -37,6 +37,7 @@ pub mod page;
 pub mod pager;
 pub mod policy;
 pub mod readahead;
+pub mod sim;
 pub mod stats;
 
 pub use backend::{
