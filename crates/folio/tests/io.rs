@@ -307,7 +307,7 @@ fn will_need_loads_in_the_background_and_dont_need_drops() {
         .advise(10 * PS as u64..50 * PS as u64, Advice::WillNeed)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (10..50).any(|p| cache.page_state(p).is_none()) {
+    while (10..50).any(|p| cache.page_state(p) != Some(PageState::UpToDate)) {
         assert!(Instant::now() < deadline, "WillNeed did not load the range");
         thread::sleep(Duration::from_millis(2));
     }
