@@ -57,6 +57,10 @@ pub const DEFAULT_INLINE_READ_PAGES: usize = 1;
 /// `user_data` of the eventfd read that wakes the ring thread.
 const WAKE: u64 = u64::MAX;
 
+/// `IORING_ENTER_GETEVENTS` from `<linux/io_uring.h>` (the io-uring crate keeps its `sys` module
+/// private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
 /// The buffers of one operation, owned by the in-flight table until its CQE is reaped.
 enum Buffers {
     Read(Vec<FrameMut>),
@@ -366,8 +370,24 @@ impl Inner {
                     debug_assert!(pushed.is_ok(), "io_uring submission queue full");
                 }
             }
-            let want = usize::from(block);
-            if let Err(e) = ring.submit_and_wait(want) {
+            let entered = if block {
+                ring.submit_and_wait(1)
+            } else {
+                let to_submit = ring.submission().len() as u32;
+                // SAFETY: a plain `io_uring_enter(to_submit, 0, GETEVENTS)` on our own ring, no
+                // argument. GETEVENTS even though we do not wait: with DEFER_TASKRUN, completion
+                // work only runs in such an enter, and submitters that keep the queue non-empty
+                // must not starve their own completions.
+                unsafe {
+                    ring.submitter().enter::<libc::sigset_t>(
+                        to_submit,
+                        0,
+                        IORING_ENTER_GETEVENTS,
+                        None,
+                    )
+                }
+            };
+            if let Err(e) = entered {
                 if !transient(&e) {
                     tracing::error!(error = %e, "io_uring_enter failed");
                     std::thread::sleep(std::time::Duration::from_millis(1));
