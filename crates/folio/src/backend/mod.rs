@@ -35,6 +35,7 @@ pub use uring::{uring_support, UringBackend};
 /// works, else [`FileBackend`] (with a warning that says why, printed once to stderr and logged).
 /// Chosen at run time, so one binary serves old kernels, seccomp sandboxes and hosts with
 /// `kernel.io_uring_disabled` set.
+/// Setting `FOLIO_DISABLE_URING=1` forces the fallback.
 pub fn open_best(
     path: impl AsRef<std::path::Path>,
     mode: IoMode,

@@ -32,7 +32,9 @@
 //!   of a file whose length is not a multiple of 512 goes through a buffered descriptor.
 //!
 //! Where io_uring is unavailable (old kernel, seccomp, `kernel.io_uring_disabled`),
-//! [`UringBackend::open`] fails with [`Error::Unsupported`]-style I/O error and
+//! [`UringBackend::open`] fails with the I/O error of `io_uring_setup` (or
+//! [`Error::Unsupported`] when the environment variable `FOLIO_DISABLE_URING` is set, which
+//! stands in for those hosts in tests), [`uring_support`] says why, and
 //! [`open_best`](super::open_best) falls back to [`FileBackend`].
 
 use std::os::fd::AsRawFd;
