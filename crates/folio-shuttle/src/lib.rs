@@ -33,6 +33,8 @@ pub mod page;
 pub mod pager;
 #[path = "../../folio/src/policy/mod.rs"]
 pub mod policy;
+#[path = "../../folio/src/readahead.rs"]
+pub mod readahead;
 #[path = "../../folio/src/stats.rs"]
 pub mod stats;
 pub mod sync;

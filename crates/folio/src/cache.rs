@@ -19,6 +19,9 @@
 //! | discard, resize / holders | the page leaves the index at once and becomes an orphan; the last holder frees the frame; writes re-zero bytes past the end |
 //! | extending write / resize | the size mutex (only extending writes and resizes take it) |
 //! | flush / flush | a page under write-back is written by one flusher; the other waits for it and writes it again if it is dirty again |
+//! | multi-page load / anyone | every page of the run is inserted *uninitialised* (`LOADING`, exclusive) before the one backend read and published `VALID` only after it; others park; a failed read removes them all (nothing cached) |
+//! | flush with many runs in flight / writers | each run's pages stay under write-back from its submission until its own completion; the flusher waits for its runs before it waits for anything else |
+//! | readahead worker / reader | the worker loads like a miss (pages `LOADING` until valid; the marker bit set while still exclusive); readers of those pages park on them as on any load; see `readahead.rs` |
 //!
 //! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
 //! so there is no lock-order cycle.
@@ -34,9 +37,10 @@ use crate::error::{Error, Result};
 use crate::index::PageIndex;
 use crate::page::{
     kind, readers, Acquire, FrameMeta, PageState, Released, DIRTY, EXCLUSIVE, FREE, LOADING,
-    NO_PAGE, READERS_MASK, VALID, WRITEBACK,
+    NO_PAGE, READAHEAD, READERS_MASK, VALID, WRITEBACK,
 };
 use crate::policy::{Admission, EvictionPolicy, FrameId, PolicyKind};
+use crate::readahead::{Advice, Readahead};
 use crate::stats::{Counter, Counters, Stats};
 
 /// The smallest and largest page sizes.
@@ -62,6 +66,8 @@ pub struct CacheConfig {
     policy: PolicyKind,
     max_io_bytes: usize,
     frame_wait_max: Duration,
+    readahead_max_bytes: usize,
+    readahead_workers: usize,
 }
 
 impl CacheConfig {
@@ -82,6 +88,8 @@ impl CacheConfig {
             policy: PolicyKind::default(),
             max_io_bytes: 1 << 20,
             frame_wait_max: Duration::from_secs(1),
+            readahead_max_bytes: 2 << 20,
+            readahead_workers: 4,
         }
     }
 
@@ -107,6 +115,21 @@ impl CacheConfig {
     /// fails with [`Error::NoFreeFrame`].
     pub fn frame_wait_max(mut self, wait: Duration) -> CacheConfig {
         self.frame_wait_max = wait;
+        self
+    }
+
+    /// The largest readahead window (default 2 MiB; twice that in ranges advised
+    /// [`Advice::Sequential`]; never more than 1/16 of the cache). 0 turns readahead off.
+    /// See [`readahead`](crate::readahead).
+    pub fn readahead_max_bytes(mut self, bytes: usize) -> CacheConfig {
+        self.readahead_max_bytes = bytes;
+        self
+    }
+
+    /// Threads that load readahead and `WillNeed` pages in the background (default 4, started on
+    /// first use). 0 turns readahead off.
+    pub fn readahead_workers(mut self, workers: usize) -> CacheConfig {
+        self.readahead_workers = workers;
         self
     }
 
@@ -172,6 +195,12 @@ enum Fill {
     Zero,
 }
 
+/// A run of pages under write-back whose write has been submitted.
+struct SubmittedRun {
+    pages: Vec<(u64, FrameId)>,
+    waiter: Result<crate::backend::IoWaiter>,
+}
+
 enum Loaded {
     /// The first page of the run is loaded and held exclusive by the caller.
     Exclusive(FrameId),
@@ -196,6 +225,7 @@ pub(crate) struct Shared {
     dirty_pages: AtomicU64,
     max_io_pages: usize,
     frame_wait_max: Duration,
+    readahead: Readahead,
 }
 
 /// A bounded page cache over a [`PageCacheBackend`]. See the [module docs](self).
@@ -247,7 +277,15 @@ impl PageCache {
         let max_io_pages = (config.max_io_bytes / page_size)
             .clamp(1, backend.max_io_pages().max(1))
             .min(frames);
-        let shared = Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
+            readahead: Readahead::new(
+                weak.clone(),
+                page_size,
+                frames,
+                config.readahead_max_bytes,
+                config.readahead_workers,
+                max_io_pages,
+            ),
             len: AtomicU64::new(backend.len()),
             page_size,
             page_shift: page_size.trailing_zeros(),
@@ -264,10 +302,8 @@ impl PageCache {
             max_io_pages,
             frame_wait_max: config.frame_wait_max,
             backend,
-        };
-        Ok(PageCache {
-            shared: Arc::new(shared),
-        })
+        });
+        Ok(PageCache { shared })
     }
 
     /// The page size in bytes.
@@ -397,6 +433,44 @@ impl PageCache {
         s.check_errors()
     }
 
+    /// An access hint on the byte range, after `posix_fadvise(2)`: [`Advice::Sequential`] reads
+    /// ahead from the first miss with a larger window, [`Advice::Random`] never reads ahead,
+    /// [`Advice::Normal`] detects streams again, [`Advice::WillNeed`] loads the range in the
+    /// background now (up to the cache's capacity) and [`Advice::DontNeed`] writes it back and
+    /// drops it ([`evict_range`](Self::evict_range)).
+    pub fn advise(&self, range: Range<u64>, advice: Advice) -> Result<()> {
+        let s = &*self.shared;
+        let end = range.end.min(s.len());
+        if range.start >= end {
+            return Ok(());
+        }
+        let pages = s.pages_overlapping(&(range.start..end));
+        match advice {
+            Advice::Normal | Advice::Sequential | Advice::Random => {
+                s.readahead.set_hint(pages, advice);
+                Ok(())
+            }
+            Advice::WillNeed => {
+                let cap = (s.frames.len() as u64).min(pages.end - pages.start);
+                let mut jobs = Vec::new();
+                let mut p = pages.start;
+                while p < pages.start + cap {
+                    let len = ((pages.start + cap - p) as usize).min(s.max_io_pages);
+                    jobs.push(crate::readahead::Job {
+                        start: p,
+                        len,
+                        mark: false,
+                        stream: false,
+                    });
+                    p += len as u64;
+                }
+                s.readahead.dispatch(jobs, true);
+                Ok(())
+            }
+            Advice::DontNeed => self.evict_range(range),
+        }
+    }
+
     /// Flushes, syncs and closes the cache, returning any error.
     pub fn close(self) -> Result<()> {
         self.sync()
@@ -468,6 +542,7 @@ impl PageCache {
 impl Drop for PageCache {
     fn drop(&mut self) {
         let s = &self.shared;
+        s.readahead.shutdown();
         s.flush_pages(0..u64::MAX);
         if let Err(e) = s.backend.sync() {
             s.errseq.record(&e);
@@ -655,7 +730,10 @@ impl Shared {
                     Acquire::Absent => {}
                 }
             }
-            match self.load(p, run, Fill::Read, Admission::Demand)? {
+            let plan = self.readahead.on_miss(p, run, self.npages());
+            let loaded = self.load(p, plan.run.max(run), Fill::Read, run)?;
+            self.readahead.dispatch(plan.jobs, false);
+            match loaded {
                 Loaded::Exclusive(f) => {
                     self.frames[f as usize].downgrade();
                     return Ok(f);
@@ -684,7 +762,7 @@ impl Shared {
                 }
             }
             let fill = if whole { Fill::Zero } else { Fill::Read };
-            match self.load(p, run, fill, Admission::Demand)? {
+            match self.load(p, run, fill, usize::MAX)? {
                 Loaded::Exclusive(f) => return Ok(f),
                 Loaded::Present => continue,
             }
@@ -707,7 +785,7 @@ impl Shared {
                     Acquire::Absent => {}
                 }
             }
-            if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, Admission::Demand)? {
+            if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, usize::MAX)? {
                 self.frames[f as usize].pin_owned();
                 self.unlock_exclusive(f, false);
                 return Ok(f);
@@ -807,8 +885,9 @@ impl Shared {
 
     /// Loads page `p` and up to `run - 1` following absent pages with one backend read. Returns
     /// the first page's frame held `EXCLUSIVE` and valid, or `Present` if someone else had
-    /// inserted `p` first.
-    fn load(&self, p: u64, run: usize, fill: Fill, admission: Admission) -> Result<Loaded> {
+    /// inserted `p` first. The first `demand` pages enter the policy as demanded, the rest as
+    /// speculative (readahead).
+    fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded> {
         let npages = self.npages();
         let run = match fill {
             Fill::Zero => 1,
@@ -856,6 +935,11 @@ impl Shared {
         }
         let frames = &frames[..n];
         for (i, &f) in frames.iter().enumerate() {
+            let admission = if i < demand {
+                Admission::Demand
+            } else {
+                Admission::Speculative
+            };
             self.policy.on_insert(f, p + i as u64, admission);
         }
         let result = match fill {
@@ -910,6 +994,26 @@ impl Shared {
         }
     }
 
+    pub(crate) fn readahead(&self) -> &Readahead {
+        &self.readahead
+    }
+
+    /// Loads the absent pages from `p` on (at most `run`, stopping at the first resident one) as
+    /// speculative pages, with one backend read: readahead and `WillNeed`, on a worker thread.
+    /// With `mark`, page `p` carries the `READAHEAD` marker, set before anyone can see it valid.
+    pub(crate) fn prefetch(&self, p: u64, run: usize, mark: bool) -> Result<()> {
+        if p >= self.npages() || self.index.lookup(p, &self.frames).is_some() {
+            return Ok(());
+        }
+        if let Loaded::Exclusive(f) = self.load(p, run, Fill::Read, 0)? {
+            if mark {
+                self.frames[f as usize].mark_readahead_owned();
+            }
+            self.unlock_exclusive(f, false);
+        }
+        Ok(())
+    }
+
     // ---- byte I/O -----------------------------------------------------------------------
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
@@ -937,6 +1041,12 @@ impl Shared {
                 break;
             }
             let n = n.min((now - pos) as usize);
+            let meta = &self.frames[f as usize];
+            if meta.state() & READAHEAD != 0 && meta.take_readahead_mark() {
+                // A readahead marker: start the next window in the background.
+                let jobs = self.readahead.on_marker(p, self.npages());
+                self.readahead.dispatch(jobs, false);
+            }
             // SAFETY: we hold a reader hold on `f`.
             let bytes = unsafe { self.bytes(f) };
             buf[done..done + n].copy_from_slice(&bytes[in_page..in_page + n]);
@@ -1112,17 +1222,27 @@ impl Shared {
         out
     }
 
-    /// Writes back every page in `pages` that is dirty, in runs of contiguous pages. Failures are
-    /// recorded in the error sequence and leave their pages dirty.
+    /// Writes back every page in `pages` that is dirty, in runs of contiguous pages. Runs are
+    /// submitted without waiting (up to `FLUSH_IN_FLIGHT` at once), so an asynchronous backend has
+    /// several in flight; then they are waited for. Failures are recorded in the error sequence
+    /// and leave their pages dirty.
     pub(crate) fn flush_pages(&self, pages: Range<u64>) {
+        /// Runs submitted before the flusher waits for the oldest.
+        const FLUSH_IN_FLIGHT: usize = 32;
         let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
         let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
+        let mut in_flight: std::collections::VecDeque<SubmittedRun> = Default::default();
         let mut i = 0;
         while i < dirty.len() {
             let (key, f) = dirty[i];
             let contiguous = run.last().is_none_or(|&(k, _)| k + 1 == key);
             if !contiguous || run.len() == self.max_io_pages {
-                self.write_run(&mut run);
+                if in_flight.len() == FLUSH_IN_FLIGHT {
+                    if let Some(r) = in_flight.pop_front() {
+                        self.complete_run(r);
+                    }
+                }
+                in_flight.push_back(self.submit_run(&mut run));
                 continue;
             }
             match self.frames[f as usize].begin_writeback(key) {
@@ -1132,8 +1252,11 @@ impl Shared {
                     i += 1;
                 }
                 Acquire::Wait => {
-                    // Never wait while holding pages: submit what we have first.
-                    self.write_run(&mut run);
+                    // Never wait while holding pages: write what we have first.
+                    in_flight.push_back(self.submit_run(&mut run));
+                    for r in in_flight.drain(..) {
+                        self.complete_run(r);
+                    }
                     self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
                 }
                 Acquire::Absent => {
@@ -1141,26 +1264,41 @@ impl Shared {
                 }
             }
         }
-        self.write_run(&mut run);
+        in_flight.push_back(self.submit_run(&mut run));
+        for r in in_flight.drain(..) {
+            self.complete_run(r);
+        }
     }
 
-    /// Writes one run of pages that this thread holds under write-back, and ends it.
-    fn write_run(&self, run: &mut Vec<(u64, FrameId)>) {
-        let Some(&(first, _)) = run.first() else {
-            return;
+    /// Starts writing one run of pages that this thread holds under write-back (they stay under
+    /// write-back until [`complete_run`](Self::complete_run)).
+    fn submit_run(&self, run: &mut Vec<(u64, FrameId)>) -> SubmittedRun {
+        let pages = std::mem::take(run);
+        let Some(&(first, _)) = pages.first() else {
+            return SubmittedRun {
+                pages,
+                waiter: Ok(crate::backend::IoWaiter::ready(Ok(()))),
+            };
         };
-        let frames: Vec<Frame> = run
+        let frames: Vec<Frame> = pages
             .iter()
             // SAFETY: each page is under write-back with our reader hold: no writer touches
-            // its bytes until `end_writeback`.
+            // its bytes until `end_writeback`, which `complete_run` calls only after the I/O.
             .map(|&(_, f)| unsafe {
                 Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
             })
             .collect();
-        let result = self
-            .backend
-            .write_pages(first, frames)
-            .and_then(|w| w.wait());
+        let waiter = self.backend.write_pages(first, frames);
+        SubmittedRun { pages, waiter }
+    }
+
+    /// Waits for a run started by [`submit_run`](Self::submit_run) and ends its write-back.
+    fn complete_run(&self, submitted: SubmittedRun) {
+        let SubmittedRun { pages: run, waiter } = submitted;
+        if run.is_empty() {
+            return;
+        }
+        let result = waiter.and_then(|w| w.wait());
         self.counters.add(Counter::WritebackIos, 1);
         let ok = result.is_ok();
         if let Err(e) = &result {
@@ -1178,7 +1316,6 @@ impl Shared {
             }
             self.released(f, r);
         }
-        run.clear();
     }
 
     /// Drops the clean pages in `pages` that nobody holds.

@@ -36,16 +36,19 @@ mod index;
 pub mod page;
 pub mod pager;
 pub mod policy;
+pub mod readahead;
 pub mod sim;
 pub mod stats;
 mod sync;
 
 pub use backend::{
-    FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
+    open_best, FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
+    UringBackend,
 };
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
 pub use error::{Error, IoOp, Result};
 pub use page::PageState;
 pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
+pub use readahead::Advice;
 pub use stats::Stats;

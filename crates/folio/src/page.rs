@@ -436,6 +436,19 @@ impl FrameMeta {
         (kind(prev) == VALID && prev & DIRTY != 0, freed)
     }
 
+    /// Sets the `READAHEAD` marker on a frame this thread holds `EXCLUSIVE` (a page being loaded
+    /// by readahead, before anyone else can see it valid).
+    pub(crate) fn mark_readahead_owned(&self) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        self.state.fetch_or(READAHEAD, Ordering::AcqRel);
+    }
+
+    /// Clears the `READAHEAD` marker; true if this call cleared it (exactly one reader of a
+    /// marked page sees true and starts the next window).
+    pub(crate) fn take_readahead_mark(&self) -> bool {
+        self.state.fetch_and(!READAHEAD, Ordering::AcqRel) & READAHEAD != 0
+    }
+
     #[cfg(test)]
     pub(crate) fn set_owned_state_for_test(&self, s: u64) {
         self.state.store(s, Ordering::Release);

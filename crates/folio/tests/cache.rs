@@ -316,12 +316,26 @@ fn flush_merges_contiguous_dirty_pages_into_one_write() {
 
 #[test]
 fn file_backend_with_partial_last_page_and_direct_io() {
+    // With both file backends: positional I/O, and io_uring where the kernel has it.
     let dir = tempfile::tempdir().unwrap();
-    for mode in [IoMode::Buffered, IoMode::Direct] {
-        let path = dir.path().join(format!("{mode:?}.img"));
+    let uring = match folio::backend::uring_support() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipping the io_uring backend: {why}");
+            false
+        }
+    };
+    let kinds = [false, true].into_iter().filter(|&u| !u || uring);
+    for (use_uring, mode) in kinds.flat_map(|u| [(u, IoMode::Buffered), (u, IoMode::Direct)]) {
+        let path = dir.path().join(format!("{mode:?}-{use_uring}.img"));
         std::fs::write(&path, pattern(9, 9, 3 * PS + 1000)).unwrap();
-        let backend = match FileBackend::open(&path, mode) {
-            Ok(b) => Arc::new(b),
+        let opened: folio::Result<Arc<dyn PageCacheBackend>> = if use_uring {
+            folio::UringBackend::open(&path, mode).map(|b| Arc::new(b) as _)
+        } else {
+            FileBackend::open(&path, mode).map(|b| Arc::new(b) as _)
+        };
+        let backend = match opened {
+            Ok(b) => b,
             // tmpfs has no O_DIRECT.
             Err(e) if mode == IoMode::Direct => {
                 eprintln!("skipping O_DIRECT on this filesystem: {e}");

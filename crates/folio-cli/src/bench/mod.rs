@@ -3,9 +3,11 @@
 //! With no arguments it creates a temporary 1 GiB image (deleted afterwards), runs a
 //! Zipf-distributed mix of 4 KiB reads and writes through a cache whose budget is 25% of the
 //! image, and prints the results (`--json`: one JSON object). `--hot` measures cache hits
-//! instead (see [`hot`]).
+//! instead (see [`hot`]); `folio bench io` runs the cold I/O scenarios beside fio and the OS
+//! page cache (see [`io`]).
 
 mod hot;
+pub mod io;
 mod mixed;
 
 use std::fs::File;
@@ -29,9 +31,20 @@ pub enum Workload {
     Seq,
 }
 
+/// Sub-benchmarks of `folio bench`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// Cold I/O: sequential and random reads and flush, beside fio and the OS page cache.
+    Io(io::IoArgs),
+}
+
 /// Arguments of `folio bench`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// A sub-benchmark; without one, the mixed workload below.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     /// Image file to run on; created with `--size` bytes if missing. Default: a temporary image
     /// in the system temp directory, deleted afterwards.
     #[arg(long)]
@@ -177,7 +190,6 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Tells the OS to drop its cached pages of `path` (cold-start measurements).
-#[allow(dead_code)] // used by the cold I/O benchmarks
 pub fn drop_os_cache(path: &Path) -> Result<(), BoxError> {
     let f = File::open(path)?;
     rustix::fs::fdatasync(&f)?;
@@ -211,6 +223,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
+    if let Some(BenchCommand::Io(io_args)) = &args.command {
+        return io::run(io_args);
+    }
     if args.hot {
         return hot::run(args);
     }

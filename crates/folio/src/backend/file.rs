@@ -31,7 +31,7 @@ pub enum IoMode {
 
 /// Alignment assumed for O_DIRECT offsets and lengths (the logical block size of nearly every
 /// device; the kernel rejects anything less with `EINVAL`, which comes back as a typed error).
-const DIRECT_ALIGN: usize = 512;
+pub(crate) const DIRECT_ALIGN: usize = 512;
 
 /// A file or block device. See the [module docs](self).
 #[derive(Debug)]
@@ -92,7 +92,13 @@ impl FileBackend {
         &self.file
     }
 
-    fn check_direct(&self, offset: u64, page_size: usize, count: usize) -> Result<()> {
+    /// A buffered descriptor of the same file: the tail descriptor in direct mode, else the file.
+    /// For the rare byte ranges O_DIRECT cannot do (unaligned tails, short-transfer remainders).
+    pub(crate) fn buffered_file(&self) -> &File {
+        self.tail_file.as_ref().unwrap_or(&self.file)
+    }
+
+    pub(crate) fn check_direct(&self, offset: u64, page_size: usize, count: usize) -> Result<()> {
         if count == 0 || page_size == 0 {
             return Err(Error::Misaligned {
                 offset,
@@ -114,7 +120,11 @@ impl FileBackend {
 }
 
 /// Reads into `bufs` at `offset` until they are full or the file ends; returns bytes read.
-fn preadv_full(file: &File, bufs: &mut [&mut [u8]], mut offset: u64) -> std::io::Result<usize> {
+pub(crate) fn preadv_full(
+    file: &File,
+    bufs: &mut [&mut [u8]],
+    mut offset: u64,
+) -> std::io::Result<usize> {
     let mut done = 0usize;
     let mut first = 0usize; // first buffer not yet full
     let mut skip = 0usize; // bytes already filled in bufs[first]
@@ -151,7 +161,7 @@ fn preadv_full(file: &File, bufs: &mut [&mut [u8]], mut offset: u64) -> std::io:
 }
 
 /// Writes all of `bufs` at `offset`.
-fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+pub(crate) fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
     let mut first = 0usize;
     let mut skip = 0usize;
     while first < bufs.len() {

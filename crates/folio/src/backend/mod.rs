@@ -12,11 +12,13 @@
 //! and never drops a waiter without waiting for it. The memory behind a frame is reference
 //! counted, so it stays valid even if a waiter is leaked.
 //!
-//! One file per backend: [`memory`](mod@memory) (tests and examples), [`file`](mod@file) (regular files and block
-//! devices through positional I/O).
+//! One file per backend: [`memory`](mod@memory) (tests and examples), [`file`](mod@file) (regular
+//! files and block devices through positional I/O), [`uring`] (the same through io_uring, with many
+//! I/Os in flight). [`open_best`] picks io_uring when the kernel allows it, else positional I/O.
 
 pub mod file;
 pub mod memory;
+pub mod uring;
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -27,6 +29,37 @@ use crate::error::{Error, IoOp, Result};
 
 pub use file::{FileBackend, IoMode};
 pub use memory::MemoryBackend;
+pub use uring::{uring_support, UringBackend};
+
+/// Opens `path` with the fastest backend this process may use: [`UringBackend`] where io_uring
+/// works, else [`FileBackend`] (with a warning that says why, printed once to stderr and logged).
+/// Chosen at run time, so one binary serves old kernels, seccomp sandboxes and hosts with
+/// `kernel.io_uring_disabled` set.
+/// Setting `FOLIO_DISABLE_URING=1` forces the fallback.
+pub fn open_best(
+    path: impl AsRef<std::path::Path>,
+    mode: IoMode,
+) -> Result<Arc<dyn PageCacheBackend>> {
+    let path = path.as_ref();
+    match uring_support() {
+        Ok(()) => match UringBackend::open(path, mode) {
+            Ok(b) => return Ok(Arc::new(b)),
+            Err(e) => warn_fallback(&e.to_string()),
+        },
+        Err(why) => warn_fallback(&why),
+    }
+    Ok(Arc::new(FileBackend::open(path, mode)?))
+}
+
+fn warn_fallback(why: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        eprintln!(
+            "folio: io_uring unavailable ({why}); falling back to positional I/O (FileBackend)"
+        );
+    });
+    tracing::warn!(reason = why, "io_uring unavailable; using FileBackend");
+}
 
 /// Alignment of every frame: enough for O_DIRECT on any device with logical blocks up to 4 KiB.
 pub const FRAME_ALIGN: usize = 4096;

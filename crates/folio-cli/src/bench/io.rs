@@ -1,0 +1,508 @@
+//! `folio bench io`: cold I/O scenarios through the cache, side by side with fio and the OS page
+//! cache on the same file.
+//!
+//! Each run of a scenario drops the OS page cache for the image (`posix_fadvise(DONTNEED)`)
+//! before each side and starts Folio with an empty cache. The figure printed is the median of
+//! `--runs` runs (default 3).
+//!
+//! - `seq-read`: one thread reads the whole image in 4 KiB `read_at` calls. Baselines: fio
+//!   `--rw=read --bs=1M --direct=1 --ioengine=io_uring --iodepth=8`, and a plain 4 KiB `pread`
+//!   loop through the OS page cache (buffered, its own readahead).
+//! - `rand-read`: `--threads` threads (default 32) read distinct random 4 KiB pages (a shuffled
+//!   permutation, so every read is a miss) until `--ops` reads. Baseline: fio `--rw=randread
+//!   --bs=4k --direct=1 --iodepth=32 --ioengine=io_uring`. Also reports bytes read from the
+//!   device over bytes returned (readahead must stay off for random access).
+//! - `flush`: writes `--flush-size` (default 256 MiB) sequentially in 4 KiB `write_at` calls into
+//!   an empty cache, then times `sync()` (write-back and `fdatasync`). Baseline: fio
+//!   `--rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1`.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::ValueEnum;
+use folio::{CacheConfig, FileBackend, IoMode, PageCache, PageCacheBackend, UringBackend};
+
+use super::{drop_os_cache, BoxError, Image};
+use crate::units::parse_size;
+
+/// A cold I/O scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Every scenario below.
+    All,
+    /// Sequential 4 KiB reads of the whole image from one thread.
+    SeqRead,
+    /// Random 4 KiB reads from many threads.
+    RandRead,
+    /// Write-back of sequentially written dirty pages.
+    Flush,
+}
+
+/// What to compare against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Compare {
+    /// Run the matching fio job (if fio is installed) and the OS page cache baseline.
+    Fio,
+    /// Folio only.
+    None,
+}
+
+/// Which backend Folio uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// io_uring where available, else positional I/O.
+    Auto,
+    /// io_uring (fails if unavailable).
+    Uring,
+    /// Positional I/O (`preadv`/`pwritev`).
+    File,
+}
+
+/// Arguments of `folio bench io`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IoArgs {
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Baselines to run beside Folio.
+    #[arg(long, value_enum, default_value_t = Compare::Fio)]
+    pub compare: Compare,
+    /// Runs of each measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Image file (created with `--size` bytes if missing; default a temporary file, deleted).
+    #[arg(long)]
+    pub image: Option<std::path::PathBuf>,
+    /// Size of a created image.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Folio's backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// io_uring queue depth.
+    #[arg(long, default_value_t = 64)]
+    pub queue_depth: usize,
+    /// io_uring backend: reads of at most this many pages go through `preadv` on the calling
+    /// thread (0: every read through the ring).
+    #[arg(long, default_value_t = folio::backend::uring::DEFAULT_INLINE_READ_PAGES)]
+    pub inline_read_pages: usize,
+    /// Use the OS page cache under Folio instead of O_DIRECT.
+    #[arg(long)]
+    pub buffered: bool,
+    /// Cache budget for the read scenarios.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub budget: u64,
+    /// Largest readahead window.
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    pub readahead_max: u64,
+    /// Threads of `rand-read`.
+    #[arg(long, default_value_t = 32)]
+    pub threads: usize,
+    /// Reads of `rand-read` (all distinct pages).
+    #[arg(long, default_value_t = 100_000)]
+    pub ops: u64,
+    /// Seconds fio's random-read job runs.
+    #[arg(long, default_value_t = 5)]
+    pub fio_seconds: u64,
+    /// Bytes written and flushed by `flush`.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub flush_size: u64,
+    /// Print one JSON object per scenario instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const PS: usize = 4096;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn fio_available() -> bool {
+    Command::new("fio")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs fio with `args` on `path` and returns (bytes/s, IOPS) of the `rw` side ("read"/"write").
+fn fio(path: &Path, args: &[&str], rw: &str) -> Result<(f64, f64), BoxError> {
+    let out = Command::new("fio")
+        .arg("--name=folio-baseline")
+        .arg(format!("--filename={}", path.display()))
+        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("fio failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let side = &v["jobs"][0][rw];
+    let bw = side["bw_bytes"].as_f64().ok_or("fio: no bw_bytes")?;
+    let iops = side["iops"].as_f64().ok_or("fio: no iops")?;
+    Ok((bw, iops))
+}
+
+struct Opened {
+    backend: Arc<dyn PageCacheBackend>,
+    name: &'static str,
+}
+
+fn open_backend(path: &Path, args: &IoArgs) -> Result<Opened, BoxError> {
+    let mode = if args.buffered {
+        IoMode::Buffered
+    } else {
+        IoMode::Direct
+    };
+    let uring = |path: &Path| -> Result<Opened, BoxError> {
+        Ok(Opened {
+            backend: Arc::new(
+                UringBackend::open_with_depth(path, mode, args.queue_depth)?
+                    .inline_read_pages(args.inline_read_pages),
+            ),
+            name: "io_uring",
+        })
+    };
+    match args.backend {
+        BackendChoice::Uring => uring(path),
+        BackendChoice::File => Ok(Opened {
+            backend: Arc::new(FileBackend::open(path, mode)?),
+            name: "pread",
+        }),
+        BackendChoice::Auto => match folio::backend::uring_support() {
+            Ok(()) => uring(path),
+            Err(why) => {
+                eprintln!("folio: io_uring unavailable ({why}); using positional I/O");
+                Ok(Opened {
+                    backend: Arc::new(FileBackend::open(path, mode)?),
+                    name: "pread",
+                })
+            }
+        },
+    }
+}
+
+fn cache(path: &Path, args: &IoArgs, budget: u64) -> Result<(PageCache, &'static str), BoxError> {
+    let opened = open_backend(path, args)?;
+    let config = CacheConfig::new(budget).readahead_max_bytes(args.readahead_max as usize);
+    Ok((PageCache::new(opened.backend, config)?, opened.name))
+}
+
+/// One line of the report.
+struct Row {
+    what: String,
+    value: f64,
+    unit: &'static str,
+}
+
+fn print_rows(scenario: &str, rows: &[Row], target: Option<(&str, &str, f64)>, args: &IoArgs) {
+    let find = |w: &str| rows.iter().find(|r| r.what == w).map(|r| r.value);
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("scenario".into(), scenario.into());
+        obj.insert("runs".into(), args.runs.into());
+        for r in rows {
+            obj.insert(r.what.clone(), r.value.into());
+        }
+        if let Some((a, b, _)) = target {
+            if let (Some(x), Some(y)) = (find(a), find(b)) {
+                obj.insert(format!("ratio {a} / {b}"), (x / y).into());
+            }
+        }
+        println!("{}", serde_json::Value::Object(obj));
+        return;
+    }
+    println!("{scenario} (median of {} runs)", args.runs);
+    for r in rows {
+        if r.unit.is_empty() {
+            println!("  {:<34} {:>12.4}", r.what, r.value);
+        } else {
+            println!("  {:<34} {:>12.1} {}", r.what, r.value, r.unit);
+        }
+    }
+    if let Some((a, b, goal)) = target {
+        if let (Some(x), Some(y)) = (find(a), find(b)) {
+            println!("  ratio {a} / {b}: {:.2} (target >= {goal:.2})", x / y);
+        }
+    }
+}
+
+fn seq_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+    let path = image.path();
+    let len = image.len()?;
+    let (mut folio_bw, mut os_bw, mut fio_bw, mut overhead) = (vec![], vec![], vec![], vec![]);
+    let mut backend_name = "";
+    for _ in 0..args.runs {
+        if with_fio {
+            drop_os_cache(path)?;
+            let (bw, _) = fio(
+                path,
+                &[
+                    "--rw=read",
+                    "--bs=1M",
+                    "--iodepth=8",
+                    "--readonly",
+                    &format!("--size={len}"),
+                ],
+                "read",
+            )?;
+            fio_bw.push(bw / 1048576.0);
+            drop_os_cache(path)?;
+            let f = File::open(path)?;
+            let mut buf = vec![0u8; PS];
+            let started = Instant::now();
+            let mut pos = 0u64;
+            while pos < len {
+                let n = f.read_at(&mut buf, pos)?;
+                if n == 0 {
+                    break;
+                }
+                pos += n as u64;
+            }
+            os_bw.push(len as f64 / started.elapsed().as_secs_f64() / 1048576.0);
+        }
+        drop_os_cache(path)?;
+        let (cache, name) = cache(path, args, args.budget)?;
+        backend_name = name;
+        let mut buf = vec![0u8; PS];
+        let started = Instant::now();
+        let mut pos = 0u64;
+        while pos < len {
+            let n = cache.read_at(&mut buf, pos)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        folio_bw.push(len as f64 / secs / 1048576.0);
+        overhead.push(cache.stats().bytes_read as f64 / len as f64);
+        drop(cache);
+    }
+    let mut rows = vec![Row {
+        what: format!("folio ({backend_name}) 4K read_at"),
+        value: median(folio_bw),
+        unit: "MiB/s",
+    }];
+    if with_fio {
+        rows.push(Row {
+            what: "fio read 1M qd8 direct".into(),
+            value: median(fio_bw),
+            unit: "MiB/s",
+        });
+        rows.push(Row {
+            what: "OS page cache 4K pread".into(),
+            value: median(os_bw),
+            unit: "MiB/s",
+        });
+    }
+    rows.push(Row {
+        what: "device bytes / bytes returned".into(),
+        value: median(overhead),
+        unit: "",
+    });
+    let a = rows[0].what.clone();
+    print_rows(
+        "seq-read",
+        &rows,
+        with_fio.then_some((a.as_str(), "fio read 1M qd8 direct", 0.9)),
+        args,
+    );
+    if with_fio {
+        let f = rows[0].value / rows[2].value;
+        if !args.json {
+            println!("  ratio folio / OS page cache: {f:.2} (target >= 1.00)");
+        }
+    }
+    Ok(())
+}
+
+/// A permutation of `0 .. n` (pages), deterministic.
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n).collect();
+    let mut x = seed | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+    let path = image.path();
+    let len = image.len()?;
+    let pages = len / PS as u64;
+    let ops = args.ops.min(pages);
+    let threads = args.threads.max(1);
+    let (mut folio_iops, mut fio_iops, mut ratio) = (vec![], vec![], vec![]);
+    let mut backend_name = "";
+    for run in 0..args.runs {
+        if with_fio {
+            drop_os_cache(path)?;
+            let (_, iops) = fio(
+                path,
+                &[
+                    "--rw=randread",
+                    "--bs=4k",
+                    "--iodepth=32",
+                    "--readonly",
+                    "--time_based",
+                    &format!("--runtime={}", args.fio_seconds),
+                    &format!("--size={len}"),
+                ],
+                "read",
+            )?;
+            fio_iops.push(iops);
+        }
+        drop_os_cache(path)?;
+        let order = Arc::new(shuffled(pages, 0x9E37_79B9 + run as u64));
+        let (cache, name) = cache(path, args, args.budget)?;
+        backend_name = name;
+        let cache = Arc::new(cache);
+        let next = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (cache, next, order) = (cache.clone(), next.clone(), order.clone());
+                std::thread::spawn(move || -> Result<(), folio::Error> {
+                    let mut buf = vec![0u8; PS];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= ops {
+                            return Ok(());
+                        }
+                        cache.read_exact_at(&mut buf, order[i as usize] * PS as u64)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a reader panicked")??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        folio_iops.push(ops as f64 / secs);
+        ratio.push(cache.stats().bytes_read as f64 / (ops * PS as u64) as f64);
+    }
+    let mut rows = vec![Row {
+        what: format!("folio ({backend_name}) {threads} threads"),
+        value: median(folio_iops),
+        unit: "IOPS",
+    }];
+    if with_fio {
+        rows.push(Row {
+            what: "fio randread 4k qd32 direct".into(),
+            value: median(fio_iops),
+            unit: "IOPS",
+        });
+    }
+    rows.push(Row {
+        what: "device bytes / bytes returned".into(),
+        value: median(ratio),
+        unit: "",
+    });
+    let a = rows[0].what.clone();
+    print_rows(
+        "rand-read",
+        &rows,
+        with_fio.then_some((a.as_str(), "fio randread 4k qd32 direct", 0.9)),
+        args,
+    );
+    Ok(())
+}
+
+fn flush(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+    let path = image.path();
+    let len = image.len()?;
+    let size = args.flush_size.min(len) / PS as u64 * PS as u64;
+    let (mut folio_bw, mut fio_bw) = (vec![], vec![]);
+    let mut backend_name = "";
+    for _ in 0..args.runs {
+        if with_fio {
+            drop_os_cache(path)?;
+            let (bw, _) = fio(
+                path,
+                &[
+                    "--rw=write",
+                    "--bs=1M",
+                    "--iodepth=8",
+                    "--end_fsync=1",
+                    &format!("--size={size}"),
+                ],
+                "write",
+            )?;
+            fio_bw.push(bw / 1048576.0);
+        }
+        drop_os_cache(path)?;
+        // Room for every dirty page, plus slack.
+        let (cache, name) = cache(path, args, size + (16 << 20))?;
+        backend_name = name;
+        let page = vec![0x5Au8; PS];
+        let mut pos = 0u64;
+        while pos < size {
+            cache.write_all_at(&page, pos)?;
+            pos += PS as u64;
+        }
+        let started = Instant::now();
+        cache.sync()?;
+        let secs = started.elapsed().as_secs_f64();
+        folio_bw.push(size as f64 / secs / 1048576.0);
+    }
+    let mut rows = vec![Row {
+        what: format!("folio ({backend_name}) sync()"),
+        value: median(folio_bw),
+        unit: "MiB/s",
+    }];
+    if with_fio {
+        rows.push(Row {
+            what: "fio write 1M qd8 direct+fsync".into(),
+            value: median(fio_bw),
+            unit: "MiB/s",
+        });
+    }
+    let a = rows[0].what.clone();
+    print_rows(
+        &format!("flush of {} MiB", size >> 20),
+        &rows,
+        with_fio.then_some((a.as_str(), "fio write 1M qd8 direct+fsync", 0.9)),
+        args,
+    );
+    Ok(())
+}
+
+/// Runs `folio bench io`.
+pub fn run(args: &IoArgs) -> Result<(), BoxError> {
+    if args.runs == 0 {
+        return Err("--runs must be positive".into());
+    }
+    let with_fio = args.compare == Compare::Fio && {
+        let ok = fio_available();
+        if !ok {
+            eprintln!("folio: fio is not installed; running Folio only");
+        }
+        ok
+    };
+    let image = Image::prepare(args.image.as_deref(), args.size, args.json)?;
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::SeqRead {
+        seq_read(&image, args, with_fio)?;
+    }
+    if all || args.scenario == Scenario::RandRead {
+        rand_read(&image, args, with_fio)?;
+    }
+    if all || args.scenario == Scenario::Flush {
+        flush(&image, args, with_fio)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! Readahead per stream of sequential access, and access hints (`posix_fadvise`).
+//!
+//! # Streams
+//! The cache keeps a small table of recent *streams* (16 entries, least recently used replaced),
+//! like a shared version of Linux's per-`struct file` `f_ra`. It is consulted only on a miss and
+//! when a reader reaches a marked page, never on a plain hit, so the hit path pays one load of the
+//! state word it already owns.
+//!
+//! - A miss at page `p` that matches no stream records a *candidate*: "a read of `p .. p + n`
+//!   happened; a miss at `p + n` continues it". Two such continuations in a row make it a stream.
+//!   Random access only ever creates candidates, so it never reads ahead (beyond the rare pair of
+//!   misses that each land exactly at the end of a recent one). A miss at page 0 (reading a file from its start) or in a range advised
+//!   [`Advice::Sequential`] starts a stream at once.
+//! - A miss that continues a stream starts a window: the requested pages are read synchronously
+//!   (the caller needs them), and the rest of the window, up to its size, is read ahead
+//!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (page.rs). The
+//!   window starts at 128 KiB and doubles with each window to the configured maximum (2 MiB by
+//!   default, twice that under [`Advice::Sequential`]), and never exceeds 1/16 of the cache (two
+//!   windows are in flight at once: more would evict read-ahead pages before they are read).
+//! - A reader that reaches a marked page (or misses on it because the readahead has not inserted
+//!   it yet) clears the mark and starts the next window asynchronously, so the reader of a cold
+//!   file keeps one window ahead of it and rarely waits.
+//!
+//! # Asynchrony
+//! Windows are split into runs of at most `max_io_bytes` and handed to a small pool of worker
+//! threads (started on first use; `readahead_workers`, default 4), each of which loads one run
+//! with one backend read. Pages of a run are in the index as *uninitialised* (`LOADING`, held
+//! `EXCLUSIVE`) until the read completes, so a reader that arrives early parks on them exactly as
+//! it parks on another reader's load. The marker is set while the worker still holds the page
+//! exclusive, so nobody can see the page valid before it is marked. A failed run is undone (its
+//! pages leave the index, nothing is cached); readers parked on them retry with their own read.
+//! The job queue is bounded: readahead is best effort and is dropped, not queued without end.
+//!
+//! Readahead pages enter the policy with [`Admission::Speculative`](crate::Admission), so a
+//! scan-resistant policy keeps them from pushing out the hot set.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::cache::Shared;
+
+/// An access hint on a byte range, after `posix_fadvise(2)`. See
+/// [`PageCache::advise`](crate::PageCache::advise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Advice {
+    /// No hint: detect sequential streams (removes earlier hints on the range).
+    Normal,
+    /// Sequential access expected: read ahead from the first miss, with twice the maximum window.
+    Sequential,
+    /// Random access expected: never read ahead in this range.
+    Random,
+    /// The range will be needed soon: load it in the background now (up to the cache's capacity).
+    WillNeed,
+    /// The range is not needed: write back its dirty pages and drop it from the cache.
+    DontNeed,
+}
+
+/// Streams remembered at once.
+const STREAMS: usize = 16;
+/// Hints remembered at once (the oldest is forgotten first).
+const HINTS: usize = 64;
+/// Initial window in bytes (Linux's default maximum).
+const INIT_WINDOW_BYTES: usize = 128 << 10;
+/// Readahead jobs queued at most (beyond this readahead is dropped).
+const QUEUE_MAX: usize = 256;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Stream {
+    /// Window start (or the candidate's first page).
+    start: u64,
+    /// End of the current window (or the page after the candidate's read).
+    end: u64,
+    /// Current window size in pages; 0 for a candidate.
+    size: usize,
+    /// The marked page whose reading starts the next window, if not yet reached.
+    marker: Option<u64>,
+    /// The window may reach twice the maximum (`Advice::Sequential`).
+    boost: bool,
+    /// Candidates: sequential misses seen so far (a window starts at `CONFIRM`).
+    seq: u8,
+    /// LRU stamp; 0 = unused slot.
+    used: u64,
+}
+
+/// Consecutive sequential misses that make a candidate a stream (page 0 and
+/// `Advice::Sequential` start one at once). Two keep random access from reading ahead when a
+/// random miss happens to land right after an earlier one.
+const CONFIRM: u8 = 2;
+
+#[derive(Default)]
+struct Streams {
+    slots: [Stream; STREAMS],
+    clock: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Hint {
+    pages: Range<u64>,
+    advice: Advice,
+}
+
+/// One run of pages to load in the background.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Job {
+    pub(crate) start: u64,
+    pub(crate) len: usize,
+    /// Set the `READAHEAD` marker on the first page.
+    pub(crate) mark: bool,
+    /// Part of a stream's window (else `WillNeed`): dropped if the reader has passed it.
+    pub(crate) stream: bool,
+}
+
+/// What the miss path should do.
+#[derive(Debug, Default)]
+pub(crate) struct MissPlan {
+    /// Pages to load synchronously from the missed page on (at least the request): more when the
+    /// miss falls inside a window whose readahead has not inserted its pages yet.
+    pub(crate) run: usize,
+    /// Background runs to start after the synchronous load.
+    pub(crate) jobs: Vec<Job>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    stop: bool,
+}
+
+struct Pool {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// The readahead state of one cache.
+pub(crate) struct Readahead {
+    cache: Weak<Shared>,
+    init_pages: usize,
+    max_pages: usize,
+    chunk_pages: usize,
+    workers: usize,
+    streams: Mutex<Streams>,
+    hints: RwLock<Vec<Hint>>,
+    pool: Mutex<Option<Pool>>,
+}
+
+impl Readahead {
+    /// `max_bytes` 0 turns readahead off. `chunk_pages` is the largest backend I/O in pages.
+    pub(crate) fn new(
+        cache: Weak<Shared>,
+        page_size: usize,
+        capacity_pages: usize,
+        max_bytes: usize,
+        workers: usize,
+        chunk_pages: usize,
+    ) -> Readahead {
+        let max_pages = (max_bytes / page_size).min(capacity_pages / 16);
+        let max_pages = if max_pages < 2 || workers == 0 {
+            0
+        } else {
+            max_pages
+        };
+        Readahead {
+            cache,
+            init_pages: (INIT_WINDOW_BYTES / page_size).clamp(1, max_pages.max(1)),
+            max_pages,
+            chunk_pages: chunk_pages.max(1),
+            workers,
+            streams: Mutex::new(Streams::default()),
+            hints: RwLock::new(Vec::new()),
+            pool: Mutex::new(None),
+        }
+    }
+
+    fn hint(&self, p: u64) -> Advice {
+        let hints = self.hints.read();
+        hints
+            .iter()
+            .rev()
+            .find(|h| h.pages.contains(&p))
+            .map_or(Advice::Normal, |h| h.advice)
+    }
+
+    /// Records an access pattern hint (`Normal`, `Sequential`, `Random`) for `pages`.
+    pub(crate) fn set_hint(&self, pages: Range<u64>, advice: Advice) {
+        let mut hints = self.hints.write();
+        hints.retain(|h| h.pages.start < pages.start || h.pages.end > pages.end);
+        if advice != Advice::Normal {
+            if hints.len() == HINTS {
+                hints.remove(0);
+            }
+            hints.push(Hint { pages, advice });
+        } else {
+            hints.push(Hint {
+                pages,
+                advice: Advice::Normal,
+            });
+            if hints.len() > HINTS {
+                hints.remove(0);
+            }
+        }
+    }
+
+    fn cap(&self, boost: bool) -> usize {
+        if boost {
+            self.max_pages * 2
+        } else {
+            self.max_pages
+        }
+    }
+
+    /// Splits the window `start .. end` into background jobs; the first carries the marker.
+    fn window_jobs(&self, start: u64, end: u64, jobs: &mut Vec<Job>) {
+        let mut c = start;
+        while c < end {
+            let len = ((end - c) as usize).min(self.chunk_pages);
+            jobs.push(Job {
+                start: c,
+                len,
+                mark: c == start,
+                stream: true,
+            });
+            c += len as u64;
+        }
+    }
+
+    /// A miss on page `p` for a read of `req` pages, in a file of `npages` pages: updates the
+    /// streams and returns the background reads to start.
+    pub(crate) fn on_miss(&self, p: u64, req: usize, npages: u64) -> MissPlan {
+        let mut plan = MissPlan {
+            run: req,
+            jobs: Vec::new(),
+        };
+        if self.max_pages == 0 {
+            return plan;
+        }
+        let advice = self.hint(p);
+        if advice == Advice::Random {
+            return plan;
+        }
+        let boost = advice == Advice::Sequential;
+        let req_end = (p + req as u64).min(npages);
+        let mut st = self.streams.lock();
+        st.clock += 1;
+        let now = st.clock;
+        let found = st.slots.iter().position(|s| {
+            s.used != 0
+                && if s.size == 0 {
+                    p == s.end
+                } else {
+                    s.start <= p && p <= s.end
+                }
+        });
+        let slot = match found {
+            Some(i) => i,
+            None => {
+                let i = (0..STREAMS).min_by_key(|&i| st.slots[i].used).unwrap_or(0);
+                let starts = p == 0 || boost;
+                st.slots[i] = Stream {
+                    start: p,
+                    end: req_end,
+                    size: 0,
+                    marker: None,
+                    boost,
+                    seq: 0,
+                    used: now,
+                };
+                if !starts {
+                    return plan;
+                }
+                i
+            }
+        };
+        let s = &mut st.slots[slot];
+        s.used = now;
+        s.boost |= boost;
+        if found.is_some() && s.size == 0 && !s.boost {
+            s.seq += 1;
+            if s.seq < CONFIRM {
+                s.start = p;
+                s.end = req_end;
+                return plan;
+            }
+        }
+        let cap = self.cap(s.boost);
+        // The reader outran a window in flight: read the rest of it now, in one I/O.
+        if s.size != 0 && p < s.end {
+            plan.run = req.max(((s.end - p) as usize).min(self.chunk_pages));
+        }
+        if s.size == 0 || p >= s.end || s.marker.is_some_and(|m| p >= m) {
+            // Continue the stream: the next window starts after what the reader asked for (or
+            // after the current window, whichever is further).
+            let size = if s.size == 0 {
+                self.init_pages.max(req).min(cap.max(req))
+            } else {
+                (s.size * 2).min(cap)
+            };
+            let (start, end) = if s.size == 0 {
+                (req_end, (p + size as u64).max(req_end).min(npages))
+            } else {
+                let start = req_end.max(s.end);
+                (start, (start + size as u64).min(npages))
+            };
+            s.size = size;
+            s.start = p;
+            s.end = end.max(req_end);
+            s.marker = (start < end).then_some(start);
+            self.window_jobs(start, end, &mut plan.jobs);
+        } else {
+            // Inside a window whose readahead is on its way: just the synchronous read.
+            s.end = s.end.max(req_end);
+        }
+        plan
+    }
+
+    /// A reader reached the marked page `m`: starts the next window. Returns the jobs.
+    pub(crate) fn on_marker(&self, m: u64, npages: u64) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut st = self.streams.lock();
+        st.clock += 1;
+        let now = st.clock;
+        let Some(s) = st
+            .slots
+            .iter_mut()
+            .find(|s| s.used != 0 && s.marker == Some(m))
+        else {
+            return jobs;
+        };
+        s.used = now;
+        let size = (s.size * 2).min(self.cap(s.boost)).max(1);
+        let start = s.end;
+        let end = (start + size as u64).min(npages);
+        s.size = size;
+        s.start = m;
+        s.marker = None;
+        if start < end {
+            s.end = end;
+            s.marker = Some(start);
+            drop(st);
+            self.window_jobs(start, end, &mut jobs);
+        }
+        jobs
+    }
+
+    /// True if `job` belongs to a window that no stream is still in front of: its reader went
+    /// past (it read those pages itself when the workers lagged), so loading them now would only
+    /// evict pages to read what was already read.
+    fn is_stale(&self, job: &Job) -> bool {
+        job.stream
+            && !self
+                .streams
+                .lock()
+                .slots
+                .iter()
+                .any(|s| s.used != 0 && s.size != 0 && s.start <= job.start && job.start <= s.end)
+    }
+
+    /// Queues background loads. Readahead is best effort: jobs beyond the queue's bound are
+    /// dropped (`force` queues them anyway: `WillNeed`).
+    pub(crate) fn dispatch(&self, jobs: Vec<Job>, force: bool) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut pool = self.pool.lock();
+        if pool.is_none() {
+            *pool = self.start_pool();
+        }
+        let Some(pool) = pool.as_ref() else {
+            return;
+        };
+        let (q, cv) = &*pool.queue;
+        let mut q = q.lock();
+        if q.stop {
+            return;
+        }
+        for job in jobs {
+            if q.jobs.len() >= QUEUE_MAX && !force {
+                break;
+            }
+            q.jobs.push_back(job);
+        }
+        cv.notify_all();
+    }
+
+    fn start_pool(&self) -> Option<Pool> {
+        let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+        let mut workers = Vec::new();
+        for i in 0..self.workers.max(1) {
+            let queue = queue.clone();
+            let cache = self.cache.clone();
+            let spawned = std::thread::Builder::new()
+                .name("folio-readahead".into())
+                .spawn(move || worker(queue, cache));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, worker = i, "cannot start a readahead worker");
+                    break;
+                }
+            }
+        }
+        if workers.is_empty() {
+            return None;
+        }
+        Some(Pool { queue, workers })
+    }
+
+    /// Stops and joins the workers (pending jobs are dropped). Called when the cache is dropped,
+    /// from the dropping thread, so a worker never holds the last reference to the cache.
+    pub(crate) fn shutdown(&self) {
+        let Some(pool) = self.pool.lock().take() else {
+            return;
+        };
+        {
+            let (q, cv) = &*pool.queue;
+            let mut q = q.lock();
+            q.stop = true;
+            q.jobs.clear();
+            cv.notify_all();
+        }
+        for h in pool.workers {
+            if h.join().is_err() {
+                tracing::error!("a readahead worker panicked");
+            }
+        }
+    }
+}
+
+fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<Shared>) {
+    let (q, cv) = &*queue;
+    loop {
+        let job = {
+            let mut g = q.lock();
+            loop {
+                if g.stop {
+                    return;
+                }
+                if let Some(j) = g.jobs.pop_front() {
+                    break j;
+                }
+                cv.wait(&mut g);
+            }
+        };
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        if cache.readahead().is_stale(&job) {
+            continue;
+        }
+        if let Err(e) = cache.prefetch(job.start, job.len, job.mark) {
+            // Nothing was cached; a reader that needs these pages reads them itself.
+            tracing::debug!(error = %e, start = job.start, len = job.len, "readahead failed");
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The fast I/O path: the io_uring backend, multi-page I/O states, parallel flush, readahead and
+//! access hints. Tests that need io_uring print a message and return where the kernel lacks it.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{pattern, TestBackend};
+use folio::backend::uring_support;
+use folio::{
+    Advice, CacheConfig, Error, Frame, FrameMut, IoMode, IoOp, IoWaiter, MemoryBackend, PageCache,
+    PageCacheBackend, PageState, Result, UringBackend,
+};
+
+const PS: usize = 4096;
+
+fn uring_or_skip(what: &str) -> bool {
+    match uring_support() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipping {what}: io_uring unavailable ({why})");
+            false
+        }
+    }
+}
+
+/// A uring backend over a temp file holding `bytes`, direct if the filesystem allows it.
+fn uring_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (UringBackend, IoMode) {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    match UringBackend::open_with_depth(&path, IoMode::Direct, 8) {
+        Ok(b) => (b, IoMode::Direct),
+        Err(e) => {
+            eprintln!("O_DIRECT unavailable here ({e}); buffered io_uring");
+            (
+                UringBackend::open_with_depth(&path, IoMode::Buffered, 8).unwrap(),
+                IoMode::Buffered,
+            )
+        }
+    }
+}
+
+#[test]
+fn uring_reads_and_writes_runs_and_zero_fills_past_the_end() {
+    if !uring_or_skip("uring test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let len = 5 * PS + 300;
+    let data = pattern(1, 1, len);
+    let (b, _) = uring_file(&dir, "a.img", &data);
+    // An 8-page read of a 5.07-page file completes (the frames belong to the I/O).
+    let frames: Vec<FrameMut> = (0..8).map(|_| FrameMut::alloc(PS).unwrap()).collect();
+    b.read_pages(0, frames).unwrap().wait().unwrap();
+    let mut got = vec![0u8; len];
+    let cache = PageCache::new(Arc::new(b), CacheConfig::with_budget_pages(16)).unwrap();
+    cache.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, data);
+    {
+        let last = cache.read_page(5).unwrap();
+        assert!(last[300..].iter().all(|&x| x == 0), "zero-filled past EOF");
+    }
+    // Multi-page write back, never growing the file.
+    cache.write_all_at(&vec![7u8; 5 * PS + 300], 0).unwrap();
+    cache.close().unwrap();
+    let on_disk = std::fs::read(dir.path().join("a.img")).unwrap();
+    assert_eq!(on_disk.len(), len, "the file did not grow");
+    assert!(on_disk.iter().all(|&x| x == 7));
+}
+
+#[test]
+fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
+    if !uring_or_skip("uring drop test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "d.img", &pattern(2, 2, 64 * PS));
+    // Many reads whose waiters are dropped at once: the frames stay with the in-flight ops.
+    for i in 0..200u64 {
+        let frames = vec![FrameMut::alloc(PS).unwrap(), FrameMut::alloc(PS).unwrap()];
+        drop(b.read_pages(i % 60, frames).unwrap());
+    }
+    let w = b
+        .write_pages(3, vec![FrameMut::alloc(PS).unwrap().freeze()])
+        .unwrap();
+    drop(w);
+    let started = Instant::now();
+    drop(b); // drains in-flight ops and joins the reaper
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn uring_many_threads_through_the_cache() {
+    if !uring_or_skip("uring concurrency test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pages = 256u64;
+    let mut data = Vec::new();
+    for p in 0..pages {
+        data.extend(pattern(p, 0, PS));
+    }
+    let (b, _) = uring_file(&dir, "c.img", &data);
+    let cache = Arc::new(
+        PageCache::new(
+            Arc::new(b),
+            CacheConfig::with_budget_pages(64).readahead_max_bytes(0),
+        )
+        .unwrap(),
+    );
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let mut x = t * 7919 + 1;
+                let mut buf = vec![0u8; PS];
+                for _ in 0..400 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let p = (x >> 33) % pages;
+                    cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+                    assert_eq!(buf, pattern(p, 0, PS));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!(
+        s.bytes_read,
+        s.misses * PS as u64,
+        "no readahead on random reads"
+    );
+}
+
+#[test]
+fn parallel_flush_through_uring_writes_every_run() {
+    if !uring_or_skip("uring flush test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "f.img", &vec![0u8; 600 * PS]);
+    let cache = PageCache::new(
+        Arc::new(b),
+        CacheConfig::with_budget_pages(600).max_io_bytes(16 * PS),
+    )
+    .unwrap();
+    // Runs of 16 pages (the I/O cap) with gaps: many runs in flight at once.
+    for p in (0..600u64).filter(|p| p % 50 != 49) {
+        cache
+            .write_all_at(&pattern(p, 3, PS), p * PS as u64)
+            .unwrap();
+    }
+    cache.sync().unwrap();
+    let s = cache.stats();
+    assert_eq!(s.dirty_pages, 0);
+    assert!(s.writeback_ios >= 36, "runs split at max_io_bytes");
+    drop(cache);
+    let on_disk = std::fs::read(dir.path().join("f.img")).unwrap();
+    for p in 0..600u64 {
+        let page = &on_disk[p as usize * PS..(p as usize + 1) * PS];
+        if p % 50 == 49 {
+            assert!(page.iter().all(|&x| x == 0));
+        } else {
+            assert_eq!(page, &pattern(p, 3, PS)[..], "page {p}");
+        }
+    }
+}
+
+#[test]
+fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
+    let backend = TestBackend::new(vec![1u8; 32 * PS]);
+    backend.read_delay_ms.store(300, Ordering::SeqCst);
+    let cache = Arc::new(
+        PageCache::new(
+            backend.clone(),
+            CacheConfig::with_budget_pages(32).readahead_max_bytes(0),
+        )
+        .unwrap(),
+    );
+    let c = cache.clone();
+    let reader = thread::spawn(move || c.read_exact_at(&mut vec![0u8; 16 * PS], 0).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.page_state(15).is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    for p in 0..16 {
+        assert_eq!(cache.page_state(p), Some(PageState::Uninit), "page {p}");
+    }
+    reader.join().unwrap();
+    assert_eq!(
+        backend.reads.load(Ordering::SeqCst),
+        1,
+        "one read for the run"
+    );
+    for p in 0..16 {
+        assert_eq!(cache.page_state(p), Some(PageState::UpToDate));
+    }
+    // A run under write-back: every page is `Writeback` until the I/O completes.
+    cache.write_all_at(&vec![2u8; 16 * PS], 0).unwrap();
+    backend.close_gate();
+    let c = cache.clone();
+    let flusher = thread::spawn(move || c.sync().unwrap());
+    while backend.waiting_at_gate.load(Ordering::SeqCst) == 0 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    for p in 0..16 {
+        assert_eq!(cache.page_state(p), Some(PageState::Writeback), "page {p}");
+    }
+    backend.open_gate();
+    flusher.join().unwrap();
+    for p in 0..16 {
+        assert_eq!(cache.page_state(p), Some(PageState::UpToDate));
+    }
+}
+
+fn read_sequentially(cache: &PageCache, from: u64, pages: u64) {
+    let mut buf = vec![0u8; PS];
+    for p in from..from + pages {
+        cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+        assert_eq!(buf, pattern(p, 0, PS), "page {p}");
+    }
+}
+
+fn patterned(pages: u64) -> Vec<u8> {
+    (0..pages).flat_map(|p| pattern(p, 0, PS)).collect()
+}
+
+#[test]
+fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
+    let pages = 1024u64;
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    read_sequentially(&cache, 0, pages);
+    let reads = backend.reads.load(Ordering::SeqCst);
+    let pages_read = backend.pages_read.load(Ordering::SeqCst);
+    assert_eq!(
+        pages_read, pages,
+        "every page read once, nothing past the end"
+    );
+    assert!(
+        reads <= pages / 16,
+        "{reads} backend reads for {pages} pages: readahead should batch"
+    );
+    let s = cache.stats();
+    assert!(s.hits >= pages * 9 / 10, "the reader mostly hits: {s:?}");
+
+    // Random 4 KiB reads (never page 0 nor a neighbour of the previous one): one page each.
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    let mut buf = vec![0u8; PS];
+    let mut x = 12345u64;
+    let mut distinct = std::collections::HashSet::new();
+    for _ in 0..300 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let p = 1 + (x >> 33) % (pages - 1);
+        cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+        distinct.insert(p);
+    }
+    thread::sleep(Duration::from_millis(50)); // any (wrong) background readahead lands
+    let pages_read = backend.pages_read.load(Ordering::SeqCst);
+    let extra = pages_read - distinct.len() as u64;
+    // A random miss may land exactly after a recent one (a candidate stream); allow 1 window.
+    assert!(
+        extra <= 32,
+        "{pages_read} pages read for {} distinct random pages",
+        distinct.len()
+    );
+}
+
+#[test]
+fn random_advice_turns_readahead_off_and_sequential_advice_reads_ahead_at_once() {
+    let pages = 256u64;
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(1024)).unwrap();
+    cache.advise(0..pages * PS as u64, Advice::Random).unwrap();
+    read_sequentially(&cache, 0, 64);
+    assert_eq!(
+        backend.reads.load(Ordering::SeqCst),
+        64,
+        "one read per page"
+    );
+
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(1024)).unwrap();
+    cache
+        .advise(100 * PS as u64..pages * PS as u64, Advice::Sequential)
+        .unwrap();
+    read_sequentially(&cache, 100, 100);
+    assert!(backend.reads.load(Ordering::SeqCst) <= 8);
+}
+
+#[test]
+fn will_need_loads_in_the_background_and_dont_need_drops() {
+    let pages = 128u64;
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(512)).unwrap();
+    cache
+        .advise(10 * PS as u64..50 * PS as u64, Advice::WillNeed)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (10..50).any(|p| cache.page_state(p) != Some(PageState::UpToDate)) {
+        assert!(Instant::now() < deadline, "WillNeed did not load the range");
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert!(cache.page_state(9).is_none() && cache.page_state(50).is_none());
+    let misses = cache.stats().misses;
+    read_sequentially(&cache, 10, 40);
+    assert_eq!(cache.stats().misses, misses, "all hits after WillNeed");
+    cache.write_all_at(b"dirty", 20 * PS as u64).unwrap();
+    cache
+        .advise(10 * PS as u64..50 * PS as u64, Advice::DontNeed)
+        .unwrap();
+    assert!((10..50).all(|p| cache.page_state(p).is_none()));
+    assert_eq!(&backend.inner.image()[20 * PS..20 * PS + 5], b"dirty");
+}
+
+#[test]
+fn readahead_does_not_evict_the_hot_set() {
+    let pages = 4096u64;
+    let backend = TestBackend::new(patterned(pages));
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(512)).unwrap();
+    // Hot set: 64 pages at the end of the file, read often.
+    let hot: Vec<u64> = (pages - 64..pages).collect();
+    let mut buf = vec![0u8; PS];
+    for _ in 0..3 {
+        for &p in &hot {
+            cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+        }
+    }
+    // A sequential scan of 3000 pages (6x the cache), touching the hot set as it goes.
+    for p in 0..3000u64 {
+        cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+        if p % 32 == 0 {
+            for &h in &hot {
+                cache.read_exact_at(&mut buf, h * PS as u64).unwrap();
+            }
+        }
+    }
+    let resident = hot
+        .iter()
+        .filter(|&&p| cache.page_state(p).is_some())
+        .count();
+    assert_eq!(resident, hot.len(), "the hot set stayed resident");
+    assert!(
+        backend.pages_read.load(Ordering::SeqCst) <= 3000 + 64 + 512,
+        "the scan read ahead only what it used (plus at most a window): {} pages read, {:?}",
+        backend.pages_read.load(Ordering::SeqCst),
+        cache.stats()
+    );
+}
+
+/// A backend whose reads fail when issued from a readahead worker, a given number of times.
+struct FailingReadahead {
+    inner: MemoryBackend,
+    failures_left: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl PageCacheBackend for FailingReadahead {
+    fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
+        let on_worker = thread::current().name() == Some("folio-readahead");
+        if on_worker
+            && self
+                .failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(5)); // let the reader park on the pages
+            return Ok(IoWaiter::ready(Err(Error::io(
+                IoOp::Read,
+                idx * PS as u64,
+                std::io::Error::other("injected readahead failure"),
+            ))));
+        }
+        self.inner.read_pages(idx, frames)
+    }
+    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
+        self.inner.write_pages(idx, frames)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn failed_asynchronous_readahead_is_not_cached_and_does_not_poison_reads() {
+    let pages = 1024u64;
+    let backend = Arc::new(FailingReadahead {
+        inner: MemoryBackend::from_bytes(patterned(pages)),
+        failures_left: AtomicU64::new(6),
+        failed: AtomicU64::new(0),
+    });
+    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    read_sequentially(&cache, 0, pages);
+    assert!(
+        backend.failed.load(Ordering::SeqCst) > 0,
+        "a readahead failed"
+    );
+    assert!(cache.sync().is_ok(), "no error left behind");
+    // Everything cached is right, and a second pass reads it from the cache.
+    let misses = cache.stats().misses;
+    read_sequentially(&cache, 0, pages);
+    assert_eq!(cache.stats().misses, misses);
+}
+
+#[test]
+fn uring_short_read_of_a_file_truncated_behind_its_back_is_an_error() {
+    if !uring_or_skip("uring short-read test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "t.img", &pattern(4, 4, 8 * PS));
+    // Truncated by someone else: the backend still believes 8 pages.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("t.img"))
+        .unwrap()
+        .set_len(2 * PS as u64)
+        .unwrap();
+    let frames: Vec<FrameMut> = (0..4).map(|_| FrameMut::alloc(PS).unwrap()).collect();
+    let r = b.read_pages(0, frames).unwrap().wait();
+    assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
+    // Through the ring even for one page when inline reads are off.
+    let b = b.inline_read_pages(0);
+    let r = b.read_page(3, FrameMut::alloc(PS).unwrap()).unwrap().wait();
+    assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
+    let ok = b.read_page(1, FrameMut::alloc(PS).unwrap()).unwrap().wait();
+    assert!(ok.is_ok());
+}
