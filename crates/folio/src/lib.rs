@@ -32,6 +32,7 @@ pub mod page;
 pub mod pager;
 pub mod policy;
 pub mod stats;
+pub mod writeback;
 
 pub use backend::{
     FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
@@ -42,3 +43,4 @@ pub use page::PageState;
 pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 pub use stats::Stats;
+pub use writeback::SyncHandle;
