@@ -602,8 +602,12 @@ impl Shared {
         }
         let (newly_dirty, r) = self.frames[f as usize].unlock_exclusive(dirty);
         if newly_dirty {
-            let n = self.dirty_pages.fetch_add(1, Ordering::AcqRel) + 1;
-            self.wb.after_dirtied(n);
+            // Wrapping: the counter may be transiently "negative" (see `dirty_now`).
+            let n = self
+                .dirty_pages
+                .fetch_add(1, Ordering::AcqRel)
+                .wrapping_add(1);
+            self.wb.after_dirtied(crate::writeback::clamp_count(n));
         }
         self.released(f, r);
     }
@@ -1232,7 +1236,7 @@ impl Shared {
             bytes_written: c.get(Counter::BytesWritten),
             read_calls: c.get(Counter::ReadCalls),
             write_calls: c.get(Counter::WriteCalls),
-            dirty_pages: self.dirty_pages.load(Ordering::Acquire),
+            dirty_pages: self.dirty_now(),
             resident_pages: (self.frames.len() - free) as u64,
             capacity_pages: self.frames.len() as u64,
             ..Stats::default()

@@ -35,7 +35,8 @@ pub mod stats;
 pub mod writeback;
 
 pub use backend::{
-    FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
+    FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend,
+    PageCacheBackend,
 };
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
 pub use error::{Error, IoOp, Result};

@@ -27,14 +27,14 @@
 //! being served from memory meanwhile.
 //!
 //! # Dirty throttling
-//! A writer (`write_at` and everything built on it) that finds the dirty pages at or over the
-//! hard limit ([`dirty_percent`](CacheConfig::dirty_percent), default 20% of the budget) kicks
+//! A writer (`write_at` and everything built on it) that finds the dirty pages plus the pages
+//! under write-back (as Linux counts them) at or over the hard limit ([`dirty_percent`](CacheConfig::dirty_percent), default 20% of the budget) kicks
 //! the flusher and waits in slices of 10 ms until the dirty count drops below the limit. It stops
 //! waiting and proceeds after [`throttle_max_wait`](CacheConfig::throttle_max_wait) (default
 //! 500 ms, like Linux's `MAX_PAUSE` bound on one pause), or at once if the flusher is backing off
 //! after failures or is not running: waiting cannot help then, and memory stays bounded by the
 //! budget regardless (eviction writes dirty pages back itself and reports its failures). The
-//! check is one atomic load, per call not per page, and it also applies to rewrites of pages that
+//! check is two atomic loads, per call not per page, and it also applies to rewrites of pages that
 //! are already dirty (like Linux, which throttles the dirtier, not the page). The time spent is
 //! reported in [`Stats::throttled_ns`].
 //!
@@ -357,7 +357,20 @@ fn flusher(weak: Weak<Shared>, ctl: Arc<Ctl>) {
     }
 }
 
+/// Reads a page counter that may be transiently below zero as zero.
+pub(crate) fn clamp_count(n: u64) -> u64 {
+    (n as i64).max(0) as u64
+}
+
 impl Shared {
+    /// The number of dirty pages. The counter is updated after the page's state word changes, so
+    /// a write-back that cleans a page can decrement it before the writer that dirtied the page
+    /// increments it: it may be transiently one below the truth per racing pair, wrapping below
+    /// zero. Read it through here.
+    pub(crate) fn dirty_now(&self) -> u64 {
+        clamp_count(self.dirty_pages.load(Ordering::Acquire))
+    }
+
     /// One flusher round: returns true if a write-back failed.
     fn writeback_round(&self) -> bool {
         let wb = &self.wb;
@@ -370,7 +383,7 @@ impl Shared {
         for batch in dirty.chunks(ROUND_BATCH) {
             // Over the background threshold, or at the hard limit (they are equal, one page,
             // in tiny caches): write everything; else only what has expired.
-            let d = self.dirty_pages.load(Ordering::Acquire);
+            let d = self.dirty_now();
             let over = d > wb.background_pages || d >= wb.limit_pages;
             let now = wb.now_ticks();
             let pages: Vec<(u64, FrameId)> = batch
@@ -394,7 +407,9 @@ impl Shared {
     /// (see the module docs for the bounds).
     pub(crate) fn balance_dirty(&self) {
         let wb = &self.wb;
-        if self.dirty_pages.load(Ordering::Relaxed) < wb.limit_pages
+        // Like Linux, pages under write-back count against the limit: they are not clean yet.
+        let dirty = || self.dirty_now() + wb.in_flight.load(Ordering::Acquire);
+        if dirty() < wb.limit_pages
             || !wb.ctl.running.load(Ordering::Relaxed)
             || wb.config.throttle_max_wait.is_zero()
         {
@@ -404,7 +419,7 @@ impl Shared {
         let deadline = started + wb.config.throttle_max_wait;
         wb.throttle_waits.fetch_add(1, Ordering::Relaxed);
         loop {
-            if self.dirty_pages.load(Ordering::Acquire) < wb.limit_pages
+            if dirty() < wb.limit_pages
                 || wb.ctl.failing.load(Ordering::Acquire)
                 || !wb.ctl.running.load(Ordering::Acquire)
             {
@@ -413,7 +428,7 @@ impl Shared {
             let now = Instant::now();
             if now >= deadline {
                 tracing::debug!(
-                    dirty = self.dirty_pages.load(Ordering::Relaxed),
+                    dirty = self.dirty_now(),
                     limit = wb.limit_pages,
                     "dirty throttling gave up waiting for the flusher"
                 );

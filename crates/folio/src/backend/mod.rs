@@ -13,8 +13,10 @@
 //! counted, so it stays valid even if a waiter is leaked.
 //!
 //! One file per backend: [`memory`] (tests and examples), [`file`] (regular files and block
-//! devices through positional I/O).
+//! devices through positional I/O), [`faulty`] (fault injection and power-cut simulation around
+//! any other backend).
 
+pub mod faulty;
 pub mod file;
 pub mod memory;
 
@@ -26,6 +28,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, IoOp, Result};
 
+pub use faulty::{FaultConfig, FaultyBackend};
 pub use file::{FileBackend, IoMode};
 pub use memory::MemoryBackend;
 
