@@ -1,8 +1,8 @@
 //! [`PageCache`]: byte-addressed reads and writes over a backend, within a fixed memory budget.
 //!
 //! # Layers
-//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → [`PageIndex`]
-//! (page → frame, lock-free lookups) → [`FrameMeta`] (one atomic state word per frame; see
+//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → `PageIndex`
+//! (page → frame, lock-free lookups) → `FrameMeta` (one atomic state word per frame; see
 //! `page.rs` for the states) → [`EvictionPolicy`] (victim choice) → [`PageCacheBackend`] (I/O).
 //!
 //! # Which operations may run concurrently, and what protects each pair
@@ -747,7 +747,14 @@ impl Shared {
             if let Err(e) = written {
                 self.errseq.record(&e);
                 self.counters.add(Counter::WritebackErrors, 1);
-                self.policy.on_insert(f, key, Admission::Demand);
+                {
+                    // Re-admit the page, unless a discard orphaned it meanwhile (discard
+                    // forgets pages in the policy under the index lock too).
+                    let _g = self.index.lock();
+                    if kind(meta.state()) == VALID {
+                        self.policy.on_insert(f, key, Admission::Demand);
+                    }
+                }
                 self.unlock_exclusive(f, false);
                 return Err(e);
             }
@@ -1172,10 +1179,11 @@ impl Shared {
     fn drop_clean(&self, pages: Range<u64>) {
         for (key, f) in self.resident(pages, |s| kind(s) == VALID && s & DIRTY == 0) {
             let meta = &self.frames[f as usize];
-            if meta.tag() != key || !meta.claim() {
+            if !meta.claim() {
                 continue;
             }
-            if meta.state() & DIRTY != 0 {
+            // The tag is stable only now that we hold the frame.
+            if meta.tag() != key || meta.state() & DIRTY != 0 {
                 self.unlock_exclusive(f, false);
                 continue;
             }
@@ -1313,20 +1321,13 @@ impl PinnedPage<'_> {
         self.page
     }
 
-    /// Shared access to the bytes (waits for a writer).
+    /// Shared access to the bytes (waits for a writer). If the page was discarded while pinned,
+    /// these are the bytes it had.
     pub fn read(&self) -> PageReadGuard<'_> {
         let meta = &self.shared.frames[self.frame as usize];
-        loop {
-            match meta.lock_shared(self.page) {
-                Acquire::Acquired => break,
-                // A pinned page keeps its tag; it can only be busy, or orphaned by a discard,
-                // in which case we read the orphan's bytes under a raw reader hold.
-                Acquire::Wait => self.shared.wait_for(self.frame, self.page, EXCLUSIVE),
-                Acquire::Absent => match meta.lock_shared_in(self.page, true) {
-                    Acquire::Acquired => break,
-                    _ => self.shared.wait_for(self.frame, self.page, EXCLUSIVE),
-                },
-            }
+        // A pinned frame keeps its tag and is VALID or ORPHAN: it can only be busy.
+        while meta.lock_shared_in(self.page, true) != Acquire::Acquired {
+            meta.wait_while(|s| s & EXCLUSIVE != 0);
         }
         PageReadGuard {
             shared: self.shared,
@@ -1338,19 +1339,8 @@ impl PinnedPage<'_> {
     /// Exclusive access to the bytes (waits for readers and write-back); marks the page dirty.
     pub fn write(&self) -> PageWriteGuard<'_> {
         let meta = &self.shared.frames[self.frame as usize];
-        loop {
-            match meta.lock_exclusive(self.page) {
-                Acquire::Acquired => break,
-                Acquire::Wait => self.shared.wait_for(
-                    self.frame,
-                    self.page,
-                    EXCLUSIVE | READERS_MASK | WRITEBACK,
-                ),
-                Acquire::Absent => match meta.lock_exclusive_in(self.page, true) {
-                    Acquire::Acquired => break,
-                    _ => meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK) != 0),
-                },
-            }
+        while meta.lock_exclusive_in(self.page, true) != Acquire::Acquired {
+            meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0);
         }
         PageWriteGuard {
             shared: self.shared,

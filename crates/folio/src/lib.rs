@@ -24,6 +24,11 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod backend;
 pub mod cache;
 pub mod error;
@@ -31,6 +36,7 @@ mod index;
 pub mod page;
 pub mod pager;
 pub mod policy;
+pub mod sim;
 pub mod stats;
 pub mod writeback;
 

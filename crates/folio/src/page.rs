@@ -1,6 +1,6 @@
 //! Frames and the atomic page state word.
 //!
-//! The cache owns a fixed pool of frames, allocated up front. Each frame has a [`FrameMeta`]: the
+//! The cache owns a fixed pool of frames, allocated up front. Each frame has a `FrameMeta`: the
 //! page it holds (`tag`) and one 64-bit state word that carries everything concurrent code needs
 //! to agree on, so that every transition is one compare-and-swap:
 //!

@@ -370,3 +370,72 @@ fn every_policy_runs_the_live_cache() {
         cache.sync().unwrap();
     }
 }
+
+#[test]
+fn backend_misuse_and_short_reads_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.img");
+    std::fs::write(&path, vec![1u8; 4 * PS]).unwrap();
+    let backend = FileBackend::open(&path, IoMode::Buffered).unwrap();
+    // Zero-length I/O.
+    assert!(matches!(
+        backend.read_pages(0, Vec::new()),
+        Err(Error::Misaligned { .. })
+    ));
+    // Frames of different sizes in one I/O.
+    let frames = vec![
+        folio::FrameMut::alloc(PS).unwrap(),
+        folio::FrameMut::alloc(512).unwrap(),
+    ];
+    assert!(matches!(
+        backend.read_pages(0, frames),
+        Err(Error::InvalidConfig(_))
+    ));
+    // Misaligned O_DIRECT request (where the filesystem supports O_DIRECT).
+    if let Ok(direct) = FileBackend::open(&path, IoMode::Direct) {
+        let frames = vec![folio::FrameMut::alloc(100).unwrap()];
+        assert!(matches!(
+            direct.read_pages(1, frames),
+            Err(Error::Misaligned { .. })
+        ));
+    }
+    // The file shrinks behind the cache's back: a short read, not zeros passed off as data.
+    let cache = PageCache::new(Arc::new(backend), CacheConfig::with_budget_pages(2)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(PS as u64)
+        .unwrap();
+    let mut buf = vec![0u8; PS];
+    let err = cache.read_exact_at(&mut buf, 2 * PS as u64).unwrap_err();
+    assert!(matches!(err, Error::ShortIo { .. }), "{err}");
+}
+
+#[test]
+fn pinned_pages_are_never_evicted_and_survive_discard() {
+    let backend = TestBackend::new(pattern(3, 3, 16 * PS));
+    let cache = cache_over(backend, 2);
+    let pin = cache.pin_page(0).unwrap();
+    let mut buf = vec![0u8; PS];
+    for p in 1..16u64 {
+        cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+    }
+    assert!(cache.page_state(0).is_some(), "the pinned page stayed");
+    assert_eq!(&pin.read()[..], &pattern(3, 3, 16 * PS)[..PS]);
+    // Discarded while pinned: it leaves the cache but the pin still reads and writes its frame.
+    cache.discard_range(0..PS as u64).unwrap();
+    assert_eq!(cache.page_state(0), None);
+    pin.write()[0] ^= 0xFF;
+    assert_eq!(pin.read()[0], pattern(3, 3, 1)[0] ^ 0xFF);
+    drop(pin);
+    // The orphan's frame was returned: both frames serve new pages, and page 0 reads the backend.
+    for p in 0..16u64 {
+        cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
+        assert_eq!(
+            buf,
+            pattern(3, 3, 16 * PS)[p as usize * PS..(p as usize + 1) * PS]
+        );
+    }
+    assert_eq!(cache.stats().dirty_pages, 0);
+}

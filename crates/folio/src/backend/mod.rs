@@ -12,15 +12,14 @@
 //! and never drops a waiter without waiting for it. The memory behind a frame is reference
 //! counted, so it stays valid even if a waiter is leaked.
 //!
-//! One file per backend: [`memory`] (tests and examples), [`file`] (regular files and block
-//! devices through positional I/O), [`faulty`] (fault injection and power-cut simulation around
-//! any other backend).
+//! One file per backend: [`memory`](mod@memory) (tests and examples), [`file`](mod@file)
+//! (regular files and block devices through positional I/O), [`faulty`](mod@faulty) (fault
+//! injection and power-cut simulation around any other backend).
 
 pub mod faulty;
 pub mod file;
 pub mod memory;
 
-use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -41,7 +40,7 @@ pub const FRAME_ALIGN: usize = 4096;
 /// path); [`FrameMut::alloc`] makes a one-frame region for callers that use a backend directly.
 pub(crate) struct Region {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 // SAFETY: `Region` is an owned heap allocation; access to its bytes is coordinated by the frame
@@ -51,17 +50,26 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Allocates `len` zeroed bytes aligned to [`FRAME_ALIGN`].
+    /// Maps `len` bytes of anonymous memory: zeroed, aligned to the system page (at least
+    /// [`FRAME_ALIGN`]), and committed lazily by the kernel as frames are first touched, so a
+    /// large budget costs nothing until it is used (an aligned `alloc_zeroed` would memset it).
     pub(crate) fn new(len: usize) -> Result<Arc<Region>> {
         let len = len.max(1);
-        let layout = Layout::from_size_align(len, FRAME_ALIGN)
-            .map_err(|_| Error::InvalidConfig(format!("cannot allocate {len} bytes")))?;
-        // SAFETY: `layout` has non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| {
-            Error::InvalidConfig(format!("out of memory allocating {len} bytes of frames"))
-        })?;
-        Ok(Arc::new(Region { ptr, layout }))
+        // SAFETY: a fresh private anonymous mapping at an address of the kernel's choosing
+        // aliases nothing.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }
+        .map_err(|e| Error::InvalidConfig(format!("cannot map {len} bytes of frames: {e}")))?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| Error::InvalidConfig("mmap returned null".to_string()))?;
+        debug_assert_eq!(ptr.as_ptr() as usize % FRAME_ALIGN, 0);
+        Ok(Arc::new(Region { ptr, len }))
     }
 
     pub(crate) fn base(&self) -> *mut u8 {
@@ -69,14 +77,17 @@ impl Region {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: mapped in `new` with exactly this length; every frame handle holds an `Arc`
+        // to the region, so none outlives the mapping.
+        if let Err(e) = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) } {
+            tracing::error!(error = %e, "munmap of the frame region failed");
+        }
     }
 }
 

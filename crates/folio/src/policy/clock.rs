@@ -61,7 +61,12 @@ impl Clock {
 
 impl EvictionPolicy for Clock {
     fn name(&self) -> &'static str {
-        "clock"
+        match self.counter_max {
+            1 => "clock",
+            3 => "clock2",
+            7 => "clock3",
+            _ => "clock-n",
+        }
     }
 
     fn capacity(&self) -> usize {

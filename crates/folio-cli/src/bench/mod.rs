@@ -1,0 +1,271 @@
+//! `folio bench`: workloads through the cache, with throughput, hit ratio and latency.
+//!
+//! With no arguments it creates a temporary 1 GiB image (deleted afterwards), runs a
+//! Zipf-distributed mix of 4 KiB reads and writes through a cache whose budget is 25% of the
+//! image, and prints the results (`--json`: one JSON object).
+
+mod mixed;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use folio::{CacheConfig, FileBackend, IoMode, PageCache, PolicyKind};
+
+use crate::units::{parse_size, parse_size_or_percent, SizeOrPercent};
+
+/// Which pages the mixed workload touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Zipf-distributed over the image's pages (skew `--zipf-theta`), hot pages scattered.
+    Zipf,
+    /// Uniformly random pages.
+    Uniform,
+    /// Sequential, wrapping around at the end (each thread starts at its own offset).
+    Seq,
+}
+
+/// Arguments of `folio bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Image file to run on; created with `--size` bytes if missing. Default: a temporary image
+    /// in the system temp directory, deleted afterwards.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Size of a created image.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Cache budget: bytes (`256MiB`) or a percentage of the image (`25%`).
+    #[arg(long, default_value = "25%", value_parser = parse_size_or_percent)]
+    pub budget: SizeOrPercent,
+    /// Access pattern.
+    #[arg(long, value_enum, default_value_t = Workload::Zipf)]
+    pub workload: Workload,
+    /// Share of operations that are reads (0 to 1).
+    #[arg(long, default_value_t = 0.8)]
+    pub read_ratio: f64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Operations in all (split over the threads).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ops: u64,
+    /// Eviction policy (`default`, `clock`, ...).
+    #[arg(long, default_value = "default")]
+    pub policy: String,
+    /// Cache page size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub page_size: usize,
+    /// Bytes per read or write.
+    #[arg(long, default_value_t = 4096)]
+    pub io_size: usize,
+    /// Skew of the Zipf distribution (0.99 is the YCSB default).
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf_theta: f64,
+    /// Open the image with O_DIRECT (bypass the OS page cache).
+    #[arg(long)]
+    pub direct: bool,
+    /// Seed of the workload's random numbers.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A benchmark image: an existing file, or a temporary one deleted on drop.
+pub struct Image {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Image {
+    /// Opens `path`, creating it with `size` bytes of data if it does not exist, or creates a
+    /// temporary image.
+    pub fn prepare(path: Option<&Path>, size: u64, quiet: bool) -> Result<Image, BoxError> {
+        match path {
+            Some(p) if p.exists() => Ok(Image {
+                path: p.to_path_buf(),
+                _dir: None,
+            }),
+            Some(p) => {
+                fill_image(p, size, quiet)?;
+                Ok(Image {
+                    path: p.to_path_buf(),
+                    _dir: None,
+                })
+            }
+            None => {
+                let dir = tempfile::Builder::new().prefix("folio-bench").tempdir()?;
+                let path = dir.path().join("bench.img");
+                fill_image(&path, size, quiet)?;
+                Ok(Image {
+                    path,
+                    _dir: Some(dir),
+                })
+            }
+        }
+    }
+
+    /// The image's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The image's length.
+    pub fn len(&self) -> Result<u64, BoxError> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+}
+
+/// Writes `size` bytes of non-zero data (so reads are real reads, not holes).
+fn fill_image(path: &Path, size: u64, quiet: bool) -> Result<(), BoxError> {
+    let mut f = File::create(path)?;
+    let chunk_len = 1usize << 20;
+    let mut chunk = vec![0u8; chunk_len];
+    let bar = progress(size, "creating image", quiet);
+    let mut written = 0u64;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    while written < size {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = (size - written).min(chunk_len as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        written += n as u64;
+        bar.set_position(written);
+    }
+    f.sync_all()?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A progress bar on stderr (hidden when `quiet` or when stderr is not a terminal).
+pub fn progress(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>16} [{elapsed_precise}] {wide_bar} {percent:>3}% eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Errors of the command line.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Tells the OS to drop its cached pages of `path` (cold-start measurements).
+#[allow(dead_code)] // used by the cold I/O benchmarks
+pub fn drop_os_cache(path: &Path) -> Result<(), BoxError> {
+    let f = File::open(path)?;
+    rustix::fs::fdatasync(&f)?;
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
+/// Opens the image as a cache backend and builds the cache.
+pub fn open_cache(
+    image: &Image,
+    budget_bytes: u64,
+    page_size: usize,
+    policy: PolicyKind,
+    direct: bool,
+) -> Result<PageCache, BoxError> {
+    let mode = if direct {
+        IoMode::Direct
+    } else {
+        IoMode::Buffered
+    };
+    let backend = Arc::new(FileBackend::open(image.path(), mode)?);
+    let config = CacheConfig::new(budget_bytes)
+        .page_size(page_size)
+        .policy(policy);
+    Ok(PageCache::new(backend, config)?)
+}
+
+/// Runs `folio bench`.
+pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    run_inner(args).map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        return Err(format!("--read-ratio {} is not between 0 and 1", args.read_ratio).into());
+    }
+    if args.threads == 0 || args.ops == 0 || args.io_size == 0 {
+        return Err("--threads, --ops and --io-size must be positive".into());
+    }
+    let policy: PolicyKind = args.policy.parse()?;
+    let image = Image::prepare(args.image.as_deref(), args.size, args.json)?;
+    let len = image.len()?;
+    if len < args.io_size as u64 {
+        return Err(format!("the image ({len} bytes) is smaller than one I/O").into());
+    }
+    let budget = args.budget.resolve(len).max(args.page_size as u64);
+    let cache = open_cache(&image, budget, args.page_size, policy, args.direct)?;
+    let report = mixed::run(&cache, args, len)?;
+    let stats = cache.stats();
+    cache.close()?;
+    let hit_ratio = stats.hit_ratio();
+    if args.json {
+        let obj = serde_json::json!({
+            "workload": format!("{:?}", args.workload).to_lowercase(),
+            "image_bytes": len,
+            "budget_bytes": budget,
+            "policy": policy.name(),
+            "threads": args.threads,
+            "read_ratio": args.read_ratio,
+            "io_size": args.io_size,
+            "ops": report.ops,
+            "seconds": report.seconds,
+            "ops_per_sec": report.ops as f64 / report.seconds,
+            "hit_ratio": hit_ratio,
+            "p50_us": report.p50_us,
+            "p99_us": report.p99_us,
+            "max_us": report.max_us,
+            "backend_bytes_read": stats.bytes_read,
+            "backend_bytes_written": stats.bytes_written,
+            "evictions": stats.evictions,
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "folio bench: {:?} workload, {} threads, {:.0}% reads of {} B over a {} MiB image, \
+             budget {} MiB ({}), policy {}",
+            args.workload,
+            args.threads,
+            args.read_ratio * 100.0,
+            args.io_size,
+            len >> 20,
+            budget >> 20,
+            if args.direct { "O_DIRECT" } else { "buffered" },
+            policy.name()
+        );
+        println!("  ops          {:>12}", report.ops);
+        println!("  seconds      {:>12.3}", report.seconds);
+        println!(
+            "  ops/s        {:>12.0}",
+            report.ops as f64 / report.seconds
+        );
+        println!("  hit ratio    {:>12.4}", hit_ratio);
+        println!("  p50 latency  {:>9.2} us", report.p50_us);
+        println!("  p99 latency  {:>9.2} us", report.p99_us);
+        println!(
+            "  backend      {:>9} MiB read, {} MiB written, {} evictions",
+            stats.bytes_read >> 20,
+            stats.bytes_written >> 20,
+            stats.evictions
+        );
+    }
+    Ok(())
+}

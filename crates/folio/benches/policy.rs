@@ -1,0 +1,42 @@
+//! Page accesses per second of each eviction policy, replaying the page-level CloudPhysics trace
+//! (1,141,869 accesses) from memory through the simulator at 10% of its distinct pages.
+//!
+//! `cargo bench -p folio --bench policy`; the shared traces must sit next to the repository.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use folio::sim::{self, TraceFormat};
+use folio::PolicyKind;
+
+fn policies(c: &mut Criterion) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/traces/cloudphysics/cloudPhysicsIO.csv");
+    let trace = match sim::read_pages(&path, TraceFormat::Csv, 4096) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("skipping the policy benchmark: {e}");
+            return;
+        }
+    };
+    let size = sim::distinct_pages(&trace) / 10;
+    let mut group = c.benchmark_group("policy_replay");
+    group
+        .throughput(Throughput::Elements(trace.len() as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for &kind in PolicyKind::ALL {
+        group.bench_with_input(BenchmarkId::new(kind.name(), size), &trace, |b, trace| {
+            b.iter(|| {
+                let stats = sim::simulate_kind(kind, size, trace);
+                std::hint::black_box(stats.misses)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, policies);
+criterion_main!(benches);

@@ -1,0 +1,230 @@
+//! Model-based property tests: random sequences of operations on a cache with a budget of 1 to 8
+//! pages (so eviction happens constantly) against a plain `Vec<u8>`, over the memory and the file
+//! backend. Every read must agree with the model; after sync and reopen, the backing store must
+//! equal the model.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use folio::{CacheConfig, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Read { offset: u64, len: usize },
+    Write { offset: u64, len: usize, seed: u8 },
+    Resize { len: u64 },
+    Flush { range: Range<u64> },
+    Evict { range: Range<u64> },
+    Discard { range: Range<u64> },
+    Zero { range: Range<u64> },
+    Sync,
+    Reopen,
+}
+
+/// Sizes are in units of a "span" so small page sizes still cross pages often.
+fn op(span: u64) -> impl Strategy<Value = Op> {
+    let off = 0..span * 12;
+    let len = 0..(span as usize * 3);
+    let range = (0..span * 14, 0..span * 4).prop_map(|(s, l)| s..s + l);
+    prop_oneof![
+        4 => (off.clone(), len.clone()).prop_map(|(offset, len)| Op::Read { offset, len }),
+        4 => (off, len, any::<u8>()).prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
+        1 => (0..span * 12).prop_map(|len| Op::Resize { len }),
+        1 => range.clone().prop_map(|range| Op::Flush { range }),
+        1 => range.clone().prop_map(|range| Op::Evict { range }),
+        1 => range.clone().prop_map(|range| Op::Discard { range }),
+        1 => range.prop_map(|range| Op::Zero { range }),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Memory,
+    File,
+}
+
+struct Harness {
+    kind: Kind,
+    memory: Option<Arc<MemoryBackend>>,
+    path: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+    budget_pages: usize,
+    page_size: usize,
+}
+
+impl Harness {
+    fn new(kind: Kind, budget_pages: usize, page_size: usize) -> Harness {
+        match kind {
+            Kind::Memory => Harness {
+                kind,
+                memory: Some(Arc::new(MemoryBackend::new())),
+                path: None,
+                _dir: None,
+                budget_pages,
+                page_size,
+            },
+            Kind::File => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("model.img");
+                Harness {
+                    kind,
+                    memory: None,
+                    path: Some(path),
+                    _dir: Some(dir),
+                    budget_pages,
+                    page_size,
+                }
+            }
+        }
+    }
+
+    fn open(&self) -> PageCache {
+        let backend: Arc<dyn PageCacheBackend> = match self.kind {
+            Kind::Memory => self.memory.clone().unwrap(),
+            Kind::File => {
+                Arc::new(FileBackend::open(self.path.as_ref().unwrap(), IoMode::Buffered).unwrap())
+            }
+        };
+        PageCache::new(
+            backend,
+            CacheConfig::with_budget_pages(self.budget_pages)
+                .page_size(self.page_size)
+                // The model predicts `discard_range` from a snapshot of the backing store; a
+                // background flusher writing pages back meanwhile would make that a race.
+                // tests/sim.rs covers the flusher.
+                .background_writeback(false),
+        )
+        .unwrap()
+    }
+
+    /// What the backing store holds now (written, not necessarily durable).
+    fn backing(&self) -> Vec<u8> {
+        match self.kind {
+            Kind::Memory => self.memory.as_ref().unwrap().image(),
+            Kind::File => std::fs::read(self.path.as_ref().unwrap()).unwrap(),
+        }
+    }
+}
+
+fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let h = Harness::new(kind, budget_pages, page_size);
+    let mut cache = h.open();
+    let mut model: Vec<u8> = Vec::new();
+    let ps = page_size as u64;
+    for (i, op) in ops.iter().enumerate() {
+        match op.clone() {
+            Op::Read { offset, len } => {
+                let mut buf = vec![0xEEu8; len];
+                let n = cache.read_at(&mut buf, offset).unwrap();
+                let expect_n = (model.len() as u64).saturating_sub(offset).min(len as u64) as usize;
+                prop_assert_eq!(n, expect_n, "op {}: {:?}", i, op);
+                let o = offset as usize;
+                prop_assert!(
+                    buf[..n] == model[o.min(model.len())..o.min(model.len()) + n],
+                    "op {}: {:?} read differs",
+                    i,
+                    op
+                );
+            }
+            Op::Write { offset, len, seed } => {
+                let data = bytes(len, seed);
+                cache.write_all_at(&data, offset).unwrap();
+                // A zero-length write changes nothing, like pwrite.
+                if len > 0 {
+                    let end = offset as usize + len;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[offset as usize..end].copy_from_slice(&data);
+                }
+            }
+            Op::Resize { len } => {
+                cache.resize(len).unwrap();
+                model.resize(len as usize, 0);
+            }
+            Op::Flush { range } => cache.flush_range(range).unwrap(),
+            Op::Evict { range } => cache.evict_range(range).unwrap(),
+            Op::Discard { range } => {
+                // Pages wholly inside the range (or, if it reaches the end, up to the end)
+                // revert to what the backing store holds.
+                let backing = h.backing();
+                let len = model.len() as u64;
+                let first = range.start.div_ceil(ps);
+                let end_page = if range.end >= len {
+                    len.div_ceil(ps)
+                } else {
+                    range.end / ps
+                };
+                cache.discard_range(range.clone()).unwrap();
+                for p in first..end_page.max(first) {
+                    let s = (p * ps) as usize;
+                    let e = ((p + 1) * ps).min(len) as usize;
+                    if s < e {
+                        model[s..e].copy_from_slice(&backing[s..e]);
+                    }
+                }
+            }
+            Op::Zero { range } => {
+                cache.zero_range(range.clone()).unwrap();
+                let e = (range.end as usize).min(model.len());
+                let s = (range.start as usize).min(e);
+                model[s..e].fill(0);
+            }
+            Op::Sync => cache.sync().unwrap(),
+            Op::Reopen => {
+                drop(cache);
+                cache = h.open();
+            }
+        }
+        prop_assert_eq!(cache.len(), model.len() as u64, "op {}: {:?}", i, op);
+        let st = cache.stats();
+        prop_assert!(st.resident_pages <= budget_pages as u64);
+        prop_assert!(st.dirty_pages <= st.resident_pages);
+    }
+    cache.sync().unwrap();
+    prop_assert_eq!(cache.stats().dirty_pages, 0);
+    drop(cache);
+    prop_assert!(
+        h.backing() == model,
+        "backing store differs from the model after sync"
+    );
+    let cache = h.open();
+    let mut all = vec![0u8; model.len()];
+    cache.read_exact_at(&mut all, 0).unwrap();
+    prop_assert!(all == model, "reopened cache differs from the model");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    #[test]
+    fn memory_backend_agrees_with_model(
+        budget in 1usize..=8,
+        small_pages in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        let ps = if small_pages { 512 } else { 4096 };
+        run(Kind::Memory, budget, ps, &ops)?;
+    }
+
+    #[test]
+    fn file_backend_agrees_with_model(
+        budget in 1usize..=8,
+        small_pages in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        let ps = if small_pages { 512 } else { 4096 };
+        run(Kind::File, budget, ps, &ops)?;
+    }
+}
