@@ -75,7 +75,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest pause after failed rounds (or the interval, if longer).
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Pages written per batch of a round, between which throttled writers are woken.
-const ROUND_BATCH: usize = 256;
+const ROUND_BATCH: usize = 1024;
+/// Flushes of fewer dirty pages than this are not split over threads.
+const PARALLEL_MIN: usize = 64;
 
 /// Write-back settings of a [`CacheConfig`].
 #[derive(Clone, Debug)]
@@ -86,6 +88,7 @@ pub(crate) struct WritebackConfig {
     expire: Duration,
     interval: Duration,
     throttle_max_wait: Duration,
+    threads: usize,
 }
 
 impl Default for WritebackConfig {
@@ -97,6 +100,7 @@ impl Default for WritebackConfig {
             expire: Duration::from_secs(30),
             interval: Duration::from_secs(5),
             throttle_max_wait: Duration::from_millis(500),
+            threads: 4,
         }
     }
 }
@@ -107,6 +111,12 @@ impl WritebackConfig {
         if !(1..=100).contains(&bg) || !(1..=100).contains(&hard) || bg > hard {
             return Err(Error::InvalidConfig(format!(
                 "dirty thresholds must satisfy 1 <= background ({bg}%) <= hard limit ({hard}%) <= 100"
+            )));
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(Error::InvalidConfig(format!(
+                "write-back threads must be from 1 to 64, not {}",
+                self.threads
             )));
         }
         if self.interval.is_zero() {
@@ -160,6 +170,14 @@ impl CacheConfig {
     /// 500 ms); after that it proceeds. Zero disables throttling.
     pub fn throttle_max_wait(mut self, wait: Duration) -> CacheConfig {
         self.writeback.throttle_max_wait = wait;
+        self
+    }
+
+    /// How many threads write back one large flush, sync or flusher batch in parallel (1..=64,
+    /// default 4): with a synchronous backend this is the write-back queue depth. Flushes of
+    /// fewer than 64 pages use the calling thread only.
+    pub fn writeback_threads(mut self, threads: usize) -> CacheConfig {
+        self.writeback.threads = threads;
         self
     }
 
@@ -391,7 +409,7 @@ impl Shared {
                 .copied()
                 .filter(|&(_, f)| over || wb.age_ticks(f, now) >= expire)
                 .collect();
-            self.flush_list(&pages, false);
+            self.flush_list_parallel(&pages, false);
             wb.ctl.progress.notify_all();
             if self.errseq.count() != errors_before {
                 return true;
@@ -401,6 +419,37 @@ impl Shared {
             }
         }
         self.errseq.count() != errors_before
+    }
+
+    /// As `flush_pages`, split over up to `writeback_threads` threads.
+    pub(crate) fn flush_pages_parallel(&self, pages: Range<u64>) {
+        let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
+        self.flush_list_parallel(&dirty, true);
+    }
+
+    /// Writes back `dirty` (sorted by page) in up to `writeback_threads` contiguous slices at
+    /// once. Concurrent flushes of disjoint pages are safe (see the concurrency table in
+    /// `cache.rs`); each slice still merges its contiguous pages into runs.
+    fn flush_list_parallel(&self, dirty: &[(u64, FrameId)], wait: bool) {
+        let threads = self.wb.config.threads;
+        if threads <= 1 || dirty.len() < PARALLEL_MIN {
+            return self.flush_list(dirty, wait);
+        }
+        let per = dirty.len().div_ceil(threads).max(PARALLEL_MIN / 2);
+        let mut chunks = dirty.chunks(per);
+        let first = chunks.next().unwrap_or(&[]);
+        std::thread::scope(|scope| {
+            for chunk in chunks {
+                let spawned = std::thread::Builder::new()
+                    .name("folio-writeback".into())
+                    .spawn_scoped(scope, move || self.flush_list(chunk, wait));
+                if spawned.is_err() {
+                    // No thread to be had: write this slice here.
+                    self.flush_list(chunk, wait);
+                }
+            }
+            self.flush_list(first, wait);
+        });
     }
 
     /// Hook at the start of a write call: waits while the dirty pages are at the hard limit
@@ -450,7 +499,7 @@ impl Shared {
     /// Writes back the dirty pages overlapping `range`, syncs the backend, and reports failures
     /// not yet seen by the observer `seen`.
     pub(crate) fn sync_with(&self, range: &Range<u64>, seen: &AtomicU64) -> Result<()> {
-        self.flush_pages(self.pages_overlapping(range));
+        self.flush_pages_parallel(self.pages_overlapping(range));
         if let Err(e) = self.backend.sync() {
             self.errseq.record(&e);
         }
@@ -530,7 +579,7 @@ impl SyncHandle {
     /// this handle has not seen yet.
     pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
         let s = &self.shared;
-        s.flush_pages(s.pages_overlapping(&range));
+        s.flush_pages_parallel(s.pages_overlapping(&range));
         s.errseq.check(&self.seen)
     }
 

@@ -109,6 +109,7 @@ fn config(rng: &mut StdRng) -> CacheConfig {
         .dirty_expire(Duration::from_millis(rng.random_range(0..=10)))
         .throttle_max_wait(Duration::from_millis(5))
         .max_io_bytes(PS * rng.random_range(1..=8))
+        .writeback_threads(rng.random_range(1..=4))
 }
 
 fn faults(rng: &mut StdRng) -> FaultConfig {

@@ -380,3 +380,73 @@ fn faulty_backend_tears_sticks_crashes_and_replays() {
     assert_eq!(run(12), run(12));
     assert_ne!(run(12), run(13));
 }
+
+#[test]
+fn parallel_write_back_writes_everything_and_reports_failures() {
+    // 400 scattered dirty pages: a sync splits them over 4 threads.
+    let pages = 1024;
+    let backend = faulty(pages, FaultConfig::new(14).fail_writes(0.05));
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(512)
+            .dirty_percent(100)
+            .dirty_background_percent(100)
+            .writeback_threads(4),
+    )
+    .unwrap();
+    let mut model = vec![0u8; pages * PS];
+    for round in 1..=3u8 {
+        for i in 0..400u64 {
+            let p = (i * 37 + round as u64) % pages as u64;
+            let off = p as usize * PS + (i as usize % 7) * 100;
+            cache.write_all_at(&[round; 100], off as u64).unwrap();
+            model[off..off + 100].fill(round);
+        }
+        // A writer keeps rewriting its own page during the syncs.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let last = std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                let mut last = None;
+                let mut v = round.wrapping_mul(64);
+                while !stop.load(Ordering::Relaxed) {
+                    v = v.wrapping_add(1) | 1;
+                    cache.write_all_at(&[v; 10], 1023 * PS as u64).unwrap();
+                    last = Some(v);
+                }
+                last
+            });
+            let mut failures = 0;
+            while let Err(e) = cache.sync() {
+                assert!(matches!(e, Error::WritebackFailed { .. }), "{e}");
+                failures += 1;
+                assert!(failures < 100, "sync never succeeds");
+            }
+            stop.store(true, Ordering::Relaxed);
+            w.join().unwrap()
+        });
+        // Make the last rewrites durable too (a failure reported here was retried already).
+        backend.set_injecting(false);
+        let _ = cache.sync();
+        cache.sync().unwrap();
+        backend.set_injecting(true);
+        if let Some(v) = last {
+            model[1023 * PS..1023 * PS + 10].fill(v);
+        }
+    }
+    assert!(
+        backend.counts().failed_writes > 0,
+        "the test injected no failure"
+    );
+    backend.set_injecting(false);
+    cache.close().unwrap();
+    let image = backend.crash(0.0).unwrap();
+    let diff: Vec<(usize, u8, u8)> = (0..model.len())
+        .filter(|&b| image[b] != model[b])
+        .take(4)
+        .map(|b| (b, image[b], model[b]))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "durable image differs (offset, got, want): {diff:?}"
+    );
+}
