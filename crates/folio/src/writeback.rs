@@ -76,7 +76,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Pages written per batch of a round, between which throttled writers are woken.
 const ROUND_BATCH: usize = 1024;
-/// Flushes of fewer dirty pages than this are not split over threads.
+/// Flushes of fewer dirty pages than this (or a quarter of the frames) are not split.
 const PARALLEL_MIN: usize = 64;
 
 /// Write-back settings of a [`CacheConfig`].
@@ -175,7 +175,7 @@ impl CacheConfig {
 
     /// How many threads write back one large flush, sync or flusher batch in parallel (1..=64,
     /// default 4): with a synchronous backend this is the write-back queue depth. Flushes of
-    /// fewer than 64 pages use the calling thread only.
+    /// fewer than 64 pages (or a quarter of the budget) use the calling thread only.
     pub fn writeback_threads(mut self, threads: usize) -> CacheConfig {
         self.writeback.threads = threads;
         self
@@ -432,10 +432,12 @@ impl Shared {
     /// `cache.rs`); each slice still merges its contiguous pages into runs.
     fn flush_list_parallel(&self, dirty: &[(u64, FrameId)], wait: bool) {
         let threads = self.wb.config.threads;
-        if threads <= 1 || dirty.len() < PARALLEL_MIN {
+        // Tiny caches (tests) split tiny flushes too, so the simulation covers this path.
+        let min = PARALLEL_MIN.min(self.wb.dirtied_at.len() / 4).max(2);
+        if threads <= 1 || dirty.len() < min {
             return self.flush_list(dirty, wait);
         }
-        let per = dirty.len().div_ceil(threads).max(PARALLEL_MIN / 2);
+        let per = dirty.len().div_ceil(threads).max(min / 2);
         let mut chunks = dirty.chunks(per);
         let first = chunks.next().unwrap_or(&[]);
         std::thread::scope(|scope| {
