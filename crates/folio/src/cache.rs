@@ -213,7 +213,7 @@ pub(crate) struct Shared {
     errors_seen: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) dirty_pages: AtomicU64,
-    max_io_pages: usize,
+    pub(crate) max_io_pages: usize,
     frame_wait_max: Duration,
     pub(crate) wb: Writeback,
 }

@@ -438,7 +438,25 @@ impl Shared {
             return self.flush_list(dirty, wait);
         }
         let per = dirty.len().div_ceil(threads).max(min / 2);
-        let mut chunks = dirty.chunks(per);
+        // Cut only where `flush_list` would start a new I/O anyway (a gap between pages, or a
+        // run reaching `max_io_pages`), so splitting never adds a backend write.
+        let max = self.max_io_pages.max(1);
+        let mut cuts: Vec<&[(u64, FrameId)]> = Vec::with_capacity(threads);
+        let (mut start, mut run_len) = (0, 0);
+        for i in 0..dirty.len() {
+            let contiguous = i > 0 && dirty[i].0 == dirty[i - 1].0.wrapping_add(1);
+            run_len = if contiguous { run_len + 1 } else { 1 };
+            let new_io = !contiguous || (run_len - 1) % max == 0;
+            if i - start >= per && new_io && cuts.len() + 1 < threads {
+                cuts.push(&dirty[start..i]);
+                start = i;
+            }
+        }
+        cuts.push(&dirty[start..]);
+        if cuts.len() == 1 {
+            return self.flush_list(dirty, wait);
+        }
+        let mut chunks = cuts.into_iter();
         let first = chunks.next().unwrap_or(&[]);
         std::thread::scope(|scope| {
             for chunk in chunks {
