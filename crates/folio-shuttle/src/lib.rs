@@ -38,6 +38,8 @@ pub mod readahead;
 #[path = "../../folio/src/stats.rs"]
 pub mod stats;
 pub mod sync;
+#[path = "../../folio/src/writeback.rs"]
+pub mod writeback;
 
 pub use backend::{MemoryBackend, PageCacheBackend};
 pub use cache::{CacheConfig, PageCache};

@@ -95,6 +95,8 @@ fn cache(backend: &Arc<SlowBackend>, frames: usize) -> Arc<PageCache> {
             CacheConfig::with_budget_pages(frames)
                 .page_size(PS)
                 .policy(crate::policy::PolicyKind::Clock)
+                // The flusher is a plain OS thread, outside shuttle's control.
+                .background_writeback(false)
                 .frame_wait_max(Duration::from_secs(3600)),
         )
         .expect("cache"),

@@ -22,6 +22,7 @@
 //! | multi-page load / anyone | every page of the run is inserted *uninitialised* (`LOADING`, exclusive) before the one backend read and published `VALID` only after it; others park; a failed read removes them all (nothing cached) |
 //! | flush with many runs in flight / writers | each run's pages stay under write-back from its submission until its own completion; the flusher waits for its runs before it waits for anything else |
 //! | readahead worker / reader | the worker loads like a miss (pages `LOADING` until valid; the marker bit set while still exclusive); readers of those pages park on them as on any load; see `readahead.rs` |
+//! | background flusher / anything | the flusher is a flush that skips busy pages instead of waiting for them, and holds only a `Weak` to the cache; writers meet it only through the dirty counter and a condvar (throttling), never while holding a page (see `writeback.rs`) |
 //!
 //! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
 //! so there is no lock-order cycle.
@@ -42,6 +43,7 @@ use crate::page::{
 use crate::policy::{Admission, EvictionPolicy, FrameId, PolicyKind};
 use crate::readahead::{Advice, Readahead};
 use crate::stats::{Counter, Counters, Stats};
+use crate::writeback::{self, Writeback, WritebackConfig};
 
 /// The smallest and largest page sizes.
 pub const PAGE_SIZE_MIN: usize = 512;
@@ -68,6 +70,7 @@ pub struct CacheConfig {
     frame_wait_max: Duration,
     readahead_max_bytes: usize,
     readahead_workers: usize,
+    pub(crate) writeback: WritebackConfig,
 }
 
 impl CacheConfig {
@@ -90,6 +93,7 @@ impl CacheConfig {
             frame_wait_max: Duration::from_secs(1),
             readahead_max_bytes: 2 << 20,
             readahead_workers: 4,
+            writeback: WritebackConfig::default(),
         }
     }
 
@@ -161,23 +165,37 @@ impl CacheConfig {
 /// one. Each observer keeps the count it has seen; a check reports a failure newer than that
 /// once and moves the observer forward.
 #[derive(Debug, Default)]
-struct ErrSeq {
+pub(crate) struct ErrSeq {
     count: AtomicU64,
+    /// The highest count some observer has been told about.
+    reported: AtomicU64,
     last: Mutex<Option<Error>>,
 }
 
 impl ErrSeq {
-    fn record(&self, e: &Error) {
+    pub(crate) fn record(&self, e: &Error) {
         *self.last.lock() = Some(e.clone());
         self.count.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn check(&self, seen: &AtomicU64) -> Result<()> {
+    /// Failures recorded so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Where a new observer starts: after the failures somebody has seen, so one nobody has
+    /// seen is reported to it (Linux's `errseq_sample`).
+    pub(crate) fn sample(&self) -> u64 {
+        self.reported.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check(&self, seen: &AtomicU64) -> Result<()> {
         let now = self.count.load(Ordering::Acquire);
         let before = seen.fetch_max(now, Ordering::AcqRel);
         if before >= now {
             return Ok(());
         }
+        self.reported.fetch_max(now, Ordering::AcqRel);
         let last = self.last.lock().clone();
         Err(Error::WritebackFailed {
             seq: now,
@@ -209,7 +227,7 @@ enum Loaded {
 }
 
 pub(crate) struct Shared {
-    backend: Arc<dyn PageCacheBackend>,
+    pub(crate) backend: Arc<dyn PageCacheBackend>,
     page_size: usize,
     page_shift: u32,
     frames: Box<[FrameMeta]>,
@@ -219,13 +237,14 @@ pub(crate) struct Shared {
     policy: Box<dyn EvictionPolicy>,
     len: AtomicU64,
     size_lock: Mutex<()>,
-    errseq: ErrSeq,
+    pub(crate) errseq: ErrSeq,
     errors_seen: AtomicU64,
-    counters: Counters,
-    dirty_pages: AtomicU64,
-    max_io_pages: usize,
+    pub(crate) counters: Counters,
+    pub(crate) dirty_pages: AtomicU64,
+    pub(crate) max_io_pages: usize,
     frame_wait_max: Duration,
     readahead: Readahead,
+    pub(crate) wb: Writeback,
 }
 
 /// A bounded page cache over a [`PageCacheBackend`]. See the [module docs](self).
@@ -261,6 +280,7 @@ impl PageCache {
     /// A cache over `backend` with the given configuration. Allocates every frame up front.
     pub fn new(backend: Arc<dyn PageCacheBackend>, config: CacheConfig) -> Result<PageCache> {
         let frames = config.frames()?;
+        config.validate_writeback()?;
         let page_size = config.page_size;
         let align = backend.alignment();
         if align > 1 && page_size % align != 0 {
@@ -301,9 +321,15 @@ impl PageCache {
             dirty_pages: AtomicU64::new(0),
             max_io_pages,
             frame_wait_max: config.frame_wait_max,
+            wb: Writeback::new(&config, frames),
             backend,
         });
+        writeback::start(&shared)?;
         Ok(PageCache { shared })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The page size in bytes.
@@ -424,13 +450,7 @@ impl PageCache {
     /// Writes back the dirty pages overlapping `range`, then makes the backend durable.
     pub fn sync_range(&self, range: Range<u64>) -> Result<()> {
         let s = &self.shared;
-        s.flush_pages(s.pages_overlapping(&range));
-        let synced = s.backend.sync();
-        if let Err(e) = &synced {
-            s.errseq.record(e);
-        }
-        s.counters.add(Counter::Syncs, 1);
-        s.check_errors()
+        s.sync_with(&range, &s.errors_seen)
     }
 
     /// An access hint on the byte range, after `posix_fadvise(2)`: [`Advice::Sequential`] reads
@@ -471,9 +491,11 @@ impl PageCache {
         }
     }
 
-    /// Flushes, syncs and closes the cache, returning any error.
+    /// Flushes, syncs, stops the flusher thread and closes the cache, returning any error not
+    /// yet reported through this cache's own methods.
     pub fn close(self) -> Result<()> {
-        self.sync()
+        let s = &self.shared;
+        s.close_with(&s.errors_seen)
     }
 
     /// A read guard on page `idx` (loading it if needed): zero-copy access to its bytes. While it
@@ -536,21 +558,16 @@ impl PageCache {
             + s.index.bytes()
             + frames * s.policy.metadata_bytes_per_page()
             + frames * std::mem::size_of::<FrameId>()
+            + frames * Writeback::BYTES_PER_PAGE
     }
 }
 
 impl Drop for PageCache {
     fn drop(&mut self) {
+        // Best effort flush and sync, stop and join the flusher; logs what could not be written.
         let s = &self.shared;
         s.readahead.shutdown();
-        s.flush_pages(0..u64::MAX);
-        if let Err(e) = s.backend.sync() {
-            s.errseq.record(&e);
-        }
-        if let Err(e) = s.check_errors() {
-            tracing::error!(error = %e, dirty_pages = s.dirty_pages.load(Ordering::Relaxed),
-                "page cache dropped with data it could not write back; use close() to see errors");
-        }
+        s.drop_with(&s.errors_seen);
     }
 }
 
@@ -615,7 +632,7 @@ impl Shared {
     }
 
     /// Pages that overlap the byte range.
-    fn pages_overlapping(&self, range: &Range<u64>) -> Range<u64> {
+    pub(crate) fn pages_overlapping(&self, range: &Range<u64>) -> Range<u64> {
         if range.start >= range.end {
             return 0..0;
         }
@@ -685,9 +702,18 @@ impl Shared {
     }
 
     fn unlock_exclusive(&self, f: FrameId, dirty: bool) {
+        if dirty && self.frames[f as usize].state() & DIRTY == 0 {
+            // DIRTY cannot change while we hold the frame exclusive.
+            self.wb.on_dirtied(f);
+        }
         let (newly_dirty, r) = self.frames[f as usize].unlock_exclusive(dirty);
         if newly_dirty {
-            self.dirty_pages.fetch_add(1, Ordering::AcqRel);
+            // Wrapping: the counter may be transiently "negative" (see `dirty_now`).
+            let n = self
+                .dirty_pages
+                .fetch_add(1, Ordering::AcqRel)
+                .wrapping_add(1);
+            self.wb.after_dirtied(crate::writeback::clamp_count(n));
         }
         self.released(f, r);
     }
@@ -836,7 +862,10 @@ impl Shared {
         let meta = &self.frames[f as usize];
         let key = meta.tag();
         if meta.state() & DIRTY != 0 {
-            if let Err(e) = self.write_exclusive(key, f) {
+            self.wb.in_flight_add(1);
+            let written = self.write_exclusive(key, f);
+            self.wb.in_flight_add(-1);
+            if let Err(e) = written {
                 self.errseq.record(&e);
                 self.counters.add(Counter::WritebackErrors, 1);
                 {
@@ -1085,6 +1114,7 @@ impl Shared {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.balance_dirty();
         if end > self.len() {
             self.extend_to(end)?;
         }
@@ -1196,7 +1226,11 @@ impl Shared {
     /// Resident pages in `pages` whose state word passes `filter`, sorted by page. Walks the
     /// range through the index when it is shorter than the frame table, else the frame table:
     /// the cost is bounded by the smaller of the two, never by the range alone.
-    fn resident(&self, pages: Range<u64>, filter: impl Fn(u64) -> bool) -> Vec<(u64, FrameId)> {
+    pub(crate) fn resident(
+        &self,
+        pages: Range<u64>,
+        filter: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, FrameId)> {
         let mut out = Vec::new();
         if pages.start >= pages.end {
             return out;
@@ -1227,9 +1261,16 @@ impl Shared {
     /// several in flight; then they are waited for. Failures are recorded in the error sequence
     /// and leave their pages dirty.
     pub(crate) fn flush_pages(&self, pages: Range<u64>) {
+        let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
+        self.flush_list(&dirty, true);
+    }
+
+    /// Writes back the dirty pages of `dirty` (sorted by page) in runs. With `wait`, waits for
+    /// pages that are busy (held, or under another write-back) and writes them if still dirty;
+    /// without (the background flusher), skips them.
+    pub(crate) fn flush_list(&self, dirty: &[(u64, FrameId)], wait: bool) {
         /// Runs submitted before the flusher waits for the oldest.
         const FLUSH_IN_FLIGHT: usize = 32;
-        let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
         let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
         let mut in_flight: std::collections::VecDeque<SubmittedRun> = Default::default();
         let mut i = 0;
@@ -1248,7 +1289,13 @@ impl Shared {
             match self.frames[f as usize].begin_writeback(key) {
                 Acquire::Acquired => {
                     self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                    self.wb.in_flight_add(1);
                     run.push((key, f));
+                    i += 1;
+                }
+                Acquire::Wait if !wait => {
+                    // The background flusher skips busy pages.
+                    in_flight.push_back(self.submit_run(&mut run));
                     i += 1;
                 }
                 Acquire::Wait => {
@@ -1316,6 +1363,7 @@ impl Shared {
             }
             self.released(f, r);
         }
+        self.wb.in_flight_add(-(run.len() as i64));
     }
 
     /// Drops the clean pages in `pages` that nobody holds.
@@ -1374,7 +1422,7 @@ impl Shared {
     fn stats(&self) -> Stats {
         let c = &self.counters;
         let free = self.free.lock().len();
-        Stats {
+        let mut st = Stats {
             hits: c.get(Counter::Hits),
             misses: c.get(Counter::Misses),
             evictions: c.get(Counter::Evictions),
@@ -1387,10 +1435,13 @@ impl Shared {
             bytes_written: c.get(Counter::BytesWritten),
             read_calls: c.get(Counter::ReadCalls),
             write_calls: c.get(Counter::WriteCalls),
-            dirty_pages: self.dirty_pages.load(Ordering::Acquire),
+            dirty_pages: self.dirty_now(),
             resident_pages: (self.frames.len() - free) as u64,
             capacity_pages: self.frames.len() as u64,
-        }
+            ..Stats::default()
+        };
+        self.wb.fill_stats(&mut st);
+        st
     }
 }
 

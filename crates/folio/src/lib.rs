@@ -40,10 +40,11 @@ pub mod readahead;
 pub mod sim;
 pub mod stats;
 mod sync;
+pub mod writeback;
 
 pub use backend::{
-    open_best, FileBackend, Frame, FrameMut, IoMode, IoWaiter, MemoryBackend, PageCacheBackend,
-    UringBackend,
+    open_best, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
+    MemoryBackend, PageCacheBackend, UringBackend,
 };
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
 pub use error::{Error, IoOp, Result};
@@ -52,3 +53,4 @@ pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 pub use readahead::Advice;
 pub use stats::Stats;
+pub use writeback::SyncHandle;

@@ -40,6 +40,18 @@ pub struct Stats {
     pub resident_pages: u64,
     /// Gauge: frames in all (the budget in pages).
     pub capacity_pages: u64,
+    /// Gauge: pages whose write-back is in flight now.
+    pub writeback_pages_in_flight: u64,
+    /// Nanoseconds writers spent waiting for the flusher (dirty throttling).
+    pub throttled_ns: u64,
+    /// Write calls that were throttled.
+    pub throttle_waits: u64,
+    /// Rounds of the background flusher.
+    pub flusher_rounds: u64,
+    /// Setting: dirty pages at which writers are throttled.
+    pub dirty_limit_pages: u64,
+    /// Setting: dirty pages over which the flusher starts writing back.
+    pub dirty_background_pages: u64,
 }
 
 impl Stats {

@@ -18,7 +18,10 @@ const PS: usize = 4096;
 fn cache_over(backend: Arc<TestBackend>, pages: usize) -> PageCache {
     PageCache::new(
         backend,
-        CacheConfig::with_budget_pages(pages).frame_wait_max(Duration::from_millis(200)),
+        CacheConfig::with_budget_pages(pages)
+            .frame_wait_max(Duration::from_millis(200))
+            // These tests count backend writes: no background flusher racing with them.
+            .background_writeback(false),
     )
     .unwrap()
 }

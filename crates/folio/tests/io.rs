@@ -1,5 +1,9 @@
 //! The fast I/O path: the io_uring backend, multi-page I/O states, parallel flush, readahead and
 //! access hints. Tests that need io_uring print a message and return where the kernel lacks it.
+//!
+//! The background flusher is off in these tests: they check the shape of the I/O (runs, page
+//! states under write-back, bytes read), and the flusher would add writes of its own
+//! (`tests/writeback.rs` covers it).
 
 mod common;
 
@@ -56,7 +60,11 @@ fn uring_reads_and_writes_runs_and_zero_fills_past_the_end() {
     let frames: Vec<FrameMut> = (0..8).map(|_| FrameMut::alloc(PS).unwrap()).collect();
     b.read_pages(0, frames).unwrap().wait().unwrap();
     let mut got = vec![0u8; len];
-    let cache = PageCache::new(Arc::new(b), CacheConfig::with_budget_pages(16)).unwrap();
+    let cache = PageCache::new(
+        Arc::new(b),
+        CacheConfig::with_budget_pages(16).background_writeback(false),
+    )
+    .unwrap();
     cache.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, data);
     {
@@ -107,7 +115,9 @@ fn uring_many_threads_through_the_cache() {
     let cache = Arc::new(
         PageCache::new(
             Arc::new(b),
-            CacheConfig::with_budget_pages(64).readahead_max_bytes(0),
+            CacheConfig::with_budget_pages(64)
+                .background_writeback(false)
+                .readahead_max_bytes(0),
         )
         .unwrap(),
     );
@@ -148,7 +158,9 @@ fn parallel_flush_through_uring_writes_every_run() {
     let (b, _) = uring_file(&dir, "f.img", &vec![0u8; 600 * PS]);
     let cache = PageCache::new(
         Arc::new(b),
-        CacheConfig::with_budget_pages(600).max_io_bytes(16 * PS),
+        CacheConfig::with_budget_pages(600)
+            .background_writeback(false)
+            .max_io_bytes(16 * PS),
     )
     .unwrap();
     // Runs of 16 pages (the I/O cap) with gaps: many runs in flight at once.
@@ -180,7 +192,9 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     let cache = Arc::new(
         PageCache::new(
             backend.clone(),
-            CacheConfig::with_budget_pages(32).readahead_max_bytes(0),
+            CacheConfig::with_budget_pages(32)
+                .background_writeback(false)
+                .readahead_max_bytes(0),
         )
         .unwrap(),
     );
@@ -236,7 +250,11 @@ fn patterned(pages: u64) -> Vec<u8> {
 fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
     let pages = 1024u64;
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(2048).background_writeback(false),
+    )
+    .unwrap();
     read_sequentially(&cache, 0, pages);
     let reads = backend.reads.load(Ordering::SeqCst);
     let pages_read = backend.pages_read.load(Ordering::SeqCst);
@@ -253,7 +271,11 @@ fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
 
     // Random 4 KiB reads (never page 0 nor a neighbour of the previous one): one page each.
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(2048).background_writeback(false),
+    )
+    .unwrap();
     let mut buf = vec![0u8; PS];
     let mut x = 12345u64;
     let mut distinct = std::collections::HashSet::new();
@@ -280,7 +302,11 @@ fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
 fn random_advice_turns_readahead_off_and_sequential_advice_reads_ahead_at_once() {
     let pages = 256u64;
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(1024)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(1024).background_writeback(false),
+    )
+    .unwrap();
     cache.advise(0..pages * PS as u64, Advice::Random).unwrap();
     read_sequentially(&cache, 0, 64);
     assert_eq!(
@@ -290,7 +316,11 @@ fn random_advice_turns_readahead_off_and_sequential_advice_reads_ahead_at_once()
     );
 
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(1024)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(1024).background_writeback(false),
+    )
+    .unwrap();
     cache
         .advise(100 * PS as u64..pages * PS as u64, Advice::Sequential)
         .unwrap();
@@ -302,7 +332,11 @@ fn random_advice_turns_readahead_off_and_sequential_advice_reads_ahead_at_once()
 fn will_need_loads_in_the_background_and_dont_need_drops() {
     let pages = 128u64;
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(512)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(512).background_writeback(false),
+    )
+    .unwrap();
     cache
         .advise(10 * PS as u64..50 * PS as u64, Advice::WillNeed)
         .unwrap();
@@ -327,7 +361,11 @@ fn will_need_loads_in_the_background_and_dont_need_drops() {
 fn readahead_does_not_evict_the_hot_set() {
     let pages = 4096u64;
     let backend = TestBackend::new(patterned(pages));
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(512)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(512).background_writeback(false),
+    )
+    .unwrap();
     // Hot set: 64 pages at the end of the file, read often.
     let hot: Vec<u64> = (pages - 64..pages).collect();
     let mut buf = vec![0u8; PS];
@@ -406,7 +444,11 @@ fn failed_asynchronous_readahead_is_not_cached_and_does_not_poison_reads() {
         failures_left: AtomicU64::new(6),
         failed: AtomicU64::new(0),
     });
-    let cache = PageCache::new(backend.clone(), CacheConfig::with_budget_pages(2048)).unwrap();
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(2048).background_writeback(false),
+    )
+    .unwrap();
     read_sequentially(&cache, 0, pages);
     assert!(
         backend.failed.load(Ordering::SeqCst) > 0,

@@ -97,7 +97,12 @@ impl Harness {
         };
         PageCache::new(
             backend,
-            CacheConfig::with_budget_pages(self.budget_pages).page_size(self.page_size),
+            CacheConfig::with_budget_pages(self.budget_pages)
+                .page_size(self.page_size)
+                // The model predicts `discard_range` from a snapshot of the backing store; a
+                // background flusher writing pages back meanwhile would make that a race.
+                // tests/sim.rs covers the flusher.
+                .background_writeback(false),
         )
         .unwrap()
     }

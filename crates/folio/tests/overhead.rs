@@ -1,8 +1,8 @@
 //! The memory overhead bound of issue 6: at most 64 bytes of metadata per cached page (frame
 //! state and tag, index slots, policy, free list), for every frame count, including the worst
 //! case for the index (a frame count just past a power of two doubles its table), with the
-//! lock-free CLOCK policy. The cache's own part (frames, index, free list) is 36 to 52 bytes
-//! (the index doubles just past a power of two); each policy adds what its
+//! lock-free CLOCK policy. The cache's own part (frames, index, free list, write-back clock) is
+//! 40 to 56 bytes (the index doubles just past a power of two); each policy adds what its
 //! `metadata_bytes_per_page` states (S3-FIFO, the default, adds about
 //! 62 for its queues and ghost, so it does not meet the 64-byte target: see the README).
 
@@ -49,7 +49,7 @@ fn every_policy_adds_only_what_it_states() {
         let stated = policy.build(frames).metadata_bytes_per_page();
         let per_page = cache.metadata_bytes() as f64 / frames as f64;
         assert!(
-            per_page <= 52.0 + stated as f64,
+            per_page <= 56.0 + stated as f64,
             "{policy}: {per_page:.1} bytes per page, policy states {stated}"
         );
         println!("{policy}: {per_page:.1} bytes of metadata per page");

@@ -83,6 +83,8 @@ pub fn run(cache: &PageCache, args: &BenchArgs, len: u64) -> Result<Report, BoxE
                         Picker::new(args.workload, slots, args.zipf_theta, t, args.threads)?;
                     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
                     let mut buf = vec![0u8; args.io_size];
+                    // Its own error cursor: a write-back failure reaches every syncing thread.
+                    let syncer = cache.sync_handle();
                     for i in 0..per_thread {
                         let offset = picker.next(&mut rng) * args.io_size as u64;
                         let read = rng.random_bool(args.read_ratio);
@@ -92,6 +94,9 @@ pub fn run(cache: &PageCache, args: &BenchArgs, len: u64) -> Result<Report, BoxE
                         } else {
                             buf[0] = buf[0].wrapping_add(1);
                             cache.write_all_at(&buf, offset)?;
+                        }
+                        if args.sync_every > 0 && (i + 1) % args.sync_every == 0 {
+                            syncer.sync()?;
                         }
                         hist.saturating_record(t0.elapsed().as_nanos() as u64);
                         if i % 1024 == 1023 {
@@ -114,6 +119,9 @@ pub fn run(cache: &PageCache, args: &BenchArgs, len: u64) -> Result<Report, BoxE
             })
             .collect()
     });
+    if args.final_sync {
+        cache.sync()?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;

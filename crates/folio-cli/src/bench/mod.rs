@@ -98,6 +98,14 @@ pub struct BenchArgs {
     /// `--hot` contenders to run, comma-separated (default: all; names as in `--json`).
     #[arg(long, value_delimiter = ',')]
     pub contenders: Vec<String>,
+    /// Each thread calls `sync()` (through its own `SyncHandle`) after every N of its
+    /// operations; 0 never. The syncs are part of the timed run.
+    #[arg(long, default_value_t = 0)]
+    pub sync_every: u64,
+    /// Call `sync()` once after the operations, inside the timed run (e.g. "write 1 GiB, then
+    /// make it durable").
+    #[arg(long)]
+    pub final_sync: bool,
 }
 
 /// A benchmark image: an existing file, or a temporary one deleted on drop.
@@ -270,6 +278,10 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
             "backend_bytes_read": stats.bytes_read,
             "backend_bytes_written": stats.bytes_written,
             "evictions": stats.evictions,
+            "sync_every": args.sync_every,
+            "final_sync": args.final_sync,
+            "syncs": stats.syncs,
+            "throttled_ms": stats.throttled_ns as f64 / 1e6,
         });
         println!("{obj}");
     } else {
@@ -300,6 +312,19 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
             stats.bytes_written >> 20,
             stats.evictions
         );
+        if args.sync_every > 0 || args.final_sync {
+            println!(
+                "  syncs        {:>12} (every {} ops per thread{}), throttled {:.1} ms",
+                stats.syncs,
+                args.sync_every,
+                if args.final_sync {
+                    ", and once at the end"
+                } else {
+                    ""
+                },
+                stats.throttled_ns as f64 / 1e6
+            );
+        }
     }
     Ok(())
 }

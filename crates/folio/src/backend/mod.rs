@@ -14,8 +14,10 @@
 //!
 //! One file per backend: [`memory`](mod@memory) (tests and examples), [`file`](mod@file) (regular
 //! files and block devices through positional I/O), [`uring`] (the same through io_uring, with many
-//! I/Os in flight). [`open_best`] picks io_uring when the kernel allows it, else positional I/O.
+//! I/Os in flight), [`faulty`](mod@faulty) (fault injection and power-cut simulation around any
+//! other backend). [`open_best`] picks io_uring when the kernel allows it, else positional I/O.
 
+pub mod faulty;
 pub mod file;
 pub mod memory;
 pub mod uring;
@@ -27,6 +29,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, IoOp, Result};
 
+pub use faulty::{FaultConfig, FaultyBackend};
 pub use file::{FileBackend, IoMode};
 pub use memory::MemoryBackend;
 pub use uring::{uring_support, UringBackend};
