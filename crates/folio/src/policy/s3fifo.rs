@@ -36,8 +36,8 @@
 //! `5 * len + 1` candidates (three passes decay every counter, one more finds a claimable page).
 //!
 //! Metadata per frame: 8 bytes of links, 1 counter, 1 queue tag, 8 bytes of page key (for the
-//! ghost), plus the ghost: 0.9 keys per frame at 48 bytes each (ring of 2 keys, table of 4
-//! 8-byte slots; see `ghost.rs`): 62 bytes per page in all.
+//! ghost), plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
+//! table of 4 8-byte slots; see `ghost.rs`): 54 bytes per page in all.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a

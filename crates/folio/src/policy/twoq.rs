@@ -16,7 +16,7 @@
 //! resident page at most once.
 //!
 //! Metadata per frame: 8 bytes of links, 1 queue tag, 8 bytes of key; plus `A1out`
-//! (0.5 keys per frame at 48 bytes per key, see `ghost.rs`): 42 bytes per page in all.
+//! (0.5 keys per frame at 40 bytes per key, see `ghost.rs`): 38 bytes per page in all (rounded up).
 //!
 //! When not to use it: hit-heavy concurrent workloads (lock per hit), and workloads whose
 //! re-references come later than `A1in + A1out` can see (they are treated as new every time).
