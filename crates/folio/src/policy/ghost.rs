@@ -197,6 +197,9 @@ impl Ghost {
         self.ring[pos] = (b * BUCKET + slot) as u32;
         self.used += 1;
         self.live += 1;
+        // The next insertion usually expires the oldest entry: start fetching its slot.
+        let next = self.ring[self.tail_pos] as usize / BUCKET;
+        super::prefetch(&self.table[next]);
     }
 
     /// Forgets `key`; true if it was present.

@@ -137,6 +137,90 @@ impl S3Fifo {
     }
 }
 
+impl S3Fifo {
+    fn insert_locked(
+        &self,
+        inner: &mut Inner,
+        frame: FrameId,
+        page: PageKey,
+        admission: Admission,
+    ) {
+        if frame as usize >= inner.queue.len() {
+            return;
+        }
+        inner.unlink(frame);
+        inner.keys[frame as usize] = page;
+        self.freq[frame as usize].store(0, Ordering::Relaxed);
+        let to_main = match admission {
+            Admission::Demand => {
+                inner.ghost.remove(page)
+                    || (!inner.has_evicted && inner.small.len >= inner.small_cap)
+            }
+            // Speculative pages are unproven: they always start in the small queue.
+            _ => false,
+        };
+        if to_main {
+            inner.push_main(frame);
+        } else {
+            let Inner {
+                links,
+                small,
+                queue,
+                ..
+            } = inner;
+            links.push_head(small, frame);
+            queue[frame as usize] = SMALL;
+        }
+    }
+
+    fn choose_victim_locked(
+        &self,
+        inner: &mut Inner,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
+        inner.has_evicted = true;
+        let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
+        // Pinned main pages refused in this call; once every main page has been refused, main
+        // being over its share must not stop the search from reaching the small queue.
+        let mut main_refused = 0usize;
+        for _ in 0..budget {
+            let main_blocked = main_refused >= inner.main.len;
+            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
+                let cand = inner.main.tail;
+                if cand == NIL {
+                    return None;
+                }
+                let f = &self.freq[cand as usize];
+                let v = f.load(Ordering::Relaxed);
+                if v >= 1 {
+                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
+                } else if claim(cand) {
+                    inner.unlink(cand);
+                    return Some(cand);
+                } else {
+                    main_refused += 1;
+                }
+                let Inner { links, main, .. } = inner;
+                links.move_to_head(main, cand);
+            } else {
+                let cand = inner.small.tail;
+                let f = &self.freq[cand as usize];
+                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
+                    inner.unlink(cand);
+                    let key = inner.keys[cand as usize];
+                    inner.ghost.insert(key);
+                    return Some(cand);
+                }
+                // Re-referenced, or pinned (in use, so it has earned main as well): to main.
+                inner.unlink(cand);
+                f.store(0, Ordering::Relaxed);
+                inner.push_main(cand);
+            }
+        }
+        None
+    }
+}
+
 impl Inner {
     fn unlink(&mut self, frame: FrameId) {
         match self.queue[frame as usize] {
@@ -187,32 +271,7 @@ impl EvictionPolicy for S3Fifo {
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
         let mut inner = self.inner.lock();
-        if frame as usize >= inner.queue.len() {
-            return;
-        }
-        inner.unlink(frame);
-        inner.keys[frame as usize] = page;
-        self.freq[frame as usize].store(0, Ordering::Relaxed);
-        let to_main = match admission {
-            Admission::Demand => {
-                inner.ghost.remove(page)
-                    || (!inner.has_evicted && inner.small.len >= inner.small_cap)
-            }
-            // Speculative pages are unproven: they always start in the small queue.
-            _ => false,
-        };
-        if to_main {
-            inner.push_main(frame);
-        } else {
-            let Inner {
-                links,
-                small,
-                queue,
-                ..
-            } = &mut *inner;
-            links.push_head(small, frame);
-            queue[frame as usize] = SMALL;
-        }
+        self.insert_locked(&mut inner, frame, page, admission);
     }
 
     fn on_remove(&self, frame: FrameId) {
@@ -225,46 +284,19 @@ impl EvictionPolicy for S3Fifo {
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        inner.has_evicted = true;
-        let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
-        // Pinned main pages refused in this call; once every main page has been refused, main
-        // being over its share must not stop the search from reaching the small queue.
-        let mut main_refused = 0usize;
-        for _ in 0..budget {
-            let main_blocked = main_refused >= inner.main.len;
-            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
-                let cand = inner.main.tail;
-                if cand == NIL {
-                    return None;
-                }
-                let f = &self.freq[cand as usize];
-                let v = f.load(Ordering::Relaxed);
-                if v >= 1 {
-                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
-                } else if claim(cand) {
-                    inner.unlink(cand);
-                    return Some(cand);
-                } else {
-                    main_refused += 1;
-                }
-                let Inner { links, main, .. } = &mut *inner;
-                links.move_to_head(main, cand);
-            } else {
-                let cand = inner.small.tail;
-                let f = &self.freq[cand as usize];
-                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
-                    inner.unlink(cand);
-                    let key = inner.keys[cand as usize];
-                    inner.ghost.insert(key);
-                    return Some(cand);
-                }
-                // Re-referenced, or pinned (in use, so it has earned main as well): to main.
-                inner.unlink(cand);
-                f.store(0, Ordering::Relaxed);
-                inner.push_main(cand);
-            }
-        }
-        None
+        self.choose_victim_locked(&mut inner, claim)
+    }
+
+    fn evict_and_insert(
+        &self,
+        page: PageKey,
+        admission: Admission,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
+        let mut inner = self.inner.lock();
+        let victim = self.choose_victim_locked(&mut inner, claim)?;
+        self.insert_locked(&mut inner, victim, page, admission);
+        Some(victim)
     }
 
     fn metadata_bytes_per_page(&self) -> usize {

@@ -7,12 +7,14 @@
 //! [`on_insert`](EvictionPolicy::on_insert) into the freed frame. A hit calls
 //! [`on_hit`](EvictionPolicy::on_hit). Miss ratio = misses / accesses.
 
+mod frame_map;
 pub mod trace;
 
 use std::time::{Duration, Instant};
 
 use crate::policy::hash::KeyMap;
 use crate::policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
+use frame_map::FrameMap;
 
 pub use trace::{parse_pages, read_pages, TraceError, TraceFormat};
 
@@ -107,23 +109,28 @@ impl SimStats {
 }
 
 /// A cache of page identities in front of one policy. See the [module docs](self).
+///
+/// Generic over the policy type so that [`simulate_kind`] replays each shipped policy without
+/// dynamic dispatch; `Simulator<'_>` drives a `dyn EvictionPolicy`.
 #[derive(Debug)]
-pub struct Simulator<'p> {
-    policy: &'p dyn EvictionPolicy,
-    map: KeyMap<FrameId>,
+pub struct Simulator<'p, P: EvictionPolicy + ?Sized = dyn EvictionPolicy> {
+    policy: &'p P,
+    map: FrameMap,
     frame_page: Vec<PageKey>,
+    capacity: usize,
     accesses: u64,
     misses: u64,
 }
 
-impl<'p> Simulator<'p> {
+impl<'p, P: EvictionPolicy + ?Sized> Simulator<'p, P> {
     /// An empty cache with `policy.capacity()` frames.
-    pub fn new(policy: &'p dyn EvictionPolicy) -> Simulator<'p> {
+    pub fn new(policy: &'p P) -> Simulator<'p, P> {
         let capacity = policy.capacity();
         Simulator {
             policy,
-            map: KeyMap::with_capacity_and_hasher(capacity, Default::default()),
+            map: FrameMap::new(capacity),
             frame_page: Vec::with_capacity(capacity),
+            capacity,
             accesses: 0,
             misses: 0,
         }
@@ -133,25 +140,38 @@ impl<'p> Simulator<'p> {
     #[inline]
     pub fn access(&mut self, page: PageKey) -> bool {
         self.accesses += 1;
-        if let Some(&frame) = self.map.get(&page) {
+        let tag = FrameMap::tag(page);
+        let frame_page = &self.frame_page;
+        if let Some(frame) = self.map.get(page, tag, |f| frame_page[f as usize]) {
             self.policy.on_hit(frame);
             return true;
         }
         self.misses += 1;
-        let frame = if self.frame_page.len() < self.policy.capacity() {
+        let frame = if self.frame_page.len() < self.capacity {
             self.frame_page.push(page);
             (self.frame_page.len() - 1) as FrameId
         } else {
-            let Some(victim) = self.policy.choose_victim(&mut |_| true) else {
+            let Some(victim) = self
+                .policy
+                .evict_and_insert(page, Admission::Demand, &mut |_| true)
+            else {
                 return false; // no frame (capacity 0): the page bypasses the cache
             };
             let old = std::mem::replace(&mut self.frame_page[victim as usize], page);
-            self.map.remove(&old);
-            victim
+            self.map.remove(FrameMap::tag(old), victim);
+            self.map.insert(tag, victim);
+            return false;
         };
-        self.map.insert(page, frame);
+        self.map.insert(tag, frame);
         self.policy.on_insert(frame, page, Admission::Demand);
         false
+    }
+
+    /// Hints that `page` will be accessed soon (a cache-line prefetch of its map slot); no
+    /// effect on the outcome.
+    #[inline]
+    pub fn prefetch(&self, page: PageKey) {
+        self.map.prefetch(FrameMap::tag(page));
     }
 
     /// Accesses so far.
@@ -165,16 +185,23 @@ impl<'p> Simulator<'p> {
     }
 }
 
+/// How many accesses ahead the replay prefetches the page map's slot.
+const PREFETCH_DISTANCE: usize = 8;
+
 /// Replays `trace` through `policy`, calling `progress(done)` every 65,536 accesses.
-pub fn simulate_with_progress(
-    policy: &dyn EvictionPolicy,
+pub fn simulate_with_progress<P: EvictionPolicy + ?Sized>(
+    policy: &P,
     trace: &[PageKey],
     progress: &mut dyn FnMut(usize),
 ) -> SimStats {
     let start = Instant::now();
     let mut sim = Simulator::new(policy);
     for (i, chunk) in trace.chunks(1 << 16).enumerate() {
-        for &page in chunk {
+        let ahead = &trace[(i << 16) + PREFETCH_DISTANCE.min(chunk.len())..];
+        for (j, &page) in chunk.iter().enumerate() {
+            if let Some(&next) = ahead.get(j) {
+                sim.prefetch(next);
+            }
             sim.access(page);
         }
         progress(i * (1 << 16) + chunk.len());
@@ -189,7 +216,7 @@ pub fn simulate_with_progress(
 }
 
 /// Replays `trace` through `policy`.
-pub fn simulate(policy: &dyn EvictionPolicy, trace: &[PageKey]) -> SimStats {
+pub fn simulate<P: EvictionPolicy + ?Sized>(policy: &P, trace: &[PageKey]) -> SimStats {
     simulate_with_progress(policy, trace, &mut |_| {})
 }
 
