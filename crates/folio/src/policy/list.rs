@@ -8,12 +8,16 @@
 /// "No frame" in a link.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Link storage for `n` frames.
+/// Link storage for `n` frames: both links of a frame side by side (one cache line access per
+/// frame touched, not two).
 #[derive(Debug)]
 pub(crate) struct Links {
-    newer: Box<[u32]>,
-    older: Box<[u32]>,
+    /// `[newer, older]` per frame.
+    link: Box<[[u32; 2]]>,
 }
+
+const NEWER: usize = 0;
+const OLDER: usize = 1;
 
 /// One list threaded through a [`Links`].
 #[derive(Debug, Clone, Copy)]
@@ -36,31 +40,29 @@ impl List {
 impl Links {
     pub(crate) fn new(n: usize) -> Links {
         Links {
-            newer: vec![NIL; n].into_boxed_slice(),
-            older: vec![NIL; n].into_boxed_slice(),
+            link: vec![[NIL; 2]; n].into_boxed_slice(),
         }
     }
 
     /// The entry one step toward the head (newer), or `NIL`.
     #[inline]
     pub(crate) fn newer(&self, i: u32) -> u32 {
-        self.newer[i as usize]
+        self.link[i as usize][NEWER]
     }
 
     /// The entry one step toward the tail (older), or `NIL`.
     #[inline]
     #[allow(dead_code)]
     pub(crate) fn older(&self, i: u32) -> u32 {
-        self.older[i as usize]
+        self.link[i as usize][OLDER]
     }
 
     /// Puts `i` (not in any list) at the head of `list`.
     #[inline]
     pub(crate) fn push_head(&mut self, list: &mut List, i: u32) {
-        self.newer[i as usize] = NIL;
-        self.older[i as usize] = list.head;
+        self.link[i as usize] = [NIL, list.head];
         if list.head != NIL {
-            self.newer[list.head as usize] = i;
+            self.link[list.head as usize][NEWER] = i;
         } else {
             list.tail = i;
         }
@@ -71,19 +73,18 @@ impl Links {
     /// Unlinks `i`, which must be in `list`.
     #[inline]
     pub(crate) fn unlink(&mut self, list: &mut List, i: u32) {
-        let (n, o) = (self.newer[i as usize], self.older[i as usize]);
+        let [n, o] = self.link[i as usize];
         if n != NIL {
-            self.older[n as usize] = o;
+            self.link[n as usize][OLDER] = o;
         } else {
             list.head = o;
         }
         if o != NIL {
-            self.newer[o as usize] = n;
+            self.link[o as usize][NEWER] = n;
         } else {
             list.tail = n;
         }
-        self.newer[i as usize] = NIL;
-        self.older[i as usize] = NIL;
+        self.link[i as usize] = [NIL, NIL];
         list.len -= 1;
     }
 
