@@ -209,6 +209,6 @@ impl EvictionPolicy for Arc {
 
     fn metadata_bytes_per_page(&self) -> usize {
         let capacity = self.capacity.max(1);
-        Links::BYTES_PER_FRAME + 1 + 8 + (2 * Ghost::bytes_for(self.capacity)).div_ceil(capacity)
+        <Links>::BYTES_PER_FRAME + 1 + 8 + (2 * Ghost::bytes_for(self.capacity)).div_ceil(capacity)
     }
 }

@@ -35,8 +35,8 @@
 //! main, a refused main page is reinserted at main's head. Each call examines at most
 //! `5 * len + 1` candidates (three passes decay every counter, one more finds a claimable page).
 //!
-//! Metadata per frame: 8 bytes of links, 1 counter, 1 queue tag, 8 bytes of page key (for the
-//! ghost), plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
+//! Metadata per frame: 8 bytes of links and 8 bytes of page key (for the ghost) side by side in
+//! one 16-byte node, 1 counter, 1 queue tag, plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
 //! table of 4 8-byte slots; see `ghost.rs`): 54 bytes per page in all.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
@@ -88,11 +88,11 @@ pub struct S3Fifo {
 
 #[derive(Debug)]
 struct Inner {
-    links: Links,
+    /// Queue links, with each frame's page key (for the ghost) beside them.
+    links: Links<PageKey>,
     small: List,
     main: List,
     queue: Box<[u8]>,
-    keys: Box<[PageKey]>,
     ghost: Ghost,
     small_cap: usize,
     main_cap: usize,
@@ -127,7 +127,6 @@ impl S3Fifo {
                 small: List::new(),
                 main: List::new(),
                 queue: vec![NONE; capacity].into_boxed_slice(),
-                keys: vec![0; capacity].into_boxed_slice(),
                 ghost: Ghost::new(ghost_cap),
                 small_cap,
                 main_cap: capacity.saturating_sub(small_cap),
@@ -149,7 +148,7 @@ impl S3Fifo {
             return;
         }
         inner.unlink(frame);
-        inner.keys[frame as usize] = page;
+        inner.links.set_data(frame, page);
         self.freq[frame as usize].store(0, Ordering::Relaxed);
         let to_main = match admission {
             Admission::Demand => {
@@ -207,7 +206,7 @@ impl S3Fifo {
                 let f = &self.freq[cand as usize];
                 if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
                     inner.unlink(cand);
-                    let key = inner.keys[cand as usize];
+                    let key = inner.links.data(cand);
                     inner.ghost.insert(key);
                     return Some(cand);
                 }
@@ -302,7 +301,7 @@ impl EvictionPolicy for S3Fifo {
     fn metadata_bytes_per_page(&self) -> usize {
         let inner = self.inner.lock();
         let capacity = self.capacity().max(1);
-        let per_frame = Links::BYTES_PER_FRAME + 1 + 1 + 8;
+        let per_frame = Links::<PageKey>::BYTES_PER_FRAME + 1 + 1;
         per_frame + inner.ghost.bytes().div_ceil(capacity)
     }
 }

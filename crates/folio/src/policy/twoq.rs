@@ -180,6 +180,6 @@ impl EvictionPolicy for TwoQ {
 
     fn metadata_bytes_per_page(&self) -> usize {
         let capacity = self.capacity.max(1);
-        Links::BYTES_PER_FRAME + 1 + 8 + Ghost::bytes_for(self.capacity / 2).div_ceil(capacity)
+        <Links>::BYTES_PER_FRAME + 1 + 8 + Ghost::bytes_for(self.capacity / 2).div_ceil(capacity)
     }
 }
