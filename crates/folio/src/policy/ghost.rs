@@ -245,6 +245,248 @@ impl Ghost {
 mod tests {
     use super::*;
 
+    /// The previous layout (64-bit slots validated through ring offsets and live bits), kept
+    /// verbatim as the reference the current one must match operation for operation.
+    #[allow(dead_code)]
+    mod reference {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+
+        use super::super::KeyHasher;
+        use crate::policy::PageKey;
+
+        const BUCKET: usize = 8;
+
+        #[derive(Debug)]
+        pub(super) struct OldGhost {
+            ring: Box<[PageKey]>,
+            live_bits: Box<[u64]>,
+            /// Sequence number of the oldest ring entry (live or hole) and its ring position.
+            tail_seq: u64,
+            tail_pos: usize,
+            /// Ring entries in use, holes included (`head_seq - tail_seq`).
+            used: usize,
+            /// Live entries.
+            live: usize,
+            capacity: usize,
+            table: Box<[u64]>,
+            buckets: usize,
+        }
+
+        impl OldGhost {
+            pub(super) fn new(capacity: usize) -> OldGhost {
+                let ring_len = 2 * capacity;
+                let buckets = (4 * capacity).div_ceil(BUCKET).max(1);
+                OldGhost {
+                    ring: vec![0; ring_len].into_boxed_slice(),
+                    live_bits: vec![0; ring_len.div_ceil(64)].into_boxed_slice(),
+                    tail_seq: 0,
+                    tail_pos: 0,
+                    used: 0,
+                    live: 0,
+                    capacity,
+                    table: vec![0; buckets * BUCKET].into_boxed_slice(),
+                    buckets,
+                }
+            }
+
+            #[inline]
+            fn is_live(&self, pos: usize) -> bool {
+                self.live_bits[pos / 64] & (1 << (pos % 64)) != 0
+            }
+
+            #[inline]
+            fn set_live(&mut self, pos: usize, live: bool) {
+                if live {
+                    self.live_bits[pos / 64] |= 1 << (pos % 64);
+                } else {
+                    self.live_bits[pos / 64] &= !(1 << (pos % 64));
+                }
+            }
+
+            /// First table index of `key`'s bucket and its fingerprint (never 0, so a slot is never 0).
+            #[inline]
+            fn locate(&self, key: PageKey) -> (usize, u64) {
+                let h = BuildHasherDefault::<KeyHasher>::default().hash_one(key);
+                let bucket = (((h as u32) as u64 * self.buckets as u64) >> 32) as usize;
+                (bucket * BUCKET, (h >> 32) | 1)
+            }
+
+            /// Ring position of the live entry a slot names, if it still names one.
+            #[inline]
+            fn slot_pos(&self, slot: u64) -> Option<usize> {
+                if slot == 0 {
+                    return None;
+                }
+                let offset = (slot as u32).wrapping_sub(self.tail_seq as u32) as usize;
+                if offset >= self.used {
+                    return None;
+                }
+                let mut pos = self.tail_pos + offset;
+                if pos >= self.ring.len() {
+                    pos -= self.ring.len();
+                }
+                self.is_live(pos).then_some(pos)
+            }
+
+            /// Table index and ring position of `key`'s live entry.
+            #[inline]
+            fn find(&self, key: PageKey) -> Option<(usize, usize)> {
+                let (start, fp) = self.locate(key);
+                (start..start + BUCKET).find_map(|i| {
+                    let s = self.table[i];
+                    if s >> 32 == fp {
+                        self.slot_pos(s).map(|pos| (i, pos))
+                    } else {
+                        None
+                    }
+                })
+            }
+
+            pub(super) fn len(&self) -> usize {
+                self.live
+            }
+
+            #[allow(dead_code)]
+            pub(super) fn contains(&self, key: PageKey) -> bool {
+                self.find(key).is_some()
+            }
+
+            /// Drops the oldest ring position (a hole, or a live key, which is returned).
+            fn pop_tail(&mut self) -> Option<PageKey> {
+                debug_assert!(self.used > 0);
+                let pos = self.tail_pos;
+                let key = if self.is_live(pos) {
+                    self.set_live(pos, false);
+                    self.live -= 1;
+                    Some(self.ring[pos])
+                } else {
+                    None
+                };
+                self.tail_pos = if pos + 1 == self.ring.len() {
+                    0
+                } else {
+                    pos + 1
+                };
+                self.tail_seq += 1;
+                self.used -= 1;
+                key
+            }
+
+            /// Remembers `key` as the newest entry, forgetting the oldest one if full. A key already
+            /// present keeps its place (FIFO semantics).
+            pub(super) fn insert(&mut self, key: PageKey) {
+                if self.capacity == 0 {
+                    return;
+                }
+                while self.live >= self.capacity || self.used == self.ring.len() {
+                    self.pop_tail();
+                }
+                // One pass over the bucket: is the key present, and which slot to take (a free or stale
+                // one, else the bucket's oldest live ghost, which is dropped).
+                let (start, fp) = self.locate(key);
+                let mut free = None;
+                let mut oldest = (start, usize::MAX);
+                for i in start..start + BUCKET {
+                    let s = self.table[i];
+                    if self.slot_pos(s).is_none() {
+                        free.get_or_insert(i);
+                        continue;
+                    }
+                    if s >> 32 == fp {
+                        return; // present: keeps its place
+                    }
+                    let offset = (s as u32).wrapping_sub(self.tail_seq as u32) as usize;
+                    if offset < oldest.1 {
+                        oldest = (i, offset);
+                    }
+                }
+                let pick = match free {
+                    Some(i) => i,
+                    None => {
+                        let pos = self.slot_pos(self.table[oldest.0]).expect("live slot");
+                        self.set_live(pos, false);
+                        self.live -= 1;
+                        oldest.0
+                    }
+                };
+                let mut pos = self.tail_pos + self.used;
+                if pos >= self.ring.len() {
+                    pos -= self.ring.len();
+                }
+                let seq = self.tail_seq + self.used as u64;
+                self.ring[pos] = key;
+                self.set_live(pos, true);
+                self.used += 1;
+                self.live += 1;
+                self.table[pick] = (fp << 32) | (seq as u32 as u64);
+            }
+
+            /// Forgets `key`; true if it was present.
+            #[inline]
+            pub(super) fn remove(&mut self, key: PageKey) -> bool {
+                match self.find(key) {
+                    Some((i, pos)) => {
+                        self.table[i] = 0;
+                        self.set_live(pos, false);
+                        self.live -= 1;
+                        true
+                    }
+                    None => false,
+                }
+            }
+
+            /// Forgets the oldest key.
+            pub(super) fn pop_oldest(&mut self) -> Option<PageKey> {
+                while self.used > 0 {
+                    if let Some(key) = self.pop_tail() {
+                        return Some(key);
+                    }
+                }
+                None
+            }
+
+            /// Bytes used, whatever the fill level.
+            #[allow(dead_code)]
+            pub(super) fn bytes(&self) -> usize {
+                Self::bytes_for(self.capacity)
+            }
+
+            /// Bytes used by a ghost of `capacity` keys: ring (2 keys per entry, 16 B), live bits, and
+            /// table (4 slots per entry, 32 B).
+            pub(super) fn bytes_for(capacity: usize) -> usize {
+                let buckets = (4 * capacity).div_ceil(BUCKET).max(1);
+                2 * capacity * 8 + (2 * capacity).div_ceil(64) * 8 + buckets * BUCKET * 8
+            }
+        }
+    }
+
+    /// Same answers as the previous layout for every operation, with small tables so that
+    /// full buckets (early drops), holes and ring wrap-around are all exercised.
+    #[test]
+    fn matches_previous_layout() {
+        for (cap, keys) in [(1, 4), (5, 40), (16, 100), (100, 2000), (1000, 3000)] {
+            let mut g = Ghost::new(cap);
+            let mut r = reference::OldGhost::new(cap);
+            let mut x = cap as u64;
+            for step in 0..100_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let k = (x >> 33) % keys;
+                match (x >> 20) % 8 {
+                    0..=3 => {
+                        g.insert(k);
+                        r.insert(k);
+                    }
+                    4 | 5 => assert_eq!(g.remove(k), r.remove(k), "cap {cap} step {step}"),
+                    6 => assert_eq!(g.contains(k), r.contains(k), "cap {cap} step {step}"),
+                    _ => assert_eq!(g.pop_oldest(), r.pop_oldest().is_some()),
+                }
+                assert_eq!(g.len(), r.len(), "cap {cap} step {step}");
+            }
+        }
+    }
+
     #[test]
     fn fifo_bounded() {
         let mut g = Ghost::new(3);
