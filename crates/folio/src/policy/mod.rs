@@ -14,7 +14,10 @@
 //! forgets it (a ghost entry may remember its page key) and returns it. A candidate the cache
 //! refuses stays resident; the policy treats it as recently used or passes over it, but must not
 //! offer candidates forever: every call examines a bounded number of candidates (at most a small
-//! multiple of the resident count) and then returns `None`.
+//! multiple of the resident count) and then returns `None`. A caller that already knows the page
+//! to put in the victim's frame may make both calls at once with
+//! [`evict_and_insert`](EvictionPolicy::evict_and_insert) (the simulator does; S3-FIFO, ARC and
+//! 2Q then take their lock once).
 //!
 //! # Concurrency
 //! Every method takes `&self`; each policy synchronises itself. `on_hit` runs on the hit path of
