@@ -1,5 +1,7 @@
 //! Page accesses per second of each eviction policy, replaying the page-level CloudPhysics trace
-//! (1,141,869 accesses) from memory through the simulator at 10% of its distinct pages.
+//! (1,141,869 accesses) from memory through the simulator at 10% of its distinct pages; and of
+//! both S3-FIFO parameterisations (the default among them) at 1% and 50% as well, since their
+//! cost depends on the size (ghost traffic, working set).
 //!
 //! `cargo bench -p folio --bench policy`; the shared traces must sit next to the repository.
 
@@ -34,6 +36,24 @@ fn policies(c: &mut Criterion) {
                 std::hint::black_box(stats.misses)
             })
         });
+    }
+    group.finish();
+
+    let distinct = sim::distinct_pages(&trace);
+    let mut group = c.benchmark_group("s3fifo_sizes");
+    group
+        .throughput(Throughput::Elements(trace.len() as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for kind in [PolicyKind::S3Fifo, PolicyKind::S3Fifo25] {
+        for percent in [1, 10, 50] {
+            let size = distinct * percent / 100;
+            let id = BenchmarkId::new(kind.name(), format!("{percent}%"));
+            group.bench_with_input(id, &trace, |b, trace| {
+                b.iter(|| std::hint::black_box(sim::simulate_kind(kind, size, trace).misses))
+            });
+        }
     }
     group.finish();
 }

@@ -2,7 +2,8 @@
 //! replays, by wall time and by the thread's CPU time (the latter is what to quote on a shared,
 //! oversubscribed machine, where wall time includes waiting for a core).
 //!
-//! `cargo run --release -p folio --example replay_rate [TRACE.csv] [CACHE_PAGES]`
+//! `cargo run --release -p folio --example replay_rate [TRACE.csv] [CACHE_PAGES] [POLICY,...]`
+//! (`-` for a default; `REPLAY_REPS=1` for a single replay per sample, e.g. under callgrind).
 
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| {
+    let path = args.next().filter(|s| s != "-").unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../../shared/traces/cloudphysics/cloudPhysicsIO.csv"
@@ -39,18 +40,29 @@ fn main() {
     let trace = sim::read_pages(path.as_ref(), TraceFormat::Csv, 4096).expect("trace");
     let size = args
         .next()
+        .filter(|s| s != "-")
         .map(|s| s.parse().expect("cache pages"))
         .unwrap_or(sim::distinct_pages(&trace) / 10);
+    let kinds: Vec<PolicyKind> = match args.next() {
+        Some(list) => list
+            .split(',')
+            .map(|n| n.parse().expect("policy name"))
+            .collect(),
+        None => PolicyKind::ALL.to_vec(),
+    };
+    let reps: usize = std::env::var("REPLAY_REPS")
+        .ok()
+        .map(|r| r.parse().expect("REPLAY_REPS"))
+        .unwrap_or(8);
     println!("{} accesses, cache {size} pages", trace.len());
     println!(
         "{:<10} {:>14} {:>14}",
         "policy", "wall Macc/s", "cpu Macc/s"
     );
-    for &kind in PolicyKind::ALL {
+    for &kind in &kinds {
         let (mut wall, mut cpu) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             // Repeat so each sample spans well over the 10 ms CPU clock tick.
-            let reps = 8;
             let (t0, c0) = (Instant::now(), thread_cpu_secs());
             for _ in 0..reps {
                 std::hint::black_box(sim::simulate_kind(kind, size, &trace).misses);

@@ -16,7 +16,7 @@
 //! resident page at most once.
 //!
 //! Metadata per frame: 8 bytes of links, 1 list tag, 8 bytes of key; plus two ghost lists of up
-//! to `c` keys each at 48 bytes per key (see `ghost.rs`): 114 bytes per page in all.
+//! to `c` keys each at 40 bytes per key (see `ghost.rs`): 97 bytes per page in all.
 //!
 //! When not to use it: concurrent hit-heavy workloads (the lock on every hit); and small caches
 //! on block traces, where its adaptation is slow and it loses to LRU (1% row of the reference
@@ -92,6 +92,42 @@ impl Inner {
         self.tag[frame as usize] = which;
     }
 
+    fn insert(&mut self, c: usize, frame: FrameId, page: PageKey, admission: Admission) {
+        if frame as usize >= self.tag.len() {
+            return;
+        }
+        self.unlink(frame);
+        self.keys[frame as usize] = page;
+        let demand = admission == Admission::Demand;
+        let (b1, b2) = (self.b1.len().max(1), self.b2.len().max(1));
+        if demand && self.b1.remove(page) {
+            self.p = (self.p + (b2 / b1).max(1)).min(c);
+            self.push(frame, T2);
+        } else if demand && self.b2.remove(page) {
+            self.p = self.p.saturating_sub((b1 / b2).max(1));
+            self.push(frame, T2);
+        } else {
+            self.push(frame, T1);
+            while self.t1.len + self.b1.len() > c && self.b1.pop_oldest() {}
+        }
+        while self.t1.len + self.t2.len + self.b1.len() + self.b2.len() > 2 * c {
+            if !self.b2.pop_oldest() && !self.b1.pop_oldest() {
+                break;
+            }
+        }
+    }
+
+    fn choose(&mut self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
+        let first = if self.t1.len > 0 && (self.t1.len > self.p || self.t2.len == 0) {
+            T1
+        } else {
+            T2
+        };
+        let second = if first == T1 { T2 } else { T1 };
+        self.try_list(first, claim)
+            .or_else(|| self.try_list(second, claim))
+    }
+
     /// Offers the pages of one list, oldest first; refused ones move to its head.
     fn try_list(&mut self, which: u8, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let n = if which == T1 {
@@ -160,30 +196,21 @@ impl EvictionPolicy for Arc {
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
+        self.inner
+            .lock()
+            .insert(self.capacity, frame, page, admission);
+    }
+
+    fn evict_and_insert(
+        &self,
+        page: PageKey,
+        admission: Admission,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        if frame as usize >= inner.tag.len() {
-            return;
-        }
-        inner.unlink(frame);
-        inner.keys[frame as usize] = page;
-        let c = self.capacity;
-        let demand = admission == Admission::Demand;
-        let (b1, b2) = (inner.b1.len().max(1), inner.b2.len().max(1));
-        if demand && inner.b1.remove(page) {
-            inner.p = (inner.p + (b2 / b1).max(1)).min(c);
-            inner.push(frame, T2);
-        } else if demand && inner.b2.remove(page) {
-            inner.p = inner.p.saturating_sub((b1 / b2).max(1));
-            inner.push(frame, T2);
-        } else {
-            inner.push(frame, T1);
-            while inner.t1.len + inner.b1.len() > c && inner.b1.pop_oldest().is_some() {}
-        }
-        while inner.t1.len + inner.t2.len + inner.b1.len() + inner.b2.len() > 2 * c {
-            if inner.b2.pop_oldest().is_none() && inner.b1.pop_oldest().is_none() {
-                break;
-            }
-        }
+        let victim = inner.choose(claim)?;
+        inner.insert(self.capacity, victim, page, admission);
+        Some(victim)
     }
 
     fn on_remove(&self, frame: FrameId) {
@@ -195,20 +222,11 @@ impl EvictionPolicy for Arc {
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
-        let mut inner = self.inner.lock();
-        let first = if inner.t1.len > 0 && (inner.t1.len > inner.p || inner.t2.len == 0) {
-            T1
-        } else {
-            T2
-        };
-        let second = if first == T1 { T2 } else { T1 };
-        inner
-            .try_list(first, claim)
-            .or_else(|| inner.try_list(second, claim))
+        self.inner.lock().choose(claim)
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
         let capacity = self.capacity.max(1);
-        Links::BYTES_PER_FRAME + 1 + 8 + (2 * Ghost::bytes_for(self.capacity)).div_ceil(capacity)
+        <Links>::BYTES_PER_FRAME + 1 + 8 + (2 * Ghost::bytes_for(self.capacity)).div_ceil(capacity)
     }
 }

@@ -120,6 +120,6 @@ impl EvictionPolicy for Fifo {
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
-        Links::BYTES_PER_FRAME + 1
+        <Links>::BYTES_PER_FRAME + 1
     }
 }

@@ -8,12 +8,23 @@
 /// "No frame" in a link.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// Link storage for `n` frames.
+/// Link storage for `n` frames: both links of a frame side by side (one cache line access per
+/// frame touched, not two), with an optional per-frame payload `T` next to them (S3-FIFO keeps
+/// the page key there, read when the frame is evicted, right after its links).
 #[derive(Debug)]
-pub(crate) struct Links {
-    newer: Box<[u32]>,
-    older: Box<[u32]>,
+pub(crate) struct Links<T = ()> {
+    node: Box<[Node<T>]>,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct Node<T> {
+    /// `[newer, older]`.
+    link: [u32; 2],
+    data: T,
+}
+
+const NEWER: usize = 0;
+const OLDER: usize = 1;
 
 /// One list threaded through a [`Links`].
 #[derive(Debug, Clone, Copy)]
@@ -33,34 +44,50 @@ impl List {
     }
 }
 
-impl Links {
-    pub(crate) fn new(n: usize) -> Links {
+impl<T: Copy + Default> Links<T> {
+    pub(crate) fn new(n: usize) -> Links<T> {
+        let node = Node {
+            link: [NIL; 2],
+            data: T::default(),
+        };
         Links {
-            newer: vec![NIL; n].into_boxed_slice(),
-            older: vec![NIL; n].into_boxed_slice(),
+            node: vec![node; n].into_boxed_slice(),
         }
+    }
+
+    /// The payload of frame `i`.
+    #[inline]
+    #[allow(dead_code)]
+    pub(crate) fn data(&self, i: u32) -> T {
+        self.node[i as usize].data
+    }
+
+    /// Sets the payload of frame `i`.
+    #[inline]
+    #[allow(dead_code)]
+    pub(crate) fn set_data(&mut self, i: u32, data: T) {
+        self.node[i as usize].data = data;
     }
 
     /// The entry one step toward the head (newer), or `NIL`.
     #[inline]
     pub(crate) fn newer(&self, i: u32) -> u32 {
-        self.newer[i as usize]
+        self.node[i as usize].link[NEWER]
     }
 
     /// The entry one step toward the tail (older), or `NIL`.
     #[inline]
     #[allow(dead_code)]
     pub(crate) fn older(&self, i: u32) -> u32 {
-        self.older[i as usize]
+        self.node[i as usize].link[OLDER]
     }
 
     /// Puts `i` (not in any list) at the head of `list`.
     #[inline]
     pub(crate) fn push_head(&mut self, list: &mut List, i: u32) {
-        self.newer[i as usize] = NIL;
-        self.older[i as usize] = list.head;
+        self.node[i as usize].link = [NIL, list.head];
         if list.head != NIL {
-            self.newer[list.head as usize] = i;
+            self.node[list.head as usize].link[NEWER] = i;
         } else {
             list.tail = i;
         }
@@ -71,19 +98,18 @@ impl Links {
     /// Unlinks `i`, which must be in `list`.
     #[inline]
     pub(crate) fn unlink(&mut self, list: &mut List, i: u32) {
-        let (n, o) = (self.newer[i as usize], self.older[i as usize]);
+        let [n, o] = self.node[i as usize].link;
         if n != NIL {
-            self.older[n as usize] = o;
+            self.node[n as usize].link[OLDER] = o;
         } else {
             list.head = o;
         }
         if o != NIL {
-            self.newer[o as usize] = n;
+            self.node[o as usize].link[NEWER] = n;
         } else {
             list.tail = n;
         }
-        self.newer[i as usize] = NIL;
-        self.older[i as usize] = NIL;
+        self.node[i as usize].link = [NIL, NIL];
         list.len -= 1;
     }
 
@@ -96,6 +122,6 @@ impl Links {
         }
     }
 
-    /// Bytes of link storage per frame.
-    pub(crate) const BYTES_PER_FRAME: usize = 8;
+    /// Bytes of link storage per frame, payload included.
+    pub(crate) const BYTES_PER_FRAME: usize = std::mem::size_of::<Node<T>>();
 }

@@ -136,6 +136,6 @@ impl EvictionPolicy for Lru {
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
-        Links::BYTES_PER_FRAME + 1
+        <Links>::BYTES_PER_FRAME + 1
     }
 }

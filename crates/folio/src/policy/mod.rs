@@ -14,7 +14,10 @@
 //! forgets it (a ghost entry may remember its page key) and returns it. A candidate the cache
 //! refuses stays resident; the policy treats it as recently used or passes over it, but must not
 //! offer candidates forever: every call examines a bounded number of candidates (at most a small
-//! multiple of the resident count) and then returns `None`.
+//! multiple of the resident count) and then returns `None`. A caller that already knows the page
+//! to put in the victim's frame may make both calls at once with
+//! [`evict_and_insert`](EvictionPolicy::evict_and_insert) (the simulator does; S3-FIFO, ARC and
+//! 2Q then take their lock once).
 //!
 //! # Concurrency
 //! Every method takes `&self`; each policy synchronises itself. `on_hit` runs on the hit path of
@@ -42,6 +45,19 @@ pub use lru::Lru;
 pub use s3fifo::{S3Fifo, S3FifoParams};
 pub use sieve::Sieve;
 pub use twoq::TwoQ;
+
+/// Hints the CPU to bring the cache line holding `x` closer (a no-op off x86-64).
+#[inline(always)]
+pub(crate) fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults and `x` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(x as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
 
 /// Index of a frame in the cache's frame pool: `0 .. capacity`.
 pub type FrameId = u32;
@@ -95,6 +111,22 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
     /// claimed, which the policy has then forgotten. `None` if no candidate was claimed within the
     /// policy's bound (for example, every frame is pinned).
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId>;
+
+    /// [`choose_victim`](Self::choose_victim) and, if a victim was claimed,
+    /// [`on_insert`](Self::on_insert) of `page` into it: exactly those two calls' effects, but a
+    /// policy may do both under one acquisition of its lock. For callers that have the page's
+    /// identity and need no work in between (the trace simulator, where the two lock round trips
+    /// were a measurable share of a miss); the live cache loads the page between the two.
+    fn evict_and_insert(
+        &self,
+        page: PageKey,
+        admission: Admission,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
+        let victim = self.choose_victim(claim)?;
+        self.on_insert(victim, page, admission);
+        Some(victim)
+    }
 
     /// Upper bound on the policy's metadata per frame of capacity, in bytes (including ghost
     /// entries, amortised), for the memory overhead figure.

@@ -35,9 +35,9 @@
 //! main, a refused main page is reinserted at main's head. Each call examines at most
 //! `5 * len + 1` candidates (three passes decay every counter, one more finds a claimable page).
 //!
-//! Metadata per frame: 8 bytes of links, 1 counter, 1 queue tag, 8 bytes of page key (for the
-//! ghost), plus the ghost: 0.9 keys per frame at 48 bytes each (ring of 2 keys, table of 4
-//! 8-byte slots; see `ghost.rs`): 62 bytes per page in all.
+//! Metadata per frame: 8 bytes of links and 8 bytes of page key (for the ghost) side by side in
+//! one 16-byte node, 1 counter, 1 queue tag, plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
+//! table of 4 8-byte slots; see `ghost.rs`): 54 bytes per page in all.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
@@ -88,11 +88,11 @@ pub struct S3Fifo {
 
 #[derive(Debug)]
 struct Inner {
-    links: Links,
+    /// Queue links, with each frame's page key (for the ghost) beside them.
+    links: Links<PageKey>,
     small: List,
     main: List,
     queue: Box<[u8]>,
-    keys: Box<[PageKey]>,
     ghost: Ghost,
     small_cap: usize,
     main_cap: usize,
@@ -127,13 +127,96 @@ impl S3Fifo {
                 small: List::new(),
                 main: List::new(),
                 queue: vec![NONE; capacity].into_boxed_slice(),
-                keys: vec![0; capacity].into_boxed_slice(),
                 ghost: Ghost::new(ghost_cap),
                 small_cap,
                 main_cap: capacity.saturating_sub(small_cap),
                 has_evicted: false,
             }),
         }
+    }
+}
+
+impl S3Fifo {
+    fn insert_locked(
+        &self,
+        inner: &mut Inner,
+        frame: FrameId,
+        page: PageKey,
+        admission: Admission,
+    ) {
+        if frame as usize >= inner.queue.len() {
+            return;
+        }
+        inner.unlink(frame);
+        inner.links.set_data(frame, page);
+        self.freq[frame as usize].store(0, Ordering::Relaxed);
+        let to_main = match admission {
+            Admission::Demand => {
+                inner.ghost.remove(page)
+                    || (!inner.has_evicted && inner.small.len >= inner.small_cap)
+            }
+            // Speculative pages are unproven: they always start in the small queue.
+            _ => false,
+        };
+        if to_main {
+            inner.push_main(frame);
+        } else {
+            let Inner {
+                links,
+                small,
+                queue,
+                ..
+            } = inner;
+            links.push_head(small, frame);
+            queue[frame as usize] = SMALL;
+        }
+    }
+
+    fn choose_victim_locked(
+        &self,
+        inner: &mut Inner,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
+        inner.has_evicted = true;
+        let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
+        // Pinned main pages refused in this call; once every main page has been refused, main
+        // being over its share must not stop the search from reaching the small queue.
+        let mut main_refused = 0usize;
+        for _ in 0..budget {
+            let main_blocked = main_refused >= inner.main.len;
+            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
+                let cand = inner.main.tail;
+                if cand == NIL {
+                    return None;
+                }
+                let f = &self.freq[cand as usize];
+                let v = f.load(Ordering::Relaxed);
+                if v >= 1 {
+                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
+                } else if claim(cand) {
+                    inner.unlink(cand);
+                    return Some(cand);
+                } else {
+                    main_refused += 1;
+                }
+                let Inner { links, main, .. } = inner;
+                links.move_to_head(main, cand);
+            } else {
+                let cand = inner.small.tail;
+                let f = &self.freq[cand as usize];
+                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
+                    inner.unlink(cand);
+                    let key = inner.links.data(cand);
+                    inner.ghost.insert(key);
+                    return Some(cand);
+                }
+                // Re-referenced, or pinned (in use, so it has earned main as well): to main.
+                inner.unlink(cand);
+                f.store(0, Ordering::Relaxed);
+                inner.push_main(cand);
+            }
+        }
+        None
     }
 }
 
@@ -187,32 +270,7 @@ impl EvictionPolicy for S3Fifo {
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
         let mut inner = self.inner.lock();
-        if frame as usize >= inner.queue.len() {
-            return;
-        }
-        inner.unlink(frame);
-        inner.keys[frame as usize] = page;
-        self.freq[frame as usize].store(0, Ordering::Relaxed);
-        let to_main = match admission {
-            Admission::Demand => {
-                inner.ghost.remove(page)
-                    || (!inner.has_evicted && inner.small.len >= inner.small_cap)
-            }
-            // Speculative pages are unproven: they always start in the small queue.
-            _ => false,
-        };
-        if to_main {
-            inner.push_main(frame);
-        } else {
-            let Inner {
-                links,
-                small,
-                queue,
-                ..
-            } = &mut *inner;
-            links.push_head(small, frame);
-            queue[frame as usize] = SMALL;
-        }
+        self.insert_locked(&mut inner, frame, page, admission);
     }
 
     fn on_remove(&self, frame: FrameId) {
@@ -225,52 +283,25 @@ impl EvictionPolicy for S3Fifo {
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        inner.has_evicted = true;
-        let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
-        // Pinned main pages refused in this call; once every main page has been refused, main
-        // being over its share must not stop the search from reaching the small queue.
-        let mut main_refused = 0usize;
-        for _ in 0..budget {
-            let main_blocked = main_refused >= inner.main.len;
-            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
-                let cand = inner.main.tail;
-                if cand == NIL {
-                    return None;
-                }
-                let f = &self.freq[cand as usize];
-                let v = f.load(Ordering::Relaxed);
-                if v >= 1 {
-                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
-                } else if claim(cand) {
-                    inner.unlink(cand);
-                    return Some(cand);
-                } else {
-                    main_refused += 1;
-                }
-                let Inner { links, main, .. } = &mut *inner;
-                links.move_to_head(main, cand);
-            } else {
-                let cand = inner.small.tail;
-                let f = &self.freq[cand as usize];
-                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
-                    inner.unlink(cand);
-                    let key = inner.keys[cand as usize];
-                    inner.ghost.insert(key);
-                    return Some(cand);
-                }
-                // Re-referenced, or pinned (in use, so it has earned main as well): to main.
-                inner.unlink(cand);
-                f.store(0, Ordering::Relaxed);
-                inner.push_main(cand);
-            }
-        }
-        None
+        self.choose_victim_locked(&mut inner, claim)
+    }
+
+    fn evict_and_insert(
+        &self,
+        page: PageKey,
+        admission: Admission,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
+        let mut inner = self.inner.lock();
+        let victim = self.choose_victim_locked(&mut inner, claim)?;
+        self.insert_locked(&mut inner, victim, page, admission);
+        Some(victim)
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
         let inner = self.inner.lock();
         let capacity = self.capacity().max(1);
-        let per_frame = Links::BYTES_PER_FRAME + 1 + 1 + 8;
+        let per_frame = Links::<PageKey>::BYTES_PER_FRAME + 1 + 1;
         per_frame + inner.ghost.bytes().div_ceil(capacity)
     }
 }

@@ -146,6 +146,6 @@ impl EvictionPolicy for Sieve {
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
-        Links::BYTES_PER_FRAME + 2
+        <Links>::BYTES_PER_FRAME + 2
     }
 }

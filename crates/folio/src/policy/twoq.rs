@@ -16,7 +16,7 @@
 //! resident page at most once.
 //!
 //! Metadata per frame: 8 bytes of links, 1 queue tag, 8 bytes of key; plus `A1out`
-//! (0.5 keys per frame at 48 bytes per key, see `ghost.rs`): 42 bytes per page in all.
+//! (0.5 keys per frame at 40 bytes per key, see `ghost.rs`): 38 bytes per page in all (rounded up).
 //!
 //! When not to use it: hit-heavy concurrent workloads (lock per hit), and workloads whose
 //! re-references come later than `A1in + A1out` can see (they are treated as new every time).
@@ -77,6 +77,39 @@ impl Inner {
         self.tag[frame as usize] = NONE;
     }
 
+    fn insert(&mut self, frame: FrameId, page: PageKey, admission: Admission) {
+        if frame as usize >= self.tag.len() {
+            return;
+        }
+        self.unlink(frame);
+        self.keys[frame as usize] = page;
+        let Inner {
+            links,
+            a1in,
+            am,
+            tag,
+            a1out,
+            ..
+        } = self;
+        if admission == Admission::Demand && a1out.remove(page) {
+            links.push_head(am, frame);
+            tag[frame as usize] = AM;
+        } else {
+            links.push_head(a1in, frame);
+            tag[frame as usize] = A1IN;
+        }
+    }
+
+    fn choose(&mut self, kin: usize, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
+        let (first, second) = if self.a1in.len > kin || self.am.len == 0 {
+            (A1IN, AM)
+        } else {
+            (AM, A1IN)
+        };
+        self.try_list(first, claim)
+            .or_else(|| self.try_list(second, claim))
+    }
+
     fn try_list(&mut self, which: u8, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let n = if which == A1IN {
             self.a1in.len
@@ -135,27 +168,19 @@ impl EvictionPolicy for TwoQ {
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
+        self.inner.lock().insert(frame, page, admission);
+    }
+
+    fn evict_and_insert(
+        &self,
+        page: PageKey,
+        admission: Admission,
+        claim: &mut dyn FnMut(FrameId) -> bool,
+    ) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        if frame as usize >= inner.tag.len() {
-            return;
-        }
-        inner.unlink(frame);
-        inner.keys[frame as usize] = page;
-        let Inner {
-            links,
-            a1in,
-            am,
-            tag,
-            a1out,
-            ..
-        } = &mut *inner;
-        if admission == Admission::Demand && a1out.remove(page) {
-            links.push_head(am, frame);
-            tag[frame as usize] = AM;
-        } else {
-            links.push_head(a1in, frame);
-            tag[frame as usize] = A1IN;
-        }
+        let victim = inner.choose(self.kin, claim)?;
+        inner.insert(victim, page, admission);
+        Some(victim)
     }
 
     fn on_remove(&self, frame: FrameId) {
@@ -167,19 +192,11 @@ impl EvictionPolicy for TwoQ {
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
-        let mut inner = self.inner.lock();
-        let (first, second) = if inner.a1in.len > self.kin || inner.am.len == 0 {
-            (A1IN, AM)
-        } else {
-            (AM, A1IN)
-        };
-        inner
-            .try_list(first, claim)
-            .or_else(|| inner.try_list(second, claim))
+        self.inner.lock().choose(self.kin, claim)
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
         let capacity = self.capacity.max(1);
-        Links::BYTES_PER_FRAME + 1 + 8 + Ghost::bytes_for(self.capacity / 2).div_ceil(capacity)
+        <Links>::BYTES_PER_FRAME + 1 + 8 + Ghost::bytes_for(self.capacity / 2).div_ceil(capacity)
     }
 }
