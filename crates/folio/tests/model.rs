@@ -1,13 +1,17 @@
 //! Model-based property tests: random sequences of operations on a cache with a budget of 1 to 8
 //! pages (so eviction happens constantly) against a plain `Vec<u8>`, over the memory and the file
 //! backend. Every read must agree with the model; after sync and reopen, the backing store must
-//! equal the model.
+//! equal the model. The io_uring backend runs the same sequences (where the kernel has io_uring),
+//! and a variant with a budget large enough to turn readahead on covers the readahead paths.
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use folio::{CacheConfig, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend};
+use folio::backend::uring_support;
+use folio::{
+    CacheConfig, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend, UringBackend,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -51,6 +55,7 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 enum Kind {
     Memory,
     File,
+    Uring,
 }
 
 struct Harness {
@@ -73,7 +78,7 @@ impl Harness {
                 budget_pages,
                 page_size,
             },
-            Kind::File => {
+            Kind::File | Kind::Uring => {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("model.img");
                 Harness {
@@ -94,6 +99,9 @@ impl Harness {
             Kind::File => {
                 Arc::new(FileBackend::open(self.path.as_ref().unwrap(), IoMode::Buffered).unwrap())
             }
+            Kind::Uring => {
+                Arc::new(UringBackend::open(self.path.as_ref().unwrap(), IoMode::Buffered).unwrap())
+            }
         };
         PageCache::new(
             backend,
@@ -111,7 +119,7 @@ impl Harness {
     fn backing(&self) -> Vec<u8> {
         match self.kind {
             Kind::Memory => self.memory.as_ref().unwrap().image(),
-            Kind::File => std::fs::read(self.path.as_ref().unwrap()).unwrap(),
+            Kind::File | Kind::Uring => std::fs::read(self.path.as_ref().unwrap()).unwrap(),
         }
     }
 }
@@ -226,5 +234,31 @@ proptest! {
     ) {
         let ps = if small_pages { 512 } else { 4096 };
         run(Kind::File, budget, ps, &ops)?;
+    }
+
+    #[test]
+    fn uring_backend_agrees_with_model(
+        budget in 1usize..=8,
+        small_pages in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        if let Err(why) = uring_support() {
+            eprintln!("skipping the io_uring model test: {why}");
+            return Ok(());
+        }
+        let ps = if small_pages { 512 } else { 4096 };
+        run(Kind::Uring, budget, ps, &ops)?;
+    }
+
+    /// 32 to 64 pages of 512 bytes: the budget holds the whole file and readahead is on (its
+    /// window is capped at 1/16 of the cache), so sequential reads load ahead asynchronously.
+    #[test]
+    fn readahead_agrees_with_model(
+        budget in 32usize..=64,
+        uring in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        let kind = if uring && uring_support().is_ok() { Kind::Uring } else { Kind::File };
+        run(kind, budget, 512, &ops)?;
     }
 }
