@@ -13,10 +13,9 @@ mod mixed;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::ValueEnum;
-use folio::{CacheConfig, FileBackend, IoMode, PageCache, PolicyKind};
+use folio::{CacheConfig, IoMode, PageCache, PolicyKind};
 
 use crate::units::{parse_size, parse_size_or_percent, SizeOrPercent};
 
@@ -218,7 +217,8 @@ pub fn open_cache(
     } else {
         IoMode::Buffered
     };
-    let backend = Arc::new(FileBackend::open(image.path(), mode)?);
+    // io_uring where the kernel allows it (many write-back runs in flight), else positional I/O.
+    let backend = folio::backend::open_best(image.path(), mode)?;
     let config = CacheConfig::new(budget_bytes)
         .page_size(page_size)
         .policy(policy);
