@@ -217,8 +217,15 @@ pub fn open_cache(
     } else {
         IoMode::Buffered
     };
-    // io_uring where the kernel allows it (many write-back runs in flight), else positional I/O.
-    let backend = folio::backend::open_best(image.path(), mode)?;
+    // With O_DIRECT, io_uring where the kernel allows it: many write-back runs in flight
+    // (random writes with syncs: 0.68x fio instead of 0.52x). Buffered, positional I/O: a
+    // pwrite into the OS page cache is a copy, and the hop to the ring thread costs more
+    // (the default mixed run: 523k ops/s instead of 294k).
+    let backend: std::sync::Arc<dyn folio::PageCacheBackend> = if direct {
+        folio::backend::open_best(image.path(), mode)?
+    } else {
+        std::sync::Arc::new(folio::FileBackend::open(image.path(), mode)?)
+    };
     let config = CacheConfig::new(budget_bytes)
         .page_size(page_size)
         .policy(policy);
