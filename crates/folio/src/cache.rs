@@ -696,6 +696,16 @@ impl Shared {
         }
     }
 
+    /// Turns [`Acquire::Stray`] (a mistaken hold whose release freed the frame) into `Absent`,
+    /// returning the frame to the free list.
+    fn settle(&self, f: FrameId, a: Acquire) -> Acquire {
+        if a == Acquire::Stray {
+            self.push_free(f);
+            return Acquire::Absent;
+        }
+        a
+    }
+
     fn unlock_shared(&self, f: FrameId) {
         let r = self.frames[f as usize].unlock_shared();
         self.released(f, r);
@@ -743,7 +753,7 @@ impl Shared {
                 prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
             });
             if let Some(f) = found {
-                match self.frames[f as usize].lock_shared(p) {
+                match self.settle(f, self.frames[f as usize].lock_shared(p)) {
                     Acquire::Acquired => {
                         self.policy.on_hit(f);
                         self.counters.add(Counter::Hits, 1);
@@ -753,7 +763,7 @@ impl Shared {
                         self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
                         continue;
                     }
-                    Acquire::Absent => {}
+                    Acquire::Absent | Acquire::Stray => {}
                 }
             }
             let plan = self.readahead.on_miss(p, run, self.npages());
@@ -774,7 +784,7 @@ impl Shared {
     fn get_exclusive(&self, p: u64, whole: bool, run: usize) -> Result<FrameId> {
         loop {
             if let Some(f) = self.index.lookup(p, &self.frames) {
-                match self.frames[f as usize].lock_exclusive(p) {
+                match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
                     Acquire::Acquired => {
                         self.policy.on_hit(f);
                         self.counters.add(Counter::Hits, 1);
@@ -784,7 +794,7 @@ impl Shared {
                         self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
                         continue;
                     }
-                    Acquire::Absent => {}
+                    Acquire::Absent | Acquire::Stray => {}
                 }
             }
             let fill = if whole { Fill::Zero } else { Fill::Read };
@@ -798,7 +808,7 @@ impl Shared {
     fn get_pinned(&self, p: u64) -> Result<FrameId> {
         loop {
             if let Some(f) = self.index.lookup(p, &self.frames) {
-                match self.frames[f as usize].pin(p) {
+                match self.settle(f, self.frames[f as usize].pin(p)) {
                     Acquire::Acquired => {
                         self.policy.on_hit(f);
                         self.counters.add(Counter::Hits, 1);
@@ -808,7 +818,7 @@ impl Shared {
                         self.wait_for(f, p, EXCLUSIVE);
                         continue;
                     }
-                    Acquire::Absent => {}
+                    Acquire::Absent | Acquire::Stray => {}
                 }
             }
             if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, usize::MAX)? {
@@ -1165,14 +1175,14 @@ impl Shared {
             }) else {
                 return;
             };
-            match self.frames[f as usize].lock_exclusive(p) {
+            match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
                 Acquire::Acquired => {
                     self.zero_past_end(p, f);
                     self.unlock_exclusive(f, false);
                     return;
                 }
                 Acquire::Wait => self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK),
-                Acquire::Absent => return,
+                Acquire::Absent | Acquire::Stray => return,
             }
         }
     }
@@ -1286,7 +1296,7 @@ impl Shared {
                 in_flight.push_back(self.submit_run(&mut run));
                 continue;
             }
-            match self.frames[f as usize].begin_writeback(key) {
+            match self.settle(f, self.frames[f as usize].begin_writeback(key)) {
                 Acquire::Acquired => {
                     self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
                     self.wb.in_flight_add(1);
@@ -1306,7 +1316,7 @@ impl Shared {
                     }
                     self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
                 }
-                Acquire::Absent => {
+                Acquire::Absent | Acquire::Stray => {
                     i += 1;
                 }
             }

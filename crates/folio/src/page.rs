@@ -73,6 +73,9 @@ pub(crate) enum Acquire {
     Wait,
     /// The frame does not hold the page (any more).
     Absent,
+    /// The frame does not hold the page, and giving back the hold taken on it by mistake freed
+    /// it (it was another page's orphan): the caller must put it on the free list.
+    Stray,
 }
 
 /// Outcome of a release.
@@ -217,74 +220,25 @@ impl FrameMeta {
     /// As [`lock_shared`](Self::lock_shared); with `pinned`, the caller holds a pin on this
     /// frame and also accepts it orphaned (discarded while pinned).
     pub(crate) fn lock_shared_in(&self, key: u64, pinned: bool) -> Acquire {
-        let mut cur = self.state.load(Ordering::Acquire);
-        loop {
-            match kind(cur) {
-                VALID => {}
-                ORPHAN if pinned => {}
-                LOADING => return self.wait_verdict(key),
-                _ => return Acquire::Absent,
-            }
-            if cur & EXCLUSIVE != 0 || readers(cur) == READERS_MASK {
-                return self.wait_verdict(key);
-            }
-            match self.state.compare_exchange_weak(
-                cur,
-                cur + READER,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
-        if self.tag() == key {
-            Acquire::Acquired
-        } else {
-            // The frame was reused for another page before we got it. Nobody can have orphaned
-            // it for our page, but it may be an orphan of that other page by now.
-            let _ = self.unlock_shared();
-            Acquire::Absent
-        }
+        self.acquire(
+            key,
+            pinned,
+            |s| s & EXCLUSIVE != 0 || readers(s) == READERS_MASK,
+            |s| s + READER,
+            |m| m.unlock_shared(),
+        )
     }
 
-    fn wait_verdict(&self, key: u64) -> Acquire {
-        if self.tag() == key {
-            Acquire::Wait
-        } else {
-            Acquire::Absent
-        }
-    }
-
-    /// Takes a pin on the page `key` if it is valid here (waits out a load).
+    /// Takes a pin on the page `key` if it is valid here (waits out a load, and an evictor or a
+    /// writer, so a pin never meets an evictor).
     pub(crate) fn pin(&self, key: u64) -> Acquire {
-        let mut cur = self.state.load(Ordering::Acquire);
-        loop {
-            match kind(cur) {
-                VALID => {}
-                LOADING => return self.wait_verdict(key),
-                _ => return Acquire::Absent,
-            }
-            // An evictor or a writer holds it: wait, so a pin never meets an evictor.
-            if cur & EXCLUSIVE != 0 || cur & PINS_MASK == PINS_MASK {
-                return self.wait_verdict(key);
-            }
-            match self.state.compare_exchange_weak(
-                cur,
-                cur + PIN,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
-        if self.tag() == key {
-            Acquire::Acquired
-        } else {
-            let _ = self.unpin();
-            Acquire::Absent
-        }
+        self.acquire(
+            key,
+            false,
+            |s| s & EXCLUSIVE != 0 || s & PINS_MASK == PINS_MASK,
+            |s| s + PIN,
+            |m| m.unpin(),
+        )
     }
 
     /// Takes the exclusive (writer) hold on the valid page `key`: no readers, no write-back.
@@ -294,6 +248,29 @@ impl FrameMeta {
 
     /// As [`lock_exclusive`](Self::lock_exclusive); with `pinned`, also accepts an orphan.
     pub(crate) fn lock_exclusive_in(&self, key: u64, pinned: bool) -> Acquire {
+        self.acquire(
+            key,
+            pinned,
+            |s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0,
+            |s| s | EXCLUSIVE,
+            |m| m.unlock_exclusive(false).1,
+        )
+    }
+
+    /// The one acquisition loop behind the holds: while the page is valid (or, with `pinned`,
+    /// orphaned) and not `busy`, CAS the state word to `take(state)`; then check the tag, since
+    /// the frame may have been reused for another page before the CAS. On a mismatch the hold is
+    /// given back with `undo`; if that made this thread the last holder of an orphan, the frame
+    /// is now free and the caller must return it to the free list ([`Acquire::Stray`]).
+    #[inline]
+    fn acquire(
+        &self,
+        key: u64,
+        pinned: bool,
+        busy: impl Fn(u64) -> bool,
+        take: impl Fn(u64) -> u64,
+        undo: impl FnOnce(&Self) -> Released,
+    ) -> Acquire {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             match kind(cur) {
@@ -302,12 +279,12 @@ impl FrameMeta {
                 LOADING => return self.wait_verdict(key),
                 _ => return Acquire::Absent,
             }
-            if cur & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0 {
+            if busy(cur) {
                 return self.wait_verdict(key);
             }
             match self.state.compare_exchange_weak(
                 cur,
-                cur | EXCLUSIVE,
+                take(cur),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -316,9 +293,18 @@ impl FrameMeta {
             }
         }
         if self.tag() == key {
-            Acquire::Acquired
+            return Acquire::Acquired;
+        }
+        match undo(self) {
+            Released::Held => Acquire::Absent,
+            Released::Freed => Acquire::Stray,
+        }
+    }
+
+    fn wait_verdict(&self, key: u64) -> Acquire {
+        if self.tag() == key {
+            Acquire::Wait
         } else {
-            let _ = self.unlock_exclusive(false);
             Acquire::Absent
         }
     }
@@ -402,9 +388,11 @@ impl FrameMeta {
         });
         if verdict == Acquire::Acquired && self.tag() != key {
             // Cannot happen: a dirty valid page is never retagged without EXCLUSIVE, which we
-            // would have seen. Undo defensively.
-            let _ = self.end_writeback(false);
-            return Acquire::Absent;
+            // would have seen. Undo defensively, like a mistaken hold in `acquire`.
+            return match self.end_writeback(false).1 {
+                Released::Held => Acquire::Absent,
+                Released::Freed => Acquire::Stray,
+            };
         }
         verdict
     }
