@@ -119,6 +119,31 @@ impl FileBackend {
     }
 }
 
+/// Where a vectored transfer over a list of buffers has got to: the first buffer not yet done,
+/// and how many of its bytes are.
+#[derive(Default)]
+struct IovCursor {
+    first: usize,
+    skip: usize,
+}
+
+impl IovCursor {
+    /// Moves past `n` transferred bytes of `count` buffers whose lengths `len(i)` gives.
+    fn advance(&mut self, mut n: usize, count: usize, len: impl Fn(usize) -> usize) {
+        while n > 0 && self.first < count {
+            let room = len(self.first) - self.skip;
+            if n >= room {
+                n -= room;
+                self.first += 1;
+                self.skip = 0;
+            } else {
+                self.skip += n;
+                n = 0;
+            }
+        }
+    }
+}
+
 /// Reads into `bufs` at `offset` until they are full or the file ends; returns bytes read.
 pub(crate) fn preadv_full(
     file: &File,
@@ -126,12 +151,11 @@ pub(crate) fn preadv_full(
     mut offset: u64,
 ) -> std::io::Result<usize> {
     let mut done = 0usize;
-    let mut first = 0usize; // first buffer not yet full
-    let mut skip = 0usize; // bytes already filled in bufs[first]
-    while first < bufs.len() {
-        let mut slices: Vec<IoSliceMut<'_>> = Vec::with_capacity(bufs.len() - first);
-        for (i, b) in bufs[first..].iter_mut().enumerate() {
-            let s = if i == 0 { skip } else { 0 };
+    let mut at = IovCursor::default();
+    while at.first < bufs.len() {
+        let mut slices: Vec<IoSliceMut<'_>> = Vec::with_capacity(bufs.len() - at.first);
+        for (i, b) in bufs[at.first..].iter_mut().enumerate() {
+            let s = if i == 0 { at.skip } else { 0 };
             slices.push(IoSliceMut::new(&mut b[s..]));
         }
         let n = match rustix::io::preadv(file, &mut slices, offset) {
@@ -144,31 +168,19 @@ pub(crate) fn preadv_full(
         }
         done += n;
         offset += n as u64;
-        let mut left = n;
-        while left > 0 && first < bufs.len() {
-            let room = bufs[first].len() - skip;
-            if left >= room {
-                left -= room;
-                first += 1;
-                skip = 0;
-            } else {
-                skip += left;
-                left = 0;
-            }
-        }
+        at.advance(n, bufs.len(), |i| bufs[i].len());
     }
     Ok(done)
 }
 
 /// Writes all of `bufs` at `offset`.
 pub(crate) fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    let mut first = 0usize;
-    let mut skip = 0usize;
-    while first < bufs.len() {
-        let slices: Vec<IoSlice<'_>> = bufs[first..]
+    let mut at = IovCursor::default();
+    while at.first < bufs.len() {
+        let slices: Vec<IoSlice<'_>> = bufs[at.first..]
             .iter()
             .enumerate()
-            .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))
+            .map(|(i, b)| IoSlice::new(if i == 0 { &b[at.skip..] } else { b }))
             .collect();
         let n = match rustix::io::pwritev(file, &slices, offset) {
             Ok(n) => n,
@@ -182,18 +194,7 @@ pub(crate) fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std:
             ));
         }
         offset += n as u64;
-        let mut left = n;
-        while left > 0 && first < bufs.len() {
-            let room = bufs[first].len() - skip;
-            if left >= room {
-                left -= room;
-                first += 1;
-                skip = 0;
-            } else {
-                skip += left;
-                left = 0;
-            }
-        }
+        at.advance(n, bufs.len(), |i| bufs[i].len());
     }
     Ok(())
 }
