@@ -45,7 +45,12 @@ fn flusher_writes_back_when_over_the_background_threshold() {
     // 15 dirty pages > 10%: the writer's kick wakes the flusher long before its interval.
     cache.write_all_at(&vec![5u8; 15 * PS], 0).unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || cache.stats().dirty_pages <= 10),
+        eventually(Duration::from_secs(5), || {
+            // Under the threshold, and the write-back I/O of those pages has completed (pages
+            // stop counting as dirty when their write-back starts, not when it ends).
+            let st = cache.stats();
+            st.dirty_pages <= 10 && st.writeback_pages_in_flight == 0
+        }),
         "flusher did not write back: {:?}",
         cache.stats()
     );
