@@ -16,21 +16,14 @@
 
 use parking_lot::Mutex;
 
-use super::list::{Links, List, NIL};
+use super::list::{ResidentList, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
 /// First-in, first-out. See the [module docs](self).
 #[derive(Debug)]
 pub struct Fifo {
     capacity: usize,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    links: Links,
-    list: List,
-    resident: Box<[bool]>,
+    inner: Mutex<ResidentList>,
 }
 
 impl Fifo {
@@ -38,11 +31,7 @@ impl Fifo {
     pub fn new(capacity: usize) -> Fifo {
         Fifo {
             capacity,
-            inner: Mutex::new(Inner {
-                links: Links::new(capacity),
-                list: List::new(),
-                resident: vec![false; capacity].into_boxed_slice(),
-            }),
+            inner: Mutex::new(ResidentList::new(capacity)),
         }
     }
 }
@@ -61,65 +50,34 @@ impl EvictionPolicy for Fifo {
     }
 
     fn contains(&self, frame: FrameId) -> bool {
-        let inner = self.inner.lock();
-        inner.resident.get(frame as usize).copied().unwrap_or(false)
+        self.inner.lock().contains(frame)
     }
 
     fn on_hit(&self, _frame: FrameId) {}
 
     fn on_insert(&self, frame: FrameId, _page: PageKey, _admission: Admission) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        let Some(r) = resident.get_mut(frame as usize) else {
-            return;
-        };
-        if *r {
-            links.move_to_head(list, frame);
-        } else {
-            *r = true;
-            links.push_head(list, frame);
-        }
+        self.inner.lock().insert(frame);
     }
 
     fn on_remove(&self, frame: FrameId) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        if let Some(r) = resident.get_mut(frame as usize) {
-            if *r {
-                *r = false;
-                links.unlink(list, frame);
-            }
-        }
+        self.inner.lock().remove(frame);
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        let mut cand = list.tail;
+        let inner = &mut *inner;
+        let mut cand = inner.list.tail;
         while cand != NIL {
             if claim(cand) {
-                links.unlink(list, cand);
-                resident[cand as usize] = false;
+                inner.remove(cand);
                 return Some(cand);
             }
-            cand = links.newer(cand);
+            cand = inner.links.newer(cand);
         }
         None
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
-        <Links>::BYTES_PER_FRAME + 1
+        ResidentList::BYTES_PER_FRAME
     }
 }

@@ -125,3 +125,58 @@ impl<T: Copy + Default> Links<T> {
     /// Bytes of link storage per frame, payload included.
     pub(crate) const BYTES_PER_FRAME: usize = std::mem::size_of::<Node<T>>();
 }
+
+/// The resident frames of a single-list policy (FIFO, LRU): the list from oldest (tail) to
+/// newest (head) and a resident flag per frame. Frames the set does not know are ignored, as the
+/// policy contract requires.
+#[derive(Debug)]
+pub(crate) struct ResidentList {
+    pub(crate) links: Links,
+    pub(crate) list: List,
+    resident: Box<[bool]>,
+}
+
+impl ResidentList {
+    pub(crate) fn new(capacity: usize) -> ResidentList {
+        ResidentList {
+            links: Links::new(capacity),
+            list: List::new(),
+            resident: vec![false; capacity].into_boxed_slice(),
+        }
+    }
+
+    pub(crate) fn contains(&self, frame: u32) -> bool {
+        self.resident.get(frame as usize).copied().unwrap_or(false)
+    }
+
+    /// Makes `frame` the newest, inserting it if it is not resident.
+    pub(crate) fn insert(&mut self, frame: u32) {
+        let Some(r) = self.resident.get_mut(frame as usize) else {
+            return;
+        };
+        if *r {
+            self.links.move_to_head(&mut self.list, frame);
+        } else {
+            *r = true;
+            self.links.push_head(&mut self.list, frame);
+        }
+    }
+
+    /// Makes a resident `frame` the newest; ignores others.
+    pub(crate) fn touch(&mut self, frame: u32) {
+        if self.contains(frame) {
+            self.links.move_to_head(&mut self.list, frame);
+        }
+    }
+
+    /// Forgets `frame` if it is resident.
+    pub(crate) fn remove(&mut self, frame: u32) {
+        if self.contains(frame) {
+            self.resident[frame as usize] = false;
+            self.links.unlink(&mut self.list, frame);
+        }
+    }
+
+    /// Bytes per frame: the links and the resident flag.
+    pub(crate) const BYTES_PER_FRAME: usize = <Links>::BYTES_PER_FRAME + 1;
+}

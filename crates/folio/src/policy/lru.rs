@@ -18,21 +18,14 @@
 
 use parking_lot::Mutex;
 
-use super::list::{Links, List, NIL};
+use super::list::{ResidentList, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
 /// Least-recently-used. See the [module docs](self).
 #[derive(Debug)]
 pub struct Lru {
     capacity: usize,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    links: Links,
-    list: List,
-    resident: Box<[bool]>,
+    inner: Mutex<ResidentList>,
 }
 
 impl Lru {
@@ -40,11 +33,7 @@ impl Lru {
     pub fn new(capacity: usize) -> Lru {
         Lru {
             capacity,
-            inner: Mutex::new(Inner {
-                links: Links::new(capacity),
-                list: List::new(),
-                resident: vec![false; capacity].into_boxed_slice(),
-            }),
+            inner: Mutex::new(ResidentList::new(capacity)),
         }
     }
 }
@@ -63,79 +52,40 @@ impl EvictionPolicy for Lru {
     }
 
     fn contains(&self, frame: FrameId) -> bool {
-        let inner = self.inner.lock();
-        inner.resident.get(frame as usize).copied().unwrap_or(false)
+        self.inner.lock().contains(frame)
     }
 
     fn on_hit(&self, frame: FrameId) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        if resident.get(frame as usize).copied().unwrap_or(false) {
-            links.move_to_head(list, frame);
-        }
+        self.inner.lock().touch(frame);
     }
 
     fn on_insert(&self, frame: FrameId, _page: PageKey, _admission: Admission) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        let Some(r) = resident.get_mut(frame as usize) else {
-            return;
-        };
-        if *r {
-            links.move_to_head(list, frame);
-        } else {
-            *r = true;
-            links.push_head(list, frame);
-        }
+        self.inner.lock().insert(frame);
     }
 
     fn on_remove(&self, frame: FrameId) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        if let Some(r) = resident.get_mut(frame as usize) {
-            if *r {
-                *r = false;
-                links.unlink(list, frame);
-            }
-        }
+        self.inner.lock().remove(frame);
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
         let mut inner = self.inner.lock();
-        let Inner {
-            links,
-            list,
-            resident,
-        } = &mut *inner;
-        for _ in 0..list.len {
-            let cand = list.tail;
+        let inner = &mut *inner;
+        for _ in 0..inner.list.len {
+            let cand = inner.list.tail;
             if cand == NIL {
                 break;
             }
             if claim(cand) {
-                links.unlink(list, cand);
-                resident[cand as usize] = false;
+                inner.remove(cand);
                 return Some(cand);
             }
             // Pinned: it is in use, so it is the most recently used page.
-            links.move_to_head(list, cand);
+            inner.links.move_to_head(&mut inner.list, cand);
         }
         None
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
-        <Links>::BYTES_PER_FRAME + 1
+        ResidentList::BYTES_PER_FRAME
     }
 }
