@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
-use crate::backend::{Frame, FrameMut, PageCacheBackend, Region};
+use crate::backend::{Commit, Frame, FrameMut, PageCacheBackend, Region};
 use crate::error::{Error, Result};
 use crate::index::PageIndex;
 use crate::page::{
@@ -70,6 +70,7 @@ pub struct CacheConfig {
     frame_wait_max: Duration,
     readahead_max_bytes: usize,
     readahead_workers: usize,
+    commit: Commit,
     pub(crate) writeback: WritebackConfig,
 }
 
@@ -93,6 +94,7 @@ impl CacheConfig {
             frame_wait_max: Duration::from_secs(1),
             readahead_max_bytes: 2 << 20,
             readahead_workers: 4,
+            commit: Commit::default(),
             writeback: WritebackConfig::default(),
         }
     }
@@ -134,6 +136,13 @@ impl CacheConfig {
     /// first use). 0 turns readahead off.
     pub fn readahead_workers(mut self, workers: usize) -> CacheConfig {
         self.readahead_workers = workers;
+        self
+    }
+
+    /// When the frame memory (the whole budget) is committed: [`Commit::UpFront`] (default) at
+    /// creation, or [`Commit::Lazy`] as frames are first used.
+    pub fn memory(mut self, commit: Commit) -> CacheConfig {
+        self.commit = commit;
         self
     }
 
@@ -209,8 +218,11 @@ impl ErrSeq {
 enum Fill {
     /// From the backend.
     Read,
-    /// Zeros: the caller overwrites the whole page (no read).
+    /// Zeros: the caller writes the start of the page, the rest lies past the end of the file.
     Zero,
+    /// Nothing: the caller overwrites every byte of the page before releasing it, so the stale
+    /// bytes of the frame's previous page are never seen (no read, no zeroing).
+    Overwrite,
 }
 
 /// A run of pages under write-back whose write has been submitted.
@@ -293,7 +305,7 @@ impl PageCache {
         let region_len = frames.checked_mul(page_size).ok_or_else(|| {
             Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
         })?;
-        let region = Region::new(region_len)?;
+        let region = Region::new(region_len, config.commit)?;
         let max_io_pages = (config.max_io_bytes / page_size)
             .clamp(1, backend.max_io_pages().max(1))
             .min(frames);
@@ -515,7 +527,7 @@ impl PageCache {
     pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
         let s = &*self.shared;
         s.check_page(idx)?;
-        let frame = s.get_exclusive(idx, false, 1)?;
+        let frame = s.get_exclusive(idx, Fill::Read, 1)?;
         Ok(PageWriteGuard {
             shared: s,
             frame,
@@ -779,9 +791,8 @@ impl Shared {
         }
     }
 
-    /// The exclusive hold on page `p`; on a miss loads it, or zero-fills it if `whole` (the
-    /// caller overwrites the whole page, so the read is skipped).
-    fn get_exclusive(&self, p: u64, whole: bool, run: usize) -> Result<FrameId> {
+    /// The exclusive hold on page `p`; on a miss fills a new frame as `fill` says.
+    fn get_exclusive(&self, p: u64, fill: Fill, run: usize) -> Result<FrameId> {
         loop {
             if let Some(f) = self.index.lookup(p, &self.frames) {
                 match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
@@ -797,7 +808,6 @@ impl Shared {
                     Acquire::Absent | Acquire::Stray => {}
                 }
             }
-            let fill = if whole { Fill::Zero } else { Fill::Read };
             match self.load(p, run, fill, usize::MAX)? {
                 Loaded::Exclusive(f) => return Ok(f),
                 Loaded::Present => continue,
@@ -929,7 +939,7 @@ impl Shared {
     fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded> {
         let npages = self.npages();
         let run = match fill {
-            Fill::Zero => 1,
+            Fill::Zero | Fill::Overwrite => 1,
             Fill::Read => (run as u64)
                 .min(npages.saturating_sub(p))
                 .clamp(1, self.max_io_pages as u64) as usize,
@@ -988,6 +998,7 @@ impl Shared {
                 bytes.fill(0);
                 Ok(())
             }
+            Fill::Overwrite => Ok(()),
             Fill::Read => {
                 let bufs: Vec<FrameMut> = frames
                     .iter()
@@ -1134,8 +1145,14 @@ impl Shared {
             let p = pos >> self.page_shift;
             let in_page = (pos & self.page_mask()) as usize;
             let n = (self.page_size - in_page).min(buf.len() - done);
-            let whole = in_page == 0 && (n == self.page_size || pos + n as u64 >= self.len());
-            let f = self.get_exclusive(p, whole, 1)?;
+            let fill = if n == self.page_size {
+                Fill::Overwrite
+            } else if in_page == 0 && pos + n as u64 >= self.len() {
+                Fill::Zero
+            } else {
+                Fill::Read
+            };
+            let f = self.get_exclusive(p, fill, 1)?;
             // SAFETY: we hold `f` EXCLUSIVE.
             let bytes = unsafe { self.bytes_mut(f) };
             bytes[in_page..in_page + n].copy_from_slice(&buf[done..done + n]);
@@ -1267,7 +1284,7 @@ impl Shared {
     }
 
     /// Writes back every page in `pages` that is dirty, in runs of contiguous pages. Runs are
-    /// submitted without waiting (up to `FLUSH_IN_FLIGHT` at once), so an asynchronous backend has
+    /// submitted without waiting (up to the backend's queue depth at once), so an asynchronous backend has
     /// several in flight; then they are waited for. Failures are recorded in the error sequence
     /// and leave their pages dirty.
     pub(crate) fn flush_pages(&self, pages: Range<u64>) {
@@ -1279,8 +1296,9 @@ impl Shared {
     /// pages that are busy (held, or under another write-back) and writes them if still dirty;
     /// without (the background flusher), skips them.
     pub(crate) fn flush_list(&self, dirty: &[(u64, FrameId)], wait: bool) {
-        /// Runs submitted before the flusher waits for the oldest.
-        const FLUSH_IN_FLIGHT: usize = 32;
+        // Runs submitted before the flusher waits for the oldest: the backend's queue depth
+        // (at least 1, at most 4096 — which bounds the `in_flight` queue).
+        let in_flight_max = self.backend.queue_depth().clamp(1, 4096);
         let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
         let mut in_flight: std::collections::VecDeque<SubmittedRun> = Default::default();
         let mut i = 0;
@@ -1288,8 +1306,11 @@ impl Shared {
             let (key, f) = dirty[i];
             let contiguous = run.last().is_none_or(|&(k, _)| k + 1 == key);
             if !contiguous || run.len() == self.max_io_pages {
-                if in_flight.len() == FLUSH_IN_FLIGHT {
-                    if let Some(r) = in_flight.pop_front() {
+                if in_flight.len() >= in_flight_max {
+                    // Complete the older half, so the next submissions reach the backend in a
+                    // burst (one wake-up of an io_uring thread for many runs, not one per run).
+                    let half = in_flight_max.div_ceil(2);
+                    for r in in_flight.drain(..half) {
                         self.complete_run(r);
                     }
                 }

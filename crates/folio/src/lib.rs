@@ -43,7 +43,7 @@ mod sync;
 pub mod writeback;
 
 pub use backend::{
-    open_best, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
+    open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
     MemoryBackend, PageCacheBackend, UringBackend,
 };
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};

@@ -429,7 +429,7 @@ fn read_all(backend: &dyn PageCacheBackend) -> Result<Vec<u8>> {
     const PAGES: usize = 64;
     let len = backend.len();
     let mut out = Vec::with_capacity(len as usize);
-    let region = Region::new(PAGE * PAGES)?;
+    let region = Region::new(PAGE * PAGES, super::Commit::Lazy)?;
     let mut idx = 0u64;
     while (out.len() as u64) < len {
         let frames = (0..PAGES)

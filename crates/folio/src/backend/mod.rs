@@ -70,6 +70,24 @@ pub const FRAME_ALIGN: usize = 4096;
 /// A transparent huge page on x86-64 and most arm64 kernels.
 const HUGE_PAGE: usize = 2 << 20;
 
+/// When the kernel commits the memory of a frame region (see [`CacheConfig::memory`]).
+///
+/// [`CacheConfig::memory`]: crate::CacheConfig::memory
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Commit {
+    /// All of it when the cache is created (`MADV_POPULATE_WRITE`, or touching each page on
+    /// kernels before 5.14): creation costs the time to zero the budget (about 0.1 s per GiB
+    /// here), fails cleanly if the memory is not there, and the I/O path never takes a
+    /// page fault. The default, after TigerBeetle's "allocate everything up front".
+    #[default]
+    UpFront,
+    /// Frame by frame, as the cache first fills each one: a large budget costs nothing until it
+    /// is used, but each first use of a frame pays a page fault that zeroes it (for a cache
+    /// filling at device speed, that fault was more than half the CPU time).
+    Lazy,
+}
+
 /// A zeroed, aligned, fixed-size allocation that frames point into.
 ///
 /// The cache allocates one of these up front for its whole budget (no allocation on the I/O
@@ -87,9 +105,8 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Maps `len` bytes of anonymous memory: zeroed, aligned to the system page (at least
-    /// [`FRAME_ALIGN`]), and committed lazily by the kernel as frames are first touched, so a
-    /// large budget costs nothing until it is used (an aligned `alloc_zeroed` would memset it).
-    pub(crate) fn new(len: usize) -> Result<Arc<Region>> {
+    /// [`FRAME_ALIGN`]), committed as `commit` says.
+    pub(crate) fn new(len: usize, commit: Commit) -> Result<Arc<Region>> {
         let len = len.max(1);
         // SAFETY: a fresh private anonymous mapping at an address of the kernel's choosing
         // aliases nothing.
@@ -116,7 +133,42 @@ impl Region {
                 rustix::mm::madvise(ptr.as_ptr().cast(), len, rustix::mm::Advice::LinuxHugepage)
             };
         }
-        Ok(Arc::new(Region { ptr, len }))
+        let region = Arc::new(Region { ptr, len });
+        if commit == Commit::UpFront {
+            region.populate()?;
+        }
+        Ok(region)
+    }
+
+    /// Commits every page of the region now.
+    fn populate(&self) -> Result<()> {
+        // SAFETY: the range is exactly this mapping, which nothing uses yet; populating commits
+        // its pages without changing their (zero) contents.
+        let advised = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
+        match advised {
+            Ok(()) => Ok(()),
+            // Kernels before 5.14 do not know the advice: touch each page instead.
+            Err(rustix::io::Errno::INVAL) => {
+                let step = FRAME_ALIGN; // at most the system page: every page is touched
+                for offset in (0..self.len).step_by(step) {
+                    // SAFETY: `offset < len`, inside the mapping, which nobody else uses yet;
+                    // writing the zero that is already there commits the page.
+                    unsafe { self.ptr.as_ptr().add(offset).write_volatile(0) };
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::InvalidConfig(format!(
+                "cannot commit {} bytes of frame memory up front: {e} \
+                 (use a smaller budget, or Commit::Lazy)",
+                self.len
+            ))),
+        }
     }
 
     pub(crate) fn base(&self) -> *mut u8 {
@@ -172,7 +224,7 @@ impl FrameMut {
     /// Allocates a standalone zeroed, [`FRAME_ALIGN`]-aligned buffer of `len` bytes, for using a
     /// backend directly.
     pub fn alloc(len: usize) -> Result<FrameMut> {
-        let region = Region::new(len)?;
+        let region = Region::new(len, Commit::Lazy)?;
         // SAFETY: the region is new and this is the only handle to it.
         Ok(unsafe { FrameMut::from_region(&region, 0, len) })
     }
@@ -430,6 +482,14 @@ pub trait PageCacheBackend: Send + Sync {
 
     /// The alignment (bytes) that offsets, lengths and buffers of I/O must have (O_DIRECT).
     fn alignment(&self) -> usize {
+        1
+    }
+
+    /// How many operations this backend keeps in flight at once. 1 (the default) means its
+    /// calls do the I/O before they return (the waiter is already complete): the cache then
+    /// writes back large flushes from several threads to get a queue depth. Above 1 the cache
+    /// submits up to this many operations from one thread and waits for them afterwards.
+    fn queue_depth(&self) -> usize {
         1
     }
 

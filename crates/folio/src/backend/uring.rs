@@ -643,6 +643,10 @@ impl PageCacheBackend for UringBackend {
     fn alignment(&self) -> usize {
         self.inner.file.alignment()
     }
+
+    fn queue_depth(&self) -> usize {
+        self.inner.queue_depth
+    }
 }
 
 /// Whether this process can use io_uring: `Err` with the reason if not. Probed once.
