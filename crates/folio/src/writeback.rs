@@ -7,8 +7,11 @@
 //!   ([`dirty_background_percent`](CacheConfig::dirty_background_percent), default 10%).
 //!
 //! On each round it writes back, in page order and merging contiguous pages into one backend
-//! write (through the cache's own `flush_pages`/`write_run`):
-//! - every dirty page while the cache is over the background threshold, and
+//! write (through the cache's own `flush_list`):
+//! - when the cache is over the background threshold, the pages dirtied longest ago, until the
+//!   dirty count would be half the threshold (Linux also writes the oldest first and stops below
+//!   the threshold; the margin keeps a steady writer from causing a round per page, and a page
+//!   that is rewritten often stays dirty, so one write covers many of its rewrites), and
 //! - pages dirty for longer than [`dirty_expire`](CacheConfig::dirty_expire) (default 30 s).
 //!
 //! The flusher never waits for a page: a page held by a writer, a guard or another write-back is
@@ -396,22 +399,38 @@ impl Shared {
         let wb = &self.wb;
         wb.rounds.fetch_add(1, Ordering::Relaxed);
         let errors_before = self.errseq.count();
-        let dirty = self.resident(0..u64::MAX, |s| {
+        let mut dirty = self.resident(0..u64::MAX, |s| {
             kind(s) == VALID && s & DIRTY != 0 && s & WRITEBACK == 0
         });
-        let expire = wb.expire_ticks();
-        for batch in dirty.chunks(ROUND_BATCH) {
-            // Over the background threshold, or at the hard limit (they are equal, one page,
-            // in tiny caches): write everything; else only what has expired.
-            let d = self.dirty_now();
-            let over = d > wb.background_pages || d >= wb.limit_pages;
-            let now = wb.now_ticks();
-            let pages: Vec<(u64, FrameId)> = batch
-                .iter()
-                .copied()
-                .filter(|&(_, f)| over || wb.age_ticks(f, now) >= expire)
-                .collect();
-            self.flush_list_parallel(&pages, false);
+        let (now, expire) = (wb.now_ticks(), wb.expire_ticks());
+        // Over the background threshold, or at the hard limit (they are equal, one page, in
+        // tiny caches): write the pages dirtied longest ago until half the threshold is left,
+        // as Linux writes the oldest first and stops below the threshold (the margin keeps a
+        // busy writer from getting a round per page). A page rewritten often stays dirty, so
+        // one write covers many of its rewrites. Expired pages are written in any case.
+        let d = self.dirty_now();
+        let over = d > wb.background_pages || d >= wb.limit_pages;
+        let oldest = if over {
+            (d.saturating_sub(wb.background_pages / 2) as usize).min(dirty.len())
+        } else {
+            0
+        };
+        if oldest > 0 && oldest < dirty.len() {
+            // Oldest first (largest age): the first `oldest` entries, in no particular order.
+            dirty.select_nth_unstable_by_key(oldest - 1, |&(_, f)| {
+                std::cmp::Reverse(wb.age_ticks(f, now))
+            });
+        }
+        let mut pages: Vec<(u64, FrameId)> = dirty
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(_, f))| i < oldest || wb.age_ticks(f, now) >= expire)
+            .map(|(_, &p)| p)
+            .collect();
+        // In page order again, so contiguous pages merge into runs.
+        pages.sort_unstable();
+        for batch in pages.chunks(ROUND_BATCH) {
+            self.flush_list_parallel(batch, false);
             wb.ctl.progress.notify_all();
             if self.errseq.count() != errors_before {
                 return true;

@@ -33,6 +33,38 @@ fn eventually(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
+fn flusher_writes_the_oldest_dirty_pages_down_to_half_the_threshold() {
+    let backend = mem(200);
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(100).writeback_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    // Page 150 is dirtied first, several 10 ms ticks before the others.
+    cache.write_all_at(&[1u8; 8], 150 * PS as u64).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // Ten more, one call each: the tenth makes 11 > 10 and kicks the flusher; nothing is
+    // written afterwards, so the round sees all 11.
+    for p in 0..10u64 {
+        cache.write_all_at(&[2u8; 8], p * PS as u64).unwrap();
+    }
+    // It writes 11 - 10/2 = 6 pages, the oldest first, and leaves 5 dirty.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let st = cache.stats();
+            st.dirty_pages == 5 && st.writeback_pages_in_flight == 0
+        }),
+        "{:?}",
+        cache.stats()
+    );
+    assert_eq!(cache.page_state(150), Some(PageState::UpToDate));
+    std::thread::sleep(Duration::from_millis(50));
+    let st = cache.stats();
+    assert_eq!((st.dirty_pages, st.writeback_pages), (5, 6), "{st:?}");
+    cache.close().unwrap();
+}
+
+#[test]
 fn flusher_writes_back_when_over_the_background_threshold() {
     let backend = mem(200);
     let cache = PageCache::new(
@@ -140,7 +172,6 @@ impl Drop for OpenGate {
 fn throttling_is_bounded_when_the_flusher_cannot_progress() {
     // The flusher's write blocks at a gate: pages under write-back cannot become clean.
     let backend = TestBackend::new(vec![0u8; 64 * PS]);
-    let _open = OpenGate(backend.clone());
     let cache = PageCache::new(
         backend.clone(),
         CacheConfig::with_budget_pages(20) // background 2 pages, limit 4
@@ -148,18 +179,23 @@ fn throttling_is_bounded_when_the_flusher_cannot_progress() {
             .writeback_interval(Duration::from_secs(3600)),
     )
     .unwrap();
+    // Declared after the cache, so dropped before it: a failing assertion opens the gate
+    // before the cache's Drop waits for the flusher.
+    let _open = OpenGate(backend.clone());
     backend.close_gate();
-    cache.write_all_at(&[1u8; 3 * PS], 0).unwrap(); // 3 > 2: the flusher takes them, blocks
+    // 3 > 2: the flusher takes the two oldest (down to half the threshold, 1) and blocks.
+    cache.write_all_at(&[1u8; 3 * PS], 0).unwrap();
     assert!(eventually(Duration::from_secs(5), || backend
         .waiting_at_gate
         .load(Ordering::SeqCst)
         == 1));
-    assert_eq!(cache.stats().writeback_pages_in_flight, 3);
+    assert_eq!(cache.stats().writeback_pages_in_flight, 2);
+    assert_eq!(cache.stats().dirty_pages, 1);
     let t = Instant::now();
-    cache.write_all_at(&[2u8; 8], 10 * PS as u64).unwrap(); // 0 dirty + 3 in flight < 4
+    cache.write_all_at(&[2u8; 8], 10 * PS as u64).unwrap(); // 1 dirty + 2 in flight < 4
     assert!(t.elapsed() < Duration::from_millis(50));
     let t = Instant::now();
-    cache.write_all_at(&[2u8; 8], 11 * PS as u64).unwrap(); // 1 + 3 = 4: waits, then proceeds
+    cache.write_all_at(&[2u8; 8], 11 * PS as u64).unwrap(); // 2 + 2 = 4: waits, then proceeds
     let waited = t.elapsed();
     assert!(
         waited >= Duration::from_millis(90) && waited < Duration::from_secs(3),

@@ -24,7 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
-use folio::{PageCache, PolicyKind};
+use folio::{CacheConfig, PageCache, PolicyKind};
 
 use super::{open_cache, BenchArgs, BoxError, Image};
 
@@ -120,7 +120,13 @@ impl Hot {
             return Err("the image is smaller than one page".into());
         }
         let budget = len.div_ceil(PAGE as u64) * PAGE as u64;
-        let cache = open_cache(image, budget, PAGE, PolicyKind::default(), false)?;
+        let cache = open_cache(
+            image,
+            CacheConfig::new(budget)
+                .page_size(PAGE)
+                .policy(PolicyKind::default()),
+            false,
+        )?;
         let file = File::open(image.path())?;
         // SAFETY: the benchmark's image is not modified while it is mapped.
         let map = unsafe { memmap2::Mmap::map(&file)? };

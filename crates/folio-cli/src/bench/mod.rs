@@ -105,6 +105,19 @@ pub struct BenchArgs {
     /// make it durable").
     #[arg(long)]
     pub final_sync: bool,
+    /// The background flusher: `on` (default) writes dirty pages back as they pass the dirty
+    /// thresholds and throttles writers; `off` leaves write-back to eviction and syncs.
+    #[arg(long, value_enum, default_value_t = Flusher::On)]
+    pub flusher: Flusher,
+}
+
+/// Whether the cache runs its background flusher (`--flusher`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flusher {
+    /// The background flusher and dirty throttling (the library's default).
+    On,
+    /// No background write-back.
+    Off,
 }
 
 /// A benchmark image: an existing file, or a temporary one deleted on drop.
@@ -205,13 +218,7 @@ pub fn drop_os_cache(path: &Path) -> Result<(), BoxError> {
 }
 
 /// Opens the image as a cache backend and builds the cache.
-pub fn open_cache(
-    image: &Image,
-    budget_bytes: u64,
-    page_size: usize,
-    policy: PolicyKind,
-    direct: bool,
-) -> Result<PageCache, BoxError> {
+pub fn open_cache(image: &Image, config: CacheConfig, direct: bool) -> Result<PageCache, BoxError> {
     let mode = if direct {
         IoMode::Direct
     } else {
@@ -226,9 +233,6 @@ pub fn open_cache(
     } else {
         std::sync::Arc::new(folio::FileBackend::open(image.path(), mode)?)
     };
-    let config = CacheConfig::new(budget_bytes)
-        .page_size(page_size)
-        .policy(policy);
     Ok(PageCache::new(backend, config)?)
 }
 
@@ -261,7 +265,11 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
         return Err(format!("the image ({len} bytes) is smaller than one I/O").into());
     }
     let budget = args.budget.resolve(len).max(args.page_size as u64);
-    let cache = open_cache(&image, budget, args.page_size, policy, args.direct)?;
+    let config = CacheConfig::new(budget)
+        .page_size(args.page_size)
+        .policy(policy)
+        .background_writeback(args.flusher == Flusher::On);
+    let cache = open_cache(&image, config, args.direct)?;
     let report = mixed::run(&cache, args, len)?;
     let stats = cache.stats();
     cache.close()?;
@@ -287,6 +295,7 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
             "evictions": stats.evictions,
             "sync_every": args.sync_every,
             "final_sync": args.final_sync,
+            "flusher": args.flusher == Flusher::On,
             "syncs": stats.syncs,
             "throttled_ms": stats.throttled_ns as f64 / 1e6,
         });
