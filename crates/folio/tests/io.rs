@@ -100,6 +100,29 @@ fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A cache without readahead or flusher over a uring backend (queue depth 8) on a file of
+/// `pages` self-describing pages, holding `budget` pages.
+fn patterned_uring_cache(dir: &tempfile::TempDir, pages: u64, budget: usize) -> Arc<PageCache> {
+    let (b, _) = uring_file(dir, "patterned.img", &patterned(pages));
+    Arc::new(
+        PageCache::new(
+            Arc::new(b),
+            CacheConfig::with_budget_pages(budget)
+                .background_writeback(false)
+                .readahead_max_bytes(0),
+        )
+        .unwrap(),
+    )
+}
+
+/// The next value of a 64-bit LCG, high bits first.
+fn lcg(x: &mut u64) -> u64 {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *x >> 33
+}
+
 #[test]
 fn uring_many_threads_through_the_cache() {
     if !uring_or_skip("uring concurrency test") {
@@ -107,20 +130,7 @@ fn uring_many_threads_through_the_cache() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pages = 256u64;
-    let mut data = Vec::new();
-    for p in 0..pages {
-        data.extend(pattern(p, 0, PS));
-    }
-    let (b, _) = uring_file(&dir, "c.img", &data);
-    let cache = Arc::new(
-        PageCache::new(
-            Arc::new(b),
-            CacheConfig::with_budget_pages(64)
-                .background_writeback(false)
-                .readahead_max_bytes(0),
-        )
-        .unwrap(),
-    );
+    let cache = patterned_uring_cache(&dir, pages, 64);
     let handles: Vec<_> = (0..8u64)
         .map(|t| {
             let cache = cache.clone();
@@ -128,10 +138,7 @@ fn uring_many_threads_through_the_cache() {
                 let mut x = t * 7919 + 1;
                 let mut buf = vec![0u8; PS];
                 for _ in 0..400 {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let p = (x >> 33) % pages;
+                    let p = lcg(&mut x) % pages;
                     cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
                     assert_eq!(buf, pattern(p, 0, PS));
                 }
@@ -147,6 +154,62 @@ fn uring_many_threads_through_the_cache() {
         s.misses * PS as u64,
         "no readahead on random reads"
     );
+}
+
+#[test]
+fn batched_reads_keep_many_misses_in_flight_and_read_the_right_pages() {
+    if !uring_or_skip("batched read test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pages = 256u64;
+    let cache = patterned_uring_cache(&dir, pages, 48); // queue depth 8
+                                                        // Four threads, batches of 32 random reads (repeats included, some crossing a page
+                                                        // boundary), over a cache that holds under a fifth of the file: hits, misses in flight,
+                                                        // pages another thread (or this batch) is loading, evictions.
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                let mut x = t * 7919 + 3;
+                for _ in 0..40 {
+                    let mut offsets = Vec::new();
+                    for _ in 0..32 {
+                        let p = lcg(&mut x) % (pages - 1);
+                        let skew = if x & 1 == 0 { 0 } else { PS as u64 / 2 };
+                        offsets.push(p * PS as u64 + skew);
+                    }
+                    let mut bufs = vec![vec![0u8; PS]; offsets.len()];
+                    let mut batch: Vec<(u64, &mut [u8])> = offsets
+                        .iter()
+                        .zip(bufs.iter_mut())
+                        .map(|(&o, b)| (o, &mut b[..]))
+                        .collect();
+                    cache.read_exact_many(&mut batch).unwrap();
+                    for (&o, b) in offsets.iter().zip(&bufs) {
+                        let o = o as usize;
+                        assert!(b[..] == data_at(o), "read at {o} differs");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = cache.stats();
+    assert!(s.misses > 0 && s.hits > 0, "{s:?}");
+    // Every frame was released: the whole budget can be held again.
+    let held: Vec<_> = (0..48u64).map(|p| cache.pin_page(p).unwrap()).collect();
+    assert_eq!(held.len(), 48);
+}
+
+/// The bytes of the patterned image at `offset`, one page long.
+fn data_at(offset: usize) -> Vec<u8> {
+    let p = (offset / PS) as u64;
+    let mut two = pattern(p, 0, PS);
+    two.extend(pattern(p + 1, 0, PS));
+    two[offset % PS..offset % PS + PS].to_vec()
 }
 
 #[test]
@@ -280,10 +343,7 @@ fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
     let mut x = 12345u64;
     let mut distinct = std::collections::HashSet::new();
     for _ in 0..300 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let p = 1 + (x >> 33) % (pages - 1);
+        let p = 1 + lcg(&mut x) % (pages - 1);
         cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
         distinct.insert(p);
     }

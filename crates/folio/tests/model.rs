@@ -10,19 +10,41 @@ use std::sync::Arc;
 
 use folio::backend::uring_support;
 use folio::{
-    CacheConfig, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend, UringBackend,
+    CacheConfig, Error, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend,
+    UringBackend,
 };
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Read { offset: u64, len: usize },
-    Write { offset: u64, len: usize, seed: u8 },
-    Resize { len: u64 },
-    Flush { range: Range<u64> },
-    Evict { range: Range<u64> },
-    Discard { range: Range<u64> },
-    Zero { range: Range<u64> },
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    /// `read_exact_many` of several (possibly overlapping, possibly repeated) ranges.
+    ReadMany {
+        reads: Vec<(u64, usize)>,
+    },
+    Write {
+        offset: u64,
+        len: usize,
+        seed: u8,
+    },
+    Resize {
+        len: u64,
+    },
+    Flush {
+        range: Range<u64>,
+    },
+    Evict {
+        range: Range<u64>,
+    },
+    Discard {
+        range: Range<u64>,
+    },
+    Zero {
+        range: Range<u64>,
+    },
     Sync,
     Reopen,
 }
@@ -34,6 +56,8 @@ fn op(span: u64) -> impl Strategy<Value = Op> {
     let range = (0..span * 14, 0..span * 4).prop_map(|(s, l)| s..s + l);
     prop_oneof![
         4 => (off.clone(), len.clone()).prop_map(|(offset, len)| Op::Read { offset, len }),
+        2 => proptest::collection::vec((off.clone(), len.clone()), 1..6)
+            .prop_map(|reads| Op::ReadMany { reads }),
         4 => (off, len, any::<u8>()).prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
         1 => (0..span * 12).prop_map(|len| Op::Resize { len }),
         1 => range.clone().prop_map(|range| Op::Flush { range }),
@@ -131,6 +155,40 @@ fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<
     let ps = page_size as u64;
     for (i, op) in ops.iter().enumerate() {
         match op.clone() {
+            Op::ReadMany { reads } => {
+                let mut bufs: Vec<Vec<u8>> =
+                    reads.iter().map(|&(_, len)| vec![0xEEu8; len]).collect();
+                let mut batch: Vec<(u64, &mut [u8])> = reads
+                    .iter()
+                    .zip(bufs.iter_mut())
+                    .map(|(&(offset, _), b)| (offset, &mut b[..]))
+                    .collect();
+                let r = cache.read_exact_many(&mut batch);
+                let past_end = reads
+                    .iter()
+                    .find(|&&(o, l)| o + l as u64 > model.len() as u64);
+                match past_end {
+                    Some(_) => prop_assert!(
+                        matches!(r, Err(Error::OutOfRange { .. })),
+                        "op {}: {:?} gave {:?}",
+                        i,
+                        op,
+                        r
+                    ),
+                    None => {
+                        prop_assert!(r.is_ok(), "op {}: {:?} gave {:?}", i, op, r);
+                        for (&(offset, len), b) in reads.iter().zip(&bufs) {
+                            let o = offset as usize;
+                            prop_assert!(
+                                *b == model[o..o + len],
+                                "op {}: {:?} read differs",
+                                i,
+                                op
+                            );
+                        }
+                    }
+                }
+            }
             Op::Read { offset, len } => {
                 let mut buf = vec![0xEEu8; len];
                 let n = cache.read_at(&mut buf, offset).unwrap();

@@ -450,6 +450,19 @@ pub trait PageCacheBackend: Send + Sync {
     /// Reads the contiguous pages `idx .. idx + frames.len()` into `frames`, asynchronously.
     fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter>;
 
+    /// As [`read_pages`](Self::read_pages), when the caller has more reads to submit before it
+    /// waits for this one (a batch of misses). A backend that does small reads inline, on the
+    /// calling thread, should queue this one instead, so the batch is in flight at once; it may
+    /// hold the queued reads back until [`unplug`](Self::unplug), which the caller calls before
+    /// it waits for any of them (Linux's block plugging).
+    fn start_read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
+        self.read_pages(idx, frames)
+    }
+
+    /// Starts the reads that [`start_read_pages`](Self::start_read_pages) queued (default:
+    /// nothing to do).
+    fn unplug(&self) {}
+
     /// Writes `frames` to the contiguous pages `idx .. idx + frames.len()`, asynchronously.
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter>;
 

@@ -56,6 +56,16 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 64;
 /// Default of [`UringBackend::inline_read_pages`].
 pub const DEFAULT_INLINE_READ_PAGES: usize = 1;
 
+/// Whether queuing an SQE wakes the ring thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// At once: the submitter may wait for it next.
+    Now,
+    /// At the next `unplug` (or whenever the ring thread wakes for something else): the
+    /// submitter queues more first.
+    Deferred,
+}
+
 /// `user_data` of the eventfd read that wakes the ring thread.
 const WAKE: u64 = u64::MAX;
 
@@ -232,6 +242,52 @@ impl UringBackend {
         self
     }
 
+    /// A read of `frames` at page `idx` through the ring (not inline).
+    fn read_through_ring(
+        &self,
+        idx: u64,
+        mut frames: Vec<FrameMut>,
+        wake: Wake,
+    ) -> Result<IoWaiter> {
+        let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
+        let inner = &*self.inner;
+        inner.file.check_direct(offset, page_size, frames.len())?;
+        let wanted = page_size * frames.len();
+        let len = inner.file.len();
+        let expected = len.saturating_sub(offset).min(wanted as u64) as usize;
+        if expected == 0 {
+            for f in &mut frames {
+                f.as_mut_slice().fill(0);
+            }
+            return Ok(IoWaiter::ready(Ok(())));
+        }
+        let iovecs: Box<[libc::iovec]> = frames
+            .iter_mut()
+            .map(|f| libc::iovec {
+                iov_base: f.as_mut_ptr().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        let sqe = opcode::Readv::new(
+            types::Fd(inner.file.file().as_raw_fd()),
+            iovecs.as_ptr(),
+            iovecs.len() as u32,
+        )
+        .offset(offset)
+        .build();
+        let (waiter, completer) = IoWaiter::pending(IoOp::Read, offset);
+        let op = Op {
+            buffers: Buffers::Read(frames),
+            _iovecs: Iovecs { _keep: iovecs },
+            offset,
+            submitted: wanted,
+            expected,
+            completer,
+        };
+        inner.start(op, sqe, wake)?;
+        Ok(waiter)
+    }
+
     /// The I/O mode.
     pub fn mode(&self) -> IoMode {
         self.inner.file.mode()
@@ -281,9 +337,11 @@ impl Inner {
     }
 
     /// Puts `op` in the in-flight table and hands `sqe` (with the slot as `user_data`) to the
-    /// ring thread. Blocks while `queue_depth` ops are in flight.
-    fn start(&self, op: Op, sqe: squeue::Entry) -> Result<()> {
-        let wake = {
+    /// ring thread, waking it now or (`Wake::Deferred`) at the next [`unplug`](Self::unplug).
+    /// Blocks while `queue_depth` ops are in flight (after waking the ring thread for the ops
+    /// already queued, so the wait cannot be for ops that nobody submits).
+    fn start(&self, op: Op, sqe: squeue::Entry, wake: Wake) -> Result<()> {
+        let wake_now = {
             let mut t = self.table.lock();
             loop {
                 if t.shutdown {
@@ -291,6 +349,9 @@ impl Inner {
                 }
                 if t.in_flight < self.queue_depth {
                     break;
+                }
+                if std::mem::replace(&mut t.sleeping, false) {
+                    self.wake();
                 }
                 self.slot_freed.wait(&mut t);
             }
@@ -308,12 +369,23 @@ impl Inner {
             // From here the op (and so its buffers) stays in the table until the ring thread
             // has reaped its CQE.
             t.queued.push(QueuedSqe(sqe.user_data(slot as u64)));
-            std::mem::replace(&mut t.sleeping, false)
+            wake == Wake::Now && std::mem::replace(&mut t.sleeping, false)
+        };
+        if wake_now {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Wakes the ring thread if SQEs are queued for it and it is asleep.
+    fn unplug(&self) {
+        let wake = {
+            let mut t = self.table.lock();
+            !t.queued.is_empty() && std::mem::replace(&mut t.sleeping, false)
         };
         if wake {
             self.wake();
         }
-        Ok(())
     }
 
     /// Removes the op in `slot` from the table.
@@ -532,47 +604,21 @@ fn sub_slices(frames: &[Frame], from: usize, to: usize) -> Vec<&[u8]> {
 }
 
 impl PageCacheBackend for UringBackend {
-    fn read_pages(&self, idx: u64, mut frames: Vec<FrameMut>) -> Result<IoWaiter> {
+    fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
         if frames.len() <= self.inline_read_pages {
             return self.inner.file.read_pages(idx, frames);
         }
-        let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
-        let inner = &*self.inner;
-        inner.file.check_direct(offset, page_size, frames.len())?;
-        let wanted = page_size * frames.len();
-        let len = inner.file.len();
-        let expected = len.saturating_sub(offset).min(wanted as u64) as usize;
-        if expected == 0 {
-            for f in &mut frames {
-                f.as_mut_slice().fill(0);
-            }
-            return Ok(IoWaiter::ready(Ok(())));
-        }
-        let iovecs: Box<[libc::iovec]> = frames
-            .iter_mut()
-            .map(|f| libc::iovec {
-                iov_base: f.as_mut_ptr().cast(),
-                iov_len: f.len(),
-            })
-            .collect();
-        let sqe = opcode::Readv::new(
-            types::Fd(inner.file.file().as_raw_fd()),
-            iovecs.as_ptr(),
-            iovecs.len() as u32,
-        )
-        .offset(offset)
-        .build();
-        let (waiter, completer) = IoWaiter::pending(IoOp::Read, offset);
-        let op = Op {
-            buffers: Buffers::Read(frames),
-            _iovecs: Iovecs { _keep: iovecs },
-            offset,
-            submitted: wanted,
-            expected,
-            completer,
-        };
-        inner.start(op, sqe)?;
-        Ok(waiter)
+        self.read_through_ring(idx, frames, Wake::Now)
+    }
+
+    fn start_read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
+        // The caller has more reads to submit before it waits: never inline, and the ring
+        // thread is woken once for the whole burst, by `unplug`.
+        self.read_through_ring(idx, frames, Wake::Deferred)
+    }
+
+    fn unplug(&self) {
+        self.inner.unplug();
     }
 
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
@@ -620,7 +666,7 @@ impl PageCacheBackend for UringBackend {
             expected: total,
             completer,
         };
-        inner.start(op, sqe)?;
+        inner.start(op, sqe, Wake::Now)?;
         Ok(waiter)
     }
 
