@@ -480,6 +480,12 @@ impl PageCache {
 
     /// Writes all of `buf` at `offset`, growing the file if it ends past the end. Returns
     /// `buf.len()`.
+    ///
+    /// The file is grown before the bytes are copied in. If the call then fails part-way (no
+    /// frame can be had, or evicting one failed to write a dirty page back), the file keeps its
+    /// new length and the bytes not written read as zeros; the error says the write did not
+    /// happen as a whole. (Shrinking back could cut off a concurrent writer's bytes in the
+    /// grown range, so Folio does not.)
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
         self.shared.write_at(buf, offset)
     }
