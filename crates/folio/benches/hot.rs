@@ -5,9 +5,9 @@
 //! A 256 MiB file is written, read once into a cache whose budget holds it (and into the OS
 //! page cache and the LRU map), then each iteration reads one uniformly random page (from a
 //! precomputed sequence, so the generator costs nothing). Rows: 4 KiB `read_at`, 64 B `read_at`,
-//! 64 B through a zero-copy `read_page` guard, and the baselines. Criterion reports time per
-//! read; compare rows of the same run. The multi-threaded figures, with quick_cache and moka,
-//! are `folio bench --hot`.
+//! 64 B through zero-copy `read_page` and `read_slice` guards, and the baselines. Criterion
+//! reports time per read; compare rows of the same run. The multi-threaded figures, with
+//! quick_cache and moka, are `folio bench --hot`.
 
 use std::fs::File;
 use std::num::NonZeroUsize;
@@ -23,8 +23,9 @@ use folio::{CacheConfig, FileBackend, IoMode, PageCache};
 const FILE: u64 = 256 << 20;
 const PS: usize = 4096;
 const PAGES: u64 = FILE / PS as u64;
-/// Random page indices (and 64-byte slots) cycled through by every row.
-const SEQUENCE: usize = 1 << 16;
+/// Random page indices (and 64-byte slots) cycled through by every row: enough that the 64-byte
+/// rows touch 64 MiB of lines, more than any CPU cache, as truly random pages would.
+const SEQUENCE: usize = 1 << 20;
 
 /// A fixed pseudo-random sequence of (page, 64-byte slot in the page).
 fn sequence() -> Vec<(u64, usize)> {
@@ -127,6 +128,14 @@ fn hot(c: &mut Criterion) {
             let (p, at) = next();
             let guard = cache.read_page(p).unwrap();
             buf[..64].copy_from_slice(&guard[at..at + 64]);
+            black_box(buf[0])
+        })
+    });
+    g.bench_function("folio read_slice guard", |b| {
+        b.iter(|| {
+            let (p, at) = next();
+            let guard = cache.read_slice(p * PS as u64 + at as u64, 64).unwrap();
+            buf[..64].copy_from_slice(&guard);
             black_box(buf[0])
         })
     });

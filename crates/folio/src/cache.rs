@@ -601,6 +601,63 @@ impl PageCache {
             shared: s,
             frame,
             bytes: s.frame_ptr(frame),
+            len: s.page_size,
+        })
+    }
+
+    /// A zero-copy read guard on the `len` bytes at `offset` (loading their page if needed): it
+    /// derefs to exactly those bytes, which must lie within one page
+    /// ([`Error::CrossesPage`]) and within the file ([`Error::OutOfRange`]). Knowing which bytes
+    /// are wanted, the cache asks the CPU to fetch them while it takes the page's hold, as
+    /// `read_at` does; a whole-page guard ([`read_page`](Self::read_page)) cannot, so for small
+    /// reads from random pages this is the faster guard.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use folio::{CacheConfig, MemoryBackend, PageCache};
+    ///
+    /// let cache = PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(1 << 20))?;
+    /// cache.write_all_at(b"header:record-42", 5000)?;
+    /// let record = cache.read_slice(5007, 9)?;
+    /// assert_eq!(&*record, b"record-42");
+    /// assert!(cache.read_slice(4090, 8).is_err()); // crosses a page boundary
+    /// # Ok::<(), folio::Error>(())
+    /// ```
+    pub fn read_slice(&self, offset: u64, len: usize) -> Result<PageReadGuard<'_>> {
+        let s = &*self.shared;
+        let end = checked_end(offset, len)?;
+        let in_page = (offset & s.page_mask()) as usize;
+        if in_page + len > s.page_size {
+            return Err(Error::CrossesPage {
+                offset,
+                len,
+                page_size: s.page_size,
+            });
+        }
+        let size = s.len();
+        if end > size {
+            return Err(Error::OutOfRange {
+                start: offset,
+                end,
+                size,
+            });
+        }
+        let frame = s.get_shared_prefetch(offset >> s.page_shift, 1, in_page..in_page + len)?;
+        // As in `read_at`: a truncation may have run since `size` was read.
+        let now = s.len();
+        if end > now {
+            s.unlock_shared(frame);
+            return Err(Error::OutOfRange {
+                start: offset,
+                end,
+                size: now,
+            });
+        }
+        Ok(PageReadGuard {
+            shared: s,
+            frame,
+            bytes: s.frame_ptr(frame).wrapping_add(in_page),
+            len,
         })
     }
 
@@ -1731,14 +1788,18 @@ impl Shared {
 pub struct PageReadGuard<'a> {
     shared: &'a Shared,
     frame: FrameId,
+    /// The first byte the guard covers, inside the frame.
     bytes: *const u8,
+    /// Bytes covered: the page, or a slice of it.
+    len: usize,
 }
 
 impl Deref for PageReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: we hold a reader hold on the frame for the guard's lifetime.
-        unsafe { std::slice::from_raw_parts(self.bytes, self.shared.page_size) }
+        // `bytes .. bytes + len` lies inside the frame (checked where the guard is made).
+        unsafe { std::slice::from_raw_parts(self.bytes, self.len) }
     }
 }
 
@@ -1806,6 +1867,7 @@ impl PinnedPage<'_> {
             shared: self.shared,
             frame: self.frame,
             bytes: self.shared.frame_ptr(self.frame),
+            len: self.shared.page_size,
         }
     }
 

@@ -71,6 +71,16 @@ pub enum Error {
         /// Its length.
         len: u64,
     },
+    /// A request that must lie within one page (a zero-copy slice) crosses a page boundary.
+    #[error("{len} bytes at {offset} cross a page boundary (pages are {page_size} bytes)")]
+    CrossesPage {
+        /// Start of the request.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The cache's page size.
+        page_size: usize,
+    },
     /// A request reaches past the end where that is not allowed.
     #[error("range {start}..{end} is past the end of the device ({size} bytes)")]
     OutOfRange {
@@ -152,7 +162,7 @@ impl Error {
             Error::Overflow { .. } | Error::Misaligned { .. } | Error::InvalidConfig(_) => {
                 ErrorKind::InvalidInput
             }
-            Error::OutOfRange { .. } => ErrorKind::InvalidInput,
+            Error::OutOfRange { .. } | Error::CrossesPage { .. } => ErrorKind::InvalidInput,
             Error::NoFreeFrame { .. } => ErrorKind::OutOfMemory,
             Error::WritebackFailed { source, .. } => return source.to_io_error(),
             Error::BackendGone | Error::Closed => ErrorKind::BrokenPipe,

@@ -25,6 +25,11 @@ enum Op {
     ReadMany {
         reads: Vec<(u64, usize)>,
     },
+    /// A zero-copy `read_slice` guard.
+    ReadSlice {
+        offset: u64,
+        len: usize,
+    },
     Write {
         offset: u64,
         len: usize,
@@ -58,6 +63,7 @@ fn op(span: u64) -> impl Strategy<Value = Op> {
         4 => (off.clone(), len.clone()).prop_map(|(offset, len)| Op::Read { offset, len }),
         2 => proptest::collection::vec((off.clone(), len.clone()), 1..6)
             .prop_map(|reads| Op::ReadMany { reads }),
+        2 => (off.clone(), 0..span as usize).prop_map(|(offset, len)| Op::ReadSlice { offset, len }),
         4 => (off, len, any::<u8>()).prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
         1 => (0..span * 12).prop_map(|len| Op::Resize { len }),
         1 => range.clone().prop_map(|range| Op::Flush { range }),
@@ -187,6 +193,31 @@ fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<
                             );
                         }
                     }
+                }
+            }
+            Op::ReadSlice { offset, len } => {
+                let ps = cache.page_size() as u64;
+                let r = cache.read_slice(offset, len);
+                if (offset % ps) + len as u64 > ps {
+                    prop_assert!(
+                        matches!(r, Err(Error::CrossesPage { .. })),
+                        "op {}: {:?} gave {:?}",
+                        i,
+                        op,
+                        r.map(|g| g.len())
+                    );
+                } else if offset + len as u64 > model.len() as u64 {
+                    prop_assert!(
+                        matches!(r, Err(Error::OutOfRange { .. })),
+                        "op {}: {:?} gave {:?}",
+                        i,
+                        op,
+                        r.map(|g| g.len())
+                    );
+                } else {
+                    let g = r.unwrap();
+                    let o = offset as usize;
+                    prop_assert!(*g == model[o..o + len], "op {}: {:?} read differs", i, op);
                 }
             }
             Op::Read { offset, len } => {

@@ -13,7 +13,10 @@
 //! - `quick_cache 4K`, `moka 4K`: concurrent in-memory caches of `Arc<[u8]>` pages (a hit clones
 //!   the `Arc`, then copies), for context;
 //! - `folio guard 64B`: [`PageCache::read_page`] and a 64-byte copy out of the guard (zero-copy
-//!   access); `folio read_at 64B`: the same 64 bytes through `read_at`.
+//!   access); `folio slice 64B`: [`PageCache::read_slice`] of those 64 bytes (a guard that knows
+//!   its bytes, so they are prefetched while the hold is taken); `folio read_at 64B`: the same 64
+//!   bytes through `read_at`; `mmap copy 64B`: the same 64 bytes out of the `mmap` (the floor:
+//!   one random memory access).
 //!
 //! Each thread count from 1 up to `--threads` (doubling) is measured, so `--threads 2` gives the
 //! 1- and 2-thread figures side by side.
@@ -40,10 +43,12 @@ enum Contender {
     QuickCache,
     Moka,
     FolioGuard64,
+    FolioSlice64,
     FolioReadAt64,
+    Mmap64,
 }
 
-const CONTENDERS: [Contender; 8] = [
+const CONTENDERS: [Contender; 10] = [
     Contender::FolioReadAt,
     Contender::Pread,
     Contender::Mmap,
@@ -51,7 +56,9 @@ const CONTENDERS: [Contender; 8] = [
     Contender::QuickCache,
     Contender::Moka,
     Contender::FolioGuard64,
+    Contender::FolioSlice64,
     Contender::FolioReadAt64,
+    Contender::Mmap64,
 ];
 
 impl Contender {
@@ -64,7 +71,9 @@ impl Contender {
             Contender::QuickCache => "quick_cache 4K",
             Contender::Moka => "moka 4K",
             Contender::FolioGuard64 => "folio guard 64B",
+            Contender::FolioSlice64 => "folio slice 64B",
             Contender::FolioReadAt64 => "folio read_at 64B",
+            Contender::Mmap64 => "mmap copy 64B",
         }
     }
 
@@ -77,7 +86,9 @@ impl Contender {
             Contender::QuickCache => "quick_cache_4k",
             Contender::Moka => "moka_4k",
             Contender::FolioGuard64 => "folio_guard_64b",
+            Contender::FolioSlice64 => "folio_slice_64b",
             Contender::FolioReadAt64 => "folio_read_at_64b",
+            Contender::Mmap64 => "mmap_copy_64b",
         }
     }
 }
@@ -211,10 +222,19 @@ impl Hot {
                 let g = self.cache.read_page(p as u64)?;
                 buf[..64].copy_from_slice(&g[at..at + 64]);
             }
+            Contender::FolioSlice64 => {
+                let at = (rng.next() as usize & (PAGE / 64 - 1)) * 64;
+                let g = self.cache.read_slice((off + at) as u64, 64)?;
+                buf[..64].copy_from_slice(&g);
+            }
             Contender::FolioReadAt64 => {
                 let at = (rng.next() as usize & (PAGE / 64 - 1)) * 64;
                 self.cache
                     .read_exact_at(&mut buf[..64], (off + at) as u64)?;
+            }
+            Contender::Mmap64 => {
+                let at = (rng.next() as usize & (PAGE / 64 - 1)) * 64;
+                buf[..64].copy_from_slice(&self.map[off + at..off + at + 64]);
             }
         }
         Ok(buf[0])
@@ -405,16 +425,20 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
                 cpu[ti][folio] / cpu[ti][ci],
             );
         }
-        let g = idx(Contender::FolioGuard64);
-        let r64 = idx(Contender::FolioReadAt64);
-        println!(
-            "  guard 64B over read_at 4K: {:.2}x wall, {:.2}x cpu; over read_at 64B: {:.2}x wall, \
-             {:.2}x cpu",
-            wall[ti][g] / wall[ti][folio],
-            cpu[ti][g] / cpu[ti][folio],
-            wall[ti][g] / wall[ti][r64],
-            cpu[ti][g] / cpu[ti][r64],
-        );
+        for (what, c) in [
+            ("guard", Contender::FolioGuard64),
+            ("slice", Contender::FolioSlice64),
+        ] {
+            let (g, r64) = (idx(c), idx(Contender::FolioReadAt64));
+            println!(
+                "  {what} 64B over read_at 4K: {:.2}x wall, {:.2}x cpu; over read_at 64B: \
+                 {:.2}x wall, {:.2}x cpu",
+                wall[ti][g] / wall[ti][folio],
+                cpu[ti][g] / cpu[ti][folio],
+                wall[ti][g] / wall[ti][r64],
+                cpu[ti][g] / cpu[ti][r64],
+            );
+        }
     }
     if thread_counts.len() > 1 {
         let last = thread_counts.len() - 1;
