@@ -416,9 +416,12 @@ impl Shared {
             0
         };
         if oldest > 0 && oldest < dirty.len() {
-            // Oldest first (largest age): the first `oldest` entries, in no particular order.
-            dirty.select_nth_unstable_by_key(oldest - 1, |&(_, f)| {
-                std::cmp::Reverse(wb.age_ticks(f, now))
+            // Oldest first (largest age), then lowest page: the first `oldest` entries, in no
+            // particular order. Many pages share a 10 ms tick; without the page tie-break the
+            // cut through the last tick took an arbitrary subset of it, which broke a
+            // sequential writer's runs into single pages (0.61x fio instead of 1.1x).
+            dirty.select_nth_unstable_by_key(oldest - 1, |&(key, f)| {
+                (std::cmp::Reverse(wb.age_ticks(f, now)), key)
             });
         }
         let mut pages: Vec<(u64, FrameId)> = dirty
