@@ -65,6 +65,36 @@ fn flusher_writes_the_oldest_dirty_pages_down_to_half_the_threshold() {
 }
 
 #[test]
+fn flusher_keeps_a_sequential_writers_pages_in_whole_runs() {
+    let backend = mem(2000);
+    let cache = PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(10_000).writeback_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    // 1,000 pages in one call, mostly within one 10 ms tick: at the threshold, not over it.
+    // One more page kicks the flusher, which writes 1,001 - 500 = 501 pages. Oldest first,
+    // ties broken by page: pages 0..501, in 2 writes of at most 256 pages (an arbitrary
+    // choice among equal ages would scatter them over many writes).
+    cache.write_all_at(&vec![3u8; 1000 * PS], 0).unwrap();
+    assert_eq!(cache.stats().flusher_rounds, 0);
+    cache.write_all_at(&[3u8; 8], 1000 * PS as u64).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let st = cache.stats();
+            st.dirty_pages == 500 && st.writeback_pages_in_flight == 0
+        }),
+        "{:?}",
+        cache.stats()
+    );
+    let st = cache.stats();
+    assert_eq!((st.writeback_pages, st.writeback_ios), (501, 2), "{st:?}");
+    assert_eq!(cache.page_state(500), Some(PageState::UpToDate));
+    assert_eq!(cache.page_state(501), Some(PageState::Dirty));
+    cache.close().unwrap();
+}
+
+#[test]
 fn flusher_writes_back_when_over_the_background_threshold() {
     let backend = mem(200);
     let cache = PageCache::new(
