@@ -36,8 +36,8 @@
 //! `5 * len + 1` candidates (three passes decay every counter, one more finds a claimable page).
 //!
 //! Metadata per frame: 8 bytes of links and 8 bytes of page key (for the ghost) side by side in
-//! one 16-byte node, 1 counter, 1 queue tag, plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
-//! table of 4 8-byte slots; see `ghost.rs`): 54 bytes per page in all.
+//! one 16-byte node, 1 counter, 1 queue tag, plus the ghost: 0.9 key fingerprints per frame at
+//! about 11.2 bytes each (see `ghost.rs`): 29 bytes per page in all.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 
-use super::ghost::Ghost;
+use super::ghost::{fingerprint, Ghost};
 use super::list::{Links, List, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
@@ -152,7 +152,7 @@ impl S3Fifo {
         self.freq[frame as usize].store(0, Ordering::Relaxed);
         let to_main = match admission {
             Admission::Demand => {
-                inner.ghost.remove(page)
+                inner.ghost.remove(fingerprint(page))
                     || (!inner.has_evicted && inner.small.len >= inner.small_cap)
             }
             // Speculative pages are unproven: they always start in the small queue.
@@ -207,7 +207,7 @@ impl S3Fifo {
                 if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
                     inner.unlink(cand);
                     let key = inner.links.data(cand);
-                    inner.ghost.insert(key);
+                    inner.ghost.insert(fingerprint(key));
                     return Some(cand);
                 }
                 // Re-referenced, or pinned (in use, so it has earned main as well): to main.
