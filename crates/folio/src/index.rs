@@ -5,10 +5,10 @@
 //! hash). The key itself is not stored in the slot: it is the `tag` of the frame it names, so the
 //! table never holds more entries than there are frames. It has exactly twice as many slots as
 //! frames (at least 16), so probes stay short (load factor ≤ 0.5) and it can never fill: 16 bytes
-//! per frame at every frame count. The table length is not a power of two, so a key's home slot
-//! is the low 32 bits of its hash scaled to the length by a multiply and a shift ("fastrange":
-//! `(low * len) >> 32`, which keeps the home independent of the fingerprint bits), and probes
-//! wrap from the last slot to the first.
+//! per frame at every frame count. The table length need not be a power of two, so a key's home
+//! slot is the low 32 bits of its hash scaled to the length by a multiply and a shift
+//! ("fastrange": `(low * len) >> 32`, which keeps the home independent of the fingerprint bits),
+//! and probes wrap from the last slot to the first.
 //!
 //! The fingerprint is there for the hit path: a probe that passes over another page's slot is
 //! rejected from the slot alone, without touching (and missing in the CPU cache on) that page's
