@@ -3,8 +3,12 @@
 //! An open-addressing table with linear probing over `AtomicU64` slots (0 = empty, otherwise
 //! `fingerprint << 32 | frame id + 1`, where the fingerprint is the high 32 bits of the key's
 //! hash). The key itself is not stored in the slot: it is the `tag` of the frame it names, so the
-//! table never holds more entries than there are frames (it is sized at twice the frame count, so
-//! probes stay short and it can never fill).
+//! table never holds more entries than there are frames. It has exactly twice as many slots as
+//! frames (at least 16), so probes stay short (load factor ≤ 0.5) and it can never fill: 16 bytes
+//! per frame at every frame count. The table length need not be a power of two, so a key's home
+//! slot is the low 32 bits of its hash scaled to the length by a multiply and a shift
+//! ("fastrange": `(low * len) >> 32`, which keeps the home independent of the fingerprint bits),
+//! and probes wrap from the last slot to the first.
 //!
 //! The fingerprint is there for the hit path: a probe that passes over another page's slot is
 //! rejected from the slot alone, without touching (and missing in the CPU cache on) that page's
@@ -18,7 +22,9 @@
 //! - Inserts and removals hold the writer mutex ([`PageIndex::lock`]); they happen on misses and
 //!   evictions, which do I/O anyway. While it is held, the tags of indexed frames do not change
 //!   (a frame is retagged only after its removal, and tagged before its insertion).
-//! - Removal uses backward-shift deletion, so there are no tombstones and no rebuilds.
+//! - Removal uses backward-shift deletion, so there are no tombstones and no rebuilds. Whether an
+//!   entry may move back into the hole is decided by distances along the probe sequence (from its
+//!   home slot, modulo the table length), computed with the same home function as lookups.
 
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
@@ -29,7 +35,6 @@ use crate::policy::FrameId;
 #[derive(Debug)]
 pub(crate) struct PageIndex {
     slots: Box<[AtomicU64]>,
-    mask: usize,
     writer: Mutex<usize>,
 }
 
@@ -53,13 +58,43 @@ fn slot_value(h: u64, frame: FrameId) -> u64 {
 }
 
 impl PageIndex {
-    /// An index for `frames` frames.
+    /// An index for `frames` frames: twice as many slots (at least 16).
     pub(crate) fn new(frames: usize) -> PageIndex {
-        let capacity = (frames * 2).max(16).next_power_of_two();
+        let capacity = (frames * 2).max(16);
+        assert!(
+            capacity <= 1 << 32,
+            "the index addresses at most 2^32 slots (2^31 frames)"
+        );
         PageIndex {
             slots: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            mask: capacity - 1,
             writer: Mutex::new(0),
+        }
+    }
+
+    /// The home slot of a key with hash `h`: its low 32 bits scaled to the table length (the high
+    /// 32 bits are the fingerprint). Always `< slots.len()`, as `len ≤ 2^32`.
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        (((h & 0xFFFF_FFFF) * self.slots.len() as u64) >> 32) as usize
+    }
+
+    /// The slot after `i` in probe order, wrapping around at the end of the table.
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// How many probe steps slot `i` lies after slot `from` (modulo the table length).
+    #[inline]
+    fn distance(&self, from: usize, i: usize) -> usize {
+        if i >= from {
+            i - from
+        } else {
+            i + self.slots.len() - from
         }
     }
 
@@ -70,9 +105,10 @@ impl PageIndex {
 
     #[inline]
     fn slot(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i <= self.mask);
-        // SAFETY: every caller masks `i` with `self.mask`, which is `slots.len() - 1`.
-        unsafe { self.slots.get_unchecked(i & self.mask) }
+        debug_assert!(i < self.slots.len());
+        // SAFETY: every slot index comes from `home` or `next`, which both return values below
+        // `slots.len()` (see their docs), and the slot table is never resized.
+        unsafe { self.slots.get_unchecked(i) }
     }
 
     /// Lock-free lookup; may return a false negative during a concurrent removal.
@@ -92,8 +128,8 @@ impl PageIndex {
     ) -> Option<FrameId> {
         let h = hash(key);
         let fp = h >> 32;
-        let mut i = h as usize & self.mask;
-        for _ in 0..=self.mask {
+        let mut i = self.home(h);
+        for _ in 0..self.slots.len() {
             let v = self.slot(i).load(Ordering::Acquire);
             if v == 0 {
                 return None;
@@ -105,7 +141,7 @@ impl PageIndex {
                     return Some(frame);
                 }
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         None
     }
@@ -120,14 +156,14 @@ impl PageIndex {
     pub(crate) fn insert(&self, guard: &mut IndexGuard<'_>, key: u64, frame: FrameId) {
         debug_assert!(**guard < self.slots.len() / 2 + 1, "index over-full");
         let h = hash(key);
-        let mut i = h as usize & self.mask;
+        let mut i = self.home(h);
         loop {
             if self.slot(i).load(Ordering::Relaxed) == 0 {
                 self.slot(i).store(slot_value(h, frame), Ordering::Release);
                 **guard += 1;
                 return;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
     }
 
@@ -140,7 +176,7 @@ impl PageIndex {
         frames: &[FrameMeta],
     ) -> bool {
         let h = hash(key);
-        let mut i = h as usize & self.mask;
+        let mut i = self.home(h);
         let mut found = false;
         for _ in 0..self.slots.len() {
             let v = self.slot(i).load(Ordering::Relaxed);
@@ -151,7 +187,7 @@ impl PageIndex {
                 found = true;
                 break;
             }
-            i = (i + 1) & self.mask;
+            i = self.next(i);
         }
         if !found {
             return false;
@@ -161,19 +197,16 @@ impl PageIndex {
         let mut hole = i;
         let mut j = i;
         loop {
-            j = (j + 1) & self.mask;
+            j = self.next(j);
             let v = self.slot(j).load(Ordering::Relaxed);
             if v == 0 {
                 break;
             }
-            let home = hash(frames[(v as u32 - 1) as usize].tag()) as usize & self.mask;
-            // Can the entry at j move to `hole`? Only if its home is not in (hole, j].
-            let between = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !between {
+            let home = self.home(hash(frames[(v as u32 - 1) as usize].tag()));
+            // The entry at j may move to `hole` only if the hole is on its probe path, i.e. at
+            // least as far from j as its home is (otherwise its home lies in (hole, j] and a
+            // lookup starting there would never reach the hole).
+            if self.distance(home, j) >= self.distance(hole, j) {
                 self.slot(hole).store(v, Ordering::Release);
                 hole = j;
             }
@@ -224,5 +257,62 @@ mod tests {
             assert_eq!(idx.lookup(k, &fr), expect, "key {k}");
         }
         assert_eq!(*g, n / 2);
+    }
+
+    /// A random mix of inserts and removals against a `HashMap`, at table lengths that are not
+    /// powers of two, with keys chosen so that clusters wrap from the last slot to the first.
+    #[test]
+    fn matches_a_map_with_wrap_around() {
+        for n in [5usize, 8, 100, 4097] {
+            let fr = frames(n);
+            let idx = PageIndex::new(n);
+            assert_eq!(idx.slots.len(), (2 * n).max(16));
+            // Half the keys have their home in the last eight slots, so the table wraps.
+            let len = idx.slots.len();
+            let tail_keys: Vec<u64> = (0u64..)
+                .filter(|&k| idx.home(hash(k)) >= len - 8)
+                .take(n)
+                .collect();
+            let key_of = |x: u64| {
+                if x % 2 == 0 {
+                    tail_keys[(x / 2) as usize % tail_keys.len()]
+                } else {
+                    x * 7919
+                }
+            };
+            let mut map = std::collections::HashMap::new();
+            let mut free: Vec<FrameId> = (0..n as FrameId).collect();
+            let mut g = idx.lock();
+            let mut x = n as u64;
+            for step in 0..20_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = key_of((x >> 33) % (3 * n as u64));
+                match map.get(&key).copied() {
+                    Some(f) if (x >> 20) % 2 == 0 => {
+                        assert!(idx.remove(&mut g, key, f, &fr), "n {n} step {step}");
+                        map.remove(&key);
+                        free.push(f);
+                    }
+                    None if !free.is_empty() => {
+                        let f = free.pop().unwrap();
+                        tag(&fr, f as usize, key);
+                        idx.insert(&mut g, key, f);
+                        map.insert(key, f);
+                    }
+                    _ => {}
+                }
+                assert_eq!(
+                    idx.lookup(key, &fr),
+                    map.get(&key).copied(),
+                    "n {n} step {step}"
+                );
+                assert_eq!(*g, map.len());
+            }
+            for (&key, &f) in &map {
+                assert_eq!(idx.lookup(key, &fr), Some(f), "n {n}");
+            }
+        }
     }
 }

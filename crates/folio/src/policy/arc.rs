@@ -16,7 +16,8 @@
 //! resident page at most once.
 //!
 //! Metadata per frame: 8 bytes of links, 1 list tag, 8 bytes of key; plus two ghost lists of up
-//! to `c` keys each at 40 bytes per key (see `ghost.rs`): 97 bytes per page in all.
+//! to `c` key fingerprints each at about 11 bytes per entry (see `ghost.rs`): 40 bytes per page
+//! in all.
 //!
 //! When not to use it: concurrent hit-heavy workloads (the lock on every hit); and small caches
 //! on block traces, where its adaptation is slow and it loses to LRU (1% row of the reference
@@ -25,7 +26,7 @@
 
 use parking_lot::Mutex;
 
-use super::ghost::Ghost;
+use super::ghost::{fingerprint, Ghost};
 use super::list::{Links, List, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
@@ -100,10 +101,10 @@ impl Inner {
         self.keys[frame as usize] = page;
         let demand = admission == Admission::Demand;
         let (b1, b2) = (self.b1.len().max(1), self.b2.len().max(1));
-        if demand && self.b1.remove(page) {
+        if demand && self.b1.remove(fingerprint(page)) {
             self.p = (self.p + (b2 / b1).max(1)).min(c);
             self.push(frame, T2);
-        } else if demand && self.b2.remove(page) {
+        } else if demand && self.b2.remove(fingerprint(page)) {
             self.p = self.p.saturating_sub((b1 / b2).max(1));
             self.push(frame, T2);
         } else {
@@ -149,9 +150,9 @@ impl Inner {
                 self.unlink(cand);
                 let key = self.keys[cand as usize];
                 if which == T1 {
-                    self.b1.insert(key);
+                    self.b1.insert(fingerprint(key));
                 } else {
-                    self.b2.insert(key);
+                    self.b2.insert(fingerprint(key));
                 }
                 return Some(cand);
             }

@@ -34,6 +34,7 @@ mod ghost;
 pub mod hash;
 mod list;
 pub mod lru;
+mod queues;
 pub mod s3fifo;
 pub mod sieve;
 pub mod twoq;

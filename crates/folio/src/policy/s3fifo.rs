@@ -35,9 +35,30 @@
 //! main, a refused main page is reinserted at main's head. Each call examines at most
 //! `5 * len + 1` candidates (three passes decay every counter, one more finds a claimable page).
 //!
-//! Metadata per frame: 8 bytes of links and 8 bytes of page key (for the ghost) side by side in
-//! one 16-byte node, 1 counter, 1 queue tag, plus the ghost: 0.9 keys per frame at 40 bytes each (ring of 2 4-byte table indices,
-//! table of 4 8-byte slots; see `ghost.rs`): 54 bytes per page in all.
+//! # Layout
+//! Each queue is a FIFO of `u32` entries (frame id and generation) in chunks of a pool the two
+//! queues share (`queues.rs`): pushing and popping walk memory sequentially, and a frame costs
+//! about 4.6 bytes of queue whichever queue it is in. A page moving within or between queues
+//! keeps its entry (popped from one tail, pushed at a head). Removal is lazy: a page that leaves
+//! its queue other than from the tail (`on_remove`, or a new page inserted into a frame that is
+//! still queued) only has its frame's queue tag cleared; its entry stays and is skipped when
+//! popped, recognised as stale because the frame's tag names another queue or because its
+//! generation is older (each new page in a frame advances the frame's generation, 5 bits: an
+//! entry could be mistaken for live only after 32 new pages in that frame while the stale entry
+//! waited; the page then has two entries, and is examined twice per pass, until it leaves its
+//! queue or the queues are compacted). When stale entries fill the pool's slack (1/32 of the
+//! frames) the queues are compacted, O(frames), at most once per `frames / 32` removals; that
+//! also keeps one entry per page.
+//!
+//! The ghost remembers 32-bit fingerprints of the evicted keys, and each frame keeps its page's
+//! fingerprint (not the 8-byte key) for when the page is evicted; see `ghost.rs` for the ghost
+//! and its exactness (its miss counts on the reference trace equal an exact FIFO ghost's to
+//! within two misses in a million).
+//!
+//! Metadata per frame: 1 counter byte and 1 byte of queue tag and generation side by side, 4
+//! bytes of fingerprint, about 4.6 bytes of queue entries and chunk links, and the ghost at 0.9
+//! entries per frame and about 11.2 bytes per entry (10.1 per frame): 21 bytes per page in all
+//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations).
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
@@ -47,13 +68,20 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 
-use super::ghost::Ghost;
-use super::list::{Links, List, NIL};
+use super::ghost::{fingerprint, Ghost};
+use super::queues::{ChunkPool, Queue};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
+/// Queue tags (the low two bits of a frame's state byte).
 const NONE: u8 = 0;
 const SMALL: u8 = 1;
 const MAIN: u8 = 2;
+const QUEUE: u8 = 0b11;
+/// The frame's push generation: bits 2..7 of its state byte.
+const GEN_SHIFT: u32 = 2;
+const GEN_BITS_MAX: u32 = 5;
+/// Set on a frame while compaction has kept one entry for it.
+const SEEN: u8 = 1 << 7;
 const FREQ_MAX: u8 = 3;
 
 /// Tunables of [`S3Fifo`].
@@ -77,26 +105,38 @@ impl Default for S3FifoParams {
     }
 }
 
+/// Per frame, side by side: the hit counter (written by hits without the lock) and the state
+/// byte (queue tag, generation; written only under the lock).
+#[derive(Debug, Default)]
+struct FrameBits {
+    freq: AtomicU8,
+    state: AtomicU8,
+}
+
 /// S3-FIFO. See the [module docs](self).
 #[derive(Debug)]
 pub struct S3Fifo {
     name: &'static str,
-    freq: Box<[AtomicU8]>,
+    frames: Box<[FrameBits]>,
     threshold: u8,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    /// Queue links, with each frame's page key (for the ghost) beside them.
-    links: Links<PageKey>,
-    small: List,
-    main: List,
-    queue: Box<[u8]>,
+    pool: ChunkPool,
+    /// `[_, small, main]`, indexed by queue tag.
+    queues: [Queue; 3],
+    /// Live pages per queue, indexed by queue tag (the queues also hold stale entries).
+    len: [usize; 3],
+    /// Fingerprint of each frame's page, for the ghost.
+    fp: Box<[u32]>,
     ghost: Ghost,
     small_cap: usize,
     main_cap: usize,
     has_evicted: bool,
+    /// A queue entry is `frame << gen_bits | generation`.
+    gen_bits: u32,
 }
 
 impl S3Fifo {
@@ -116,60 +156,143 @@ impl S3Fifo {
 
     /// S3-FIFO with explicit parameters, reported under `name`.
     pub fn with_params(capacity: usize, params: S3FifoParams, name: &'static str) -> S3Fifo {
+        assert!(capacity <= 1 << 31, "S3-FIFO manages at most 2^31 frames");
         let small_cap = ((capacity as f64 * params.small_ratio) as usize).clamp(1, capacity.max(1));
         let ghost_cap = (capacity as f64 * params.ghost_ratio) as usize;
+        let frame_bits = usize::BITS - (capacity.max(2) - 1).leading_zeros();
         S3Fifo {
             name,
-            freq: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
+            frames: (0..capacity).map(|_| FrameBits::default()).collect(),
             threshold: params.move_to_main_threshold.clamp(1, FREQ_MAX),
             inner: Mutex::new(Inner {
-                links: Links::new(capacity),
-                small: List::new(),
-                main: List::new(),
-                queue: vec![NONE; capacity].into_boxed_slice(),
+                // Room for every frame plus 1/32 of stale entries between compactions.
+                pool: ChunkPool::new(ChunkPool::chunks_for(capacity + capacity / 32, 2)),
+                queues: [Queue::new(); 3],
+                len: [0; 3],
+                fp: vec![0; capacity].into_boxed_slice(),
                 ghost: Ghost::new(ghost_cap),
                 small_cap,
                 main_cap: capacity.saturating_sub(small_cap),
                 has_evicted: false,
+                gen_bits: GEN_BITS_MAX.min(32 - frame_bits),
             }),
         }
     }
-}
 
-impl S3Fifo {
-    fn insert_locked(
-        &self,
-        inner: &mut Inner,
-        frame: FrameId,
-        page: PageKey,
-        admission: Admission,
-    ) {
-        if frame as usize >= inner.queue.len() {
+    fn state(&self, frame: FrameId) -> u8 {
+        self.frames[frame as usize].state.load(Ordering::Relaxed)
+    }
+
+    fn set_state(&self, frame: FrameId, state: u8) {
+        self.frames[frame as usize]
+            .state
+            .store(state, Ordering::Relaxed);
+    }
+
+    /// Puts `frame` (in no queue) into queue `q` with a new entry under a new generation, which
+    /// makes any entry the frame still has from an earlier page stale.
+    fn enqueue(&self, inner: &mut Inner, frame: FrameId, q: u8) {
+        let gen_mask = (1u8 << inner.gen_bits) - 1;
+        let gen = ((self.state(frame) >> GEN_SHIFT) + 1) & gen_mask;
+        self.set_state(frame, q | gen << GEN_SHIFT);
+        inner.len[q as usize] += 1;
+        self.push_entry(inner, (frame << inner.gen_bits) | gen as u32, q);
+    }
+
+    /// Appends `entry` to queue `q`, compacting the queues first if the pool is out of chunks.
+    fn push_entry(&self, inner: &mut Inner, entry: u32, q: u8) {
+        if !inner.pool.try_push(&mut inner.queues[q as usize], entry) {
+            self.compact(inner);
+            let pushed = inner.pool.try_push(&mut inner.queues[q as usize], entry);
+            assert!(pushed, "S3-FIFO queue pool exhausted after compaction");
+        }
+    }
+
+    /// The frame of `entry` if the entry is its live place in queue `q`.
+    #[inline]
+    fn live_entry(&self, gen_bits: u32, entry: u32, q: u8) -> Option<FrameId> {
+        let frame = entry >> gen_bits;
+        let gen_mask = (1u8 << gen_bits) - 1;
+        let s = self.state(frame);
+        (s & QUEUE == q && (s >> GEN_SHIFT) & gen_mask == entry as u8 & gen_mask).then_some(frame)
+    }
+
+    /// Pops the oldest live entry of queue `q` (dropping stale ones before it) and its frame,
+    /// which still counts as in `q`.
+    #[inline]
+    fn pop_live(&self, inner: &mut Inner, q: u8) -> Option<(u32, FrameId)> {
+        let gen_bits = inner.gen_bits;
+        while let Some(entry) = inner.pool.pop(&mut inner.queues[q as usize]) {
+            if let Some(frame) = self.live_entry(gen_bits, entry, q) {
+                return Some((entry, frame));
+            }
+        }
+        None
+    }
+
+    /// Moves a frame whose entry was just popped from `from` to the newest end of `to`, with the
+    /// same entry (its generation is unchanged: it has no other live entry).
+    fn requeue(&self, inner: &mut Inner, entry: u32, frame: FrameId, from: u8, to: u8) {
+        if from != to {
+            let s = self.state(frame);
+            self.set_state(frame, (s & !QUEUE) | to);
+            inner.len[from as usize] -= 1;
+            inner.len[to as usize] += 1;
+        }
+        self.push_entry(inner, entry, to);
+    }
+
+    /// Takes `frame` out of its queue, if any: its entry becomes stale.
+    fn unlink(&self, inner: &mut Inner, frame: FrameId) {
+        let s = self.state(frame);
+        let q = s & QUEUE;
+        if q != NONE {
+            inner.len[q as usize] -= 1;
+            self.set_state(frame, s & !QUEUE);
+        }
+    }
+
+    /// Drops every stale entry (and all but the oldest of any entries a wrapped generation made
+    /// look live), so that the queues hold exactly their live pages. O(frames).
+    fn compact(&self, inner: &mut Inner) {
+        let gen_bits = inner.gen_bits;
+        for q in [SMALL, MAIN] {
+            let mut queue = inner.queues[q as usize];
+            inner.pool.retain(&mut queue, |entry| {
+                match self.live_entry(gen_bits, entry, q) {
+                    Some(frame) if self.state(frame) & SEEN == 0 => {
+                        self.set_state(frame, self.state(frame) | SEEN);
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            inner.queues[q as usize] = queue;
+            // One entry per live page, except the page being pushed (counted, not yet queued).
+            debug_assert!(queue.len() + 1 >= inner.len[q as usize]);
+            debug_assert!(queue.len() <= inner.len[q as usize]);
+        }
+        for f in self.frames.iter() {
+            f.state.fetch_and(!SEEN, Ordering::Relaxed);
+        }
+    }
+
+    fn insert_locked(&self, inner: &mut Inner, frame: FrameId, fp: u32, admission: Admission) {
+        if frame as usize >= self.frames.len() {
             return;
         }
-        inner.unlink(frame);
-        inner.links.set_data(frame, page);
-        self.freq[frame as usize].store(0, Ordering::Relaxed);
+        self.unlink(inner, frame);
+        inner.fp[frame as usize] = fp;
+        self.frames[frame as usize].freq.store(0, Ordering::Relaxed);
         let to_main = match admission {
             Admission::Demand => {
-                inner.ghost.remove(page)
-                    || (!inner.has_evicted && inner.small.len >= inner.small_cap)
+                inner.ghost.remove(fp)
+                    || (!inner.has_evicted && inner.len[SMALL as usize] >= inner.small_cap)
             }
             // Speculative pages are unproven: they always start in the small queue.
             _ => false,
         };
-        if to_main {
-            inner.push_main(frame);
-        } else {
-            let Inner {
-                links,
-                small,
-                queue,
-                ..
-            } = inner;
-            links.push_head(small, frame);
-            queue[frame as usize] = SMALL;
-        }
+        self.enqueue(inner, frame, if to_main { MAIN } else { SMALL });
     }
 
     fn choose_victim_locked(
@@ -178,42 +301,39 @@ impl S3Fifo {
         claim: &mut dyn FnMut(FrameId) -> bool,
     ) -> Option<FrameId> {
         inner.has_evicted = true;
-        let budget = (FREQ_MAX as usize + 2) * inner.len() + 1;
+        let budget = (FREQ_MAX as usize + 2) * inner.live() + 1;
         // Pinned main pages refused in this call; once every main page has been refused, main
         // being over its share must not stop the search from reaching the small queue.
         let mut main_refused = 0usize;
         for _ in 0..budget {
-            let main_blocked = main_refused >= inner.main.len;
-            if (inner.main.len > inner.main_cap && !main_blocked) || inner.small.len == 0 {
-                let cand = inner.main.tail;
-                if cand == NIL {
-                    return None;
-                }
-                let f = &self.freq[cand as usize];
+            let (small, main) = (inner.len[SMALL as usize], inner.len[MAIN as usize]);
+            let main_blocked = main_refused >= main;
+            if (main > inner.main_cap && !main_blocked) || small == 0 {
+                let (entry, cand) = self.pop_live(inner, MAIN)?;
+                let f = &self.frames[cand as usize].freq;
                 let v = f.load(Ordering::Relaxed);
                 if v >= 1 {
                     f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
                 } else if claim(cand) {
-                    inner.unlink(cand);
+                    self.unlink(inner, cand);
                     return Some(cand);
                 } else {
                     main_refused += 1;
                 }
-                let Inner { links, main, .. } = inner;
-                links.move_to_head(main, cand);
+                self.requeue(inner, entry, cand, MAIN, MAIN);
             } else {
-                let cand = inner.small.tail;
-                let f = &self.freq[cand as usize];
+                let (entry, cand) = self
+                    .pop_live(inner, SMALL)
+                    .expect("the small queue holds its live pages");
+                let f = &self.frames[cand as usize].freq;
                 if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
-                    inner.unlink(cand);
-                    let key = inner.links.data(cand);
-                    inner.ghost.insert(key);
+                    self.unlink(inner, cand);
+                    inner.ghost.insert(inner.fp[cand as usize]);
                     return Some(cand);
                 }
                 // Re-referenced, or pinned (in use, so it has earned main as well): to main.
-                inner.unlink(cand);
                 f.store(0, Ordering::Relaxed);
-                inner.push_main(cand);
+                self.requeue(inner, entry, cand, SMALL, MAIN);
             }
         }
         None
@@ -221,22 +341,8 @@ impl S3Fifo {
 }
 
 impl Inner {
-    fn unlink(&mut self, frame: FrameId) {
-        match self.queue[frame as usize] {
-            SMALL => self.links.unlink(&mut self.small, frame),
-            MAIN => self.links.unlink(&mut self.main, frame),
-            _ => return,
-        }
-        self.queue[frame as usize] = NONE;
-    }
-
-    fn push_main(&mut self, frame: FrameId) {
-        self.links.push_head(&mut self.main, frame);
-        self.queue[frame as usize] = MAIN;
-    }
-
-    fn len(&self) -> usize {
-        self.small.len + self.main.len
+    fn live(&self) -> usize {
+        self.len[SMALL as usize] + self.len[MAIN as usize]
     }
 }
 
@@ -246,39 +352,38 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn capacity(&self) -> usize {
-        self.freq.len()
+        self.frames.len()
     }
 
     fn len(&self) -> usize {
-        self.inner.lock().len()
+        self.inner.lock().live()
     }
 
     fn contains(&self, frame: FrameId) -> bool {
-        let inner = self.inner.lock();
-        inner.queue.get(frame as usize).is_some_and(|&q| q != NONE)
+        let _inner = self.inner.lock();
+        (frame as usize) < self.frames.len() && self.state(frame) & QUEUE != NONE
     }
 
     #[inline]
     fn on_hit(&self, frame: FrameId) {
-        if let Some(f) = self.freq.get(frame as usize) {
-            let v = f.load(Ordering::Relaxed);
+        if let Some(f) = self.frames.get(frame as usize) {
+            let v = f.freq.load(Ordering::Relaxed);
             if v < FREQ_MAX {
-                f.store(v + 1, Ordering::Relaxed);
+                f.freq.store(v + 1, Ordering::Relaxed);
             }
         }
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
         let mut inner = self.inner.lock();
-        self.insert_locked(&mut inner, frame, page, admission);
+        self.insert_locked(&mut inner, frame, fingerprint(page), admission);
     }
 
     fn on_remove(&self, frame: FrameId) {
         let mut inner = self.inner.lock();
-        if frame as usize >= inner.queue.len() {
-            return;
+        if (frame as usize) < self.frames.len() {
+            self.unlink(&mut inner, frame);
         }
-        inner.unlink(frame);
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
@@ -292,16 +397,190 @@ impl EvictionPolicy for S3Fifo {
         admission: Admission,
         claim: &mut dyn FnMut(FrameId) -> bool,
     ) -> Option<FrameId> {
+        let fp = fingerprint(page);
         let mut inner = self.inner.lock();
+        // The insertion looks `page` up in the ghost: start fetching its buckets.
+        inner.ghost.prefetch(fp);
         let victim = self.choose_victim_locked(&mut inner, claim)?;
-        self.insert_locked(&mut inner, victim, page, admission);
+        self.insert_locked(&mut inner, victim, fp, admission);
         Some(victim)
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
         let inner = self.inner.lock();
-        let capacity = self.capacity().max(1);
-        let per_frame = Links::<PageKey>::BYTES_PER_FRAME + 1 + 1;
-        per_frame + inner.ghost.bytes().div_ceil(capacity)
+        let bytes = std::mem::size_of_val(&*self.frames)
+            + std::mem::size_of_val(&*inner.fp)
+            + inner.pool.bytes()
+            + inner.ghost.bytes();
+        bytes.div_ceil(self.capacity().max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// S3-FIFO as first written here: two lists (index 0 oldest) with removal from the middle
+    /// and an exact ghost FIFO of fingerprints. The queues and the ghost above must make the
+    /// same choices.
+    struct Model {
+        small: VecDeque<FrameId>,
+        main: VecDeque<FrameId>,
+        freq: Vec<u8>,
+        fp: Vec<u32>,
+        ghost: VecDeque<u32>,
+        ghost_cap: usize,
+        small_cap: usize,
+        main_cap: usize,
+        threshold: u8,
+        has_evicted: bool,
+    }
+
+    impl Model {
+        fn new(capacity: usize, params: S3FifoParams) -> Model {
+            let small_cap =
+                ((capacity as f64 * params.small_ratio) as usize).clamp(1, capacity.max(1));
+            Model {
+                small: VecDeque::new(),
+                main: VecDeque::new(),
+                freq: vec![0; capacity],
+                fp: vec![0; capacity],
+                ghost: VecDeque::new(),
+                ghost_cap: (capacity as f64 * params.ghost_ratio) as usize,
+                small_cap,
+                main_cap: capacity.saturating_sub(small_cap),
+                threshold: params.move_to_main_threshold,
+                has_evicted: false,
+            }
+        }
+
+        fn unlink(&mut self, frame: FrameId) {
+            self.small.retain(|&f| f != frame);
+            self.main.retain(|&f| f != frame);
+        }
+
+        fn insert(&mut self, frame: FrameId, fp: u32) {
+            self.unlink(frame);
+            self.fp[frame as usize] = fp;
+            self.freq[frame as usize] = 0;
+            let in_ghost = self.ghost.iter().position(|&g| g == fp);
+            if let Some(i) = in_ghost {
+                self.ghost.remove(i);
+            }
+            if in_ghost.is_some() || (!self.has_evicted && self.small.len() >= self.small_cap) {
+                self.main.push_back(frame);
+            } else {
+                self.small.push_back(frame);
+            }
+        }
+
+        fn choose(&mut self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
+            self.has_evicted = true;
+            let budget = (FREQ_MAX as usize + 2) * (self.small.len() + self.main.len()) + 1;
+            let mut main_refused = 0;
+            for _ in 0..budget {
+                let blocked = main_refused >= self.main.len();
+                if (self.main.len() > self.main_cap && !blocked) || self.small.is_empty() {
+                    let cand = self.main.pop_front()?;
+                    let v = self.freq[cand as usize];
+                    if v >= 1 {
+                        self.freq[cand as usize] = v.min(FREQ_MAX) - 1;
+                    } else if claim(cand) {
+                        return Some(cand);
+                    } else {
+                        main_refused += 1;
+                    }
+                    self.main.push_back(cand);
+                } else {
+                    let cand = self.small.pop_front().unwrap();
+                    if self.freq[cand as usize] < self.threshold && claim(cand) {
+                        let fp = self.fp[cand as usize];
+                        if self.ghost_cap > 0 && !self.ghost.contains(&fp) {
+                            if self.ghost.len() == self.ghost_cap {
+                                self.ghost.pop_front();
+                            }
+                            self.ghost.push_back(fp);
+                        }
+                        return Some(cand);
+                    }
+                    self.freq[cand as usize] = 0;
+                    self.main.push_back(cand);
+                }
+            }
+            None
+        }
+    }
+
+    /// Random hits, misses, removals (leaving stale entries, which fill the pool and force
+    /// compaction), re-insertions into frames still queued, and refused (pinned) candidates.
+    #[test]
+    fn matches_the_list_model() {
+        for (capacity, keys, small_ratio) in
+            [(1, 3, 0.1), (4, 12, 0.25), (10, 40, 0.1), (64, 200, 0.25)]
+        {
+            let params = S3FifoParams {
+                small_ratio,
+                ..S3FifoParams::default()
+            };
+            let p = S3Fifo::with_params(capacity, params, "test");
+            let mut m = Model::new(capacity, params);
+            let mut page_of: Vec<Option<u64>> = vec![None; capacity];
+            let mut pinned = vec![false; capacity];
+            let mut x = capacity as u64 + 11;
+            for step in 0..100_000 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (x >> 33) as usize;
+                match (x >> 20) % 16 {
+                    0..=9 => {
+                        let key = (r % keys) as u64;
+                        if let Some(f) = page_of.iter().position(|&k| k == Some(key)) {
+                            p.on_hit(f as FrameId);
+                            let v = &mut m.freq[f];
+                            *v = (*v + 1).min(FREQ_MAX);
+                            continue;
+                        }
+                        let frame = match page_of.iter().position(|k| k.is_none()) {
+                            Some(f) => f as FrameId,
+                            None => {
+                                let got = p.choose_victim(&mut |f| !pinned[f as usize]);
+                                let want = m.choose(&mut |f| !pinned[f as usize]);
+                                assert_eq!(got, want, "cap {capacity} step {step}");
+                                let Some(f) = got else { continue };
+                                f
+                            }
+                        };
+                        page_of[frame as usize] = Some(key);
+                        p.on_insert(frame, key, Admission::Demand);
+                        m.insert(frame, fingerprint(key));
+                    }
+                    10 | 11 => {
+                        let f = r % capacity;
+                        page_of[f] = None;
+                        p.on_remove(f as FrameId);
+                        m.unlink(f as FrameId);
+                    }
+                    12 => {
+                        // A new page into a frame that is still queued.
+                        let f = r % capacity;
+                        let key = (keys + r % keys) as u64;
+                        if !page_of.contains(&Some(key)) {
+                            page_of[f] = Some(key);
+                            p.on_insert(f as FrameId, key, Admission::Demand);
+                            m.insert(f as FrameId, fingerprint(key));
+                        }
+                    }
+                    _ => pinned[r % capacity] ^= true,
+                }
+                assert_eq!(
+                    p.len(),
+                    m.small.len() + m.main.len(),
+                    "cap {capacity} step {step}"
+                );
+            }
+        }
     }
 }

@@ -15,15 +15,16 @@
 //! A candidate the cache refuses (pinned) moves to the head of its queue; each call offers every
 //! resident page at most once.
 //!
-//! Metadata per frame: 8 bytes of links, 1 queue tag, 8 bytes of key; plus `A1out`
-//! (0.5 keys per frame at 40 bytes per key, see `ghost.rs`): 38 bytes per page in all (rounded up).
+//! Metadata per frame: 8 bytes of links, 1 queue tag, 8 bytes of key; plus `A1out` (0.5 key
+//! fingerprints per frame at about 11 bytes per entry, see `ghost.rs`): 23 bytes per page in all
+//! (rounded up).
 //!
 //! When not to use it: hit-heavy concurrent workloads (lock per hit), and workloads whose
 //! re-references come later than `A1in + A1out` can see (they are treated as new every time).
 
 use parking_lot::Mutex;
 
-use super::ghost::Ghost;
+use super::ghost::{fingerprint, Ghost};
 use super::list::{Links, List, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
@@ -91,7 +92,7 @@ impl Inner {
             a1out,
             ..
         } = self;
-        if admission == Admission::Demand && a1out.remove(page) {
+        if admission == Admission::Demand && a1out.remove(fingerprint(page)) {
             links.push_head(am, frame);
             tag[frame as usize] = AM;
         } else {
@@ -130,7 +131,7 @@ impl Inner {
                 self.unlink(cand);
                 if which == A1IN {
                     let key = self.keys[cand as usize];
-                    self.a1out.insert(key);
+                    self.a1out.insert(fingerprint(key));
                 }
                 return Some(cand);
             }
