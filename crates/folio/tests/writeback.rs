@@ -32,14 +32,32 @@ fn eventually(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// A cache over `backend` whose flusher runs only when a writer kicks it (its interval is an
+/// hour).
+fn kicked_only(backend: &Arc<MemoryBackend>, pages: usize) -> PageCache {
+    PageCache::new(
+        backend.clone(),
+        CacheConfig::with_budget_pages(pages).writeback_interval(Duration::from_secs(3600)),
+    )
+    .unwrap()
+}
+
+/// Waits (up to 5 s) until `dirty` pages are dirty and no write-back is in flight.
+fn settles_at(cache: &PageCache, dirty: u64) {
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let st = cache.stats();
+            st.dirty_pages == dirty && st.writeback_pages_in_flight == 0
+        }),
+        "{:?}",
+        cache.stats()
+    );
+}
+
 #[test]
 fn flusher_writes_the_oldest_dirty_pages_down_to_half_the_threshold() {
     let backend = mem(200);
-    let cache = PageCache::new(
-        backend.clone(),
-        CacheConfig::with_budget_pages(100).writeback_interval(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let cache = kicked_only(&backend, 100);
     // Page 150 is dirtied first, several 10 ms ticks before the others.
     cache.write_all_at(&[1u8; 8], 150 * PS as u64).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -49,14 +67,7 @@ fn flusher_writes_the_oldest_dirty_pages_down_to_half_the_threshold() {
         cache.write_all_at(&[2u8; 8], p * PS as u64).unwrap();
     }
     // It writes 11 - 10/2 = 6 pages, the oldest first, and leaves 5 dirty.
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let st = cache.stats();
-            st.dirty_pages == 5 && st.writeback_pages_in_flight == 0
-        }),
-        "{:?}",
-        cache.stats()
-    );
+    settles_at(&cache, 5);
     assert_eq!(cache.page_state(150), Some(PageState::UpToDate));
     std::thread::sleep(Duration::from_millis(50));
     let st = cache.stats();
@@ -67,11 +78,7 @@ fn flusher_writes_the_oldest_dirty_pages_down_to_half_the_threshold() {
 #[test]
 fn flusher_keeps_a_sequential_writers_pages_in_whole_runs() {
     let backend = mem(2000);
-    let cache = PageCache::new(
-        backend.clone(),
-        CacheConfig::with_budget_pages(10_000).writeback_interval(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let cache = kicked_only(&backend, 10_000);
     // 1,000 pages in one call, mostly within one 10 ms tick: at the threshold, not over it.
     // One more page kicks the flusher, which writes 1,001 - 500 = 501 pages. Oldest first,
     // ties broken by page: pages 0..501, in 2 writes of at most 256 pages (an arbitrary
@@ -79,14 +86,7 @@ fn flusher_keeps_a_sequential_writers_pages_in_whole_runs() {
     cache.write_all_at(&vec![3u8; 1000 * PS], 0).unwrap();
     assert_eq!(cache.stats().flusher_rounds, 0);
     cache.write_all_at(&[3u8; 8], 1000 * PS as u64).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let st = cache.stats();
-            st.dirty_pages == 500 && st.writeback_pages_in_flight == 0
-        }),
-        "{:?}",
-        cache.stats()
-    );
+    settles_at(&cache, 500);
     let st = cache.stats();
     assert_eq!((st.writeback_pages, st.writeback_ios), (501, 2), "{st:?}");
     assert_eq!(cache.page_state(500), Some(PageState::UpToDate));
@@ -97,11 +97,7 @@ fn flusher_keeps_a_sequential_writers_pages_in_whole_runs() {
 #[test]
 fn flusher_writes_back_when_over_the_background_threshold() {
     let backend = mem(200);
-    let cache = PageCache::new(
-        backend.clone(),
-        CacheConfig::with_budget_pages(100).writeback_interval(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let cache = kicked_only(&backend, 100);
     assert_eq!(cache.stats().dirty_background_pages, 10);
     assert_eq!(cache.stats().dirty_limit_pages, 20);
     // 15 dirty pages > 10%: the writer's kick wakes the flusher long before its interval.
