@@ -265,8 +265,11 @@ struct Piece {
 
 /// What [`Shared::try_shared`] found.
 enum Probe {
+    /// A hit: the caller holds the frame shared.
     Held(FrameId),
-    Busy,
+    /// The page is in this frame, held exclusively (being loaded or written).
+    Busy(FrameId),
+    /// Not cached.
     Absent,
 }
 
@@ -893,28 +896,18 @@ impl Shared {
         self.get_shared_prefetch(p, run, 0..0)
     }
 
-    /// As [`get_shared`](Self::get_shared); on a hit, the CPU is asked to start loading the bytes
-    /// `want` of the page as soon as its frame is known from the index, so that their cache misses
-    /// overlap the one on the frame's state word instead of following it.
+    /// As [`get_shared`](Self::get_shared), prefetching the bytes `want` of the page on a hit
+    /// (see [`try_shared`](Self::try_shared)).
     #[inline]
     fn get_shared_prefetch(&self, p: u64, run: usize, want: Range<usize>) -> Result<FrameId> {
         loop {
-            let found = self.index.lookup_then(p, &self.frames, |f| {
-                prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
-            });
-            if let Some(f) = found {
-                match self.settle(f, self.frames[f as usize].lock_shared(p)) {
-                    Acquire::Acquired => {
-                        self.policy.on_hit(f);
-                        self.counters.add(Counter::Hits, 1);
-                        return Ok(f);
-                    }
-                    Acquire::Wait => {
-                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
-                        continue;
-                    }
-                    Acquire::Absent | Acquire::Stray => {}
+            match self.try_shared(p, want.clone()) {
+                Probe::Held(f) => return Ok(f),
+                Probe::Busy(f) => {
+                    self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
+                    continue;
                 }
+                Probe::Absent => {}
             }
             let plan = self.readahead.on_miss(p, run, self.npages());
             let loaded = self.load(p, plan.run.max(run), Fill::Read, run)?;
@@ -1306,9 +1299,10 @@ impl Shared {
                 let n = (self.page_size - (pos & self.page_mask()) as usize).min(len - at);
                 let piece = Piece { read, at, pos, n };
                 at += n;
-                match self.try_shared(p) {
+                let in_page = (pos & self.page_mask()) as usize;
+                match self.try_shared(p, in_page..in_page + n) {
                     Probe::Held(f) => self.copy_piece(f, piece, reads, &mut deferred),
-                    Probe::Busy => deferred.push(piece),
+                    Probe::Busy(_) => deferred.push(piece),
                     Probe::Absent => {
                         if in_flight.len() >= depth {
                             // Keep `depth` in flight: finish the oldest, then start the next.
@@ -1361,10 +1355,16 @@ impl Shared {
         Ok(())
     }
 
-    /// A reader hold on page `p` if it is cached and nobody holds it exclusively; never waits
-    /// and never loads.
-    fn try_shared(&self, p: u64) -> Probe {
-        let Some(f) = self.index.lookup(p, &self.frames) else {
+    /// A reader hold on page `p` if it is cached and nobody holds it exclusively (a hit); never
+    /// waits and never loads. The CPU is asked to start loading the bytes `want` of the page as
+    /// soon as its frame is known from the index, so that their cache misses overlap the one on
+    /// the frame's state word instead of following it. Always inlined: it is the hit path.
+    #[inline(always)]
+    fn try_shared(&self, p: u64, want: Range<usize>) -> Probe {
+        let found = self.index.lookup_then(p, &self.frames, |f| {
+            prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
+        });
+        let Some(f) = found else {
             return Probe::Absent;
         };
         match self.settle(f, self.frames[f as usize].lock_shared(p)) {
@@ -1373,7 +1373,7 @@ impl Shared {
                 self.counters.add(Counter::Hits, 1);
                 Probe::Held(f)
             }
-            Acquire::Wait => Probe::Busy,
+            Acquire::Wait => Probe::Busy(f),
             Acquire::Absent | Acquire::Stray => Probe::Absent,
         }
     }
