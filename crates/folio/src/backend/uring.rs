@@ -9,6 +9,9 @@
 //!   the ring thread is asleep in the kernel it writes an eventfd that the ring thread always has
 //!   a read pending on. The ring thread moves every queued SQE into the ring and submits them with
 //!   one `io_uring_enter`, so when many threads submit at once, many SQEs go per system call.
+//!   Reads from [`start_read_pages`](PageCacheBackend::start_read_pages) (a batch) are queued
+//!   without the wake-up, which [`unplug`](PageCacheBackend::unplug) (or a submitter that has
+//!   to wait for a slot) then does once for all of them.
 //! - **Completion.** The same `io_uring_enter` waits for at least one completion
 //!   (`GETEVENTS`). The ring thread takes each CQE's operation out of the in-flight table,
 //!   finishes it (zero-fill past the end of the file, the rare short transfer completed
