@@ -425,14 +425,7 @@ impl PageCache {
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with [`Error::OutOfRange`].
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = checked_end(offset, buf.len())?;
-        let size = self.len();
-        if end > size {
-            return Err(Error::OutOfRange {
-                start: offset,
-                end,
-                size,
-            });
-        }
+        in_file(offset, end, self.len())?;
         let n = self.shared.read_at(buf, offset)?;
         if n < buf.len() {
             // Truncated concurrently.
@@ -469,14 +462,7 @@ impl PageCache {
     pub fn read_exact_many(&self, reads: &mut [(u64, &mut [u8])]) -> Result<()> {
         let size = self.len();
         for (offset, buf) in reads.iter() {
-            let end = checked_end(*offset, buf.len())?;
-            if end > size {
-                return Err(Error::OutOfRange {
-                    start: *offset,
-                    end,
-                    size,
-                });
-            }
+            in_file(*offset, checked_end(*offset, buf.len())?, size)?;
         }
         self.shared.read_many(reads)
     }
@@ -637,24 +623,12 @@ impl PageCache {
                 page_size: s.page_size,
             });
         }
-        let size = s.len();
-        if end > size {
-            return Err(Error::OutOfRange {
-                start: offset,
-                end,
-                size,
-            });
-        }
+        in_file(offset, end, s.len())?;
         let frame = s.get_shared_prefetch(offset >> s.page_shift, 1, in_page..in_page + len)?;
-        // As in `read_at`: a truncation may have run since `size` was read.
-        let now = s.len();
-        if end > now {
+        // As in `read_at`: a truncation may have run since the length was checked.
+        if let Err(e) = in_file(offset, end, s.len()) {
             s.unlock_shared(frame);
-            return Err(Error::OutOfRange {
-                start: offset,
-                end,
-                size: now,
-            });
+            return Err(e);
         }
         Ok(PageReadGuard {
             shared: s,
@@ -748,6 +722,15 @@ fn prefetch(ptr: *const u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (ptr, len);
+}
+
+/// `Ok` if `start..end` lies within a file of `size` bytes, else [`Error::OutOfRange`].
+#[inline]
+fn in_file(start: u64, end: u64, size: u64) -> Result<()> {
+    if end > size {
+        return Err(Error::OutOfRange { start, end, size });
+    }
+    Ok(())
 }
 
 #[inline]
