@@ -1,10 +1,12 @@
 //! Counters and the [`Stats`] snapshot.
 //!
-//! Counters that every hit touches are striped over cache-line-sized slots chosen per thread, so
-//! two threads hitting the cache never write the same cache line for bookkeeping.
+//! Counters that every hit touches are striped over cache-line-sized slots, one per thread: a
+//! thread owns a stripe number for its life (up to 64 threads at once; more share one stripe
+//! with atomic adds), so two threads never write the same cache line for bookkeeping and an
+//! owner counts with a plain load and store.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of the cache's counters (monotonic) and gauges (current values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,15 +86,17 @@ pub(crate) enum Counter {
 }
 
 const COUNTERS: usize = 12;
-const STRIPES: usize = 16;
-const _: () = assert!(STRIPES.is_power_of_two());
+/// Stripes a thread can own outright; threads beyond this many at once share one more.
+const OWNED_STRIPES: usize = 64;
+/// The shared stripe, updated with atomic adds.
+const SHARED_STRIPE: usize = OWNED_STRIPES;
 
 #[repr(align(128))]
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
 pub(crate) struct Counters {
-    stripes: Box<[Stripe; STRIPES]>,
+    stripes: Box<[Stripe; OWNED_STRIPES + 1]>,
 }
 
 impl Default for Counters {
@@ -103,34 +107,88 @@ impl Default for Counters {
     }
 }
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+/// Which of the `OWNED_STRIPES` stripe numbers a live thread owns (one bit each).
+static OWNED: AtomicU64 = AtomicU64::new(0);
+const _: () = assert!(OWNED_STRIPES == u64::BITS as usize);
 
-/// `usize::MAX` until the thread first counts something. A `const` initialiser makes each access
-/// a plain thread-local load, without the lazy-initialisation check of a non-const one.
+/// `usize::MAX` until the thread first counts something.
 const UNASSIGNED: usize = usize::MAX;
 
-thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
+/// A thread's stripe number, owned until the thread exits (then free for another thread).
+struct Claim(Cell<usize>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let v = self.0.get();
+        if v < OWNED_STRIPES {
+            // Release: the next owner's first update reads this thread's last one.
+            OWNED.fetch_and(!(1 << v), Ordering::Release);
+        }
+    }
 }
 
+thread_local! {
+    static STRIPE: Claim = const { Claim(Cell::new(UNASSIGNED)) };
+}
+
+/// The calling thread's stripe: one it owns (the same number in every cache), or
+/// `SHARED_STRIPE` when all are owned or the thread is exiting.
 #[inline]
 fn stripe() -> usize {
-    STRIPE.with(|s| {
-        let v = s.get();
-        if v != UNASSIGNED {
-            return v;
+    STRIPE
+        .try_with(|s| {
+            let v = s.0.get();
+            if v != UNASSIGNED {
+                return v;
+            }
+            let v = claim_stripe();
+            s.0.set(v);
+            v
+        })
+        .unwrap_or(SHARED_STRIPE)
+}
+
+#[cold]
+fn claim_stripe() -> usize {
+    let mut owned = OWNED.load(Ordering::Relaxed);
+    // Bounded: each failed attempt saw another thread change the bitmap.
+    for _ in 0..OWNED_STRIPES * 4 {
+        if owned == u64::MAX {
+            return SHARED_STRIPE;
         }
-        let v = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-        s.set(v);
-        v
-    })
+        let v = owned.trailing_ones() as usize;
+        // Acquire: pairs with the release of the stripe's previous owner.
+        match OWNED.compare_exchange_weak(
+            owned,
+            owned | 1 << v,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return v,
+            Err(now) => owned = now,
+        }
+    }
+    SHARED_STRIPE
 }
 
 impl Counters {
+    /// Adds `n` to counter `c`. On a stripe the thread owns this is a plain load and store, not
+    /// a locked add: a hit must not pay for a full barrier to count itself (see the optimistic
+    /// reads in [`crate::page`]).
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        // The mask keeps the index visibly in bounds (no check); `stripe() < STRIPES` anyway.
-        self.stripes[stripe() & (STRIPES - 1)].0[c as usize].fetch_add(n, Ordering::Relaxed);
+        let i = stripe();
+        // `i <= SHARED_STRIPE`, the last index: no bounds check needed, but it stays safe.
+        let cell = &self.stripes[i.min(SHARED_STRIPE)].0[c as usize];
+        if i < SHARED_STRIPE {
+            // Only this thread writes this stripe while it owns the number.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        } else {
+            cell.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn get(&self, c: Counter) -> u64 {
@@ -138,5 +196,44 @@ impl Counters {
             .iter()
             .map(|s| s.0[c as usize].load(Ordering::Relaxed))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Counts stay exact with more live threads than owned stripes (some share the atomic
+    /// stripe) and when exited threads' stripes are reused by new ones.
+    #[test]
+    fn counts_are_exact_with_more_threads_than_stripes() {
+        // Enough that threads sharing a stripe overlap in time on any machine.
+        const ADDS: u64 = 100_000;
+        let counters = Arc::new(Counters::default());
+        for round in 0..2u64 {
+            let threads = OWNED_STRIPES + 16;
+            let barrier = Arc::new(Barrier::new(threads));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (counters, barrier) = (counters.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        // All threads are alive (and hold their stripes) at once.
+                        barrier.wait();
+                        for _ in 0..ADDS {
+                            counters.add(Counter::Hits, 1);
+                        }
+                        barrier.wait();
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            assert_eq!(
+                counters.get(Counter::Hits),
+                (round + 1) * threads as u64 * ADDS
+            );
+        }
     }
 }
