@@ -1233,6 +1233,10 @@ impl Shared {
             let p = pos >> self.page_shift;
             let in_page = (pos & self.page_mask()) as usize;
             let n = (self.page_size - in_page).min(total - done);
+            if self.try_copy_optimistic(p, in_page, &mut buf[done..done + n]) {
+                done += n;
+                continue;
+            }
             let pages_left = (total - done).div_ceil(self.page_size);
             let f = self.get_shared_prefetch(p, pages_left, in_page..in_page + n)?;
             // A truncation may have run since `size` was read, and the page been loaded again
@@ -1283,6 +1287,9 @@ impl Shared {
                 let piece = Piece { read, at, pos, n };
                 at += n;
                 let in_page = (pos & self.page_mask()) as usize;
+                if self.try_copy_optimistic(p, in_page, &mut reads[read].1[piece.at..at]) {
+                    continue;
+                }
                 match self.try_shared(p, in_page..in_page + n) {
                     Probe::Held(f) => self.copy_piece(f, piece, reads, &mut deferred),
                     Probe::Busy(_) => deferred.push(piece),
@@ -1336,6 +1343,44 @@ impl Shared {
         }
         self.counters.add(Counter::ReadCalls, reads.len() as u64);
         Ok(())
+    }
+
+    /// A hit without a hold: copies `dst.len()` bytes at `in_page` of page `p` into `dst` if the
+    /// page is cached, valid and stays untouched during the copy (an optimistic read, see
+    /// [`crate::page`]), and the file still covers them. False if not; `dst` then holds garbage
+    /// and the caller takes the locked path, which also handles every rarer case (readahead
+    /// markers, a page being loaded or written, a truncation under way).
+    #[inline(always)]
+    fn try_copy_optimistic(&self, p: u64, in_page: usize, dst: &mut [u8]) -> bool {
+        if !crate::page::OPTIMISTIC_READS {
+            return false;
+        }
+        debug_assert!(in_page + dst.len() <= self.page_size);
+        let found = self.index.lookup_then(p, &self.frames, |f| {
+            prefetch(self.frame_ptr(f).wrapping_add(in_page), dst.len());
+        });
+        let Some(f) = found else {
+            return false;
+        };
+        let meta = &self.frames[f as usize];
+        let Some(begin) = meta.optimistic_begin(p) else {
+            return false;
+        };
+        // As in the locked path, the length is read after the page was seen valid: a page
+        // loaded again after a truncation may lie past the new end.
+        let end = (p << self.page_shift) + (in_page + dst.len()) as u64;
+        if end > self.len() {
+            return false;
+        }
+        // SAFETY: frame `f`'s bytes are mapped for the cache's life and `in_page + len` is
+        // within the page (asserted above).
+        unsafe { crate::page::copy_racy(self.frame_ptr(f).wrapping_add(in_page), dst) };
+        if !meta.optimistic_end(begin) {
+            return false;
+        }
+        self.policy.on_hit(f);
+        self.counters.add(Counter::Hits, 1);
+        true
     }
 
     /// A reader hold on page `p` if it is cached and nobody holds it exclusively (a hit); never

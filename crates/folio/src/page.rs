@@ -5,15 +5,34 @@
 //! to agree on, so that every transition is one compare-and-swap:
 //!
 //! ```text
-//!  bits  0..20  readers    shared holders: read_at copies, read guards, write-back I/O
-//!  bits 20..40  pins       PinnedPage handles (keep the page resident, no access right)
-//!  bit  40      EXCLUSIVE  one holder: the loader of a page, a writer, an evictor
-//!  bit  41      WAITERS    someone is parked on this frame (wake on release)
-//!  bits 42..44  kind       FREE | LOADING | VALID | ORPHAN
-//!  bit  44      DIRTY      the bytes differ from the backend
-//!  bit  45      WRITEBACK  a write-back of the bytes is in flight
-//!  bit  46      READAHEAD  marker: reaching this page should start the next readahead window
+//!  bits  0..16  readers    shared holders: read_at copies, read guards, write-back I/O
+//!  bits 16..32  pins       PinnedPage handles (keep the page resident, no access right)
+//!  bit  32      EXCLUSIVE  one holder: the loader of a page, a writer, an evictor
+//!  bit  33      WAITERS    someone is parked on this frame (wake on release)
+//!  bits 34..36  kind       FREE | LOADING | VALID | ORPHAN
+//!  bit  36      DIRTY      the bytes differ from the backend
+//!  bit  37      WRITEBACK  a write-back of the bytes is in flight
+//!  bit  38      READAHEAD  marker: reaching this page should start the next readahead window
+//!  bits 39..64  sequence   bumped (wrapping) by every acquisition of EXCLUSIVE; never reset
 //! ```
+//!
+//! # Optimistic reads
+//! A copy out of a valid page need not take a hold at all: `FrameMeta::optimistic_begin` reads
+//! the word, the caller copies the bytes without any store, and `FrameMeta::optimistic_end`
+//! reads the word again. Bytes only change under `EXCLUSIVE`, and every acquisition of
+//! `EXCLUSIVE` bumps the sequence, so if neither read saw `EXCLUSIVE`, both saw the same
+//! sequence and the page still `VALID` under the same tag, no writer, loader or evictor touched
+//! the bytes in between and the copy is exact; otherwise the caller throws it away and takes a
+//! reader hold instead. This is a seqlock (Linux's `seqcount_t`, Lameter's "SLUB" and vmcache's
+//! optimistic latches work the same way) and it is what lets a hit run with plain loads only: a
+//! locked read-modify-write is a full barrier on x86, and three of them per hit (hold, release,
+//! hit counter) kept one hit's cache misses from overlapping the next one's.
+//!
+//! The sequence has 25 bits. A copy is wrongly accepted only if exactly a multiple of 2^25
+//! (33.5 million) exclusive acquisitions of that one frame ran during it and left the page valid
+//! under the same tag; at tens of nanoseconds each, that is a reader stalled mid-copy for
+//! seconds while another thread does nothing but lock that page, and then a 1 in 2^25 chance.
+//! Linux's 32-bit `seqcount_t` accepts the same kind of bound.
 //!
 //! # Page states and what may be done in each
 //! - **Free** (`FREE`): no page; the frame is on the free list or held `EXCLUSIVE` by the thread
@@ -43,22 +62,35 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) const NO_PAGE: u64 = u64::MAX;
 
 pub(crate) const READER: u64 = 1;
-pub(crate) const READERS_MASK: u64 = (1 << 20) - 1;
-pub(crate) const PIN: u64 = 1 << 20;
-pub(crate) const PINS_MASK: u64 = ((1 << 20) - 1) << 20;
-pub(crate) const EXCLUSIVE: u64 = 1 << 40;
-pub(crate) const WAITERS: u64 = 1 << 41;
-pub(crate) const KIND_MASK: u64 = 3 << 42;
+pub(crate) const READERS_MASK: u64 = (1 << 16) - 1;
+pub(crate) const PIN: u64 = 1 << 16;
+pub(crate) const PINS_MASK: u64 = ((1 << 16) - 1) << 16;
+pub(crate) const EXCLUSIVE: u64 = 1 << 32;
+pub(crate) const WAITERS: u64 = 1 << 33;
+pub(crate) const KIND_MASK: u64 = 3 << 34;
 pub(crate) const FREE: u64 = 0;
-pub(crate) const LOADING: u64 = 1 << 42;
-pub(crate) const VALID: u64 = 2 << 42;
-pub(crate) const ORPHAN: u64 = 3 << 42;
-pub(crate) const DIRTY: u64 = 1 << 44;
-pub(crate) const WRITEBACK: u64 = 1 << 45;
-pub(crate) const READAHEAD: u64 = 1 << 46;
+pub(crate) const LOADING: u64 = 1 << 34;
+pub(crate) const VALID: u64 = 2 << 34;
+pub(crate) const ORPHAN: u64 = 3 << 34;
+pub(crate) const DIRTY: u64 = 1 << 36;
+pub(crate) const WRITEBACK: u64 = 1 << 37;
+pub(crate) const READAHEAD: u64 = 1 << 38;
+/// One step of the sequence (the top field: adding wraps it without touching the others).
+const SEQ_ONE: u64 = 1 << 39;
+const SEQ_MASK: u64 = !(SEQ_ONE - 1);
 
 /// Anyone holding the frame in any way.
 const HOLDERS: u64 = READERS_MASK | PINS_MASK | EXCLUSIVE;
+
+/// What must be unchanged between the two reads of an optimistic copy.
+const STABLE: u64 = SEQ_MASK | KIND_MASK | EXCLUSIVE;
+
+/// `s` with `EXCLUSIVE` taken: the only way any code sets it, so the sequence moves every time.
+#[inline]
+fn take_exclusive(s: u64) -> u64 {
+    debug_assert!(s & EXCLUSIVE == 0);
+    (s | EXCLUSIVE).wrapping_add(SEQ_ONE)
+}
 
 /// The longest a parked thread sleeps before it re-checks the state word on its own. Wake-ups are
 /// explicit; this only bounds the damage of a missed one.
@@ -159,12 +191,32 @@ impl FrameMeta {
         self.tag.store(tag, Ordering::Release);
     }
 
-    /// Overwrites the state word of a frame this thread owns exclusively, keeping `WAITERS`.
+    /// Sets the state word of a frame this thread owns exclusively to `new` (which must keep
+    /// `EXCLUSIVE`), keeping the sequence and waking anyone parked.
     pub(crate) fn set_owned_state(&self, new: u64) {
         debug_assert!(self.state() & EXCLUSIVE != 0);
-        debug_assert!(new & EXCLUSIVE != 0);
-        let prev = self.state.swap(new & !WAITERS, Ordering::AcqRel);
-        self.wake_if(prev);
+        debug_assert!(new & EXCLUSIVE != 0 && new & SEQ_MASK == 0);
+        self.update(|s| Some(new | (s & SEQ_MASK)));
+    }
+
+    /// Starts an optimistic read of page `key` (see the [module docs](self)): the word to hand
+    /// to [`optimistic_end`](Self::optimistic_end), or `None` if the page is not valid here, is
+    /// held `EXCLUSIVE`, or carries a readahead marker (whose reader must take a hold to start
+    /// the next window). No store, no hold.
+    #[inline]
+    pub(crate) fn optimistic_begin(&self, key: u64) -> Option<u64> {
+        let s = self.state.load(Ordering::Acquire);
+        // Ordered after the state load by its acquire, so the tag is the one of that state.
+        (kind(s) == VALID && s & (EXCLUSIVE | READAHEAD) == 0 && self.tag() == key).then_some(s)
+    }
+
+    /// Ends an optimistic read begun with `begin`: true if nothing could have changed the bytes
+    /// since, so what the caller copied is the page's content.
+    #[inline]
+    pub(crate) fn optimistic_end(&self, begin: u64) -> bool {
+        // The copy's loads complete before the state is read again.
+        crate::sync::fence(Ordering::Acquire);
+        (self.state.load(Ordering::Relaxed) ^ begin) & STABLE == 0
     }
 
     fn wake_if(&self, prev: u64) {
@@ -252,7 +304,7 @@ impl FrameMeta {
             key,
             pinned,
             |s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0,
-            |s| s | EXCLUSIVE,
+            take_exclusive,
             |m| m.unlock_exclusive(false).1,
         )
     }
@@ -312,7 +364,7 @@ impl FrameMeta {
     /// Claims a valid page nobody holds, for eviction or removal: sets `EXCLUSIVE`.
     pub(crate) fn claim(&self) -> bool {
         self.update(|s| {
-            (kind(s) == VALID && s & (HOLDERS | WRITEBACK) == 0).then_some(s | EXCLUSIVE)
+            (kind(s) == VALID && s & (HOLDERS | WRITEBACK) == 0).then(|| take_exclusive(s))
         })
         .is_some()
     }
@@ -324,7 +376,7 @@ impl FrameMeta {
                 let mut new = f(s);
                 freed = Released::Held;
                 if kind(new) == ORPHAN && new & HOLDERS == 0 {
-                    new = FREE;
+                    new = FREE | (new & SEQ_MASK);
                     freed = Released::Freed;
                 }
                 Some(new)
@@ -449,9 +501,8 @@ impl FrameMeta {
 
     /// Marks a frame free (no holder) on its way to the free list, waking anyone parked on it.
     pub(crate) fn set_free(&self) {
-        let prev = self.state.swap(FREE, Ordering::AcqRel);
-        debug_assert!(prev & (PINS_MASK | READERS_MASK) == 0);
-        self.wake_if(prev);
+        let prev = self.update(|s| Some(FREE | (s & SEQ_MASK)));
+        debug_assert!(prev.is_some_and(|p| p & (PINS_MASK | READERS_MASK) == 0));
     }
 
     /// Adds a pin to a frame this thread holds `EXCLUSIVE`.
@@ -462,7 +513,7 @@ impl FrameMeta {
 
     /// Takes a frame from the free list: `FREE` → `FREE | EXCLUSIVE`.
     pub(crate) fn take_free(&self) -> bool {
-        self.update(|s| (s & (KIND_MASK | HOLDERS) == FREE).then_some(s | EXCLUSIVE))
+        self.update(|s| (s & (KIND_MASK | HOLDERS) == FREE).then(|| take_exclusive(s)))
             .is_some()
     }
 
@@ -473,6 +524,67 @@ impl FrameMeta {
         self.update(|s| Some(s & !DIRTY))
             .is_some_and(|prev| prev & DIRTY != 0)
     }
+}
+
+/// Whether this target has [`copy_racy`], and so optimistic reads; elsewhere every hit takes a
+/// reader hold.
+pub(crate) const OPTIMISTIC_READS: bool = cfg!(any(target_arch = "x86_64", folio_model));
+
+/// Copies `src[..dst.len()]` into `dst` while an `EXCLUSIVE` holder may be writing `src`: the
+/// copy in the middle of an optimistic read, whose result is used only if
+/// [`FrameMeta::optimistic_end`] then says no writer ran.
+///
+/// # Safety
+/// `src..src + dst.len()` is mapped and readable for the whole call (frames are never unmapped
+/// while the cache lives).
+#[cfg(all(target_arch = "x86_64", not(folio_model)))]
+#[inline(always)]
+pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
+    // SAFETY: `rep movsb` reads `rcx` bytes at `rsi` and writes them at `rdi`: the caller
+    // vouches for the source range, `dst` is a unique borrow of the destination, and the ABI
+    // guarantees the direction flag is clear. The source may be written concurrently. In the
+    // language's memory model that is a data race, and stable Rust has no byte-wise atomic copy
+    // to express what a seqlock reader needs (C++ proposal P1478). The assembly block is opaque
+    // to the optimiser, though: it cannot assume the bytes stable or derive anything from them,
+    // so the block does what the hardware does, which is to store some mix of old and new bytes
+    // in `dst`. The caller throws those away unless the sequence check proves no writer ran.
+    // (crossbeam's `AtomicCell` and Linux's seqlocks rest on the same argument.) `rep movsb`
+    // is also what glibc's memcpy uses for copies of this size on CPUs with fast string moves.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") dst.len() => _,
+            inout("rdi") dst.as_mut_ptr() => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// The model-checking build's copy: two halves with a scheduling point between them, so that
+/// the models can run a writer in the middle of a copy and show the sequence check rejects it.
+///
+/// # Safety
+/// As the real one. Shuttle runs one thread at a time, so nothing races here.
+#[cfg(folio_model)]
+pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
+    let half = dst.len() / 2;
+    let (a, b) = dst.split_at_mut(half);
+    // SAFETY: the caller vouches for `src[..dst.len()]`; `a` and `b` are disjoint borrows.
+    unsafe { std::ptr::copy_nonoverlapping(src, a.as_mut_ptr(), a.len()) };
+    crate::sync::yield_now();
+    // SAFETY: as above.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(half), b.as_mut_ptr(), b.len()) };
+}
+
+/// Never called: [`OPTIMISTIC_READS`] is false on this target.
+///
+/// # Safety
+/// None needed; it does nothing.
+#[cfg(not(any(target_arch = "x86_64", folio_model)))]
+#[inline(always)]
+pub(crate) unsafe fn copy_racy(_src: *const u8, _dst: &mut [u8]) {
+    unreachable!("optimistic reads are off on this target")
 }
 
 // Unit tests run on std's atomics only; `folio_model` is set by the model-checking crate,
