@@ -250,6 +250,38 @@ struct Loading {
     waiter: Result<crate::backend::IoWaiter>,
 }
 
+impl Loading {
+    /// True once its I/O has completed (or failed to start): finishing it will not block.
+    fn is_complete(&self) -> bool {
+        self.waiter.as_ref().map_or(true, |w| w.is_complete())
+    }
+}
+
+/// Removes the first load of `in_flight` whose I/O has completed, if any; never blocks.
+fn take_ready<T>(in_flight: &mut VecDeque<(Loading, T)>) -> Option<(Loading, T)> {
+    let i = in_flight.iter().position(|(l, _)| l.is_complete())?;
+    in_flight.remove(i)
+}
+
+/// Removes a load of `in_flight` whose I/O has completed, blocking until one has: the first
+/// completed one in submission order, waiting (on the oldest, which on a self-reaped ring also
+/// completes others) while none has. Finishing the oldest instead, whatever else completed
+/// first, left slots idle behind a slow read (head-of-line blocking). `None` if empty.
+fn take_completed<T>(in_flight: &mut VecDeque<(Loading, T)>) -> Option<(Loading, T)> {
+    // Bounded: each `wait_progress` completes at least one I/O of the window (or the oldest).
+    loop {
+        if let Some(done) = take_ready(in_flight) {
+            return Some(done);
+        }
+        match &in_flight.front()?.0.waiter {
+            Ok(w) => {
+                w.wait_progress();
+            }
+            Err(_) => return in_flight.pop_front(),
+        }
+    }
+}
+
 /// One page's part of one read of [`PageCache::read_exact_many`].
 #[derive(Clone, Copy, Debug)]
 struct Piece {
@@ -1299,7 +1331,7 @@ impl Shared {
                             // (Finishing half the window at a time, in bursts, left the device
                             // at 16 to 32 outstanding and measured 0.73x fio at qd 32.)
                             self.backend.unplug();
-                            if let Some((loading, pc)) = in_flight.pop_front() {
+                            if let Some((loading, pc)) = take_completed(&mut in_flight) {
                                 if let Err(e) = self.finish_piece(loading, pc, reads, &mut deferred)
                                 {
                                     failed = Some(e);

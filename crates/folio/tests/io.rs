@@ -158,21 +158,34 @@ fn uring_many_threads_through_the_cache() {
 
 #[test]
 fn batched_reads_keep_many_misses_in_flight_and_read_the_right_pages() {
+    // Four threads over a cache that holds under a fifth of the file: hits, misses in flight,
+    // pages another thread (or this batch) is loading, evictions.
+    batched_reads(4, 48, 40);
+}
+
+#[test]
+fn batched_reads_from_more_threads_than_batch_rings() {
+    // Past `BATCH_RINGS_MAX` threads, batches go through the shared ring instead of a ring of
+    // their own; both kinds at once.
+    batched_reads(folio::backend::uring::BATCH_RINGS_MAX as u64 + 4, 256, 8);
+}
+
+/// `threads` threads each read `rounds` batches of 32 random reads (repeats included, some
+/// crossing a page boundary) of a 256-page patterned file through a cache of `frames` frames,
+/// and check every byte.
+fn batched_reads(threads: u64, frames: usize, rounds: usize) {
     if !uring_or_skip("batched read test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let pages = 256u64;
-    let cache = patterned_uring_cache(&dir, pages, 48); // queue depth 8
-                                                        // Four threads, batches of 32 random reads (repeats included, some crossing a page
-                                                        // boundary), over a cache that holds under a fifth of the file: hits, misses in flight,
-                                                        // pages another thread (or this batch) is loading, evictions.
-    let handles: Vec<_> = (0..4u64)
+    let cache = patterned_uring_cache(&dir, pages, frames); // queue depth 8
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let cache = cache.clone();
             thread::spawn(move || {
                 let mut x = t * 7919 + 3;
-                for _ in 0..40 {
+                for _ in 0..rounds {
                     let mut offsets = Vec::new();
                     for _ in 0..32 {
                         let p = lcg(&mut x) % (pages - 1);
@@ -200,8 +213,10 @@ fn batched_reads_keep_many_misses_in_flight_and_read_the_right_pages() {
     let s = cache.stats();
     assert!(s.misses > 0 && s.hits > 0, "{s:?}");
     // Every frame was released: the whole budget can be held again.
-    let held: Vec<_> = (0..48u64).map(|p| cache.pin_page(p).unwrap()).collect();
-    assert_eq!(held.len(), 48);
+    let held: Vec<_> = (0..frames as u64)
+        .map(|p| cache.pin_page(p).unwrap())
+        .collect();
+    assert_eq!(held.len(), frames);
 }
 
 /// The bytes of the patterned image at `offset`, one page long.

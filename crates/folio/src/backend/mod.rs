@@ -348,6 +348,16 @@ pub struct IoWaiter {
 enum WaiterInner {
     Ready(Result<()>),
     Pending(Arc<Completion>),
+    Driven(Arc<Completion>, Arc<dyn IoDriver>),
+}
+
+/// What makes a [driven](IoWaiter::driven) waiter's I/O progress: a queue of operations that no
+/// thread of its own completes (an io_uring the waiting thread reaps itself, as `fio` does), so
+/// whoever waits does the completing.
+pub trait IoDriver: Send + Sync {
+    /// Completes at least one outstanding operation, blocking until one finishes; returns at
+    /// once if none is outstanding.
+    fn drive(&self);
 }
 
 /// The completing side of a pending [`IoWaiter`], held by the backend.
@@ -387,11 +397,47 @@ impl IoWaiter {
         )
     }
 
+    /// A pending waiter whose [`wait`](Self::wait) calls `driver` until the I/O completes, and
+    /// the completer that the driver completes.
+    pub fn driven(op: IoOp, offset: u64, driver: Arc<dyn IoDriver>) -> (IoWaiter, IoCompleter) {
+        let (waiter, completer) = IoWaiter::pending(op, offset);
+        let WaiterInner::Pending(c) = waiter.inner else {
+            unreachable!("IoWaiter::pending returns a pending waiter")
+        };
+        let waiter = IoWaiter {
+            inner: WaiterInner::Driven(c, driver),
+        };
+        (waiter, completer)
+    }
+
     /// True once the I/O has completed (waiting would not block).
     pub fn is_complete(&self) -> bool {
         match &self.inner {
             WaiterInner::Ready(_) => true,
-            WaiterInner::Pending(c) => c.result.lock().is_some(),
+            WaiterInner::Pending(c) | WaiterInner::Driven(c, _) => c.result.lock().is_some(),
+        }
+    }
+
+    /// Blocks until this I/O or, for a [driven](Self::driven) waiter, any other I/O of the same
+    /// driver completes, whichever is first (a caller with many reads in flight then finishes
+    /// whichever completed, as `fio` refills any free slot). Returns whether this one is
+    /// complete.
+    pub fn wait_progress(&self) -> bool {
+        match &self.inner {
+            WaiterInner::Ready(_) => true,
+            WaiterInner::Pending(c) => {
+                let mut guard = c.result.lock();
+                while guard.is_none() {
+                    c.done.wait(&mut guard);
+                }
+                true
+            }
+            WaiterInner::Driven(c, driver) => {
+                if c.result.lock().is_none() {
+                    driver.drive();
+                }
+                c.result.lock().is_some()
+            }
         }
     }
 
@@ -408,6 +454,14 @@ impl IoWaiter {
                     c.done.wait(&mut guard);
                 }
             }
+            WaiterInner::Driven(c, driver) => loop {
+                if let Some(r) = c.result.lock().take() {
+                    return r;
+                }
+                // Our operation is outstanding until its completer runs, so each call completes
+                // something or blocks until it can.
+                driver.drive();
+            },
         }
     }
 }

@@ -27,6 +27,16 @@
 //! - **Shutdown.** Dropping the backend stops new submissions, wakes the ring thread, lets it
 //!   drain every operation still in flight, and joins it: no leaked thread, no freed buffer under
 //!   a live I/O.
+//! - **Batched reads on the caller's own ring.** Reads from
+//!   [`start_read_pages`](PageCacheBackend::start_read_pages) (a thread keeping many misses in
+//!   flight, [`PageCache::read_exact_many`](crate::PageCache::read_exact_many)) go to a second
+//!   ring that belongs to the calling thread (one per thread, up to [`BATCH_RINGS_MAX`]
+//!   threads; beyond that, the shared ring). No other thread reaps it: the waiters it hands out
+//!   are [driven](IoWaiter::driven), so the thread that waits submits what is queued and reaps
+//!   completions in its own `io_uring_enter`, as `fio --iodepth` does. Through the shared ring
+//!   each of those reads cost two wake-ups (ring thread, then caller) and measured 0.73x fio's
+//!   IOPS at the same depth. The same ownership rule holds: an op's buffers stay in that ring's
+//!   table until its CQE is reaped, and the ring drains before it is dropped.
 //! - **Small reads inline.** Reads of at most [`UringBackend::inline_read_pages`] pages (default
 //!   1) are plain `preadv` on the calling thread: see that method for the measurement.
 //! - **Geometry** is [`FileBackend`]'s (it is used for the file descriptors, the length,
@@ -49,12 +59,15 @@ use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::{Condvar, Mutex};
 
 use super::file::{preadv_full, pwritev_full, DIRECT_ALIGN};
-use super::{io_geometry, FileBackend, Frame, FrameMut, IoCompleter, IoMode, IoWaiter};
+use super::{io_geometry, FileBackend, Frame, FrameMut, IoCompleter, IoDriver, IoMode, IoWaiter};
 use super::{PageCacheBackend, Result};
 use crate::error::{Error, IoOp};
 
 /// Default number of operations in flight per ring.
 pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+
+/// Threads that may each have their own ring for batched reads (see the module docs).
+pub const BATCH_RINGS_MAX: usize = 16;
 
 /// Default of [`UringBackend::inline_read_pages`].
 pub const DEFAULT_INLINE_READ_PAGES: usize = 1;
@@ -99,6 +112,12 @@ struct QueuedSqe(squeue::Entry);
 // outlive the entry; the entry is only copied into the ring by the ring thread.
 unsafe impl Send for QueuedSqe {}
 
+/// A read ready to go to a ring, or already done.
+enum Prepared {
+    Done(IoWaiter),
+    Op(Op, squeue::Entry, IoWaiter),
+}
+
 /// One operation in flight.
 struct Op {
     buffers: Buffers,
@@ -137,6 +156,137 @@ pub struct UringBackend {
     inner: Arc<Inner>,
     ring_thread: Option<JoinHandle<()>>,
     inline_read_pages: usize,
+    /// Rings for batched reads, one per thread that has made some.
+    batch_rings: Mutex<Vec<(std::thread::ThreadId, Arc<BatchRing>)>>,
+}
+
+/// A ring for one thread's batched reads, reaped by whoever waits for one of its reads.
+struct BatchRing {
+    inner: Arc<Inner>,
+    depth: usize,
+    state: Mutex<BatchState>,
+}
+
+struct BatchState {
+    ring: IoUring,
+    ops: Vec<Option<Op>>,
+    free: Vec<usize>,
+    /// Ops pushed into the ring (submitted or not) whose CQE has not been reaped.
+    in_flight: usize,
+}
+
+impl BatchRing {
+    fn new(inner: Arc<Inner>, depth: usize) -> std::io::Result<BatchRing> {
+        // Not single-issuer: any thread that waits for one of its reads may enter it.
+        let ring = IoUring::builder().dontfork().build(depth as u32)?;
+        Ok(BatchRing {
+            inner,
+            depth,
+            state: Mutex::new(BatchState {
+                ring,
+                ops: Vec::with_capacity(depth),
+                free: Vec::new(),
+                in_flight: 0,
+            }),
+        })
+    }
+
+    /// Puts `op` in the table and its SQE in the ring, unsubmitted; reaps first while the ring
+    /// is full.
+    fn push(&self, op: Op, sqe: squeue::Entry) {
+        let mut st = self.state.lock();
+        while st.in_flight >= self.depth {
+            self.reap(&mut st);
+        }
+        let slot = match st.free.pop() {
+            Some(s) => {
+                st.ops[s] = Some(op);
+                s
+            }
+            None => {
+                st.ops.push(Some(op));
+                st.ops.len() - 1
+            }
+        };
+        st.in_flight += 1;
+        // SAFETY: the op's buffers stay in the table until its CQE is reaped (`reap`), and the
+        // ring drains before it is dropped (`Drop`). Fewer than `depth` ops are in flight, and
+        // the submission queue (`depth` entries) only holds ops in flight: the push cannot fail.
+        let pushed = unsafe { st.ring.submission().push(&sqe.user_data(slot as u64)) };
+        debug_assert!(pushed.is_ok(), "batch ring submission queue full");
+    }
+
+    /// Submits what is queued, without waiting.
+    fn submit(&self) {
+        let st = self.state.lock();
+        if let Err(e) = st.ring.submit() {
+            if !transient(&e) {
+                tracing::error!(error = %e, "io_uring_enter (batch submit) failed");
+            }
+        }
+    }
+
+    /// Submits what is queued, waits for at least one completion (the caller checked one is
+    /// in flight) and completes every op whose CQE is there.
+    fn reap(&self, st: &mut BatchState) -> bool {
+        debug_assert!(st.in_flight > 0);
+        if let Err(e) = st.ring.submit_and_wait(1) {
+            if !transient(&e) {
+                tracing::error!(error = %e, "io_uring_enter (batch wait) failed");
+                // Do not spin on a broken ring.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                return false;
+            }
+        }
+        let done: Vec<(u64, i32)> = st
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (slot, res) in done {
+            // The kernel is done with the op's buffers: it may now leave the table.
+            if let Some(op) = st.ops.get_mut(slot as usize).and_then(Option::take) {
+                st.free.push(slot as usize);
+                st.in_flight -= 1;
+                self.inner.finish(op, res);
+            }
+        }
+        true
+    }
+}
+
+impl IoDriver for BatchRing {
+    fn drive(&self) {
+        let mut st = self.state.lock();
+        if st.in_flight > 0 {
+            self.reap(&mut st);
+        }
+    }
+}
+
+impl Drop for BatchRing {
+    fn drop(&mut self) {
+        // Bounded: each round reaps at least one op unless the ring fails; after a few failures
+        // the ops' buffers are leaked rather than freed under a kernel that may still write them.
+        let mut failures = 0;
+        loop {
+            let mut st = self.state.lock();
+            if st.in_flight == 0 {
+                return;
+            }
+            if !self.reap(&mut st) {
+                failures += 1;
+                if failures > 3 {
+                    tracing::error!(
+                        ops = st.in_flight,
+                        "leaking the buffers of a failed io_uring"
+                    );
+                    std::mem::forget(std::mem::take(&mut st.ops));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -228,6 +378,7 @@ impl UringBackend {
             inner,
             ring_thread: Some(ring_thread),
             inline_read_pages: DEFAULT_INLINE_READ_PAGES,
+            batch_rings: Mutex::new(Vec::new()),
         })
     }
 
@@ -245,13 +396,67 @@ impl UringBackend {
         self
     }
 
-    /// A read of `frames` at page `idx` through the ring (not inline).
-    fn read_through_ring(
+    /// A read of `frames` at page `idx` through the shared ring (not inline).
+    fn read_through_ring(&self, idx: u64, frames: Vec<FrameMut>, wake: Wake) -> Result<IoWaiter> {
+        match self.prepare_read(idx, frames, IoWaiter::pending)? {
+            Prepared::Done(waiter) => Ok(waiter),
+            Prepared::Op(op, sqe, waiter) => {
+                self.inner.start(op, sqe, wake)?;
+                Ok(waiter)
+            }
+        }
+    }
+
+    /// A read of `frames` at page `idx` through the calling thread's batch ring.
+    fn read_through_batch(
+        &self,
+        ring: Arc<BatchRing>,
+        idx: u64,
+        frames: Vec<FrameMut>,
+    ) -> Result<IoWaiter> {
+        let driver: Arc<dyn IoDriver> = ring.clone();
+        let waiter = |op, offset| IoWaiter::driven(op, offset, driver);
+        match self.prepare_read(idx, frames, waiter)? {
+            Prepared::Done(waiter) => Ok(waiter),
+            Prepared::Op(op, sqe, waiter) => {
+                ring.push(op, sqe);
+                Ok(waiter)
+            }
+        }
+    }
+
+    /// The calling thread's batch ring, made on first use; `None` once
+    /// [`BATCH_RINGS_MAX`] threads have one (or if the kernel refuses another ring).
+    fn batch_ring(&self, create: bool) -> Option<Arc<BatchRing>> {
+        let me = std::thread::current().id();
+        let mut rings = self.batch_rings.lock();
+        if let Some((_, r)) = rings.iter().find(|(t, _)| *t == me) {
+            return Some(r.clone());
+        }
+        if !create || rings.len() >= BATCH_RINGS_MAX {
+            return None;
+        }
+        match BatchRing::new(self.inner.clone(), self.inner.queue_depth) {
+            Ok(r) => {
+                let r = Arc::new(r);
+                rings.push((me, r.clone()));
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no io_uring for batched reads; using the shared one");
+                None
+            }
+        }
+    }
+
+    /// The op, SQE and waiter (made by `waiter`) of a read of `frames` at page `idx`, or a
+    /// ready waiter if the read lies wholly past the end of the file (zero-filled here).
+    fn prepare_read(
         &self,
         idx: u64,
         mut frames: Vec<FrameMut>,
-        wake: Wake,
-    ) -> Result<IoWaiter> {
+        waiter: impl FnOnce(IoOp, u64) -> (IoWaiter, IoCompleter),
+    ) -> Result<Prepared> {
         let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
         let inner = &*self.inner;
         inner.file.check_direct(offset, page_size, frames.len())?;
@@ -262,7 +467,7 @@ impl UringBackend {
             for f in &mut frames {
                 f.as_mut_slice().fill(0);
             }
-            return Ok(IoWaiter::ready(Ok(())));
+            return Ok(Prepared::Done(IoWaiter::ready(Ok(()))));
         }
         let iovecs: Box<[libc::iovec]> = frames
             .iter_mut()
@@ -278,7 +483,7 @@ impl UringBackend {
         )
         .offset(offset)
         .build();
-        let (waiter, completer) = IoWaiter::pending(IoOp::Read, offset);
+        let (waiter, completer) = waiter(IoOp::Read, offset);
         let op = Op {
             buffers: Buffers::Read(frames),
             _iovecs: Iovecs { _keep: iovecs },
@@ -287,8 +492,7 @@ impl UringBackend {
             expected,
             completer,
         };
-        inner.start(op, sqe, wake)?;
-        Ok(waiter)
+        Ok(Prepared::Op(op, sqe, waiter))
     }
 
     /// The I/O mode.
@@ -615,12 +819,19 @@ impl PageCacheBackend for UringBackend {
     }
 
     fn start_read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
-        // The caller has more reads to submit before it waits: never inline, and the ring
-        // thread is woken once for the whole burst, by `unplug`.
-        self.read_through_ring(idx, frames, Wake::Deferred)
+        // The caller has more reads to submit before it waits: never inline. On its own ring
+        // they are submitted at `unplug` or when it waits; on the shared one, the ring thread
+        // is woken once for the whole burst, by `unplug`.
+        match self.batch_ring(true) {
+            Some(ring) => self.read_through_batch(ring, idx, frames),
+            None => self.read_through_ring(idx, frames, Wake::Deferred),
+        }
     }
 
     fn unplug(&self) {
+        if let Some(ring) = self.batch_ring(false) {
+            ring.submit();
+        }
         self.inner.unplug();
     }
 
