@@ -250,35 +250,38 @@ struct Loading {
     waiter: Result<crate::backend::IoWaiter>,
 }
 
-impl Loading {
-    /// True once its I/O has completed (or failed to start): finishing it will not block.
-    fn is_complete(&self) -> bool {
-        self.waiter.as_ref().map_or(true, |w| w.is_complete())
+/// Something in flight with an I/O to wait for: a load, a run under write-back.
+trait InFlight {
+    /// The I/O's waiter, or `None` if it failed to start (finishing it will not block).
+    fn waiter(&self) -> Option<&crate::backend::IoWaiter>;
+}
+
+impl<T> InFlight for (Loading, T) {
+    fn waiter(&self) -> Option<&crate::backend::IoWaiter> {
+        self.0.waiter.as_ref().ok()
     }
 }
 
-/// Removes the first load of `in_flight` whose I/O has completed, if any; never blocks.
-fn take_ready<T>(in_flight: &mut VecDeque<(Loading, T)>) -> Option<(Loading, T)> {
-    let i = in_flight.iter().position(|(l, _)| l.is_complete())?;
-    in_flight.remove(i)
+impl InFlight for SubmittedRun {
+    fn waiter(&self) -> Option<&crate::backend::IoWaiter> {
+        self.waiter.as_ref().ok()
+    }
 }
 
-/// Removes a load of `in_flight` whose I/O has completed, blocking until one has: the first
+/// Removes an entry of `in_flight` whose I/O has completed, blocking until one has: the first
 /// completed one in submission order, waiting (on the oldest, which on a self-reaped ring also
 /// completes others) while none has. Finishing the oldest instead, whatever else completed
-/// first, left slots idle behind a slow read (head-of-line blocking). `None` if empty.
-fn take_completed<T>(in_flight: &mut VecDeque<(Loading, T)>) -> Option<(Loading, T)> {
+/// first, left slots idle behind a slow I/O (head-of-line blocking). `None` if empty.
+fn take_completed<T: InFlight>(in_flight: &mut VecDeque<T>) -> Option<T> {
     // Bounded: each `wait_progress` completes at least one I/O of the window (or the oldest).
     loop {
-        if let Some(done) = take_ready(in_flight) {
-            return Some(done);
+        let done = in_flight
+            .iter()
+            .position(|e| e.waiter().is_none_or(|w| w.is_complete()));
+        if let Some(i) = done {
+            return in_flight.remove(i);
         }
-        match &in_flight.front()?.0.waiter {
-            Ok(w) => {
-                w.wait_progress();
-            }
-            Err(_) => return in_flight.pop_front(),
-        }
+        in_flight.front()?.waiter()?.wait_progress();
     }
 }
 
@@ -1675,10 +1678,9 @@ impl Shared {
             let contiguous = run.last().is_none_or(|&(k, _)| k + 1 == key);
             if !contiguous || run.len() == self.max_io_pages {
                 if in_flight.len() >= in_flight_max {
-                    // Complete the older half, so the next submissions reach the backend in a
-                    // burst (one wake-up of an io_uring thread for many runs, not one per run).
-                    let half = in_flight_max.div_ceil(2);
-                    for r in in_flight.drain(..half) {
+                    // Keep the queue full: finish whichever run completed first.
+                    self.backend.unplug();
+                    if let Some(r) = take_completed(&mut in_flight) {
                         self.complete_run(r);
                     }
                 }
@@ -1700,6 +1702,7 @@ impl Shared {
                 Acquire::Wait => {
                     // Never wait while holding pages: write what we have first.
                     in_flight.push_back(self.submit_run(&mut run));
+                    self.backend.unplug();
                     for r in in_flight.drain(..) {
                         self.complete_run(r);
                     }
@@ -1711,6 +1714,7 @@ impl Shared {
             }
         }
         in_flight.push_back(self.submit_run(&mut run));
+        self.backend.unplug();
         for r in in_flight.drain(..) {
             self.complete_run(r);
         }
@@ -1734,7 +1738,8 @@ impl Shared {
                 Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
             })
             .collect();
-        let waiter = self.backend.write_pages(first, frames);
+        // Queued: `flush_list` unplugs before it waits for any run.
+        let waiter = self.backend.start_write_pages(first, frames);
         SubmittedRun { pages, waiter }
     }
 

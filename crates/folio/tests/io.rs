@@ -95,8 +95,26 @@ fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
         .write_pages(3, vec![FrameMut::alloc(PS).unwrap().freeze()])
         .unwrap();
     drop(w);
+    // The same on this thread's own ring (batched I/O, reaped only by whoever waits): some
+    // submitted by `unplug`, the last ones never submitted before the backend goes.
+    for i in 0..100u64 {
+        let frames = vec![FrameMut::alloc(PS).unwrap()];
+        drop(b.start_read_pages(i % 60, frames).unwrap());
+        if i == 50 {
+            b.unplug();
+        }
+    }
+    let w = b
+        .start_write_pages(5, vec![FrameMut::alloc(PS).unwrap().freeze()])
+        .unwrap();
+    drop(w);
+    // A batched read waited for by another thread: that thread reaps the ring.
+    let w = b
+        .start_read_pages(7, vec![FrameMut::alloc(PS).unwrap()])
+        .unwrap();
+    thread::spawn(move || w.wait()).join().unwrap().unwrap();
     let started = Instant::now();
-    drop(b); // drains in-flight ops and joins the reaper
+    drop(b); // drains in-flight ops (of both rings) and joins the reaper
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 

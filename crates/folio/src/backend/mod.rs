@@ -513,9 +513,17 @@ pub trait PageCacheBackend: Send + Sync {
         self.read_pages(idx, frames)
     }
 
-    /// Starts the reads that [`start_read_pages`](Self::start_read_pages) queued (default:
-    /// nothing to do).
+    /// Starts the reads and writes that [`start_read_pages`](Self::start_read_pages) and
+    /// [`start_write_pages`](Self::start_write_pages) queued (default: nothing to do).
     fn unplug(&self) {}
+
+    /// As [`write_pages`](Self::write_pages), when the caller has more writes to submit before
+    /// it waits for this one (a flush). As with [`start_read_pages`](Self::start_read_pages), the
+    /// backend may hold it back until [`unplug`](Self::unplug), which the caller calls before it
+    /// waits for any of them.
+    fn start_write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
+        self.write_pages(idx, frames)
+    }
 
     /// Writes `frames` to the contiguous pages `idx .. idx + frames.len()`, asynchronously.
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter>;

@@ -396,9 +396,9 @@ impl UringBackend {
         self
     }
 
-    /// A read of `frames` at page `idx` through the shared ring (not inline).
-    fn read_through_ring(&self, idx: u64, frames: Vec<FrameMut>, wake: Wake) -> Result<IoWaiter> {
-        match self.prepare_read(idx, frames, IoWaiter::pending)? {
+    /// Sends a prepared op to the shared ring, waking its thread now or at `unplug`.
+    fn start_shared(&self, prepared: Prepared, wake: Wake) -> Result<IoWaiter> {
+        match prepared {
             Prepared::Done(waiter) => Ok(waiter),
             Prepared::Op(op, sqe, waiter) => {
                 self.inner.start(op, sqe, wake)?;
@@ -407,21 +407,25 @@ impl UringBackend {
         }
     }
 
-    /// A read of `frames` at page `idx` through the calling thread's batch ring.
-    fn read_through_batch(
+    /// Prepares an op with `prepare` (given the maker of its waiter) and queues it on the
+    /// calling thread's batch ring, or the shared ring (woken at `unplug`) if it cannot have
+    /// one: the path of [`start_read_pages`](PageCacheBackend::start_read_pages) and
+    /// [`start_write_pages`](PageCacheBackend::start_write_pages).
+    fn start_batched(
         &self,
-        ring: Arc<BatchRing>,
-        idx: u64,
-        frames: Vec<FrameMut>,
+        prepare: impl FnOnce(&dyn Fn(IoOp, u64) -> (IoWaiter, IoCompleter)) -> Result<Prepared>,
     ) -> Result<IoWaiter> {
-        let driver: Arc<dyn IoDriver> = ring.clone();
-        let waiter = |op, offset| IoWaiter::driven(op, offset, driver);
-        match self.prepare_read(idx, frames, waiter)? {
-            Prepared::Done(waiter) => Ok(waiter),
-            Prepared::Op(op, sqe, waiter) => {
-                ring.push(op, sqe);
+        let ring = self.batch_ring(true);
+        let make = |op, offset| match &ring {
+            Some(r) => IoWaiter::driven(op, offset, r.clone() as Arc<dyn IoDriver>),
+            None => IoWaiter::pending(op, offset),
+        };
+        match (prepare(&make)?, &ring) {
+            (Prepared::Op(op, sqe, waiter), Some(r)) => {
+                r.push(op, sqe);
                 Ok(waiter)
             }
+            (prepared, _) => self.start_shared(prepared, Wake::Deferred),
         }
     }
 
@@ -490,6 +494,62 @@ impl UringBackend {
             offset,
             submitted: wanted,
             expected,
+            completer,
+        };
+        Ok(Prepared::Op(op, sqe, waiter))
+    }
+
+    /// The op, SQE and waiter (made by `waiter`) of a write of `frames` at page `idx`, or a
+    /// ready waiter if nothing is left to write through the ring: past the end of the file
+    /// (never grown), or only an unaligned tail (written here, buffered).
+    fn prepare_write(
+        &self,
+        idx: u64,
+        frames: Vec<Frame>,
+        waiter: impl FnOnce(IoOp, u64) -> (IoWaiter, IoCompleter),
+    ) -> Result<Prepared> {
+        let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
+        let inner = &*self.inner;
+        inner.file.check_direct(offset, page_size, frames.len())?;
+        let len = inner.file.len();
+        if offset >= len {
+            return Ok(Prepared::Done(IoWaiter::ready(Ok(()))));
+        }
+        // Never grow the file: clip the write at its length.
+        let mut total = ((len - offset) as usize).min(page_size * frames.len());
+        if inner.file.mode() == IoMode::Direct && total % DIRECT_ALIGN != 0 {
+            // The unaligned tail of the file goes through the buffered descriptor, now; the
+            // aligned prefix through the ring.
+            let aligned = total - total % DIRECT_ALIGN;
+            let tail = sub_slices(&frames, aligned, total);
+            pwritev_full(inner.file.buffered_file(), &tail, offset + aligned as u64)
+                .map_err(|e| Error::io(IoOp::Write, offset, e))?;
+            total = aligned;
+            if total == 0 {
+                return Ok(Prepared::Done(IoWaiter::ready(Ok(()))));
+            }
+        }
+        let iovecs: Box<[libc::iovec]> = sub_slices(&frames, 0, total)
+            .into_iter()
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        let sqe = opcode::Writev::new(
+            types::Fd(inner.file.file().as_raw_fd()),
+            iovecs.as_ptr(),
+            iovecs.len() as u32,
+        )
+        .offset(offset)
+        .build();
+        let (waiter, completer) = waiter(IoOp::Write, offset);
+        let op = Op {
+            buffers: Buffers::Write(frames),
+            _iovecs: Iovecs { _keep: iovecs },
+            offset,
+            submitted: total,
+            expected: total,
             completer,
         };
         Ok(Prepared::Op(op, sqe, waiter))
@@ -815,17 +875,16 @@ impl PageCacheBackend for UringBackend {
         if frames.len() <= self.inline_read_pages {
             return self.inner.file.read_pages(idx, frames);
         }
-        self.read_through_ring(idx, frames, Wake::Now)
+        self.start_shared(
+            self.prepare_read(idx, frames, IoWaiter::pending)?,
+            Wake::Now,
+        )
     }
 
     fn start_read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
-        // The caller has more reads to submit before it waits: never inline. On its own ring
-        // they are submitted at `unplug` or when it waits; on the shared one, the ring thread
-        // is woken once for the whole burst, by `unplug`.
-        match self.batch_ring(true) {
-            Some(ring) => self.read_through_batch(ring, idx, frames),
-            None => self.read_through_ring(idx, frames, Wake::Deferred),
-        }
+        // The caller has more reads to submit before it waits: never inline, and not sent
+        // before `unplug` or a wait.
+        self.start_batched(|waiter| self.prepare_read(idx, frames, waiter))
     }
 
     fn unplug(&self) {
@@ -836,52 +895,14 @@ impl PageCacheBackend for UringBackend {
     }
 
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
-        let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
-        let inner = &*self.inner;
-        inner.file.check_direct(offset, page_size, frames.len())?;
-        let len = inner.file.len();
-        if offset >= len {
-            return Ok(IoWaiter::ready(Ok(())));
-        }
-        // Never grow the file: clip the write at its length.
-        let mut total = ((len - offset) as usize).min(page_size * frames.len());
-        if inner.file.mode() == IoMode::Direct && total % DIRECT_ALIGN != 0 {
-            // The unaligned tail of the file goes through the buffered descriptor, now; the
-            // aligned prefix through the ring.
-            let aligned = total - total % DIRECT_ALIGN;
-            let tail = sub_slices(&frames, aligned, total);
-            pwritev_full(inner.file.buffered_file(), &tail, offset + aligned as u64)
-                .map_err(|e| Error::io(IoOp::Write, offset, e))?;
-            total = aligned;
-            if total == 0 {
-                return Ok(IoWaiter::ready(Ok(())));
-            }
-        }
-        let iovecs: Box<[libc::iovec]> = sub_slices(&frames, 0, total)
-            .into_iter()
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
-        let sqe = opcode::Writev::new(
-            types::Fd(inner.file.file().as_raw_fd()),
-            iovecs.as_ptr(),
-            iovecs.len() as u32,
+        self.start_shared(
+            self.prepare_write(idx, frames, IoWaiter::pending)?,
+            Wake::Now,
         )
-        .offset(offset)
-        .build();
-        let (waiter, completer) = IoWaiter::pending(IoOp::Write, offset);
-        let op = Op {
-            buffers: Buffers::Write(frames),
-            _iovecs: Iovecs { _keep: iovecs },
-            offset,
-            submitted: total,
-            expected: total,
-            completer,
-        };
-        inner.start(op, sqe, Wake::Now)?;
-        Ok(waiter)
+    }
+
+    fn start_write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
+        self.start_batched(|waiter| self.prepare_write(idx, frames, waiter))
     }
 
     fn len(&self) -> u64 {
