@@ -87,9 +87,13 @@ impl PageCacheBackend for SlowBackend {
 }
 
 fn cache(backend: &Arc<SlowBackend>, frames: usize) -> Arc<PageCache> {
+    cache_over(backend.clone(), frames)
+}
+
+fn cache_over(backend: Arc<dyn PageCacheBackend>, frames: usize) -> Arc<PageCache> {
     Arc::new(
         PageCache::new(
-            backend.clone(),
+            backend,
             // The models check the cache's state machine, not the policy: CLOCK's victim scan
             // is the shortest, which keeps the explored schedules small.
             CacheConfig::with_budget_pages(frames)
@@ -177,6 +181,30 @@ fn hits_racing_eviction_never_see_another_page() {
         let s = cache.stats();
         assert!(s.resident_pages <= 1);
         assert_eq!(s.hits + s.misses, 4);
+    });
+}
+
+/// As [`hits_racing_eviction_never_see_another_page`], over a backend whose I/O takes no
+/// scheduling step: an evict-and-reload then fits between two steps of an optimistic hit (a
+/// backend that yields mid-I/O hands the CPU back to the reader first, and the reader finds the
+/// frame busy). The hit must notice that the frame it looked up now holds another page.
+#[test]
+fn hits_racing_an_instant_eviction_never_see_another_page() {
+    check(|| {
+        let cache = cache_over(Arc::new(MemoryBackend::from_bytes(image(2))), 1);
+        let handles: Vec<_> = (0..2u64)
+            .map(|p| {
+                let cache = cache.clone();
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        assert_page(&read_page(&cache, p), p, &[0]);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("reader");
+        }
     });
 }
 
