@@ -10,8 +10,9 @@
 //!
 //! | pair | protection |
 //! |---|---|
-//! | hit / hit (any pages) | nothing shared is written but the frames' own state words; `on_hit` is lock-free for CLOCK-like policies |
-//! | read / write of one page | the page's state word: readers share, a writer is exclusive; bytes are copied only by holders |
+//! | hit / hit (any pages) | `read_at` hits are optimistic (see `page.rs`): they write nothing shared, only read the state word; `on_hit` is a relaxed store for CLOCK-like policies; counters go to a stripe the thread owns |
+//! | optimistic hit / writer, loader, evictor | the sequence in the state word, moved by every acquisition of `EXCLUSIVE`: the hit re-reads the word after copying and falls back to a reader hold if it moved or the tag or kind changed |
+//! | read / write of one page | the page's state word: readers share, a writer is exclusive; bytes are written only by the exclusive holder |
 //! | miss / miss on one page | the index writer lock: the first inserts the page as *uninitialised* (held exclusive), the second finds it and parks until it is valid — one backend read |
 //! | write / write-back of one page | write-back holds a reader count and clears `DIRTY` before the I/O; a writer waits for the I/O (stable pages) and re-dirties the page after it, so nothing is lost |
 //! | hit / eviction | eviction claims a frame only with no holder (CAS); a hit's CAS and the claim exclude each other; a hit that loses re-validates the page tag |

@@ -51,8 +51,10 @@
 //! - **Orphan** (`ORPHAN`): discarded or truncated while somebody still held it. No longer in the
 //!   index, never written back; the last holder to release it returns it to the free list.
 //!
-//! Bytes of a frame are only touched by holders: readers read, the `EXCLUSIVE` holder reads and
-//! writes. That is the whole soundness argument of the `unsafe` byte access in `cache.rs`.
+//! Bytes of a frame are written only by the `EXCLUSIVE` holder, and read by holders (readers, the
+//! `EXCLUSIVE` holder) and by optimistic readers, which use a copy the compiler cannot see into
+//! (`copy_racy`) and keep it only if the sequence says no `EXCLUSIVE` holder ran meanwhile.
+//! That is the whole soundness argument of the `unsafe` byte access in `cache.rs`.
 
 use std::time::Duration;
 
