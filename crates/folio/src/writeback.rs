@@ -79,8 +79,11 @@ const THROTTLE_SLICE: Duration = Duration::from_millis(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest pause after failed rounds (or the interval, if longer).
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Pages written per batch of a round, between which throttled writers are woken.
-const ROUND_BATCH: usize = 1024;
+/// Pages written per batch of a round, between which the flusher checks for failures and a stop
+/// request. Every batch drains the queue, so batches are long: 1,024 pages (four 1 MiB runs) left
+/// the device idle often enough to cost a sequential writer about 6% of its throughput. Throttled
+/// writers do not wait for a batch: they are woken as each run completes (`in_flight_add`).
+const ROUND_BATCH: usize = 8192;
 /// Flushes of fewer dirty pages than this (or a quarter of the frames) are not split.
 const PARALLEL_MIN: usize = 64;
 
@@ -287,6 +290,8 @@ impl Writeback {
         } else {
             self.in_flight
                 .fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+            // Pages left write-back: a throttled writer may go on.
+            self.ctl.progress.notify_all();
         }
     }
 
