@@ -624,3 +624,59 @@ pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result
         })?;
     Ok((page_size, offset))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver over a queue of completers that completes one per `drive`, counting calls.
+    #[derive(Default)]
+    struct OneAtATime {
+        queue: Mutex<std::collections::VecDeque<IoCompleter>>,
+        drives: std::sync::atomic::AtomicUsize,
+    }
+
+    impl IoDriver for OneAtATime {
+        fn drive(&self) {
+            self.drives
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(c) = self.queue.lock().pop_front() {
+                c.complete(Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn driven_waiters_complete_by_driving_whoever_waits() {
+        let driver = Arc::new(OneAtATime::default());
+        let mut waiters = Vec::new();
+        for i in 0..3u64 {
+            let (w, c) = IoWaiter::driven(IoOp::Read, i, driver.clone());
+            driver.queue.lock().push_back(c);
+            waiters.push(w);
+        }
+        let last = waiters.pop().unwrap();
+        // Waiting for the last drives the first two to completion on the way.
+        assert!(!last.is_complete());
+        assert!(!last.wait_progress(), "one drive completes only the first");
+        assert!(waiters[0].is_complete() && !waiters[1].is_complete());
+        last.wait().unwrap();
+        assert_eq!(driver.drives.load(std::sync::atomic::Ordering::Relaxed), 3);
+        // Completed waiters return at once, without driving.
+        for w in waiters {
+            assert!(w.wait_progress());
+            w.wait().unwrap();
+        }
+        assert_eq!(driver.drives.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_dropped_completer_fails_its_driven_waiter() {
+        let driver = Arc::new(OneAtATime::default());
+        let (w, c) = IoWaiter::driven(IoOp::Write, 4096, driver.clone());
+        drop(c);
+        let e = w.wait().unwrap_err();
+        assert!(e.to_string().contains("abandoned"), "{e}");
+        assert_eq!(driver.drives.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
