@@ -173,7 +173,15 @@ struct BatchState {
     free: Vec<usize>,
     /// Ops pushed into the ring (submitted or not) whose CQE has not been reaped.
     in_flight: usize,
+    /// `io_uring_enter` failures in a row (other than interruptions).
+    failures: u32,
+    /// Set after `BATCH_RING_FAILURES_MAX` failures in a row: every op in flight was failed and
+    /// its buffers leaked, and new ops fail at once.
+    broken: bool,
 }
+
+/// Failures of `io_uring_enter` in a row (about 1 ms apart) after which a batch ring is given up.
+const BATCH_RING_FAILURES_MAX: u32 = 100;
 
 impl BatchRing {
     fn new(inner: Arc<Inner>, depth: usize) -> std::io::Result<BatchRing> {
@@ -187,6 +195,8 @@ impl BatchRing {
                 ops: Vec::with_capacity(depth),
                 free: Vec::new(),
                 in_flight: 0,
+                failures: 0,
+                broken: false,
             }),
         })
     }
@@ -195,8 +205,14 @@ impl BatchRing {
     /// is full.
     fn push(&self, op: Op, sqe: squeue::Entry) {
         let mut st = self.state.lock();
-        while st.in_flight >= self.depth {
+        // Bounded: each round reaps at least one op, or counts a failure towards `broken`.
+        while st.in_flight >= self.depth && !st.broken {
             self.reap(&mut st);
+        }
+        if st.broken {
+            let e = ring_broken(&op.buffers, op.offset);
+            op.completer.complete(Err(e));
+            return;
         }
         let slot = match st.free.pop() {
             Some(s) => {
@@ -233,11 +249,17 @@ impl BatchRing {
         if let Err(e) = st.ring.submit_and_wait(1) {
             if !transient(&e) {
                 tracing::error!(error = %e, "io_uring_enter (batch wait) failed");
-                // Do not spin on a broken ring.
-                std::thread::sleep(std::time::Duration::from_millis(1));
+                st.failures += 1;
+                if st.failures >= BATCH_RING_FAILURES_MAX {
+                    self.give_up(st);
+                } else {
+                    // Do not spin on a failing ring.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 return false;
             }
         }
+        st.failures = 0;
         let done: Vec<(u64, i32)> = st
             .ring
             .completion()
@@ -255,6 +277,41 @@ impl BatchRing {
     }
 }
 
+impl BatchRing {
+    /// After `BATCH_RING_FAILURES_MAX` failures in a row: fails every op in flight, so nobody
+    /// waits for the ring forever, and leaks their buffers, since the kernel may still own them.
+    fn give_up(&self, st: &mut BatchState) {
+        tracing::error!(ops = st.in_flight, "giving up an io_uring that keeps failing");
+        st.broken = true;
+        for op in st.ops.iter_mut().filter_map(Option::take) {
+            let Op {
+                buffers,
+                _iovecs,
+                offset,
+                completer,
+                ..
+            } = op;
+            let e = ring_broken(&buffers, offset);
+            std::mem::forget((buffers, _iovecs));
+            completer.complete(Err(e));
+        }
+        st.in_flight = 0;
+    }
+}
+
+/// The error of an op (with these buffers) on a batch ring that was given up.
+fn ring_broken(buffers: &Buffers, offset: u64) -> Error {
+    let op = match buffers {
+        Buffers::Read(_) => IoOp::Read,
+        Buffers::Write(_) => IoOp::Write,
+    };
+    Error::io(
+        op,
+        offset,
+        std::io::Error::other("the io_uring kept failing and was given up"),
+    )
+}
+
 impl IoDriver for BatchRing {
     fn drive(&self) {
         let mut st = self.state.lock();
@@ -266,25 +323,12 @@ impl IoDriver for BatchRing {
 
 impl Drop for BatchRing {
     fn drop(&mut self) {
-        // Bounded: each round reaps at least one op unless the ring fails; after a few failures
-        // the ops' buffers are leaked rather than freed under a kernel that may still write them.
-        let mut failures = 0;
-        loop {
-            let mut st = self.state.lock();
-            if st.in_flight == 0 {
-                return;
-            }
-            if !self.reap(&mut st) {
-                failures += 1;
-                if failures > 3 {
-                    tracing::error!(
-                        ops = st.in_flight,
-                        "leaking the buffers of a failed io_uring"
-                    );
-                    std::mem::forget(std::mem::take(&mut st.ops));
-                    return;
-                }
-            }
+        // Bounded: each round reaps at least one op or counts a failure, and after
+        // `BATCH_RING_FAILURES_MAX` of those the ring gives up (failing the ops, leaking their
+        // buffers rather than freeing them under a kernel that may still write them).
+        let mut st = self.state.lock();
+        while st.in_flight > 0 {
+            self.reap(&mut st);
         }
     }
 }
