@@ -281,7 +281,10 @@ impl BatchRing {
     /// After `BATCH_RING_FAILURES_MAX` failures in a row: fails every op in flight, so nobody
     /// waits for the ring forever, and leaks their buffers, since the kernel may still own them.
     fn give_up(&self, st: &mut BatchState) {
-        tracing::error!(ops = st.in_flight, "giving up an io_uring that keeps failing");
+        tracing::error!(
+            ops = st.in_flight,
+            "giving up an io_uring that keeps failing"
+        );
         st.broken = true;
         for op in st.ops.iter_mut().filter_map(Option::take) {
             let Op {
