@@ -1391,7 +1391,11 @@ impl Shared {
         if !crate::page::OPTIMISTIC_READS {
             return false;
         }
+        // Callers pass a piece of one page; the copy below relies on it, so check it always.
         debug_assert!(in_page + dst.len() <= self.page_size);
+        if in_page + dst.len() > self.page_size {
+            return false;
+        }
         let found = self.index.lookup_then(p, &self.frames, |f| {
             prefetch(self.frame_ptr(f).wrapping_add(in_page), dst.len());
         });
@@ -1409,7 +1413,7 @@ impl Shared {
             return false;
         }
         // SAFETY: frame `f`'s bytes are mapped for the cache's life and `in_page + len` is
-        // within the page (asserted above).
+        // within the page (checked above).
         unsafe { crate::page::copy_racy(self.frame_ptr(f).wrapping_add(in_page), dst) };
         if !meta.optimistic_end(begin) {
             return false;
