@@ -260,24 +260,25 @@ impl BatchRing {
             }
         }
         st.failures = 0;
-        let done: Vec<(u64, i32)> = st
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (slot, res) in done {
+        let BatchState {
+            ring,
+            ops,
+            free,
+            in_flight,
+            ..
+        } = st;
+        for cqe in ring.completion() {
+            let slot = cqe.user_data() as usize;
             // The kernel is done with the op's buffers: it may now leave the table.
-            if let Some(op) = st.ops.get_mut(slot as usize).and_then(Option::take) {
-                st.free.push(slot as usize);
-                st.in_flight -= 1;
-                self.inner.finish(op, res);
+            if let Some(op) = ops.get_mut(slot).and_then(Option::take) {
+                free.push(slot);
+                *in_flight -= 1;
+                self.inner.finish(op, cqe.result());
             }
         }
         true
     }
-}
 
-impl BatchRing {
     /// After `BATCH_RING_FAILURES_MAX` failures in a row: fails every op in flight, so nobody
     /// waits for the ring forever, and leaks their buffers, since the kernel may still own them.
     fn give_up(&self, st: &mut BatchState) {
