@@ -140,6 +140,8 @@ struct Table {
     /// The ring thread is (about to be) blocked in the kernel: a submitter must wake it.
     sleeping: bool,
     shutdown: bool,
+    /// The ring kept failing and its thread gave it up: every op was failed, new ones fail.
+    broken: bool,
 }
 
 struct Inner {
@@ -175,13 +177,14 @@ struct BatchState {
     in_flight: usize,
     /// `io_uring_enter` failures in a row (other than interruptions).
     failures: u32,
-    /// Set after `BATCH_RING_FAILURES_MAX` failures in a row: every op in flight was failed and
+    /// Set after `RING_FAILURES_MAX` failures in a row: every op in flight was failed and
     /// its buffers leaked, and new ops fail at once.
     broken: bool,
 }
 
-/// Failures of `io_uring_enter` in a row (about 1 ms apart) after which a batch ring is given up.
-const BATCH_RING_FAILURES_MAX: u32 = 100;
+/// Failures of `io_uring_enter` in a row (about 1 ms apart) after which a ring (a batch ring or
+/// the shared one) is given up.
+const RING_FAILURES_MAX: u32 = 100;
 
 impl BatchRing {
     fn new(inner: Arc<Inner>, depth: usize) -> std::io::Result<BatchRing> {
@@ -250,7 +253,7 @@ impl BatchRing {
             if !transient(&e) {
                 tracing::error!(error = %e, "io_uring_enter (batch wait) failed");
                 st.failures += 1;
-                if st.failures >= BATCH_RING_FAILURES_MAX {
+                if st.failures >= RING_FAILURES_MAX {
                     self.give_up(st);
                 } else {
                     // Do not spin on a failing ring.
@@ -279,7 +282,7 @@ impl BatchRing {
         true
     }
 
-    /// After `BATCH_RING_FAILURES_MAX` failures in a row: fails every op in flight, so nobody
+    /// After `RING_FAILURES_MAX` failures in a row: fails every op in flight, so nobody
     /// waits for the ring forever, and leaks their buffers, since the kernel may still own them.
     fn give_up(&self, st: &mut BatchState) {
         tracing::error!(
@@ -287,33 +290,38 @@ impl BatchRing {
             "giving up an io_uring that keeps failing"
         );
         st.broken = true;
-        for op in st.ops.iter_mut().filter_map(Option::take) {
-            let Op {
-                buffers,
-                _iovecs,
-                offset,
-                completer,
-                ..
-            } = op;
-            let e = ring_broken(&buffers, offset);
-            std::mem::forget((buffers, _iovecs));
-            completer.complete(Err(e));
-        }
+        fail_and_leak(&mut st.ops);
         st.in_flight = 0;
     }
 }
 
-/// The error of an op (with these buffers) on a batch ring that was given up.
+/// Fails every op of a ring being given up and leaks its buffers: the kernel may still own them.
+fn fail_and_leak(ops: &mut [Option<Op>]) {
+    for op in ops.iter_mut().filter_map(Option::take) {
+        let Op {
+            buffers,
+            _iovecs,
+            offset,
+            completer,
+            ..
+        } = op;
+        let e = ring_broken(&buffers, offset);
+        std::mem::forget((buffers, _iovecs));
+        completer.complete(Err(e));
+    }
+}
+
+/// The error of an op (with these buffers) on a ring that was given up.
 fn ring_broken(buffers: &Buffers, offset: u64) -> Error {
     let op = match buffers {
         Buffers::Read(_) => IoOp::Read,
         Buffers::Write(_) => IoOp::Write,
     };
-    Error::io(
-        op,
-        offset,
-        std::io::Error::other("the io_uring kept failing and was given up"),
-    )
+    Error::io(op, offset, ring_given_up())
+}
+
+fn ring_given_up() -> std::io::Error {
+    std::io::Error::other("the io_uring kept failing and was given up")
 }
 
 impl IoDriver for BatchRing {
@@ -328,7 +336,7 @@ impl IoDriver for BatchRing {
 impl Drop for BatchRing {
     fn drop(&mut self) {
         // Bounded: each round reaps at least one op or counts a failure, and after
-        // `BATCH_RING_FAILURES_MAX` of those the ring gives up (failing the ops, leaking their
+        // `RING_FAILURES_MAX` of those the ring gives up (failing the ops, leaking their
         // buffers rather than freeing them under a kernel that may still write them).
         let mut st = self.state.lock();
         while st.in_flight > 0 {
@@ -662,6 +670,9 @@ impl Inner {
                 if t.shutdown {
                     return Err(Error::Closed);
                 }
+                if t.broken {
+                    return Err(Error::io(IoOp::Read, 0, ring_given_up()));
+                }
                 if t.in_flight < self.queue_depth {
                     break;
                 }
@@ -723,6 +734,8 @@ impl Inner {
         let mut wake_armed = false;
         let mut batch: Vec<QueuedSqe> = Vec::new();
         let mut done: Vec<(u64, i32)> = Vec::new();
+        // `io_uring_enter` failures in a row (other than interruptions); bounded.
+        let mut failures = 0;
         loop {
             let block = {
                 let mut t = self.table.lock();
@@ -776,11 +789,17 @@ impl Inner {
                     )
                 }
             };
-            if let Err(e) = entered {
-                if !transient(&e) {
+            match entered {
+                Err(e) if !transient(&e) => {
                     tracing::error!(error = %e, "io_uring_enter failed");
+                    failures += 1;
+                    if failures >= RING_FAILURES_MAX {
+                        self.give_up();
+                        break;
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
+                _ => failures = 0,
             }
             for cqe in ring.completion() {
                 done.push((cqe.user_data(), cqe.result()));
@@ -802,6 +821,22 @@ impl Inner {
             // leak these 8 bytes rather than free them under it.
             std::mem::forget(wake_buf);
         }
+    }
+
+    /// The ring thread, after `RING_FAILURES_MAX` failures in a row: fails every op in
+    /// flight and everyone waiting for a slot, leaks the ops' buffers (the kernel may still own
+    /// them) and makes later submissions fail, so that nobody waits for the ring forever.
+    fn give_up(&self) {
+        let mut t = self.table.lock();
+        tracing::error!(
+            ops = t.in_flight,
+            "giving up an io_uring that keeps failing"
+        );
+        t.broken = true;
+        t.queued.clear();
+        fail_and_leak(&mut t.ops);
+        t.in_flight = 0;
+        self.slot_freed.notify_all();
     }
 
     /// Completes an op whose CQE carried `res`.
