@@ -162,26 +162,7 @@ fn concurrent_misses_on_one_page_read_the_backend_once() {
 /// frame's reuse re-validates the page), nor a torn mix.
 #[test]
 fn hits_racing_eviction_never_see_another_page() {
-    check(|| {
-        let backend = SlowBackend::new(2);
-        let cache = cache(&backend, 1);
-        let handles: Vec<_> = (0..2u64)
-            .map(|p| {
-                let cache = cache.clone();
-                thread::spawn(move || {
-                    for _ in 0..2 {
-                        assert_page(&read_page(&cache, p), p, &[0]);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("reader");
-        }
-        let s = cache.stats();
-        assert!(s.resident_pages <= 1);
-        assert_eq!(s.hits + s.misses, 4);
-    });
+    check(|| readers_evicting_each_other(cache(&SlowBackend::new(2), 1)));
 }
 
 /// As [`hits_racing_eviction_never_see_another_page`], over a backend whose I/O takes no
@@ -191,21 +172,29 @@ fn hits_racing_eviction_never_see_another_page() {
 #[test]
 fn hits_racing_an_instant_eviction_never_see_another_page() {
     check(|| {
-        let cache = cache_over(Arc::new(MemoryBackend::from_bytes(image(2))), 1);
-        let handles: Vec<_> = (0..2u64)
-            .map(|p| {
-                let cache = cache.clone();
-                thread::spawn(move || {
-                    for _ in 0..2 {
-                        assert_page(&read_page(&cache, p), p, &[0]);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("reader");
-        }
+        readers_evicting_each_other(cache_over(Arc::new(MemoryBackend::from_bytes(image(2))), 1))
     });
+}
+
+/// Two threads each read their own page (0 and 1) twice through `cache`, a one-frame cache of
+/// a two-page image, checking every byte.
+fn readers_evicting_each_other(cache: Arc<PageCache>) {
+    let handles: Vec<_> = (0..2u64)
+        .map(|p| {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    assert_page(&read_page(&cache, p), p, &[0]);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("reader");
+    }
+    let s = cache.stats();
+    assert!(s.resident_pages <= 1);
+    assert_eq!(s.hits + s.misses, 4);
 }
 
 /// Write / write-back of one page: a write that races a flush of the same page is never lost
