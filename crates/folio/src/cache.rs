@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
-use crate::backend::{Commit, Frame, FrameMut, PageCacheBackend, Region};
+use crate::backend::{Commit, Frame, FrameMut, IoWaiter, LocalIoWaiter, PageCacheBackend, Region};
 use crate::error::{Error, Result};
 use crate::index::PageIndex;
 use crate::page::{
@@ -230,7 +230,7 @@ enum Fill {
 /// A run of pages under write-back whose write has been submitted.
 struct SubmittedRun {
     pages: Vec<(u64, FrameId)>,
-    waiter: Result<crate::backend::IoWaiter>,
+    waiter: Result<LocalIoWaiter>,
 }
 
 /// How [`Shared::begin_load`] hands its read to the backend.
@@ -238,7 +238,7 @@ struct SubmittedRun {
 enum Submit {
     /// `read_pages`: the caller waits for it next.
     Now,
-    /// `start_read_pages`: the caller submits more reads before it waits.
+    /// `start_read_pages_local`: the caller submits more reads before it waits.
     Queued,
 }
 
@@ -248,23 +248,23 @@ struct Loading {
     p: u64,
     frames: Vec<FrameId>,
     fill: Fill,
-    waiter: Result<crate::backend::IoWaiter>,
+    waiter: Result<LocalIoWaiter>,
 }
 
 /// Something in flight with an I/O to wait for: a load, a run under write-back.
 trait InFlight {
     /// The I/O's waiter, or `None` if it failed to start (finishing it will not block).
-    fn waiter(&self) -> Option<&crate::backend::IoWaiter>;
+    fn waiter(&self) -> Option<&LocalIoWaiter>;
 }
 
 impl<T> InFlight for (Loading, T) {
-    fn waiter(&self) -> Option<&crate::backend::IoWaiter> {
+    fn waiter(&self) -> Option<&LocalIoWaiter> {
         self.0.waiter.as_ref().ok()
     }
 }
 
 impl InFlight for SubmittedRun {
-    fn waiter(&self) -> Option<&crate::backend::IoWaiter> {
+    fn waiter(&self) -> Option<&LocalIoWaiter> {
         self.waiter.as_ref().ok()
     }
 }
@@ -1164,9 +1164,9 @@ impl Shared {
                 // SAFETY: we hold the frame EXCLUSIVE (LOADING).
                 let bytes = unsafe { self.bytes_mut(frames[0]) };
                 bytes.fill(0);
-                Ok(crate::backend::IoWaiter::ready(Ok(())))
+                Ok(IoWaiter::ready(Ok(())).into())
             }
-            Fill::Overwrite => Ok(crate::backend::IoWaiter::ready(Ok(()))),
+            Fill::Overwrite => Ok(IoWaiter::ready(Ok(())).into()),
             Fill::Read => {
                 let bufs: Vec<FrameMut> = frames
                     .iter()
@@ -1182,8 +1182,8 @@ impl Shared {
                     .collect();
                 self.counters.add(Counter::ReadIos, 1);
                 match submit {
-                    Submit::Now => self.backend.read_pages(p, bufs),
-                    Submit::Queued => self.backend.start_read_pages(p, bufs),
+                    Submit::Now => self.backend.read_pages(p, bufs).map(LocalIoWaiter::from),
+                    Submit::Queued => self.backend.start_read_pages_local(p, bufs),
                 }
             }
         };
@@ -1733,7 +1733,7 @@ impl Shared {
         let Some(&(first, _)) = pages.first() else {
             return SubmittedRun {
                 pages,
-                waiter: Ok(crate::backend::IoWaiter::ready(Ok(()))),
+                waiter: Ok(IoWaiter::ready(Ok(())).into()),
             };
         };
         let frames: Vec<Frame> = pages
@@ -1745,7 +1745,7 @@ impl Shared {
             })
             .collect();
         // Queued: `flush_list` unplugs before it waits for any run.
-        let waiter = self.backend.start_write_pages(first, frames);
+        let waiter = self.backend.start_write_pages_local(first, frames);
         SubmittedRun { pages, waiter }
     }
 

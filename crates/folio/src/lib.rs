@@ -44,7 +44,7 @@ pub mod writeback;
 
 pub use backend::{
     open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
-    MemoryBackend, PageCacheBackend, UringBackend,
+    LocalIoWaiter, MemoryBackend, PageCacheBackend, UringBackend,
 };
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
 pub use error::{Error, IoOp, Result};

@@ -466,6 +466,54 @@ impl IoWaiter {
     }
 }
 
+/// An [`IoWaiter`] that never leaves the thread that started its I/O: neither `Send` nor
+/// `Sync`, so it can only be waited for, polled or dropped there.
+///
+/// From [`start_read_pages_local`](PageCacheBackend::start_read_pages_local) and
+/// [`start_write_pages_local`](PageCacheBackend::start_write_pages_local). Knowing that only the
+/// starting thread ever waits lets a backend use a queue only that thread may enter (an io_uring
+/// set up `SINGLE_ISSUER | DEFER_TASKRUN`, whose completion work runs in the waiter's own
+/// `io_uring_enter` instead of interrupting it). Any [`IoWaiter`] converts into one.
+#[must_use = "an I/O's result must be waited for"]
+pub struct LocalIoWaiter {
+    waiter: IoWaiter,
+    _this_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl LocalIoWaiter {
+    /// As [`IoWaiter::is_complete`].
+    pub fn is_complete(&self) -> bool {
+        self.waiter.is_complete()
+    }
+
+    /// As [`IoWaiter::wait_progress`].
+    pub fn wait_progress(&self) -> bool {
+        self.waiter.wait_progress()
+    }
+
+    /// As [`IoWaiter::wait`].
+    pub fn wait(self) -> Result<()> {
+        self.waiter.wait()
+    }
+}
+
+impl From<IoWaiter> for LocalIoWaiter {
+    fn from(waiter: IoWaiter) -> LocalIoWaiter {
+        LocalIoWaiter {
+            waiter,
+            _this_thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalIoWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalIoWaiter")
+            .field("complete", &self.is_complete())
+            .finish()
+    }
+}
+
 impl IoCompleter {
     /// Completes the waiter with `result`.
     pub fn complete(mut self, result: Result<()>) {
@@ -513,8 +561,24 @@ pub trait PageCacheBackend: Send + Sync {
         self.read_pages(idx, frames)
     }
 
-    /// Starts the reads and writes that [`start_read_pages`](Self::start_read_pages) and
-    /// [`start_write_pages`](Self::start_write_pages) queued (default: nothing to do).
+    /// As [`start_read_pages`](Self::start_read_pages), when the calling thread itself will wait
+    /// for the read (or drop its waiter), which the returned [`LocalIoWaiter`] enforces: a
+    /// backend may then complete it on a queue that only this thread enters. The page cache's
+    /// batched misses ([`read_exact_many`](crate::PageCache::read_exact_many)) come this way.
+    /// Default: [`start_read_pages`](Self::start_read_pages).
+    fn start_read_pages_local(&self, idx: u64, frames: Vec<FrameMut>) -> Result<LocalIoWaiter> {
+        self.start_read_pages(idx, frames).map(LocalIoWaiter::from)
+    }
+
+    /// As [`start_write_pages`](Self::start_write_pages), waited for on the calling thread (see
+    /// [`start_read_pages_local`](Self::start_read_pages_local)). The page cache's flushes come
+    /// this way. Default: [`start_write_pages`](Self::start_write_pages).
+    fn start_write_pages_local(&self, idx: u64, frames: Vec<Frame>) -> Result<LocalIoWaiter> {
+        self.start_write_pages(idx, frames).map(LocalIoWaiter::from)
+    }
+
+    /// Starts the reads and writes that the calling thread queued with the `start_*` methods
+    /// (default: nothing to do).
     fn unplug(&self) {}
 
     /// As [`write_pages`](Self::write_pages), when the caller has more writes to submit before
