@@ -23,6 +23,7 @@ pub mod memory;
 pub mod uring;
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -333,6 +334,10 @@ impl std::fmt::Debug for FrameMut {
 /// The state shared by an [`IoWaiter`] and its [`IoCompleter`].
 struct Completion {
     result: Mutex<Option<Result<()>>>,
+    /// Set (under the lock, after `result`) once the I/O completed: lets
+    /// [`IoWaiter::is_complete`] answer without the lock, as a caller with a window of reads in
+    /// flight polls all of them for each one it finishes.
+    completed: AtomicBool,
     done: Condvar,
 }
 
@@ -383,6 +388,7 @@ impl IoWaiter {
     pub fn pending(op: IoOp, offset: u64) -> (IoWaiter, IoCompleter) {
         let completion = Arc::new(Completion {
             result: Mutex::new(None),
+            completed: AtomicBool::new(false),
             done: Condvar::new(),
         });
         (
@@ -414,7 +420,9 @@ impl IoWaiter {
     pub fn is_complete(&self) -> bool {
         match &self.inner {
             WaiterInner::Ready(_) => true,
-            WaiterInner::Pending(c) | WaiterInner::Driven(c, _) => c.result.lock().is_some(),
+            WaiterInner::Pending(c) | WaiterInner::Driven(c, _) => {
+                c.completed.load(Ordering::Acquire)
+            }
         }
     }
 
@@ -433,10 +441,10 @@ impl IoWaiter {
                 true
             }
             WaiterInner::Driven(c, driver) => {
-                if c.result.lock().is_none() {
+                if !c.completed.load(Ordering::Acquire) {
                     driver.drive();
                 }
-                c.result.lock().is_some()
+                c.completed.load(Ordering::Acquire)
             }
         }
     }
@@ -522,7 +530,10 @@ impl IoCompleter {
 
     fn finish(&mut self, result: Result<()>) {
         if let Some(c) = self.completion.take() {
-            *c.result.lock() = Some(result);
+            let mut slot = c.result.lock();
+            *slot = Some(result);
+            c.completed.store(true, Ordering::Release);
+            drop(slot);
             c.done.notify_all();
         }
     }

@@ -185,6 +185,15 @@ struct BatchRing {
     state: Mutex<BatchState>,
 }
 
+/// The calling thread's id, without `std::thread::current`'s reference-count round trip (it is
+/// looked up for every batched I/O).
+fn this_thread() -> std::thread::ThreadId {
+    thread_local! {
+        static ME: std::thread::ThreadId = std::thread::current().id();
+    }
+    ME.with(|me| *me)
+}
+
 /// Which threads may wait for the ops of a batch ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RingUse {
@@ -230,7 +239,7 @@ impl BatchRing {
                 .setup_defer_taskrun()
                 .build(entries)
             {
-                Ok(ring) => (ring, Some(std::thread::current().id())),
+                Ok(ring) => (ring, Some(this_thread())),
                 Err(_) => (IoUring::builder().dontfork().build(entries)?, None),
             },
         };
@@ -377,7 +386,7 @@ fn ring_given_up() -> std::io::Error {
 impl IoDriver for BatchRing {
     fn drive(&self) {
         // Only the owner holds waiters of an owned ring (they are `LocalIoWaiter`s).
-        debug_assert!(self.owner.is_none_or(|t| t == std::thread::current().id()));
+        debug_assert!(self.owner.is_none_or(|t| t == this_thread()));
         let mut st = self.state.lock();
         if st.in_flight > 0 {
             self.reap(&mut st);
@@ -388,7 +397,7 @@ impl IoDriver for BatchRing {
 impl Drop for BatchRing {
     fn drop(&mut self) {
         let mut st = self.state.lock();
-        if self.owner.is_some_and(|t| t != std::thread::current().id()) {
+        if self.owner.is_some_and(|t| t != this_thread()) {
             // Another thread may not enter an owned ring. Ops are still in flight only if their
             // waiters were dropped unwaited; take what the kernel has posted, and leak the
             // buffers of the rest rather than free them under a kernel that may still use them.
@@ -556,7 +565,7 @@ impl UringBackend {
     /// The calling thread's batch ring for `ring_use`, made on first use; `None` once
     /// [`BATCH_RINGS_MAX`] threads have one (or if the kernel refuses another ring).
     fn batch_ring(&self, ring_use: RingUse, create: bool) -> Option<Arc<BatchRing>> {
-        let me = std::thread::current().id();
+        let me = this_thread();
         let mut rings = self.batch_rings.lock();
         if let Some((_, _, r)) = rings.iter().find(|(t, u, _)| *t == me && *u == ring_use) {
             return Some(r.clone());
