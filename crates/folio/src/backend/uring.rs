@@ -117,6 +117,37 @@ struct Iovecs {
 // `Send`); they are only dereferenced by the kernel while the op is in flight.
 unsafe impl Send for Iovecs {}
 
+/// The SQE of a read or write of the buffers `iovecs` describes, at `offset` of `fd`, and the
+/// `iovec`s it points to, to keep with the op. One buffer is a plain `READ`/`WRITE` (what
+/// `fio` submits): no `iovec` array to import, nothing to keep.
+fn rw_sqe(
+    fd: types::Fd,
+    iovecs: Box<[libc::iovec]>,
+    offset: u64,
+    dir: IoOp,
+) -> (squeue::Entry, Iovecs) {
+    let sqe = match (&*iovecs, dir) {
+        ([one], IoOp::Read) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32)
+            .offset(offset)
+            .build(),
+        ([one], _) => opcode::Write::new(fd, one.iov_base.cast(), one.iov_len as u32)
+            .offset(offset)
+            .build(),
+        (many, IoOp::Read) => opcode::Readv::new(fd, many.as_ptr(), many.len() as u32)
+            .offset(offset)
+            .build(),
+        (many, _) => opcode::Writev::new(fd, many.as_ptr(), many.len() as u32)
+            .offset(offset)
+            .build(),
+    };
+    let keep = if iovecs.len() == 1 {
+        Box::default()
+    } else {
+        iovecs
+    };
+    (sqe, Iovecs { _keep: keep })
+}
+
 /// An SQE waiting for the ring thread. `squeue::Entry` holds raw pointers in its union, so it is
 /// not `Send` by itself.
 struct QueuedSqe(squeue::Entry);
@@ -614,17 +645,12 @@ impl UringBackend {
                 iov_len: f.len(),
             })
             .collect();
-        let sqe = opcode::Readv::new(
-            types::Fd(inner.file.file().as_raw_fd()),
-            iovecs.as_ptr(),
-            iovecs.len() as u32,
-        )
-        .offset(offset)
-        .build();
+        let fd = types::Fd(inner.file.file().as_raw_fd());
+        let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, IoOp::Read);
         let (waiter, completer) = waiter(IoOp::Read, offset);
         let op = Op {
             buffers: Buffers::Read(frames),
-            _iovecs: Iovecs { _keep: iovecs },
+            _iovecs: iovecs,
             offset,
             submitted: wanted,
             expected,
@@ -670,17 +696,12 @@ impl UringBackend {
                 iov_len: s.len(),
             })
             .collect();
-        let sqe = opcode::Writev::new(
-            types::Fd(inner.file.file().as_raw_fd()),
-            iovecs.as_ptr(),
-            iovecs.len() as u32,
-        )
-        .offset(offset)
-        .build();
+        let fd = types::Fd(inner.file.file().as_raw_fd());
+        let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, IoOp::Write);
         let (waiter, completer) = waiter(IoOp::Write, offset);
         let op = Op {
             buffers: Buffers::Write(frames),
-            _iovecs: Iovecs { _keep: iovecs },
+            _iovecs: iovecs,
             offset,
             submitted: total,
             expected: total,
