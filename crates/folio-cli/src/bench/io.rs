@@ -104,7 +104,7 @@ pub struct IoArgs {
     /// Largest readahead window.
     #[arg(long, default_value = "2MiB", value_parser = parse_size)]
     pub readahead_max: u64,
-    /// Threads of `rand-read`.
+    /// Threads of `rand-read` (0: only the one-thread row, for profiling it alone).
     #[arg(long, default_value_t = 32)]
     pub threads: usize,
     /// Reads kept in flight by the one-thread `rand-read` row, which calls `read_exact_many`
@@ -361,7 +361,7 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
     let len = image.len()?;
     let pages = len / PS as u64;
     let ops = args.ops.unwrap_or(pages).clamp(1, pages);
-    let threads = args.threads.max(1);
+    let threads = args.threads;
     let (mut folio_iops, mut fio_iops, mut ratio) = (vec![], vec![], vec![]);
     let mut batched_iops = vec![];
     let mut backend_name = "";
@@ -384,33 +384,33 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
         }
         drop_os_cache(path)?;
         let order = Arc::new(shuffled(pages, 0x9E37_79B9 + run as u64));
-        let (cache, name) = cache(path, args, args.budget)?;
-        backend_name = name;
-        let cache = Arc::new(cache);
-        let next = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (cache, next, order) = (cache.clone(), next.clone(), order.clone());
-                std::thread::spawn(move || -> Result<(), folio::Error> {
-                    let mut buf = vec![0u8; PS];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= ops {
-                            return Ok(());
+        if threads > 0 {
+            let (cache, _) = cache(path, args, args.budget)?;
+            let cache = Arc::new(cache);
+            let next = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (cache, next, order) = (cache.clone(), next.clone(), order.clone());
+                    std::thread::spawn(move || -> Result<(), folio::Error> {
+                        let mut buf = vec![0u8; PS];
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= ops {
+                                return Ok(());
+                            }
+                            cache.read_exact_at(&mut buf, order[i as usize] * PS as u64)?;
                         }
-                        cache.read_exact_at(&mut buf, order[i as usize] * PS as u64)?;
-                    }
+                    })
                 })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "a reader panicked")??;
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| "a reader panicked")??;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            folio_iops.push(ops as f64 / secs);
+            drop(cache);
         }
-        let secs = started.elapsed().as_secs_f64();
-        folio_iops.push(ops as f64 / secs);
-        ratio.push(cache.stats().bytes_read as f64 / (ops * PS as u64) as f64);
-        drop(cache);
 
         drop_os_cache(path)?;
         let depth = args.outstanding.max(1);
@@ -418,7 +418,8 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
             queue_depth: depth,
             ..args.clone()
         };
-        let (one, _) = self::cache(path, &batched_args, args.budget)?;
+        let (one, name) = self::cache(path, &batched_args, args.budget)?;
+        backend_name = name;
         let mut bufs = vec![vec![0u8; PS]; args.batch_reads.max(1)];
         let started = Instant::now();
         for chunk in order[..ops as usize].chunks(bufs.len()) {
@@ -430,32 +431,38 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
             one.read_exact_many(&mut batch)?;
         }
         batched_iops.push(ops as f64 / started.elapsed().as_secs_f64());
+        ratio.push(one.stats().bytes_read as f64 / (ops * PS as u64) as f64);
     }
-    let mut rows = vec![
-        Row {
+    let mut rows = Vec::new();
+    if threads > 0 {
+        rows.push(Row {
             what: format!("folio ({backend_name}) {threads} threads"),
             value: median(folio_iops.clone()),
             unit: "IOPS",
-        },
-        Row {
-            what: format!(
-                "folio ({backend_name}) 1 thread, {} in flight",
-                args.outstanding.max(1)
-            ),
-            value: median(batched_iops.clone()),
-            unit: "IOPS",
-        },
-    ];
+        });
+    }
+    // The target's like-for-like: one thread keeping 32 reads outstanding, as fio's job does.
+    let a = format!(
+        "folio ({backend_name}) 1 thread, {} in flight",
+        args.outstanding.max(1)
+    );
+    rows.push(Row {
+        what: a.clone(),
+        value: median(batched_iops.clone()),
+        unit: "IOPS",
+    });
     if with_fio {
         // Ratios within each run, fio's job just before Folio's, are steadier than the ratio
         // of medians on a host whose device speed drifts between runs.
         let per_run =
             |folio: &[f64]| median(folio.iter().zip(&fio_iops).map(|(f, o)| f / o).collect());
-        rows.push(Row {
-            what: "32 threads / fio, median of per-run ratios".into(),
-            value: per_run(&folio_iops),
-            unit: "",
-        });
+        if threads > 0 {
+            rows.push(Row {
+                what: format!("{threads} threads / fio, median of per-run ratios"),
+                value: per_run(&folio_iops),
+                unit: "",
+            });
+        }
         rows.push(Row {
             what: "1 thread / fio, median of per-run ratios".into(),
             value: per_run(&batched_iops),
@@ -472,8 +479,6 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
         value: median(ratio),
         unit: "",
     });
-    // The target's like-for-like: one thread keeping 32 reads outstanding, as fio's job does.
-    let a = rows[1].what.clone();
     print_rows(
         "rand-read",
         &rows,
