@@ -674,6 +674,106 @@ impl PageCache {
         })
     }
 
+    /// Zero-copy read guards on many byte ranges at once, in order: as
+    /// [`read_slice`](Self::read_slice) for each `(offset, len)`, but the lookups are pipelined.
+    /// Each group of up to 16 first has its index slots fetched, then its frames' state words and
+    /// bytes, and only then takes its holds, so the cache misses of different ranges overlap
+    /// instead of following one another ("group prefetching", Chen, Ailamaki, Gibbons and Mowry,
+    /// *Improving Hash Join Performance through Prefetching*, ICDE 2004). Worth it for
+    /// independent small reads from random pages (a multi-get, a batch of index probes); a
+    /// chain of dependent reads, where each offset comes from the previous bytes, cannot batch.
+    ///
+    /// Misses load as in `read_slice`, one at a time. On an error no guard is returned (those
+    /// taken are released). Holding many guards holds many pages: they cannot be evicted or
+    /// written until released, and a batch over more distinct pages than the cache has frames
+    /// fails at once with [`Error::NoFreeFrame`]. As with any guards held together, a thread
+    /// that also takes write guards must take them in a consistent order with its readers.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use folio::{CacheConfig, MemoryBackend, PageCache};
+    ///
+    /// let cache = PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(1 << 20))?;
+    /// cache.write_all_at(b"alpha", 0)?;
+    /// cache.write_all_at(b"omega", 40_000)?;
+    /// let got = cache.read_slices(&[(40_000, 5), (0, 5)])?;
+    /// assert_eq!((&*got[0], &*got[1]), (&b"omega"[..], &b"alpha"[..]));
+    /// # Ok::<(), folio::Error>(())
+    /// ```
+    pub fn read_slices(&self, slices: &[(u64, usize)]) -> Result<Vec<PageReadGuard<'_>>> {
+        const GROUP: usize = 16;
+        let s = &*self.shared;
+        let size = s.len();
+        for &(offset, len) in slices {
+            let end = checked_end(offset, len)?;
+            if (offset & s.page_mask()) as usize + len > s.page_size {
+                return Err(Error::CrossesPage {
+                    offset,
+                    len,
+                    page_size: s.page_size,
+                });
+            }
+            in_file(offset, end, size)?;
+        }
+        // More pages than frames can never be held at once: fail now rather than wait for a
+        // frame that only this call's own guards could free.
+        if slices.len() > s.frames.len() {
+            let mut pages: Vec<u64> = slices.iter().map(|&(o, _)| o >> s.page_shift).collect();
+            pages.sort_unstable();
+            pages.dedup();
+            if pages.len() > s.frames.len() {
+                return Err(Error::NoFreeFrame {
+                    frames: s.frames.len(),
+                });
+            }
+        }
+        let mut guards = Vec::with_capacity(slices.len());
+        for group in slices.chunks(GROUP) {
+            for &(offset, _) in group {
+                s.index.prefetch_home(offset >> s.page_shift);
+            }
+            let mut candidates = [None; GROUP];
+            for (c, &(offset, len)) in candidates.iter_mut().zip(group) {
+                // Slots only ever name frames of this cache, but check rather than trust.
+                *c = s
+                    .index
+                    .candidate(offset >> s.page_shift)
+                    .filter(|&f| (f as usize) < s.frames.len());
+                if let Some(f) = *c {
+                    let meta: *const crate::page::FrameMeta = &s.frames[f as usize];
+                    prefetch(meta.cast(), 1);
+                    let in_page = (offset & s.page_mask()) as usize;
+                    prefetch(s.frame_ptr(f).wrapping_add(in_page), len);
+                }
+            }
+            for (c, &(offset, len)) in candidates.iter().zip(group) {
+                let (p, in_page) = (offset >> s.page_shift, (offset & s.page_mask()) as usize);
+                let held = c.and_then(|f| {
+                    (s.settle(f, s.frames[f as usize].lock_shared(p)) == Acquire::Acquired)
+                        .then_some(f)
+                });
+                let frame = match held {
+                    Some(f) => {
+                        s.policy.on_hit(f);
+                        s.counters.add(Counter::Hits, 1);
+                        f
+                    }
+                    None => s.get_shared_prefetch(p, 1, in_page..in_page + len)?,
+                };
+                // Held from here on: released with the guard, also on an error below.
+                guards.push(PageReadGuard {
+                    shared: s,
+                    frame,
+                    bytes: s.frame_ptr(frame).wrapping_add(in_page),
+                    len,
+                });
+                // As in `read_at`: a truncation may have run since the length was checked.
+                in_file(offset, checked_end(offset, len)?, s.len())?;
+            }
+        }
+        Ok(guards)
+    }
+
     /// A write guard on page `idx` (loading it if needed); the page is dirty when it is dropped.
     pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
         let s = &*self.shared;
@@ -744,7 +844,7 @@ const PREFETCH_MAX: usize = 256;
 /// `ptr` into its caches. Never faults, whatever the address; a no-op where there is no
 /// prefetch instruction.
 #[inline(always)]
-fn prefetch(ptr: *const u8, len: usize) {
+pub(crate) fn prefetch(ptr: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

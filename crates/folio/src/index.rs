@@ -126,6 +126,16 @@ impl PageIndex {
         frames: &[FrameMeta],
         mut candidate: impl FnMut(FrameId),
     ) -> Option<FrameId> {
+        self.probe(key, |frame| {
+            candidate(frame);
+            frames.get(frame as usize).is_some_and(|m| m.tag() == key)
+        })
+    }
+
+    /// Walks `key`'s probe sequence up to the first empty slot and returns the first frame,
+    /// among the slots whose fingerprint matches, that `accept` takes.
+    #[inline]
+    fn probe(&self, key: u64, mut accept: impl FnMut(FrameId) -> bool) -> Option<FrameId> {
         let h = hash(key);
         let fp = h >> 32;
         let mut i = self.home(h);
@@ -136,14 +146,32 @@ impl PageIndex {
             }
             if v >> 32 == fp {
                 let frame = (v as u32).wrapping_sub(1);
-                candidate(frame);
-                if frames.get(frame as usize).is_some_and(|m| m.tag() == key) {
+                if accept(frame) {
                     return Some(frame);
                 }
             }
             i = self.next(i);
         }
         None
+    }
+
+    /// Asks the CPU to fetch `key`'s home slot: the first stage of a pipelined batch of
+    /// lookups ([`PageCache::read_slices`](crate::PageCache::read_slices)), whose cache misses
+    /// then overlap instead of following one another.
+    #[inline]
+    pub(crate) fn prefetch_home(&self, key: u64) {
+        let slot: *const AtomicU64 = self.slot(self.home(hash(key)));
+        crate::cache::prefetch(slot.cast(), 1);
+    }
+
+    /// The frame of the first slot on `key`'s probe sequence whose fingerprint matches, without
+    /// reading any frame's tag (the second stage of a pipelined lookup: the caller prefetches
+    /// the frame, then checks the tag when it takes its hold). May be another key's frame (the
+    /// caller's tag check rejects it and it looks the slow way) or miss during a concurrent
+    /// removal, like [`lookup`](Self::lookup).
+    #[inline]
+    pub(crate) fn candidate(&self, key: u64) -> Option<FrameId> {
+        self.probe(key, |_| true)
     }
 
     /// Takes the writer lock.

@@ -30,6 +30,10 @@ enum Op {
         offset: u64,
         len: usize,
     },
+    /// `read_slices`: guards on several ranges at once, held together.
+    ReadSlices {
+        slices: Vec<(u64, usize)>,
+    },
     Write {
         offset: u64,
         len: usize,
@@ -64,6 +68,8 @@ fn op(span: u64) -> impl Strategy<Value = Op> {
         2 => proptest::collection::vec((off.clone(), len.clone()), 1..6)
             .prop_map(|reads| Op::ReadMany { reads }),
         2 => (off.clone(), 0..span as usize).prop_map(|(offset, len)| Op::ReadSlice { offset, len }),
+        2 => proptest::collection::vec((off.clone(), 0..span as usize), 1..5)
+            .prop_map(|slices| Op::ReadSlices { slices }),
         4 => (off, len, any::<u8>()).prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
         1 => (0..span * 12).prop_map(|len| Op::Resize { len }),
         1 => range.clone().prop_map(|range| Op::Flush { range }),
@@ -218,6 +224,47 @@ fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<
                     let g = r.unwrap();
                     let o = offset as usize;
                     prop_assert!(*g == model[o..o + len], "op {}: {:?} read differs", i, op);
+                }
+            }
+            Op::ReadSlices { slices } => {
+                let r = cache.read_slices(&slices);
+                // The first bad range decides the error; then the frames.
+                let bad = slices.iter().find_map(|&(offset, len)| {
+                    if (offset % ps) + len as u64 > ps {
+                        Some("crosses")
+                    } else if offset + len as u64 > model.len() as u64 {
+                        Some("out of range")
+                    } else {
+                        None
+                    }
+                });
+                let mut pages: Vec<u64> = slices.iter().map(|&(o, _)| o / ps).collect();
+                pages.sort_unstable();
+                pages.dedup();
+                match (bad, r) {
+                    (Some("crosses"), Err(Error::CrossesPage { .. })) => {}
+                    (Some("out of range"), Err(Error::OutOfRange { .. })) => {}
+                    (None, Err(Error::NoFreeFrame { .. })) if pages.len() > budget_pages => {}
+                    (None, Ok(guards)) => {
+                        prop_assert_eq!(guards.len(), slices.len(), "op {}: {:?}", i, op);
+                        for (g, &(offset, len)) in guards.iter().zip(&slices) {
+                            let o = offset as usize;
+                            prop_assert!(
+                                **g == model[o..o + len],
+                                "op {}: {:?} read differs",
+                                i,
+                                op
+                            );
+                        }
+                    }
+                    (bad, r) => prop_assert!(
+                        false,
+                        "op {}: {:?} ({:?}) gave {:?}",
+                        i,
+                        op,
+                        bad,
+                        r.map(|g| g.len())
+                    ),
                 }
             }
             Op::Read { offset, len } => {

@@ -94,6 +94,9 @@ fn stress(
             writes
         }));
     }
+    // Batched guards hold two pages at once: with fewer than two frames per reader, readers
+    // holding one page each could wait for a frame only they can free.
+    let batched_guards = budget_pages >= 2 * READERS as usize;
     for r in 0..READERS {
         let (cache, completed) = (cache.clone(), completed.clone());
         handles.push(thread::spawn(move || {
@@ -116,6 +119,17 @@ fn stress(
                             p + i as u64,
                             floor[i]
                         );
+                    }
+                } else if batched_guards && rng.random_bool(0.5) {
+                    // Two guards at once from `read_slices`: pages `p` and a random `q`.
+                    let q = rng.random_range(0..PAGES);
+                    let floor_q = completed[q as usize].load(Ordering::SeqCst);
+                    let gs = cache
+                        .read_slices(&[(p * PS as u64, PS), (q * PS as u64, PS)])
+                        .unwrap();
+                    for (g, (page, floor)) in gs.iter().zip([(p, floor[0]), (q, floor_q)]) {
+                        let v = check_page(page, g);
+                        assert!(v >= floor, "stale slice: page {page} version {v} < {floor}");
                     }
                 } else {
                     let g = cache.read_page(p).unwrap();

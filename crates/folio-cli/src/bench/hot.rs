@@ -14,7 +14,9 @@
 //!   the `Arc`, then copies), for context;
 //! - `folio guard 64B`: [`PageCache::read_page`] and a 64-byte copy out of the guard (zero-copy
 //!   access); `folio slice 64B`: [`PageCache::read_slice`] of those 64 bytes (a guard that knows
-//!   its bytes, so they are prefetched while the hold is taken); `folio read_at 64B`: the same 64
+//!   its bytes, so they are prefetched while the hold is taken); `folio slices 64B x16`:
+//!   [`PageCache::read_slices`] of 16 such ranges from random pages per call (pipelined
+//!   lookups; each range counts as one operation); `folio read_at 64B`: the same 64
 //!   bytes through `read_at`; `mmap copy 64B`: the same 64 bytes out of the `mmap` (the floor:
 //!   one random memory access).
 //!
@@ -44,11 +46,15 @@ enum Contender {
     Moka,
     FolioGuard64,
     FolioSlice64,
+    FolioSlices64,
     FolioReadAt64,
     Mmap64,
 }
 
-const CONTENDERS: [Contender; 10] = [
+/// Ranges per [`PageCache::read_slices`] call of the batched-guard contender.
+const SLICES_PER_CALL: usize = 16;
+
+const CONTENDERS: [Contender; 11] = [
     Contender::FolioReadAt,
     Contender::Pread,
     Contender::Mmap,
@@ -57,11 +63,20 @@ const CONTENDERS: [Contender; 10] = [
     Contender::Moka,
     Contender::FolioGuard64,
     Contender::FolioSlice64,
+    Contender::FolioSlices64,
     Contender::FolioReadAt64,
     Contender::Mmap64,
 ];
 
 impl Contender {
+    /// Reads per call of [`Hot::op`] (each counts as one operation).
+    fn reads_per_call(self) -> u64 {
+        match self {
+            Contender::FolioSlices64 => SLICES_PER_CALL as u64,
+            _ => 1,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Contender::FolioReadAt => "folio read_at 4K",
@@ -72,6 +87,7 @@ impl Contender {
             Contender::Moka => "moka 4K",
             Contender::FolioGuard64 => "folio guard 64B",
             Contender::FolioSlice64 => "folio slice 64B",
+            Contender::FolioSlices64 => "folio slices 64B x16",
             Contender::FolioReadAt64 => "folio read_at 64B",
             Contender::Mmap64 => "mmap copy 64B",
         }
@@ -87,6 +103,7 @@ impl Contender {
             Contender::Moka => "moka_4k",
             Contender::FolioGuard64 => "folio_guard_64b",
             Contender::FolioSlice64 => "folio_slice_64b",
+            Contender::FolioSlices64 => "folio_slices_64b_x16",
             Contender::FolioReadAt64 => "folio_read_at_64b",
             Contender::Mmap64 => "mmap_copy_64b",
         }
@@ -227,6 +244,18 @@ impl Hot {
                 let g = self.cache.read_slice((off + at) as u64, 64)?;
                 buf[..64].copy_from_slice(&g);
             }
+            Contender::FolioSlices64 => {
+                let mut slices = [(0u64, 64usize); SLICES_PER_CALL];
+                slices[0].0 = (off + (rng.next() as usize & (PAGE / 64 - 1)) * 64) as u64;
+                for s in &mut slices[1..] {
+                    let p = rng.below(self.pages);
+                    s.0 = (p * PAGE + (rng.next() as usize & (PAGE / 64 - 1)) * 64) as u64;
+                }
+                let guards = self.cache.read_slices(&slices)?;
+                for (g, out) in guards.iter().zip(buf.chunks_exact_mut(64)) {
+                    out.copy_from_slice(g);
+                }
+            }
             Contender::FolioReadAt64 => {
                 let at = (rng.next() as usize & (PAGE / 64 - 1)) * 64;
                 self.cache
@@ -248,8 +277,11 @@ impl Hot {
         ops: u64,
         seed: u64,
     ) -> Result<Sample, BoxError> {
-        let per_thread = (ops / threads as u64).max(1);
-        let warmup = (per_thread / 20).max(1);
+        // Whole calls: a batched contender does `reads_per_call` reads per call.
+        let per_call = c.reads_per_call();
+        let calls = (ops / threads as u64 / per_call).max(1);
+        let per_thread = calls * per_call;
+        let warmup = (calls / 20).max(1);
         let barrier = Barrier::new(threads + 1);
         let (started, results) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -264,7 +296,7 @@ impl Hot {
                         }
                         barrier.wait();
                         let cpu0 = thread_cpu_seconds();
-                        for _ in 0..per_thread {
+                        for _ in 0..calls {
                             acc ^= self.op(c, &mut rng, &mut buf)?;
                         }
                         black_box(acc);
@@ -428,6 +460,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         for (what, c) in [
             ("guard", Contender::FolioGuard64),
             ("slice", Contender::FolioSlice64),
+            ("slices x16", Contender::FolioSlices64),
         ] {
             let (g, r64) = (idx(c), idx(Contender::FolioReadAt64));
             println!(
