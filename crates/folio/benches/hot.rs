@@ -5,7 +5,8 @@
 //! A 256 MiB file is written, read once into a cache whose budget holds it (and into the OS
 //! page cache and the LRU map), then each iteration reads one uniformly random page (from a
 //! precomputed sequence, so the generator costs nothing). Rows: 4 KiB `read_at`, 64 B `read_at`,
-//! 64 B through zero-copy `read_page` and `read_slice` guards, and the baselines. Criterion
+//! 64 B through zero-copy `read_page` and `read_slice` guards, batches of 16 such reads through
+//! `read_slices` (pipelined lookups) beside 16 `read_at` calls, and the baselines. Criterion
 //! reports time per read; compare rows of the same run. The multi-threaded figures, with
 //! quick_cache and moka, are `folio bench --hot`.
 
@@ -144,6 +145,45 @@ fn hot(c: &mut Criterion) {
             let (p, at) = next();
             let off = p as usize * PS + at;
             buf[..64].copy_from_slice(&map[off..off + 64]);
+            black_box(buf[0])
+        })
+    });
+    g.finish();
+
+    // Batches of 16 independent 64-byte reads: `read_slices` pipelines the lookups.
+    let mut g = c.benchmark_group("hot_read_64b_x16");
+    g.throughput(Throughput::Elements(16))
+        .measurement_time(Duration::from_secs(3));
+    let mut batch = [(0u64, 64usize); 16];
+    g.bench_function("folio read_slices", |b| {
+        b.iter(|| {
+            for s in &mut batch {
+                let (p, at) = next();
+                s.0 = p * PS as u64 + at as u64;
+            }
+            let guards = cache.read_slices(&batch).unwrap();
+            for (g, out) in guards.iter().zip(buf.chunks_exact_mut(64)) {
+                out.copy_from_slice(g);
+            }
+            black_box(buf[0])
+        })
+    });
+    g.bench_function("folio read_at x16", |b| {
+        b.iter(|| {
+            for out in buf.chunks_exact_mut(64).take(16) {
+                let (p, at) = next();
+                cache.read_exact_at(out, p * PS as u64 + at as u64).unwrap();
+            }
+            black_box(buf[0])
+        })
+    });
+    g.bench_function("mmap copy x16", |b| {
+        b.iter(|| {
+            for out in buf.chunks_exact_mut(64).take(16) {
+                let (p, at) = next();
+                let off = p as usize * PS + at;
+                out.copy_from_slice(&map[off..off + 64]);
+            }
             black_box(buf[0])
         })
     });
