@@ -26,6 +26,7 @@
 use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
@@ -277,17 +278,21 @@ impl Hot {
         ops: u64,
         seed: u64,
     ) -> Result<Sample, BoxError> {
-        // Whole calls: a batched contender does `reads_per_call` reads per call.
+        // Whole calls: a batched contender does `reads_per_call` reads per call. The calls are
+        // dealt out in chunks from a shared count, so a thread that runs faster does more of
+        // them and all finish within a chunk of each other: with a fixed share each, the wall
+        // clock also timed the slowest thread running alone at the end.
+        const CHUNK_CALLS: u64 = 1024;
         let per_call = c.reads_per_call();
-        let calls = (ops / threads as u64 / per_call).max(1);
-        let per_thread = calls * per_call;
-        let warmup = (calls / 20).max(1);
+        let calls = (ops / per_call).max(threads as u64);
+        let warmup = (calls / threads as u64 / 20).max(1);
+        let left = AtomicU64::new(calls);
         let barrier = Barrier::new(threads + 1);
         let (started, results) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let barrier = &barrier;
-                    scope.spawn(move || -> Result<f64, BoxError> {
+                    let (barrier, left) = (&barrier, &left);
+                    scope.spawn(move || -> Result<(u64, f64), BoxError> {
                         let mut rng = Rng(seed ^ (0x9E37_79B9_7F4A_7C15 * (t as u64 + 1)) | 1);
                         let mut buf = Box::new([0u8; PAGE]);
                         let mut acc = 0u8;
@@ -296,11 +301,25 @@ impl Hot {
                         }
                         barrier.wait();
                         let cpu0 = thread_cpu_seconds();
-                        for _ in 0..calls {
-                            acc ^= self.op(c, &mut rng, &mut buf)?;
+                        let mut done = 0u64;
+                        // Bounded: each round takes at least one call from a count that only
+                        // falls.
+                        loop {
+                            let got = left
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                    (n > 0).then(|| n - n.min(CHUNK_CALLS))
+                                })
+                                .map_or(0, |n| n.min(CHUNK_CALLS));
+                            if got == 0 {
+                                break;
+                            }
+                            for _ in 0..got {
+                                acc ^= self.op(c, &mut rng, &mut buf)?;
+                            }
+                            done += got;
                         }
                         black_box(acc);
-                        Ok(thread_cpu_seconds() - cpu0)
+                        Ok((done * per_call, thread_cpu_seconds() - cpu0))
                     })
                 })
                 .collect();
@@ -313,12 +332,14 @@ impl Hot {
             (started, results)
         });
         let seconds = started.elapsed().as_secs_f64();
-        let mut cpu = 0.0;
+        let (mut cpu, mut total) = (0.0, 0u64);
         for r in results {
-            cpu += per_thread as f64 / r?.max(1e-9);
+            let (done, cpu_seconds) = r?;
+            total += done;
+            cpu += done as f64 / cpu_seconds.max(1e-9);
         }
         Ok(Sample {
-            wall: (per_thread * threads as u64) as f64 / seconds,
+            wall: total as f64 / seconds,
             cpu,
         })
     }
