@@ -43,7 +43,7 @@ use crate::page::{
     NO_PAGE, READAHEAD, READERS_MASK, VALID, WRITEBACK,
 };
 use crate::policy::{Admission, EvictionPolicy, FrameId, PolicyKind};
-use crate::readahead::{Advice, Readahead};
+use crate::readahead::{Advice, Readahead, Waited};
 use crate::stats::{Counter, Counters, Stats};
 use crate::writeback::{self, Writeback, WritebackConfig};
 
@@ -1019,22 +1019,36 @@ impl Shared {
     /// (see [`try_shared`](Self::try_shared)).
     #[inline]
     fn get_shared_prefetch(&self, p: u64, run: usize, want: Range<usize>) -> Result<FrameId> {
+        self.get_shared_waited(p, run, want).map(|(f, _)| f)
+    }
+
+    /// As [`get_shared_prefetch`](Self::get_shared_prefetch); also says whether the caller
+    /// had to wait for the page (a load, its own or another's, was under way or needed).
+    fn get_shared_waited(
+        &self,
+        p: u64,
+        run: usize,
+        want: Range<usize>,
+    ) -> Result<(FrameId, Waited)> {
+        let mut waited = Waited::No;
         loop {
             match self.try_shared(p, want.clone()) {
-                Probe::Held(f) => return Ok(f),
+                Probe::Held(f) => return Ok((f, waited)),
                 Probe::Busy(f) => {
+                    waited = Waited::Yes;
                     self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
                     continue;
                 }
                 Probe::Absent => {}
             }
             let plan = self.readahead.on_miss(p, run, self.npages());
+            waited = Waited::Yes;
             let loaded = self.load(p, plan.run.max(run), Fill::Read, run)?;
             self.readahead.dispatch(plan.jobs, false);
             match loaded {
                 Loaded::Exclusive(f) => {
                     self.frames[f as usize].downgrade();
-                    return Ok(f);
+                    return Ok((f, waited));
                 }
                 Loaded::Present => continue,
             }
@@ -1374,7 +1388,7 @@ impl Shared {
                 continue;
             }
             let pages_left = (total - done).div_ceil(self.page_size);
-            let f = self.get_shared_prefetch(p, pages_left, in_page..in_page + n)?;
+            let (f, waited) = self.get_shared_waited(p, pages_left, in_page..in_page + n)?;
             // A truncation may have run since `size` was read, and the page been loaded again
             // past the new end (as zeros): return nothing past the end as of now, which we read
             // after taking the hold (Linux re-checks i_size after the page is up to date for
@@ -1388,7 +1402,7 @@ impl Shared {
             let meta = &self.frames[f as usize];
             if meta.state() & READAHEAD != 0 && meta.take_readahead_mark() {
                 // A readahead marker: start the next window in the background.
-                let jobs = self.readahead.on_marker(p, self.npages());
+                let jobs = self.readahead.on_marker(p, self.npages(), waited);
                 self.readahead.dispatch(jobs, false);
             }
             // SAFETY: we hold a reader hold on `f`.
