@@ -187,6 +187,58 @@ fn uring_local_waiters_read_right_and_rings_left_behind_by_their_thread_drop_cle
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+#[test]
+fn a_batch_ring_that_keeps_failing_fails_its_ops_instead_of_hanging() {
+    if !uring_or_skip("uring failing-ring test") {
+        return;
+    }
+    // On a thread of its own, so that a hang fails the test instead of stalling the suite.
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = thread::spawn(move || {
+        failing_ring_body();
+        let _ = done.send(());
+    });
+    if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+        panic!("waiting on a failing ring hung (or the body panicked: see above)");
+    }
+    worker.join().unwrap();
+}
+
+fn failing_ring_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "f.img", &pattern(4, 4, 16 * PS));
+    // Ops queued (not yet submitted) on this thread's two batch rings, then every
+    // `io_uring_enter` on them fails.
+    let local = b
+        .start_read_pages_local(0, vec![FrameMut::alloc(PS).unwrap()])
+        .unwrap();
+    let any = b
+        .start_read_pages(1, vec![FrameMut::alloc(PS).unwrap()])
+        .unwrap();
+    b.break_batch_rings_for_tests().unwrap();
+    let started = Instant::now();
+    for r in [local.wait(), any.wait()] {
+        match r {
+            Err(Error::Io { op: IoOp::Read, .. }) => {}
+            other => panic!("expected a typed read error, got {other:?}"),
+        }
+    }
+    // A given-up ring fails new ops at once; the shared ring still works.
+    let late = b
+        .start_read_pages_local(2, vec![FrameMut::alloc(PS).unwrap()])
+        .unwrap();
+    assert!(matches!(late.wait(), Err(Error::Io { .. })));
+    b.read_pages(
+        3,
+        vec![FrameMut::alloc(PS).unwrap(), FrameMut::alloc(PS).unwrap()],
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    drop(b);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 /// A cache without readahead or flusher over a uring backend (queue depth 8) on a file of
 /// `pages` self-describing pages, holding `budget` pages.
 fn patterned_uring_cache(dir: &tempfile::TempDir, pages: u64, budget: usize) -> Arc<PageCache> {

@@ -719,6 +719,25 @@ impl UringBackend {
     pub fn queue_depth(&self) -> usize {
         self.inner.queue_depth
     }
+
+    /// Test seam: makes every `io_uring_enter` on the batch rings made so far fail from now on
+    /// (`EOPNOTSUPP`), as a ring the kernel keeps refusing would, by putting `/dev/null` in
+    /// place of their descriptors. Each such ring then gives up after `RING_FAILURES_MAX`
+    /// failures and fails its ops with a typed error. Not for use outside tests.
+    #[doc(hidden)]
+    pub fn break_batch_rings_for_tests(&self) -> std::io::Result<()> {
+        let null = std::fs::File::open("/dev/null")?;
+        for (_, _, ring) in self.batch_rings.lock().iter() {
+            let st = ring.state.lock();
+            // SAFETY: `dup2` onto a descriptor the ring owns replaces what it refers to and
+            // nothing else; the ring's mappings keep the io_uring itself alive, and the ring
+            // closes the descriptor (now `/dev/null`) when it is dropped.
+            if unsafe { libc::dup2(null.as_raw_fd(), st.ring.as_raw_fd()) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for UringBackend {
