@@ -119,7 +119,7 @@ fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
 }
 
 #[test]
-fn uring_local_waiters_read_right_and_rings_left_behind_by_their_thread_drop_cleanly() {
+fn uring_local_waiters_read_right_and_a_ring_dropped_off_its_thread_leaks_rather_than_hangs() {
     if !uring_or_skip("uring local-waiter test") {
         return;
     }
@@ -159,10 +159,13 @@ fn uring_local_waiters_read_right_and_rings_left_behind_by_their_thread_drop_cle
     }
     drop(cache);
     // Another thread starts reads on its own ring and drops the waiters (some submitted, some
-    // never), then exits: nobody may enter that ring again. Dropping the backend here must
-    // neither hang nor free a buffer the kernel may still write.
+    // never), lets go of the backend and waits while this thread drops the backend: nobody but
+    // that thread may enter its ring, so the drop must neither hang nor free a buffer the
+    // kernel may still write (it leaks them). Then that thread exits.
     let b2 = b.clone();
-    thread::spawn(move || {
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
         for i in 0..20u64 {
             drop(
                 b2.start_read_pages_local(i, vec![FrameMut::alloc(PS).unwrap()])
@@ -172,9 +175,11 @@ fn uring_local_waiters_read_right_and_rings_left_behind_by_their_thread_drop_cle
                 b2.unplug();
             }
         }
-    })
-    .join()
-    .unwrap();
+        drop(b2);
+        ready_tx.send(()).unwrap();
+        dropped_rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
     // On this thread: dropped waiters that the owner drains when the backend goes.
     for i in 0..12u64 {
         drop(
@@ -185,6 +190,8 @@ fn uring_local_waiters_read_right_and_rings_left_behind_by_their_thread_drop_cle
     let started = Instant::now();
     drop(Arc::into_inner(b).expect("the last reference"));
     assert!(started.elapsed() < Duration::from_secs(10));
+    dropped_tx.send(()).unwrap();
+    owner.join().unwrap();
 }
 
 #[test]
@@ -236,6 +243,48 @@ fn failing_ring_body() {
     .wait()
     .unwrap();
     drop(b);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_threads_batch_rings_leave_with_it_so_later_threads_get_their_own() {
+    if !uring_or_skip("uring ring-lifetime test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = uring_file(&dir, "t.img", &pattern(5, 5, 16 * PS));
+    let b = Arc::new(b);
+    // More short-lived threads than there are ring slots (16): each gets rings of its own.
+    for i in 0..40u64 {
+        let b2 = b.clone();
+        thread::spawn(move || {
+            let frame = || vec![FrameMut::alloc(PS).unwrap()];
+            b2.start_read_pages_local(i % 16, frame())
+                .unwrap()
+                .wait()
+                .unwrap();
+            let any = b2.start_read_pages((i + 1) % 16, frame()).unwrap();
+            b2.unplug();
+            any.wait().unwrap();
+            // One dropped unwaited, in flight when the thread exits: drained on the way out.
+            drop(b2.start_read_pages_local((i + 2) % 16, frame()).unwrap());
+            b2.unplug();
+            assert_eq!(
+                b2.batch_rings_for_tests(),
+                2,
+                "thread {i} has rings of its own"
+            );
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            b.batch_rings_for_tests(),
+            0,
+            "thread {i}'s rings left with it"
+        );
+    }
+    let started = Instant::now();
+    drop(Arc::into_inner(b).expect("the last reference"));
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 

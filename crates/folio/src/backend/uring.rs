@@ -202,8 +202,75 @@ pub struct UringBackend {
     inner: Arc<Inner>,
     ring_thread: Option<JoinHandle<()>>,
     inline_read_pages: usize,
-    /// Rings for batched reads, one per thread that has made some.
-    batch_rings: Mutex<Vec<(std::thread::ThreadId, RingUse, Arc<BatchRing>)>>,
+    /// Rings for batched I/O, up to one of each use per live thread that has made some. A
+    /// thread's rings leave the table (and drain, on that thread) when it exits.
+    batch_rings: Arc<RingTable>,
+}
+
+/// The batch rings of one backend: (thread, use, ring).
+type RingTable = Mutex<Vec<(std::thread::ThreadId, RingUse, Arc<BatchRing>)>>;
+
+/// The ring tables the current thread has rings in. When the thread exits its rings leave
+/// them, so they drain on the thread that owns them, close their descriptors, and free their
+/// slot of the table for another thread: a server that starts a thread per connection keeps
+/// getting rings of its own, not the shared ring after its 16th connection.
+struct ThreadRings {
+    me: std::thread::ThreadId,
+    tables: Vec<std::sync::Weak<RingTable>>,
+}
+
+impl Drop for ThreadRings {
+    fn drop(&mut self) {
+        for table in self.tables.drain(..) {
+            let Some(table) = table.upgrade() else {
+                continue;
+            };
+            let mine: Vec<Arc<BatchRing>> = {
+                let mut rows = table.lock();
+                let mut mine = Vec::new();
+                let mut i = 0;
+                while i < rows.len() {
+                    if rows[i].0 == self.me {
+                        mine.push(rows.swap_remove(i).2);
+                    } else {
+                        i += 1;
+                    }
+                }
+                mine
+            };
+            // Drained here, on the thread that owns them, outside the table's lock. (Not left to
+            // their `Drop`, which asks which thread it runs on: this thread's other locals may
+            // already be gone.)
+            for ring in mine {
+                ring.drain();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_RINGS: std::cell::RefCell<Option<ThreadRings>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Notes that the current thread has a ring in `table` (see [`ThreadRings`]). If the thread
+/// is already exiting the ring just stays in the table until the backend drops.
+fn register_thread_ring(table: &Arc<RingTable>) {
+    let _ = THREAD_RINGS.try_with(|rings| {
+        let mut rings = rings.borrow_mut();
+        let rings = rings.get_or_insert_with(|| ThreadRings {
+            me: this_thread(),
+            tables: Vec::new(),
+        });
+        rings.tables.retain(|t| t.strong_count() > 0);
+        if !rings
+            .tables
+            .iter()
+            .any(|t| std::ptr::eq(t.as_ptr(), Arc::as_ptr(table)))
+        {
+            rings.tables.push(Arc::downgrade(table));
+        }
+    });
 }
 
 /// A ring for one thread's batched reads, reaped by whoever waits for one of its reads.
@@ -222,7 +289,9 @@ fn this_thread() -> std::thread::ThreadId {
     thread_local! {
         static ME: std::thread::ThreadId = std::thread::current().id();
     }
-    ME.with(|me| *me)
+    // While the thread's locals are being destroyed `ME` may be gone already.
+    ME.try_with(|me| *me)
+        .unwrap_or_else(|_| std::thread::current().id())
 }
 
 /// Which threads may wait for the ops of a batch ring.
@@ -352,6 +421,15 @@ impl BatchRing {
         true
     }
 
+    /// Reaps until no op is in flight; the caller is the ring's owner (or it has none).
+    /// Bounded as `Drop` is.
+    fn drain(&self) {
+        let mut st = self.state.lock();
+        while st.in_flight > 0 {
+            self.reap(&mut st);
+        }
+    }
+
     /// Completes every op whose CQE the kernel has posted, without entering the ring.
     fn reap_posted(&self, st: &mut BatchState) {
         let BatchState {
@@ -428,6 +506,9 @@ impl IoDriver for BatchRing {
 impl Drop for BatchRing {
     fn drop(&mut self) {
         let mut st = self.state.lock();
+        if st.in_flight == 0 {
+            return;
+        }
         if self.owner.is_some_and(|t| t != this_thread()) {
             // Another thread may not enter an owned ring. Ops are still in flight only if their
             // waiters were dropped unwaited; take what the kernel has posted, and leak the
@@ -541,7 +622,7 @@ impl UringBackend {
             inner,
             ring_thread: Some(ring_thread),
             inline_read_pages: DEFAULT_INLINE_READ_PAGES,
-            batch_rings: Mutex::new(Vec::new()),
+            batch_rings: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -609,6 +690,8 @@ impl UringBackend {
             Ok(r) => {
                 let r = Arc::new(r);
                 rings.push((me, ring_use, r.clone()));
+                drop(rings);
+                register_thread_ring(&self.batch_rings);
                 Some(r)
             }
             Err(e) => {
@@ -718,6 +801,12 @@ impl UringBackend {
     /// The most operations in flight at once.
     pub fn queue_depth(&self) -> usize {
         self.inner.queue_depth
+    }
+
+    /// Batch rings in the table now (a test seam: a thread's rings leave when it exits).
+    #[doc(hidden)]
+    pub fn batch_rings_for_tests(&self) -> usize {
+        self.batch_rings.lock().len()
     }
 
     /// Test seam: makes every `io_uring_enter` on the batch rings made so far fail from now on
