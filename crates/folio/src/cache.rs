@@ -650,16 +650,8 @@ impl PageCache {
     /// ```
     pub fn read_slice(&self, offset: u64, len: usize) -> Result<PageReadGuard<'_>> {
         let s = &*self.shared;
-        let end = checked_end(offset, len)?;
+        let end = s.check_slice(offset, len, s.len())?;
         let in_page = (offset & s.page_mask()) as usize;
-        if in_page + len > s.page_size {
-            return Err(Error::CrossesPage {
-                offset,
-                len,
-                page_size: s.page_size,
-            });
-        }
-        in_file(offset, end, s.len())?;
         let frame = s.get_shared_prefetch(offset >> s.page_shift, 1, in_page..in_page + len)?;
         // As in `read_at`: a truncation may have run since the length was checked.
         if let Err(e) = in_file(offset, end, s.len()) {
@@ -705,15 +697,7 @@ impl PageCache {
         let s = &*self.shared;
         let size = s.len();
         for &(offset, len) in slices {
-            let end = checked_end(offset, len)?;
-            if (offset & s.page_mask()) as usize + len > s.page_size {
-                return Err(Error::CrossesPage {
-                    offset,
-                    len,
-                    page_size: s.page_size,
-                });
-            }
-            in_file(offset, end, size)?;
+            s.check_slice(offset, len, size)?;
         }
         // More pages than frames can never be held at once: fail now rather than wait for a
         // frame that only this call's own guards could free.
@@ -748,17 +732,10 @@ impl PageCache {
             }
             for (c, &(offset, len)) in candidates.iter().zip(group) {
                 let (p, in_page) = (offset >> s.page_shift, (offset & s.page_mask()) as usize);
-                let held = c.and_then(|f| {
-                    (s.settle(f, s.frames[f as usize].lock_shared(p)) == Acquire::Acquired)
-                        .then_some(f)
-                });
-                let frame = match held {
-                    Some(f) => {
-                        s.policy.on_hit(f);
-                        s.counters.add(Counter::Hits, 1);
-                        f
-                    }
-                    None => s.get_shared_prefetch(p, 1, in_page..in_page + len)?,
+                let frame = match c.map(|f| s.hold_found(f, p)) {
+                    Some(Probe::Held(f)) => f,
+                    // Busy, gone, or not there: the usual path waits or loads.
+                    _ => s.get_shared_prefetch(p, 1, in_page..in_page + len)?,
                 };
                 // Held from here on: released with the guard, also on an error below.
                 guards.push(PageReadGuard {
@@ -1538,6 +1515,21 @@ impl Shared {
         true
     }
 
+    /// The end of the slice `offset .. offset + len` if it lies within one page and within a
+    /// file of `size` bytes (the checks of [`PageCache::read_slice`]).
+    fn check_slice(&self, offset: u64, len: usize, size: u64) -> Result<u64> {
+        let end = checked_end(offset, len)?;
+        if (offset & self.page_mask()) as usize + len > self.page_size {
+            return Err(Error::CrossesPage {
+                offset,
+                len,
+                page_size: self.page_size,
+            });
+        }
+        in_file(offset, end, size)?;
+        Ok(end)
+    }
+
     /// A reader hold on page `p` if it is cached and nobody holds it exclusively (a hit); never
     /// waits and never loads. The CPU is asked to start loading the bytes `want` of the page as
     /// soon as its frame is known from the index, so that their cache misses overlap the one on
@@ -1547,9 +1539,16 @@ impl Shared {
         let found = self.index.lookup_then(p, &self.frames, |f| {
             prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
         });
-        let Some(f) = found else {
-            return Probe::Absent;
-        };
+        match found {
+            Some(f) => self.hold_found(f, p),
+            None => Probe::Absent,
+        }
+    }
+
+    /// A reader hold on page `p` in frame `f`, where a lookup found it (a hit, counted), if the
+    /// frame still holds `p` and nobody holds it exclusively. Always inlined: the hit path.
+    #[inline(always)]
+    fn hold_found(&self, f: FrameId, p: u64) -> Probe {
         match self.settle(f, self.frames[f as usize].lock_shared(p)) {
             Acquire::Acquired => {
                 self.policy.on_hit(f);

@@ -45,10 +45,11 @@
 //!   COOP_TASKRUN` as `fio` sets up its own: completion work then runs in the waiting thread's
 //!   `io_uring_enter` instead of interrupting it, which measured 1.06x to 1.11x the random-read
 //!   IOPS of the plain per-thread ring. Only the owner may enter such a ring, and only the owner
-//!   holds its waiters, so only it ever waits. If the ring is dropped on another thread (the
-//!   backend outlives the thread) with ops still in it (waiters dropped unwaited), the drop
-//!   takes the completions the kernel has posted and leaks the buffers of the rest: leaking is
-//!   the only safe choice for memory the kernel may still write.
+//!   holds its waiters, so only it ever waits. A thread's rings drain on that thread when it
+//!   exits. If one is dropped on another thread instead (the backend dropped there while the
+//!   owner lives) with ops still in it (waiters dropped unwaited), the drop takes the
+//!   completions the kernel has posted and leaks the buffers of the rest: leaking is the only
+//!   safe choice for memory the kernel may still write.
 //! - **Small reads inline.** Reads of at most [`UringBackend::inline_read_pages`] pages (default
 //!   1) are plain `preadv` on the calling thread: see that method for the measurement.
 //! - **Geometry** is [`FileBackend`]'s (it is used for the file descriptors, the length,
@@ -227,16 +228,11 @@ impl Drop for ThreadRings {
             };
             let mine: Vec<Arc<BatchRing>> = {
                 let mut rows = table.lock();
-                let mut mine = Vec::new();
-                let mut i = 0;
-                while i < rows.len() {
-                    if rows[i].0 == self.me {
-                        mine.push(rows.swap_remove(i).2);
-                    } else {
-                        i += 1;
-                    }
-                }
-                mine
+                let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut *rows)
+                    .into_iter()
+                    .partition(|row| row.0 == self.me);
+                *rows = others;
+                mine.into_iter().map(|row| row.2).collect()
             };
             // Drained here, on the thread that owns them, outside the table's lock. (Not left to
             // their `Drop`, which asks which thread it runs on: this thread's other locals may
@@ -422,11 +418,17 @@ impl BatchRing {
     }
 
     /// Reaps until no op is in flight; the caller is the ring's owner (or it has none).
-    /// Bounded as `Drop` is.
     fn drain(&self) {
-        let mut st = self.state.lock();
+        self.drain_locked(&mut self.state.lock());
+    }
+
+    /// As [`drain`](Self::drain), with the state locked. Bounded: each round reaps at least one
+    /// op or counts a failure, and after `RING_FAILURES_MAX` of those the ring gives up (failing
+    /// the ops, leaking their buffers rather than freeing them under a kernel that may still
+    /// write them).
+    fn drain_locked(&self, st: &mut BatchState) {
         while st.in_flight > 0 {
-            self.reap(&mut st);
+            self.reap(st);
         }
     }
 
@@ -524,12 +526,7 @@ impl Drop for BatchRing {
             }
             return;
         }
-        // Bounded: each round reaps at least one op or counts a failure, and after
-        // `RING_FAILURES_MAX` of those the ring gives up (failing the ops, leaking their
-        // buffers rather than freeing them under a kernel that may still write them).
-        while st.in_flight > 0 {
-            self.reap(&mut st);
-        }
+        self.drain_locked(&mut st);
     }
 }
 
