@@ -15,9 +15,9 @@
 //!   (the caller needs them), and the rest of the window, up to its size, is read ahead
 //!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (page.rs). The
 //!   window starts at 128 KiB and doubles with each window to the configured maximum (2 MiB by
-//!   default, twice that under [`Advice::Sequential`]), and the window being read plus those in
-//!   flight never exceed 1/8 of the cache (more would evict read-ahead pages before they are
-//!   read).
+//!   default) and at most 1/16 of the cache, both doubled under [`Advice::Sequential`]; the
+//!   window being read plus those in flight ahead of it stay within 1/8 of the cache, or two
+//!   windows if that is less (more would evict read-ahead pages before they are read).
 //! - A reader that reaches a marked page (or misses on it because the readahead has not inserted
 //!   it yet) clears the mark and starts the next window asynchronously, so the reader of a cold
 //!   file rarely waits. A stream keeps one window in flight ahead of its reader, as Linux does,
@@ -102,7 +102,7 @@ struct Stream {
     /// reaching one starts the next window.
     markers: [u64; WINDOWS_AHEAD_MAX],
     markers_len: u8,
-    /// Full-size windows to keep in flight (1 to the cache's `ahead_max`).
+    /// Full-size windows to keep in flight (1 to `Readahead::ahead_max`).
     ahead: u8,
     /// The window may reach twice the maximum (`Advice::Sequential`).
     boost: bool,
@@ -195,8 +195,8 @@ pub(crate) struct Readahead {
     cache: Weak<Shared>,
     init_pages: usize,
     max_pages: usize,
-    /// Most full-size windows a stream keeps in flight (see `WINDOWS_AHEAD_MAX`).
-    ahead_max: usize,
+    /// Pages a stream's window being read and windows ahead may span: 1/8 of the cache.
+    stream_pages_max: usize,
     chunk_pages: usize,
     workers: usize,
     streams: Mutex<Streams>,
@@ -220,16 +220,11 @@ impl Readahead {
         } else {
             max_pages
         };
-        // The window being read and those ahead of it stay within 1/8 of the cache: more would
-        // evict read-ahead pages before they are read (at least one ahead: 1/16 each).
-        let ahead_max = ((capacity_pages / 8) / max_pages.max(1))
-            .saturating_sub(1)
-            .clamp(1, WINDOWS_AHEAD_MAX);
         Readahead {
             cache,
             init_pages: (INIT_WINDOW_BYTES / page_size).clamp(1, max_pages.max(1)),
             max_pages,
-            ahead_max,
+            stream_pages_max: capacity_pages / 8,
             chunk_pages: chunk_pages.max(1),
             workers,
             streams: Mutex::new(Streams::default()),
@@ -265,6 +260,15 @@ impl Readahead {
                 hints.remove(0);
             }
         }
+    }
+
+    /// Most full-size windows of `cap` pages a stream keeps in flight ahead of its reader: with
+    /// the one being read they stay within 1/8 of the cache (more would evict read-ahead pages
+    /// before they are read), and one is always allowed.
+    fn ahead_max(&self, cap: usize) -> usize {
+        (self.stream_pages_max / cap.max(1))
+            .saturating_sub(1)
+            .clamp(1, WINDOWS_AHEAD_MAX)
     }
 
     fn cap(&self, boost: bool) -> usize {
@@ -404,7 +408,7 @@ impl Readahead {
         s.drop_markers_through(m);
         let cap = self.cap(s.boost);
         if waited == Waited::Yes && s.size >= cap {
-            s.ahead = (s.ahead as usize + 1).min(self.ahead_max) as u8;
+            s.ahead = (s.ahead as usize + 1).min(self.ahead_max(cap)) as u8;
         }
         // Bounded: each round adds a marker, and stops at `ahead` of them.
         for _ in 0..WINDOWS_AHEAD_MAX {
