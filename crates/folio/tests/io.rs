@@ -31,6 +31,14 @@ fn uring_or_skip(what: &str) -> bool {
     }
 }
 
+/// Drops `backend`, which must drain what it has in flight and join its threads in bounded
+/// time, not hang.
+fn drops_within_bounds(backend: UringBackend) {
+    let started = Instant::now();
+    drop(backend);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 /// A uring backend over a temp file holding `bytes`, direct if the filesystem allows it.
 fn uring_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (UringBackend, IoMode) {
     let path = dir.path().join(name);
@@ -113,9 +121,8 @@ fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
         .start_read_pages(7, vec![FrameMut::alloc(PS).unwrap()])
         .unwrap();
     thread::spawn(move || w.wait()).join().unwrap().unwrap();
-    let started = Instant::now();
-    drop(b); // drains in-flight ops (of both rings) and joins the reaper
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Drains in-flight ops (of both rings) and joins the reaper.
+    drops_within_bounds(b);
 }
 
 #[test]
@@ -187,9 +194,7 @@ fn uring_local_waiters_read_right_and_a_ring_dropped_off_its_thread_leaks_rather
                 .unwrap(),
         );
     }
-    let started = Instant::now();
-    drop(Arc::into_inner(b).expect("the last reference"));
-    assert!(started.elapsed() < Duration::from_secs(10));
+    drops_within_bounds(Arc::into_inner(b).expect("the last reference"));
     dropped_tx.send(()).unwrap();
     owner.join().unwrap();
 }
@@ -283,9 +288,7 @@ fn a_threads_batch_rings_leave_with_it_so_later_threads_get_their_own() {
             "thread {i}'s rings left with it"
         );
     }
-    let started = Instant::now();
-    drop(Arc::into_inner(b).expect("the last reference"));
-    assert!(started.elapsed() < Duration::from_secs(10));
+    drops_within_bounds(Arc::into_inner(b).expect("the last reference"));
 }
 
 /// A cache without readahead or flusher over a uring backend (queue depth 8) on a file of

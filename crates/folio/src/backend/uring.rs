@@ -1184,10 +1184,21 @@ impl PageCacheBackend for UringBackend {
     }
 
     fn unplug(&self) {
-        for ring_use in [RingUse::AnyThread, RingUse::ThisThread] {
-            if let Some(ring) = self.batch_ring(ring_use, false) {
-                ring.submit();
-            }
+        // The calling thread's rings (at most one of each use), found in one pass over the
+        // table and submitted outside its lock: a batch unplugs once per I/O it starts.
+        let me = this_thread();
+        let mut mine: [Option<Arc<BatchRing>>; 2] = [None, None];
+        for ((_, _, ring), slot) in self
+            .batch_rings
+            .lock()
+            .iter()
+            .filter(|(t, _, _)| *t == me)
+            .zip(&mut mine)
+        {
+            *slot = Some(ring.clone());
+        }
+        for ring in mine.iter().flatten() {
+            ring.submit();
         }
         self.inner.unplug();
     }
