@@ -14,15 +14,19 @@
 //! sources a second time in this crate leaves the `folio` crate untouched (no feature, no cfg),
 //! and still checks the code that ships.
 //!
-//! Keep this list in step with `crates/folio/src/lib.rs`: a module that `cache.rs` uses must be
+//! Keep this list in step with `crates/folio/src/lib.rs`: a module that the engine uses must be
 //! listed here. Code that waits or locks must do it through `crate::sync` to be modelled
 //! (a real lock held across a shuttle yield point would block the one OS thread shuttle runs on).
 #![allow(dead_code, unused_imports, missing_docs, clippy::all)]
 
 #[path = "../../folio/src/backend/mod.rs"]
 pub mod backend;
-#[path = "../../folio/src/cache.rs"]
+#[path = "../../folio/src/cache/mod.rs"]
 pub mod cache;
+#[path = "../../folio/src/cpu.rs"]
+mod cpu;
+#[path = "../../folio/src/engine/mod.rs"]
+mod engine;
 #[path = "../../folio/src/error.rs"]
 pub mod error;
 #[path = "../../folio/src/index.rs"]

@@ -161,7 +161,7 @@ impl PageIndex {
     #[inline]
     pub(crate) fn prefetch_home(&self, key: u64) {
         let slot: *const AtomicU64 = self.slot(self.home(hash(key)));
-        crate::cache::prefetch(slot.cast(), 1);
+        crate::cpu::prefetch(slot.cast(), 1);
     }
 
     /// The frame of the first slot on `key`'s probe sequence whose fingerprint matches, without

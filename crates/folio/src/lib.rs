@@ -31,6 +31,8 @@ pub struct ReadmeDoctests;
 
 pub mod backend;
 pub mod cache;
+mod cpu;
+mod engine;
 pub mod error;
 mod index;
 pub mod page;
@@ -46,6 +48,7 @@ pub use backend::{
     open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
     LocalIoWaiter, MemoryBackend, PageCacheBackend, UringBackend,
 };
+pub use cache::SyncHandle;
 pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
 pub use error::{Error, IoOp, Result};
 pub use page::PageState;
@@ -53,4 +56,3 @@ pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 pub use readahead::Advice;
 pub use stats::Stats;
-pub use writeback::SyncHandle;

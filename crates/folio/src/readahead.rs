@@ -46,7 +46,14 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::cache::Shared;
+/// What the readahead workers drive: the engine, seen from below (so this module never names it).
+pub(crate) trait Prefetcher: Send + Sync {
+    /// The readahead state of the cache.
+    fn readahead(&self) -> &Readahead;
+    /// Loads the absent pages from `p` on (at most `run`) as speculative pages, marking `p`
+    /// with the readahead marker if `mark`.
+    fn prefetch(&self, p: u64, run: usize, mark: bool) -> crate::error::Result<()>;
+}
 
 /// An access hint on a byte range, after `posix_fadvise(2)`. See
 /// [`PageCache::advise`](crate::PageCache::advise).
@@ -192,7 +199,7 @@ struct Pool {
 
 /// The readahead state of one cache.
 pub(crate) struct Readahead {
-    cache: Weak<Shared>,
+    cache: Weak<dyn Prefetcher>,
     init_pages: usize,
     max_pages: usize,
     /// Pages a stream's window being read and windows ahead may span: 1/8 of the cache.
@@ -207,7 +214,7 @@ pub(crate) struct Readahead {
 impl Readahead {
     /// `max_bytes` 0 turns readahead off. `chunk_pages` is the largest backend I/O in pages.
     pub(crate) fn new(
-        cache: Weak<Shared>,
+        cache: Weak<dyn Prefetcher>,
         page_size: usize,
         capacity_pages: usize,
         max_bytes: usize,
@@ -513,7 +520,7 @@ impl Readahead {
     }
 }
 
-fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<Shared>) {
+fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<dyn Prefetcher>) {
     let (q, cv) = &*queue;
     loop {
         let job = {
@@ -545,6 +552,19 @@ fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<Shared>) {
 mod tests {
     use super::*;
 
+    /// A prefetcher that is never called: these tests only plan windows.
+    struct Idle;
+
+    impl Prefetcher for Idle {
+        fn readahead(&self) -> &Readahead {
+            unreachable!("the planning tests start no worker")
+        }
+
+        fn prefetch(&self, _: u64, _: usize, _: bool) -> crate::error::Result<()> {
+            unreachable!("the planning tests start no worker")
+        }
+    }
+
     /// Walks a stream over a large file with 2 MiB windows (512 pages) and 1 MiB I/Os, its
     /// reader reaching each marked page in turn (`waited` says how), and returns, for each
     /// reached marker after the ramp, how many full windows lie ahead of it.
@@ -552,7 +572,7 @@ mod tests {
         const PS: usize = 4096;
         const NPAGES: u64 = 1 << 20;
         const FULL: u64 = 512;
-        let ra = Readahead::new(Weak::new(), PS, 1 << 20, 2 << 20, 4, 256);
+        let ra = Readahead::new(Weak::<Idle>::new(), PS, 1 << 20, 2 << 20, 4, 256);
         let (mut issued_end, mut markers) = (1u64, VecDeque::new());
         let take = |jobs: &[Job], issued_end: &mut u64, markers: &mut VecDeque<u64>| {
             for j in jobs {

@@ -1,0 +1,194 @@
+//! [`CacheConfig`]: the budget, page size, policy and tuning of a [`PageCache`](crate::PageCache).
+//!
+//! Owns the configuration values and their validation; owns no state. The write-back settings
+//! are documented in [`writeback`](crate::writeback).
+
+use std::time::Duration;
+
+use crate::backend::Commit;
+use crate::error::{Error, Result};
+use crate::policy::PolicyKind;
+use crate::writeback::WritebackConfig;
+
+/// The smallest and largest page sizes.
+pub const PAGE_SIZE_MIN: usize = 512;
+/// See [`PAGE_SIZE_MIN`].
+pub const PAGE_SIZE_MAX: usize = 64 * 1024;
+
+/// How big the cache may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Budget {
+    /// At most this many bytes of page data (rounded down to whole pages).
+    Bytes(u64),
+    /// At most this many pages.
+    Pages(usize),
+}
+
+/// Configuration of a [`PageCache`](crate::PageCache). The memory budget is mandatory.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub(crate) budget: Budget,
+    pub(crate) page_size: usize,
+    pub(crate) policy: PolicyKind,
+    pub(crate) max_io_bytes: usize,
+    pub(crate) frame_wait_max: Duration,
+    pub(crate) readahead_max_bytes: usize,
+    pub(crate) readahead_workers: usize,
+    pub(crate) commit: Commit,
+    pub(crate) writeback: WritebackConfig,
+}
+
+impl CacheConfig {
+    /// A cache of at most `budget_bytes` bytes of pages, 4 KiB pages, the default policy.
+    pub fn new(budget_bytes: u64) -> CacheConfig {
+        CacheConfig::with_budget(Budget::Bytes(budget_bytes))
+    }
+
+    /// A cache of at most `pages` pages.
+    pub fn with_budget_pages(pages: usize) -> CacheConfig {
+        CacheConfig::with_budget(Budget::Pages(pages))
+    }
+
+    fn with_budget(budget: Budget) -> CacheConfig {
+        CacheConfig {
+            budget,
+            page_size: 4096,
+            policy: PolicyKind::default(),
+            max_io_bytes: 1 << 20,
+            frame_wait_max: Duration::from_secs(1),
+            readahead_max_bytes: 2 << 20,
+            readahead_workers: 4,
+            commit: Commit::default(),
+            writeback: WritebackConfig::default(),
+        }
+    }
+
+    /// Page size in bytes: a power of two from 512 to 64 KiB (default 4096).
+    pub fn page_size(mut self, page_size: usize) -> CacheConfig {
+        self.page_size = page_size;
+        self
+    }
+
+    /// The eviction policy.
+    pub fn policy(mut self, policy: PolicyKind) -> CacheConfig {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest single backend I/O (default 1 MiB); runs of pages are split at this size.
+    pub fn max_io_bytes(mut self, bytes: usize) -> CacheConfig {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// How long a miss may wait for a frame when every frame is held (default 1 s), before it
+    /// fails with [`Error::NoFreeFrame`].
+    pub fn frame_wait_max(mut self, wait: Duration) -> CacheConfig {
+        self.frame_wait_max = wait;
+        self
+    }
+
+    /// The largest readahead window (default 2 MiB; twice that in ranges advised
+    /// [`Advice::Sequential`](crate::Advice::Sequential); never more than 1/16 of the cache). 0 turns readahead off.
+    /// See [`readahead`](crate::readahead).
+    pub fn readahead_max_bytes(mut self, bytes: usize) -> CacheConfig {
+        self.readahead_max_bytes = bytes;
+        self
+    }
+
+    /// Threads that load readahead and `WillNeed` pages in the background (default 4, started on
+    /// first use). 0 turns readahead off.
+    pub fn readahead_workers(mut self, workers: usize) -> CacheConfig {
+        self.readahead_workers = workers;
+        self
+    }
+
+    /// When the frame memory (the whole budget) is committed: [`Commit::UpFront`] (default) at
+    /// creation, or [`Commit::Lazy`] as frames are first used.
+    pub fn memory(mut self, commit: Commit) -> CacheConfig {
+        self.commit = commit;
+        self
+    }
+
+    pub(crate) fn frames(&self) -> Result<usize> {
+        let ps = self.page_size;
+        if !ps.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&ps) {
+            return Err(Error::InvalidConfig(format!(
+                "page size {ps} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
+            )));
+        }
+        let frames = match self.budget {
+            Budget::Bytes(b) => usize::try_from(b / ps as u64).unwrap_or(usize::MAX),
+            Budget::Pages(p) => p,
+        };
+        if frames == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the budget {:?} holds no page of {ps} bytes",
+                self.budget
+            )));
+        }
+        if frames >= u32::MAX as usize / 2 {
+            return Err(Error::InvalidConfig(format!("{frames} frames is too many")));
+        }
+        Ok(frames)
+    }
+}
+
+/// Write-back settings (see the [`writeback`](crate::writeback) module docs).
+impl CacheConfig {
+    /// Runs the background flusher thread and throttles writers (default true). Without it,
+    /// dirty pages are written only by `flush_range`/`sync`/`close`, eviction and `Drop`.
+    pub fn background_writeback(mut self, enabled: bool) -> CacheConfig {
+        self.writeback.enabled = enabled;
+        self
+    }
+
+    /// The flusher starts writing back when more than this percentage of the budget is dirty
+    /// (1..=100, at most [`dirty_percent`](Self::dirty_percent); default 10, Linux's
+    /// `dirty_background_ratio`). At least one page.
+    pub fn dirty_background_percent(mut self, percent: u8) -> CacheConfig {
+        self.writeback.background_percent = percent;
+        self
+    }
+
+    /// Writers wait for the flusher when this percentage of the budget is dirty (1..=100;
+    /// default 20, Linux's `dirty_ratio`). At least one page.
+    pub fn dirty_percent(mut self, percent: u8) -> CacheConfig {
+        self.writeback.dirty_percent = percent;
+        self
+    }
+
+    /// Pages dirty for longer than this are written back by the next flusher round (default
+    /// 30 s, Linux's `dirty_expire_centisecs`; resolution 10 ms).
+    pub fn dirty_expire(mut self, expire: Duration) -> CacheConfig {
+        self.writeback.expire = expire;
+        self
+    }
+
+    /// How often the flusher wakes on its own (default 5 s, Linux's
+    /// `dirty_writeback_centisecs`). Must be positive.
+    pub fn writeback_interval(mut self, interval: Duration) -> CacheConfig {
+        self.writeback.interval = interval;
+        self
+    }
+
+    /// The longest one write call waits for the flusher when the dirty limit is reached (default
+    /// 500 ms); after that it proceeds. Zero disables throttling.
+    pub fn throttle_max_wait(mut self, wait: Duration) -> CacheConfig {
+        self.writeback.throttle_max_wait = wait;
+        self
+    }
+
+    /// How many threads write back one large flush, sync or flusher batch in parallel (1..=64,
+    /// default 4): with a synchronous backend this is the write-back queue depth. Flushes of
+    /// fewer than 64 pages (or a quarter of the budget) use the calling thread only.
+    pub fn writeback_threads(mut self, threads: usize) -> CacheConfig {
+        self.writeback.threads = threads;
+        self
+    }
+
+    pub(crate) fn validate_writeback(&self) -> Result<()> {
+        self.writeback.validate()
+    }
+}

@@ -1,0 +1,535 @@
+//! The engine: frames, lookups, loads, eviction, byte I/O, range operations and write-back runs,
+//! behind the [`PageCache`](crate::PageCache) facade.
+//!
+//! # Layers
+//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → `PageIndex`
+//! (page → frame, lock-free lookups) → `FrameMeta` (one atomic state word per frame; see
+//! `page.rs` for the states) → [`EvictionPolicy`] (victim choice) → [`PageCacheBackend`] (I/O).
+//!
+//! # Which operations may run concurrently, and what protects each pair
+//! Every public method takes `&self` and may be called from any number of threads.
+//!
+//! | pair | protection |
+//! |---|---|
+//! | hit / hit (any pages) | `read_at` hits are optimistic (see `page.rs`): they write nothing shared, only read the state word; `on_hit` is a relaxed store for CLOCK-like policies; counters go to a stripe the thread owns |
+//! | optimistic hit / writer, loader, evictor | the sequence in the state word, moved by every acquisition of `EXCLUSIVE`: the hit re-reads the word after copying and falls back to a reader hold if it moved or the tag or kind changed |
+//! | read / write of one page | the page's state word: readers share, a writer is exclusive; bytes are written only by the exclusive holder |
+//! | miss / miss on one page | the index writer lock: the first inserts the page as *uninitialised* (held exclusive), the second finds it and parks until it is valid — one backend read |
+//! | write / write-back of one page | write-back holds a reader count and clears `DIRTY` before the I/O; a writer waits for the I/O (stable pages) and re-dirties the page after it, so nothing is lost |
+//! | hit / eviction | eviction claims a frame only with no holder (CAS); a locked hit's CAS and the claim exclude each other, and a hit that loses re-validates the page tag; an optimistic hit reads the tag after the state word, and the claim moves the sequence |
+//! | pin, guard / eviction | pins and guards are holders: pinned pages are never claimed |
+//! | discard, resize / holders | the page leaves the index at once and becomes an orphan; the last holder frees the frame; writes re-zero bytes past the end |
+//! | extending write / resize | the size mutex (only extending writes and resizes take it) |
+//! | flush / flush | a page under write-back is written by one flusher; the other waits for it and writes it again if it is dirty again |
+//! | multi-page load / anyone | every page of the run is inserted *uninitialised* (`LOADING`, exclusive) before the one backend read and published `VALID` only after it; others park; a failed read removes them all (nothing cached) |
+//! | flush with many runs in flight / writers | each run's pages stay under write-back from its submission until its own completion; the flusher waits for its runs before it waits for anything else |
+//! | readahead worker / reader | the worker loads like a miss (pages `LOADING` until valid; the marker bit set while still exclusive); readers of those pages park on them as on any load; see `readahead.rs` |
+//! | background flusher / anything | the flusher is a flush that skips busy pages instead of waiting for them, and holds only a `Weak` to the cache; writers meet it only through the dirty counter and a condvar (throttling), never while holding a page (see `writeback.rs`) |
+//!
+//! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
+//! so there is no lock-order cycle.
+
+mod errseq;
+mod flush;
+mod io;
+mod load;
+mod range;
+
+pub(crate) use errseq::ErrSeq;
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, Mutex, Ordering};
+
+use crate::backend::{LocalIoWaiter, PageCacheBackend, Region};
+use crate::cache::CacheConfig;
+pub(crate) use crate::cpu::prefetch;
+use crate::error::{Error, Result};
+use crate::index::PageIndex;
+use crate::page::{
+    kind, Acquire, FrameMeta, Released, DIRTY, EXCLUSIVE, LOADING, READERS_MASK, VALID, WRITEBACK,
+};
+use crate::policy::{EvictionPolicy, FrameId};
+use crate::readahead::{Readahead, Waited};
+use crate::stats::{Counter, Counters, Stats};
+use crate::writeback::Writeback;
+
+/// How a newly allocated frame gets its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// From the backend.
+    Read,
+    /// Zeros: the caller writes the start of the page, the rest lies past the end of the file.
+    Zero,
+    /// Nothing: the caller overwrites every byte of the page before releasing it, so the stale
+    /// bytes of the frame's previous page are never seen (no read, no zeroing).
+    Overwrite,
+}
+
+/// A run of pages under write-back whose write has been submitted.
+pub(crate) struct SubmittedRun {
+    pages: Vec<(u64, FrameId)>,
+    waiter: Result<LocalIoWaiter>,
+}
+
+/// How [`Engine::begin_load`] hands its read to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Submit {
+    /// `read_pages`: the caller waits for it next.
+    Now,
+    /// `start_read_pages_local`: the caller submits more reads before it waits.
+    Queued,
+}
+
+/// A run of pages whose load [`Engine::begin_load`] started: the frames are in the index, held
+/// `EXCLUSIVE` in state `LOADING`, until [`Engine::finish_load`].
+pub(crate) struct Loading {
+    p: u64,
+    frames: Vec<FrameId>,
+    fill: Fill,
+    waiter: Result<LocalIoWaiter>,
+}
+
+/// Something in flight with an I/O to wait for: a load, a run under write-back.
+pub(crate) trait InFlight {
+    /// The I/O's waiter, or `None` if it failed to start (finishing it will not block).
+    fn waiter(&self) -> Option<&LocalIoWaiter>;
+}
+
+impl<T> InFlight for (Loading, T) {
+    fn waiter(&self) -> Option<&LocalIoWaiter> {
+        self.0.waiter.as_ref().ok()
+    }
+}
+
+impl InFlight for SubmittedRun {
+    fn waiter(&self) -> Option<&LocalIoWaiter> {
+        self.waiter.as_ref().ok()
+    }
+}
+
+/// Removes an entry of `in_flight` whose I/O has completed, blocking until one has: the first
+/// completed one in submission order, waiting (on the oldest, which on a self-reaped ring also
+/// completes others) while none has. Finishing the oldest instead, whatever else completed
+/// first, left slots idle behind a slow I/O (head-of-line blocking). `None` if empty.
+pub(crate) fn take_completed<T: InFlight>(in_flight: &mut VecDeque<T>) -> Option<T> {
+    // Bounded: each `wait_progress` completes at least one I/O of the window (or the oldest).
+    loop {
+        let done = in_flight
+            .iter()
+            .position(|e| e.waiter().is_none_or(|w| w.is_complete()));
+        if let Some(i) = done {
+            return in_flight.remove(i);
+        }
+        in_flight.front()?.waiter()?.wait_progress();
+    }
+}
+
+/// One page's part of one read of [`PageCache::read_exact_many`](crate::PageCache::read_exact_many).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Piece {
+    /// Index of the read.
+    read: usize,
+    /// Offset of the piece in the read's buffer.
+    at: usize,
+    /// Byte position in the file.
+    pos: u64,
+    /// Length (within one page).
+    n: usize,
+}
+
+/// What [`Engine::try_shared`] found.
+pub(crate) enum Probe {
+    /// A hit: the caller holds the frame shared.
+    Held(FrameId),
+    /// The page is in this frame, held exclusively (being loaded or written).
+    Busy(FrameId),
+    /// Not cached.
+    Absent,
+}
+
+pub(crate) enum Loaded {
+    /// The first page of the run is loaded and held exclusive by the caller.
+    Exclusive(FrameId),
+    /// Somebody else has the page; look it up again.
+    Present,
+}
+
+pub(crate) struct Engine {
+    pub(crate) backend: Arc<dyn PageCacheBackend>,
+    pub(crate) page_size: usize,
+    pub(crate) page_shift: u32,
+    pub(crate) frames: Box<[FrameMeta]>,
+    pub(crate) region: Arc<Region>,
+    pub(crate) index: PageIndex,
+    pub(crate) free: Mutex<Vec<FrameId>>,
+    pub(crate) policy: Box<dyn EvictionPolicy>,
+    pub(crate) len: AtomicU64,
+    pub(crate) size_lock: Mutex<()>,
+    pub(crate) errseq: ErrSeq,
+    pub(crate) errors_seen: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) dirty_pages: AtomicU64,
+    pub(crate) max_io_pages: usize,
+    pub(crate) frame_wait_max: Duration,
+    pub(crate) readahead: Readahead,
+    pub(crate) wb: Writeback,
+}
+
+/// `Ok` if `start..end` lies within a file of `size` bytes, else [`Error::OutOfRange`].
+#[inline]
+pub(crate) fn in_file(start: u64, end: u64, size: u64) -> Result<()> {
+    if end > size {
+        return Err(Error::OutOfRange { start, end, size });
+    }
+    Ok(())
+}
+
+#[inline]
+pub(crate) fn checked_end(offset: u64, len: usize) -> Result<u64> {
+    offset.checked_add(len as u64).ok_or(Error::Overflow {
+        offset,
+        len: len as u64,
+    })
+}
+
+impl Engine {
+    /// A new engine over `backend`: allocates every frame up front and starts the flusher.
+    pub(crate) fn new(
+        backend: Arc<dyn PageCacheBackend>,
+        config: CacheConfig,
+    ) -> Result<Arc<Engine>> {
+        let frames = config.frames()?;
+        config.validate_writeback()?;
+        let page_size = config.page_size;
+        let align = backend.alignment();
+        if align > 1 && page_size % align != 0 {
+            return Err(Error::Misaligned {
+                offset: 0,
+                len: page_size,
+                align,
+            });
+        }
+        let region_len = frames.checked_mul(page_size).ok_or_else(|| {
+            Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
+        })?;
+        let region = Region::new(region_len, config.commit)?;
+        let max_io_pages = (config.max_io_bytes / page_size)
+            .clamp(1, backend.max_io_pages().max(1))
+            .min(frames);
+        let engine = Arc::new_cyclic(|weak| Engine {
+            readahead: Readahead::new(
+                weak.clone() as std::sync::Weak<dyn crate::readahead::Prefetcher>,
+                page_size,
+                frames,
+                config.readahead_max_bytes,
+                config.readahead_workers,
+                max_io_pages,
+            ),
+            len: AtomicU64::new(backend.len()),
+            page_size,
+            page_shift: page_size.trailing_zeros(),
+            frames: (0..frames).map(|_| FrameMeta::default()).collect(),
+            region,
+            index: PageIndex::new(frames),
+            free: Mutex::new((0..frames as FrameId).rev().collect()),
+            policy: config.policy.build(frames),
+            size_lock: Mutex::new(()),
+            errseq: ErrSeq::default(),
+            errors_seen: AtomicU64::new(0),
+            counters: Counters::default(),
+            dirty_pages: AtomicU64::new(0),
+            max_io_pages,
+            frame_wait_max: config.frame_wait_max,
+            wb: Writeback::new(&config.writeback, frames),
+            backend,
+        });
+        let weak: std::sync::Weak<dyn crate::writeback::FlushTarget> = Arc::downgrade(&engine) as _;
+        crate::writeback::start(&engine.wb, weak)?;
+        Ok(engine)
+    }
+}
+
+impl crate::writeback::FlushTarget for Engine {
+    fn writeback(&self) -> &Writeback {
+        &self.wb
+    }
+
+    fn writeback_round(&self) -> bool {
+        Engine::writeback_round(self)
+    }
+}
+
+impl crate::readahead::Prefetcher for Engine {
+    fn readahead(&self) -> &Readahead {
+        &self.readahead
+    }
+
+    fn prefetch(&self, p: u64, run: usize, mark: bool) -> Result<()> {
+        Engine::prefetch(self, p, run, mark)
+    }
+}
+
+impl Engine {
+    pub(crate) fn page_mask(&self) -> u64 {
+        self.page_size as u64 - 1
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn npages(&self) -> u64 {
+        self.len().div_ceil(self.page_size as u64)
+    }
+
+    pub(crate) fn check_page(&self, idx: u64) -> Result<()> {
+        let npages = self.npages();
+        if idx >= npages {
+            let ps = self.page_size as u64;
+            return Err(Error::OutOfRange {
+                start: idx.saturating_mul(ps),
+                end: idx.saturating_add(1).saturating_mul(ps),
+                size: self.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pages that overlap the byte range.
+    pub(crate) fn pages_overlapping(&self, range: &Range<u64>) -> Range<u64> {
+        if range.start >= range.end {
+            return 0..0;
+        }
+        let first = range.start >> self.page_shift;
+        let last = (range.end - 1) >> self.page_shift;
+        first..last + 1
+    }
+
+    /// Pages wholly inside the byte range (a range reaching the end of the file covers the
+    /// partial last page, and everything after it).
+    pub(crate) fn pages_inside(&self, range: &Range<u64>) -> Range<u64> {
+        let ps = self.page_size as u64;
+        let first = range.start.div_ceil(ps);
+        let end = if range.end >= self.len() {
+            u64::MAX
+        } else {
+            range.end / ps
+        };
+        if first >= end {
+            0..0
+        } else {
+            first..end
+        }
+    }
+
+    /// The address of frame `f`'s bytes. Dereferencing it is up to the caller (see `bytes`); a
+    /// frame id that is not `< frames` gives a dangling pointer, never undefined behaviour here.
+    #[inline]
+    pub(crate) fn frame_ptr(&self, f: FrameId) -> *mut u8 {
+        self.region
+            .base()
+            .wrapping_add((f as usize) << self.page_shift)
+    }
+
+    /// # Safety
+    /// The caller holds the frame (a reader hold or `EXCLUSIVE`).
+    pub(crate) unsafe fn bytes(&self, f: FrameId) -> &[u8] {
+        // SAFETY: in bounds; the caller's hold excludes writers.
+        unsafe { std::slice::from_raw_parts(self.frame_ptr(f), self.page_size) }
+    }
+
+    /// # Safety
+    /// The caller holds the frame `EXCLUSIVE`, and no other reference to its bytes lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, f: FrameId) -> &mut [u8] {
+        // SAFETY: in bounds; `EXCLUSIVE` excludes every other holder.
+        unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(f), self.page_size) }
+    }
+
+    /// Returns a frame nobody else holds to the free list.
+    pub(crate) fn push_free(&self, f: FrameId) {
+        let meta = &self.frames[f as usize];
+        meta.clear_tag();
+        meta.set_free();
+        self.free.lock().push(f);
+    }
+
+    pub(crate) fn released(&self, f: FrameId, r: Released) {
+        if r == Released::Freed {
+            self.push_free(f);
+        }
+    }
+
+    /// Turns [`Acquire::Stray`] (a mistaken hold whose release freed the frame) into `Absent`,
+    /// returning the frame to the free list.
+    pub(crate) fn settle(&self, f: FrameId, a: Acquire) -> Acquire {
+        if a == Acquire::Stray {
+            self.push_free(f);
+            return Acquire::Absent;
+        }
+        a
+    }
+
+    pub(crate) fn unlock_shared(&self, f: FrameId) {
+        let r = self.frames[f as usize].unlock_shared();
+        self.released(f, r);
+    }
+
+    pub(crate) fn unlock_exclusive(&self, f: FrameId, dirty: bool) {
+        if dirty && self.frames[f as usize].state() & DIRTY == 0 {
+            // DIRTY cannot change while we hold the frame exclusive.
+            self.wb.on_dirtied(f);
+        }
+        let (newly_dirty, r) = self.frames[f as usize].unlock_exclusive(dirty);
+        if newly_dirty {
+            // Wrapping: the counter may be transiently "negative" (see `dirty_now`).
+            let n = self
+                .dirty_pages
+                .fetch_add(1, Ordering::AcqRel)
+                .wrapping_add(1);
+            self.wb.after_dirtied(crate::writeback::clamp_count(n));
+        }
+        self.released(f, r);
+    }
+
+    // ---- lookups ------------------------------------------------------------------------
+
+    pub(crate) fn wait_for(&self, f: FrameId, key: u64, blocking: u64) {
+        let meta = &self.frames[f as usize];
+        meta.wait_while(|s| {
+            meta.tag() == key && (kind(s) == LOADING || (kind(s) == VALID && s & blocking != 0))
+        });
+    }
+
+    /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
+    #[inline]
+    pub(crate) fn get_shared(&self, p: u64, run: usize) -> Result<FrameId> {
+        self.get_shared_prefetch(p, run, 0..0)
+    }
+
+    /// As [`get_shared`](Self::get_shared), prefetching the bytes `want` of the page on a hit
+    /// (see [`try_shared`](Self::try_shared)).
+    #[inline]
+    pub(crate) fn get_shared_prefetch(
+        &self,
+        p: u64,
+        run: usize,
+        want: Range<usize>,
+    ) -> Result<FrameId> {
+        self.get_shared_waited(p, run, want).map(|(f, _)| f)
+    }
+
+    /// As [`get_shared_prefetch`](Self::get_shared_prefetch); also says whether the caller
+    /// had to wait for the page (a load, its own or another's, was under way or needed).
+    pub(crate) fn get_shared_waited(
+        &self,
+        p: u64,
+        run: usize,
+        want: Range<usize>,
+    ) -> Result<(FrameId, Waited)> {
+        let mut waited = Waited::No;
+        loop {
+            match self.try_shared(p, want.clone()) {
+                Probe::Held(f) => return Ok((f, waited)),
+                Probe::Busy(f) => {
+                    waited = Waited::Yes;
+                    self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
+                    continue;
+                }
+                Probe::Absent => {}
+            }
+            let plan = self.readahead.on_miss(p, run, self.npages());
+            waited = Waited::Yes;
+            let loaded = self.load(p, plan.run.max(run), Fill::Read, run)?;
+            self.readahead.dispatch(plan.jobs, false);
+            match loaded {
+                Loaded::Exclusive(f) => {
+                    self.frames[f as usize].downgrade();
+                    return Ok((f, waited));
+                }
+                Loaded::Present => continue,
+            }
+        }
+    }
+
+    /// The exclusive hold on page `p`; on a miss fills a new frame as `fill` says.
+    pub(crate) fn get_exclusive(&self, p: u64, fill: Fill, run: usize) -> Result<FrameId> {
+        loop {
+            if let Some(f) = self.index.lookup(p, &self.frames) {
+                match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
+                    Acquire::Acquired => {
+                        self.policy.on_hit(f);
+                        self.counters.add(Counter::Hits, 1);
+                        return Ok(f);
+                    }
+                    Acquire::Wait => {
+                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
+                        continue;
+                    }
+                    Acquire::Absent | Acquire::Stray => {}
+                }
+            }
+            match self.load(p, run, fill, usize::MAX)? {
+                Loaded::Exclusive(f) => return Ok(f),
+                Loaded::Present => continue,
+            }
+        }
+    }
+
+    pub(crate) fn get_pinned(&self, p: u64) -> Result<FrameId> {
+        loop {
+            if let Some(f) = self.index.lookup(p, &self.frames) {
+                match self.settle(f, self.frames[f as usize].pin(p)) {
+                    Acquire::Acquired => {
+                        self.policy.on_hit(f);
+                        self.counters.add(Counter::Hits, 1);
+                        return Ok(f);
+                    }
+                    Acquire::Wait => {
+                        self.wait_for(f, p, EXCLUSIVE);
+                        continue;
+                    }
+                    Acquire::Absent | Acquire::Stray => {}
+                }
+            }
+            if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, usize::MAX)? {
+                self.frames[f as usize].pin_owned();
+                self.unlock_exclusive(f, false);
+                return Ok(f);
+            }
+        }
+    }
+
+    pub(crate) fn check_errors(&self) -> Result<()> {
+        self.errseq.check(&self.errors_seen)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let free = self.free.lock().len();
+        let mut st = Stats {
+            hits: c.get(Counter::Hits),
+            misses: c.get(Counter::Misses),
+            evictions: c.get(Counter::Evictions),
+            read_ios: c.get(Counter::ReadIos),
+            writeback_ios: c.get(Counter::WritebackIos),
+            writeback_pages: c.get(Counter::WritebackPages),
+            writeback_errors: c.get(Counter::WritebackErrors),
+            syncs: c.get(Counter::Syncs),
+            bytes_read: c.get(Counter::BytesRead),
+            bytes_written: c.get(Counter::BytesWritten),
+            read_calls: c.get(Counter::ReadCalls),
+            write_calls: c.get(Counter::WriteCalls),
+            dirty_pages: self.dirty_now(),
+            resident_pages: (self.frames.len() - free) as u64,
+            capacity_pages: self.frames.len() as u64,
+            ..Stats::default()
+        };
+        self.wb.fill_stats(&mut st);
+        st
+    }
+}
