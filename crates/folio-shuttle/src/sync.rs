@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub(crate) use shuttle::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 pub(crate) use shuttle::sync::MutexGuard;
 
 /// `parking_lot::Mutex`'s interface (no poisoning) over shuttle's mutex.

@@ -117,6 +117,18 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A sync of the backend failed earlier, so writes made since the last good sync may never
+    /// become durable (a file system may drop them and let the next `fsync` succeed): no sync
+    /// of this cache returns Ok again. The data is still in the cache and readable; reopen the
+    /// backend and check it.
+    #[error(
+        "durability lost: a backend sync failed earlier ({source}); reopen and check the data"
+    )]
+    DurabilityLost {
+        /// The failed sync.
+        #[source]
+        source: Box<Error>,
+    },
     /// The backend has been dropped (the seed `unwrap`ped a dead `Weak` here).
     #[error("the backend is gone")]
     BackendGone,
@@ -126,6 +138,13 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A page already has as many holders of one kind (read guards and reads, or pins) as its
+    /// state word can count (65,535): release some first.
+    #[error("page {page} already has the most holders its state word can count")]
+    TooManyHolds {
+        /// The page index.
+        page: u64,
+    },
     /// The cache has been closed.
     #[error("the cache is closed")]
     Closed,
@@ -163,8 +182,10 @@ impl Error {
                 ErrorKind::InvalidInput
             }
             Error::OutOfRange { .. } | Error::CrossesPage { .. } => ErrorKind::InvalidInput,
-            Error::NoFreeFrame { .. } => ErrorKind::OutOfMemory,
-            Error::WritebackFailed { source, .. } => return source.to_io_error(),
+            Error::NoFreeFrame { .. } | Error::TooManyHolds { .. } => ErrorKind::OutOfMemory,
+            Error::WritebackFailed { source, .. } | Error::DurabilityLost { source } => {
+                return source.to_io_error()
+            }
             Error::BackendGone | Error::Closed => ErrorKind::BrokenPipe,
             Error::NotResident { .. } => ErrorKind::NotFound,
             Error::Unsupported(_) => ErrorKind::Unsupported,

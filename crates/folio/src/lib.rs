@@ -49,7 +49,9 @@ pub use backend::{
     LocalIoWaiter, MemoryBackend, PageCacheBackend, UringBackend,
 };
 pub use cache::SyncHandle;
-pub use cache::{Budget, CacheConfig, PageCache, PageReadGuard, PageWriteGuard, PinnedPage};
+pub use cache::{
+    Budget, CacheConfig, CloseError, PageCache, PageReadGuard, PageWriteGuard, PinnedPage,
+};
 pub use error::{Error, IoOp, Result};
 pub use page::PageState;
 pub use pager::Pager;

@@ -107,6 +107,10 @@ pub(crate) enum Acquire {
     Wait,
     /// The frame does not hold the page (any more).
     Absent,
+    /// The frame holds the page, but its count of this kind of holder (readers or pins) is at
+    /// its maximum: the caller gets [`Error::TooManyHolds`](crate::Error::TooManyHolds) rather
+    /// than waiting for holds that may all be its own.
+    Saturated,
     /// The frame does not hold the page, and giving back the hold taken on it by mistake freed
     /// it (it was another page's orphan): the caller must put it on the free list.
     Stray,
@@ -121,6 +125,22 @@ pub(crate) enum Released {
     /// The frame was an orphan and this was its last holder: it is now free and must be put on
     /// the free list by the caller.
     Freed,
+}
+
+/// Outcome of [`FrameMeta::orphan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Orphaned {
+    /// The page is an orphan now; it was dirty (its changes are dropped) or not.
+    Done {
+        /// It was dirty.
+        was_dirty: bool,
+        /// Whether the caller must put the frame on the free list.
+        released: Released,
+    },
+    /// A write-back of the page is in flight: wait for it and try again (an orphan is never
+    /// written back, and no write of it may land after it left the cache).
+    WritebackInFlight,
 }
 
 /// The public name of a page state, for docs, debugging and tests.
@@ -277,7 +297,8 @@ impl FrameMeta {
         self.acquire(
             key,
             pinned,
-            |s| s & EXCLUSIVE != 0 || readers(s) == READERS_MASK,
+            |s| s & EXCLUSIVE != 0,
+            |s| readers(s) == READERS_MASK,
             |s| s + READER,
             |m| m.unlock_shared(),
         )
@@ -289,7 +310,8 @@ impl FrameMeta {
         self.acquire(
             key,
             false,
-            |s| s & EXCLUSIVE != 0 || s & PINS_MASK == PINS_MASK,
+            |s| s & EXCLUSIVE != 0,
+            |s| s & PINS_MASK == PINS_MASK,
             |s| s + PIN,
             |m| m.unpin(),
         )
@@ -306,13 +328,14 @@ impl FrameMeta {
             key,
             pinned,
             |s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0,
+            |_| false,
             take_exclusive,
             |m| m.unlock_exclusive(false).1,
         )
     }
 
     /// The one acquisition loop behind the holds: while the page is valid (or, with `pinned`,
-    /// orphaned) and not `busy`, CAS the state word to `take(state)`; then check the tag, since
+    /// orphaned), not `busy` and not `full`, CAS the state word to `take(state)`; then check the tag, since
     /// the frame may have been reused for another page before the CAS. On a mismatch the hold is
     /// given back with `undo`; if that made this thread the last holder of an orphan, the frame
     /// is now free and the caller must return it to the free list ([`Acquire::Stray`]).
@@ -322,6 +345,7 @@ impl FrameMeta {
         key: u64,
         pinned: bool,
         busy: impl Fn(u64) -> bool,
+        full: impl Fn(u64) -> bool,
         take: impl Fn(u64) -> u64,
         undo: impl FnOnce(&Self) -> Released,
     ) -> Acquire {
@@ -335,6 +359,12 @@ impl FrameMeta {
             }
             if busy(cur) {
                 return self.wait_verdict(key);
+            }
+            if full(cur) {
+                return match self.wait_verdict(key) {
+                    Acquire::Wait => Acquire::Saturated,
+                    other => other,
+                };
             }
             match self.state.compare_exchange_weak(
                 cur,
@@ -465,17 +495,41 @@ impl FrameMeta {
         (redirtied, freed)
     }
 
-    /// Marks a page this thread holds (in any way) orphaned, clearing `DIRTY`; frees it at once if
-    /// there is no holder. Returns whether it was dirty and whether it was freed.
-    pub(crate) fn orphan(&self) -> (bool, Released) {
-        let (prev, freed) = self.release(|s| {
-            if kind(s) == VALID {
-                (s & !(KIND_MASK | DIRTY | READAHEAD)) | ORPHAN
-            } else {
-                s
+    /// Marks a valid page orphaned, clearing `DIRTY`, unless a write-back of it is in flight;
+    /// frees it at once if there is no holder. The caller has just removed it from the index.
+    pub(crate) fn orphan(&self) -> Orphaned {
+        let mut freed = Released::Held;
+        let prev = self.update(|s| {
+            if s & WRITEBACK != 0 {
+                return None;
             }
+            freed = Released::Held;
+            if kind(s) != VALID {
+                return Some(s);
+            }
+            let new = (s & !(KIND_MASK | DIRTY | READAHEAD)) | ORPHAN;
+            if new & HOLDERS == 0 {
+                freed = Released::Freed;
+                return Some(FREE | (new & SEQ_MASK));
+            }
+            Some(new)
         });
-        (kind(prev) == VALID && prev & DIRTY != 0, freed)
+        match prev {
+            None => Orphaned::WritebackInFlight,
+            Some(prev) => Orphaned::Done {
+                was_dirty: kind(prev) == VALID && prev & DIRTY != 0,
+                released: freed,
+            },
+        }
+    }
+
+    /// Marks the page that this thread holds `EXCLUSIVE` as being written back (`on`) or not:
+    /// the evictor's write of a dirty victim, which range operations must wait for as for any
+    /// write-back.
+    pub(crate) fn set_writeback_owned(&self, on: bool) {
+        debug_assert!(self.state() & EXCLUSIVE != 0);
+        let prev = self.update(|s| Some(if on { s | WRITEBACK } else { s & !WRITEBACK }));
+        debug_assert!(prev.is_some_and(|p| (p & WRITEBACK != 0) != on));
     }
 
     /// Sets the `READAHEAD` marker on a frame this thread holds `EXCLUSIVE` (a page being loaded
@@ -641,7 +695,13 @@ mod tests {
         let m = owned_valid(1);
         assert_eq!(m.pin(1), Acquire::Acquired);
         assert_eq!(m.lock_shared(1), Acquire::Acquired);
-        assert_eq!(m.orphan(), (false, Released::Held));
+        assert_eq!(
+            m.orphan(),
+            Orphaned::Done {
+                was_dirty: false,
+                released: Released::Held
+            }
+        );
         assert_eq!(m.lock_shared(1), Acquire::Absent);
         assert_eq!(m.unlock_shared(), Released::Held);
         assert_eq!(m.unpin(), Released::Freed);

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 pub(crate) use parking_lot::{Mutex, MutexGuard};
-pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// Parks the calling thread on `key` (an address that identifies what it waits for) if
 /// `validate()` returns true, until [`unpark_all`] on the same key or until `timeout` passes.

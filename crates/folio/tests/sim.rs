@@ -294,7 +294,7 @@ fn run_case(case: &Case) -> Result<(), String> {
             (image, false)
         } else {
             let before = backend.op_count();
-            let r = cache.close();
+            let r = cache.close().map_err(|e| e.into_error());
             let after = backend.op_count();
             let reported = r.as_ref().err().is_some_and(reports_writeback);
             reports

@@ -272,7 +272,7 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
     let cache = open_cache(&image, config, args.direct)?;
     let report = mixed::run(&cache, args, len)?;
     let stats = cache.stats();
-    cache.close()?;
+    cache.close().map_err(folio::Error::from)?;
     let hit_ratio = stats.hit_ratio();
     if args.json {
         let obj = serde_json::json!({

@@ -15,6 +15,11 @@ pub const PAGE_SIZE_MIN: usize = 512;
 /// See [`PAGE_SIZE_MIN`].
 pub const PAGE_SIZE_MAX: usize = 64 * 1024;
 
+/// The most frames a cache may have: 2^28, a terabyte of 4 KiB pages. Frame ids are 32-bit,
+/// and every policy's metadata (the ghost FIFOs' rings, whose positions take 30 bits) is sized
+/// for at least this many.
+pub const FRAMES_MAX: usize = 1 << 28;
+
 /// How big the cache may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -128,8 +133,11 @@ impl CacheConfig {
                 self.budget
             )));
         }
-        if frames >= u32::MAX as usize / 2 {
-            return Err(Error::InvalidConfig(format!("{frames} frames is too many")));
+        if frames > FRAMES_MAX {
+            return Err(Error::InvalidConfig(format!(
+                "{frames} frames is too many (at most {FRAMES_MAX}: {} GiB of 4 KiB pages)",
+                (FRAMES_MAX as u64 * 4096) >> 30
+            )));
         }
         Ok(frames)
     }

@@ -7,7 +7,7 @@ mod config;
 mod guards;
 mod sync_handle;
 
-pub use config::{Budget, CacheConfig, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+pub use config::{Budget, CacheConfig, FRAMES_MAX, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 pub use guards::{PageReadGuard, PageWriteGuard, PinnedPage};
 pub use sync_handle::SyncHandle;
 
@@ -171,32 +171,44 @@ impl PageCache {
     }
 
     /// Writes back the dirty pages that overlap `range` (bytes) and keeps them cached: the seed's
-    /// `evict_range`. Reports a write-back failure since the last check (see [`sync`](Self::sync)).
+    /// `evict_range`. Reports a write-back failure since the last report (see
+    /// [`sync`](Self::sync)); a failure reported here is reported again by the next `sync`,
+    /// since a flush does not make data durable.
     pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
-        self.engine
+        // Its own failures are in the error sequence, reported just below.
+        let _ = self
+            .engine
             .flush_pages(self.engine.pages_overlapping(&range));
         self.engine.check_errors()
     }
 
-    /// Writes back the pages overlapping `range`, then drops those nobody holds.
+    /// Writes back the pages overlapping `range`, then drops those nobody holds. Reports
+    /// failures as [`flush_range`](Self::flush_range) does; a page that could not be written
+    /// back stays cached (dirty).
     pub fn evict_range(&self, range: Range<u64>) -> Result<()> {
         let pages = self.engine.pages_overlapping(&range);
-        self.engine.flush_pages(pages.clone());
+        let _ = self.engine.flush_pages(pages.clone());
         self.engine.drop_clean(pages);
         self.engine.check_errors()
     }
 
-    /// Drops the pages that lie wholly inside `range` without writing them back: their unsaved
-    /// changes are lost and the next read sees the backend's bytes. Partial pages at the edges are
-    /// left alone. Pages still held by a guard leave the cache at once and are freed on release.
+    /// Drops the pages that lie wholly inside `range` (cut at the length the file has when the
+    /// call starts) without writing them back: their unsaved changes are lost and the next read
+    /// sees the backend's bytes. Partial pages at the edges are left alone; the partial last
+    /// page of the file counts as whole if the range reaches the end and the file is not grown
+    /// meanwhile. Pages still held by a guard leave the cache at once and are freed on release.
+    /// A page whose write-back is in flight is dropped once that write has landed, so no write
+    /// of a dropped page lands after the call.
     pub fn discard_range(&self, range: Range<u64>) -> Result<()> {
-        let pages = self.engine.pages_inside(&range);
-        self.engine.discard_pages(pages);
+        self.engine.discard_range(range);
         Ok(())
     }
 
-    /// Makes `range` read as zeros: partial pages are zeroed in the cache, whole pages are dropped
-    /// and zeroed in the backend (hole punching where it can, zero pages otherwise).
+    /// Makes `range` (cut at the length the file has when the call starts) read as zeros:
+    /// partial pages are zeroed in the cache, whole pages are written back if dirty, zeroed in
+    /// the backend (hole punching where it can, zero pages otherwise) and dropped. If it fails,
+    /// the whole pages read as before (as far as the backend's own failure allows) and the
+    /// error is returned.
     pub fn zero_range(&self, range: Range<u64>) -> Result<()> {
         self.engine.zero_range(range)
     }
@@ -211,7 +223,7 @@ impl PageCache {
     /// Writes back the dirty pages overlapping `range`, then makes the backend durable.
     pub fn sync_range(&self, range: Range<u64>) -> Result<()> {
         let s = &self.engine;
-        s.sync_with(&range, &s.errors_seen)
+        s.sync_with(&range, &s.cursor)
     }
 
     /// An access hint on the byte range, after `posix_fadvise(2)`: [`Advice::Sequential`] reads
@@ -254,9 +266,31 @@ impl PageCache {
 
     /// Flushes, syncs, stops the flusher thread and closes the cache, returning any error not
     /// yet reported through this cache's own methods.
-    pub fn close(self) -> Result<()> {
+    ///
+    /// If writing back or syncing fails, nothing is closed: the [`CloseError`] holds the cache,
+    /// with its dirty pages, so the caller can retry (or read the data out) instead of losing it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use folio::{CacheConfig, MemoryBackend, PageCache};
+    ///
+    /// let cache = PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(1 << 20))?;
+    /// cache.write_all_at(b"bytes", 0)?;
+    /// let mut cache = Some(cache);
+    /// for _attempt in 0..3 {
+    ///     match cache.take().map(PageCache::close) {
+    ///         Some(Err(failed)) => cache = Some(failed.into_cache()), // retry later
+    ///         _ => break,
+    ///     }
+    /// }
+    /// # Ok::<(), folio::Error>(())
+    /// ```
+    pub fn close(self) -> std::result::Result<(), CloseError> {
         let s = &self.engine;
-        s.close_with(&s.errors_seen)
+        match s.close_with(&s.cursor) {
+            Ok(()) => Ok(()),
+            Err(error) => Err(CloseError { error, cache: self }),
+        }
     }
 
     /// A read guard on page `idx` (loading it if needed): zero-copy access to its bytes. While it
@@ -450,7 +484,62 @@ impl Drop for PageCache {
         // Best effort flush and sync, stop and join the flusher; logs what could not be written.
         let s = &self.engine;
         s.readahead.shutdown();
-        s.drop_with(&s.errors_seen);
+        s.drop_with(&s.cursor);
+    }
+}
+
+/// A [`PageCache::close`] that failed: the error, and the cache itself, still open with its
+/// dirty pages, to retry or to read the data out of.
+pub struct CloseError {
+    error: Error,
+    cache: PageCache,
+}
+
+impl CloseError {
+    /// What went wrong.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The cache, to retry [`close`](PageCache::close) or to read what it still holds.
+    pub fn into_cache(self) -> PageCache {
+        self.cache
+    }
+
+    /// The error alone; dropping the cache flushes and syncs once more on a best-effort basis
+    /// and logs what it still could not write.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+impl std::fmt::Debug for CloseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for CloseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "closing the cache failed (it is still open): {}",
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for CloseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<CloseError> for Error {
+    fn from(e: CloseError) -> Error {
+        e.into_error()
     }
 }
 

@@ -4,9 +4,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::cache::PageCache;
-use crate::engine::Engine;
+use crate::engine::{Check, Cursor, Engine};
 use crate::error::Result;
-use crate::sync::{AtomicU64, Ordering};
 
 /// A handle with its own write-back error cursor: see the [`writeback`](crate::writeback) module docs.
 ///
@@ -26,13 +25,13 @@ use crate::sync::{AtomicU64, Ordering};
 /// ```
 pub struct SyncHandle {
     engine: Arc<Engine>,
-    seen: AtomicU64,
+    cursor: Cursor,
 }
 
 impl std::fmt::Debug for SyncHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncHandle")
-            .field("seen", &self.seen.load(Ordering::Relaxed))
+            .field("seen", &self.cursor.sync_position())
             .finish()
     }
 }
@@ -46,20 +45,23 @@ impl SyncHandle {
 
     /// As [`sync`](Self::sync), for the pages overlapping `range` (bytes).
     pub fn sync_range(&self, range: Range<u64>) -> Result<()> {
-        self.engine.sync_with(&range, &self.seen)
+        self.engine.sync_with(&range, &self.cursor)
     }
 
     /// Writes back the dirty pages overlapping `range` (no backend sync), and reports a failure
-    /// this handle has not seen yet.
+    /// this handle has not seen yet. A failure it reports is reported again by this handle's
+    /// next [`sync`](Self::sync): a flush does not make data durable.
     pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
         let s = &self.engine;
-        s.flush_pages_parallel(s.pages_overlapping(&range));
-        s.errseq.check(&self.seen)
+        // Its own failures are in the error sequence, reported just below.
+        let _ = s.flush_pages_parallel(s.pages_overlapping(&range));
+        s.errseq.check(&self.cursor, Check::Flush)
     }
 
-    /// Reports a failure this handle has not seen yet, without any I/O.
+    /// Reports a failure this handle has not seen yet, without any I/O (as a flush does: the
+    /// next sync reports it again).
     pub fn check(&self) -> Result<()> {
-        self.engine.errseq.check(&self.seen)
+        self.engine.errseq.check(&self.cursor, Check::Flush)
     }
 }
 
@@ -68,7 +70,7 @@ impl PageCache {
     /// some observer has already been told about, so a failure nobody has seen is reported to it.
     pub fn sync_handle(&self) -> SyncHandle {
         let engine = self.engine().clone();
-        let seen = AtomicU64::new(engine.errseq.sample());
-        SyncHandle { engine, seen }
+        let cursor = Cursor::at(engine.errseq.sample());
+        SyncHandle { engine, cursor }
     }
 }

@@ -1,4 +1,7 @@
-//! The record of write-back failures: Linux's `errseq`.
+//! The record of write-back failures: Linux's `errseq`, with a cursor per observer.
+//!
+//! Owns the failure count, the latest failure, and [`Cursor`] (what one observer has seen).
+//! Touches nothing else. Never blocks but on its own short mutex.
 
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU64, Mutex, Ordering};
@@ -8,16 +11,58 @@ use crate::sync::{AtomicU64, Mutex, Ordering};
 /// once and moves the observer forward.
 #[derive(Debug, Default)]
 pub(crate) struct ErrSeq {
+    /// Failures recorded so far; moves only under `last`'s lock, after `last` is set, so a
+    /// count read with the lock held always comes with its own failure.
     count: AtomicU64,
     /// The highest count some observer has been told about.
     reported: AtomicU64,
-    last: Mutex<Option<Error>>,
+    /// The latest failure, with its count.
+    last: Mutex<Option<(u64, Error)>>,
+}
+
+/// What one observer (the cache itself, a [`SyncHandle`](crate::SyncHandle)) has been told.
+///
+/// Two positions: a sync must report every failure since the observer's last *sync*, whatever
+/// flushes reported meanwhile (a flush or an eviction that saw a failure does not make the data
+/// durable, so the next sync must not return Ok as if nothing happened). Flushes report once
+/// per failure on their own position.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    sync: AtomicU64,
+    flush: AtomicU64,
+}
+
+impl Cursor {
+    /// A cursor that has seen everything up to `at`.
+    pub(crate) fn at(at: u64) -> Cursor {
+        Cursor {
+            sync: AtomicU64::new(at),
+            flush: AtomicU64::new(at),
+        }
+    }
+
+    /// The sync position (for `Debug`).
+    pub(crate) fn sync_position(&self) -> u64 {
+        self.sync.load(Ordering::Relaxed)
+    }
+}
+
+/// Which position of a [`Cursor`] a check reports against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// A sync: reports failures since the last sync, and moves both positions.
+    Sync,
+    /// A flush (or an eviction, or a hint that writes back): reports failures since the last
+    /// report of either kind, and moves only the flush position.
+    Flush,
 }
 
 impl ErrSeq {
     pub(crate) fn record(&self, e: &Error) {
-        *self.last.lock() = Some(e.clone());
-        self.count.fetch_add(1, Ordering::AcqRel);
+        let mut last = self.last.lock();
+        let n = self.count.load(Ordering::Relaxed) + 1;
+        *last = Some((n, e.clone()));
+        self.count.store(n, Ordering::Release);
     }
 
     /// Failures recorded so far.
@@ -31,17 +76,75 @@ impl ErrSeq {
         self.reported.load(Ordering::Acquire)
     }
 
-    pub(crate) fn check(&self, seen: &AtomicU64) -> Result<()> {
+    /// Reports a failure newer than what `cursor` has seen (by `check`), once.
+    pub(crate) fn check(&self, cursor: &Cursor, check: Check) -> Result<()> {
+        // The cheap case first: nothing new.
         let now = self.count.load(Ordering::Acquire);
-        let before = seen.fetch_max(now, Ordering::AcqRel);
-        if before >= now {
+        let pos = match check {
+            Check::Sync => &cursor.sync,
+            Check::Flush => &cursor.flush,
+        };
+        if pos.load(Ordering::Acquire) >= now {
             return Ok(());
         }
-        self.reported.fetch_max(now, Ordering::AcqRel);
-        let last = self.last.lock().clone();
+        // The count and its failure, together.
+        let (seq, failure) = match &*self.last.lock() {
+            Some((seq, e)) => (*seq, e.clone()),
+            None => return Ok(()),
+        };
+        let before = pos.fetch_max(seq, Ordering::AcqRel);
+        if check == Check::Sync {
+            cursor.flush.fetch_max(seq, Ordering::AcqRel);
+        }
+        if before >= seq {
+            return Ok(());
+        }
+        self.reported.fetch_max(seq, Ordering::AcqRel);
         Err(Error::WritebackFailed {
-            seq: now,
-            source: Box::new(last.unwrap_or(Error::Closed)),
+            seq,
+            source: Box::new(failure),
         })
+    }
+}
+
+#[cfg(all(test, not(folio_model)))]
+mod tests {
+    use super::*;
+
+    fn failure(n: u64) -> Error {
+        Error::io(crate::IoOp::Write, n, std::io::Error::other("test"))
+    }
+
+    #[test]
+    fn a_sync_reports_what_a_flush_already_reported() {
+        let seq = ErrSeq::default();
+        let c = Cursor::at(seq.sample());
+        seq.record(&failure(1));
+        assert!(seq.check(&c, Check::Flush).is_err());
+        assert!(seq.check(&c, Check::Flush).is_ok(), "a flush reports once");
+        assert!(
+            seq.check(&c, Check::Sync).is_err(),
+            "the sync must still hear of it"
+        );
+        assert!(seq.check(&c, Check::Sync).is_ok());
+        assert!(
+            seq.check(&c, Check::Flush).is_ok(),
+            "a sync's report covers flushes"
+        );
+    }
+
+    #[test]
+    fn a_report_names_the_failure_it_counts() {
+        let seq = ErrSeq::default();
+        let c = Cursor::at(0);
+        seq.record(&failure(1));
+        seq.record(&failure(2));
+        match seq.check(&c, Check::Sync) {
+            Err(Error::WritebackFailed { seq: 2, source }) => {
+                assert!(source.to_string().contains("byte 2"), "{source}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(seq.check(&c, Check::Sync).is_ok(), "one report for both");
     }
 }

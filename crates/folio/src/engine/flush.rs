@@ -2,11 +2,11 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Instant;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
 
-use super::{take_completed, Engine, SubmittedRun};
+use super::{take_completed, Check, Cursor, Engine, SubmittedRun};
 use crate::backend::{Frame, IoWaiter};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::page::{kind, Acquire, DIRTY, EXCLUSIVE, NO_PAGE, VALID, WRITEBACK};
 use crate::policy::FrameId;
 use crate::stats::Counter;
@@ -51,22 +51,31 @@ impl Engine {
     /// Writes back every page in `pages` that is dirty, in runs of contiguous pages. Runs are
     /// submitted without waiting (up to the backend's queue depth at once), so an asynchronous backend has
     /// several in flight; then they are waited for. Failures are recorded in the error sequence
-    /// and leave their pages dirty.
-    pub(crate) fn flush_pages(&self, pages: Range<u64>) {
+    /// and leave their pages dirty; the first of this flush's own failures is returned.
+    pub(crate) fn flush_pages(&self, pages: Range<u64>) -> Result<()> {
         let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
-        self.flush_list(&dirty, true);
+        self.flush_list(&dirty, true)
     }
 
     /// Writes back the dirty pages of `dirty` (sorted by page) in runs. With `wait`, waits for
     /// pages that are busy (held, or under another write-back) and writes them if still dirty;
-    /// without (the background flusher), skips them.
-    pub(crate) fn flush_list(&self, dirty: &[(u64, FrameId)], wait: bool) {
+    /// without (the background flusher), skips them. Returns the first failure of its runs
+    /// (every failure is also recorded in the error sequence).
+    pub(crate) fn flush_list(&self, dirty: &[(u64, FrameId)], wait: bool) -> Result<()> {
         // Runs submitted before the flusher waits for the oldest: the backend's queue depth
         // (at least 1, at most 4096 — which bounds the `in_flight` queue).
         let in_flight_max = self.backend.queue_depth().clamp(1, 4096);
         let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
         let mut in_flight: VecDeque<SubmittedRun> = Default::default();
+        let mut first_failure: Result<()> = Ok(());
+        let mut note = |r: Result<()>| {
+            if first_failure.is_ok() {
+                first_failure = r;
+            }
+        };
         let mut i = 0;
+        // Bounded: each pass moves `i` on, or submits a run, or waits for a busy page's load,
+        // writer or write-back to end (each of which makes progress without this thread).
         while i < dirty.len() {
             let (key, f) = dirty[i];
             let contiguous = run.last().is_none_or(|&(k, _)| k + 1 == key);
@@ -75,7 +84,7 @@ impl Engine {
                     // Keep the queue full: finish whichever run completed first.
                     self.backend.unplug();
                     if let Some(r) = take_completed(&mut in_flight) {
-                        self.complete_run(r);
+                        note(self.complete_run(r));
                     }
                 }
                 in_flight.push_back(self.submit_run(&mut run));
@@ -98,11 +107,11 @@ impl Engine {
                     in_flight.push_back(self.submit_run(&mut run));
                     self.backend.unplug();
                     for r in in_flight.drain(..) {
-                        self.complete_run(r);
+                        note(self.complete_run(r));
                     }
                     self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
                 }
-                Acquire::Absent | Acquire::Stray => {
+                Acquire::Absent | Acquire::Stray | Acquire::Saturated => {
                     i += 1;
                 }
             }
@@ -110,8 +119,9 @@ impl Engine {
         in_flight.push_back(self.submit_run(&mut run));
         self.backend.unplug();
         for r in in_flight.drain(..) {
-            self.complete_run(r);
+            note(self.complete_run(r));
         }
+        first_failure
     }
 
     /// Starts writing one run of pages that this thread holds under write-back (they stay under
@@ -124,6 +134,10 @@ impl Engine {
                 waiter: Ok(IoWaiter::ready(Ok(())).into()),
             };
         };
+        // Before the write can land: a page that later misses past the old end of the data is
+        // read, not assumed zero (see `data_end`).
+        let end = (first + pages.len() as u64) << self.page_shift;
+        self.data_end.fetch_max(end, Ordering::AcqRel);
         let frames: Vec<Frame> = pages
             .iter()
             // SAFETY: each page is under write-back with our reader hold: no writer touches
@@ -137,11 +151,12 @@ impl Engine {
         SubmittedRun { pages, waiter }
     }
 
-    /// Waits for a run started by [`submit_run`](Self::submit_run) and ends its write-back.
-    pub(crate) fn complete_run(&self, submitted: SubmittedRun) {
+    /// Waits for a run started by [`submit_run`](Self::submit_run) and ends its write-back;
+    /// returns the run's failure.
+    pub(crate) fn complete_run(&self, submitted: SubmittedRun) -> Result<()> {
         let SubmittedRun { pages: run, waiter } = submitted;
         if run.is_empty() {
-            return;
+            return Ok(());
         }
         let result = waiter.and_then(|w| w.wait());
         self.counters.add(Counter::WritebackIos, 1);
@@ -162,6 +177,7 @@ impl Engine {
             self.released(f, r);
         }
         self.wb.in_flight_add(-(run.len() as i64));
+        result
     }
 
     /// The number of dirty pages. The counter is updated after the page's state word changes, so
@@ -211,7 +227,7 @@ impl Engine {
         // In page order again, so contiguous pages merge into runs.
         pages.sort_unstable();
         for batch in pages.chunks(ROUND_BATCH) {
-            self.flush_list_parallel(batch, false);
+            let _ = self.flush_list_parallel(batch, false);
             wb.ctl.progress.notify_all();
             if self.errseq.count() != errors_before {
                 return true;
@@ -224,15 +240,15 @@ impl Engine {
     }
 
     /// As `flush_pages`, split over up to `writeback_threads` threads.
-    pub(crate) fn flush_pages_parallel(&self, pages: Range<u64>) {
+    pub(crate) fn flush_pages_parallel(&self, pages: Range<u64>) -> Result<()> {
         let dirty = self.resident(pages, |s| kind(s) == VALID && s & (DIRTY | WRITEBACK) != 0);
-        self.flush_list_parallel(&dirty, true);
+        self.flush_list_parallel(&dirty, true)
     }
 
     /// Writes back `dirty` (sorted by page) in up to `writeback_threads` contiguous slices at
     /// once. Concurrent flushes of disjoint pages are safe (see the concurrency table in
     /// `cache.rs`); each slice still merges its contiguous pages into runs.
-    pub(crate) fn flush_list_parallel(&self, dirty: &[(u64, FrameId)], wait: bool) {
+    pub(crate) fn flush_list_parallel(&self, dirty: &[(u64, FrameId)], wait: bool) -> Result<()> {
         // An asynchronous backend gets its queue depth from one thread's submissions; threads
         // would only add wake-ups (on 2 cores: 0.68x fio's random-write IOPS with 4 threads).
         let threads = if self.backend.queue_depth() > 1 {
@@ -267,17 +283,32 @@ impl Engine {
         let mut chunks = cuts.into_iter();
         let first = chunks.next().unwrap_or(&[]);
         std::thread::scope(|scope| {
+            let mut helpers = Vec::with_capacity(threads);
+            let mut result = Ok(());
             for chunk in chunks {
                 let spawned = std::thread::Builder::new()
                     .name("folio-writeback".into())
                     .spawn_scoped(scope, move || self.flush_list(chunk, wait));
-                if spawned.is_err() {
+                match spawned {
+                    Ok(h) => helpers.push(h),
                     // No thread to be had: write this slice here.
-                    self.flush_list(chunk, wait);
+                    Err(_) => result = result.and(self.flush_list(chunk, wait)),
                 }
             }
-            self.flush_list(first, wait);
-        });
+            result = result.and(self.flush_list(first, wait));
+            for h in helpers {
+                // A panic in a helper is a bug; it is reported as a failed flush, not lost.
+                let r = h.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        crate::error::IoOp::Write,
+                        0,
+                        std::io::Error::other("a write-back thread panicked"),
+                    ))
+                });
+                result = result.and(r);
+            }
+            result
+        })
     }
 
     /// Hook at the start of a write call: waits while the dirty pages are at the hard limit
@@ -325,28 +356,46 @@ impl Engine {
     }
 
     /// Writes back the dirty pages overlapping `range`, syncs the backend, and reports failures
-    /// not yet seen by the observer `seen`.
-    pub(crate) fn sync_with(&self, range: &Range<u64>, seen: &AtomicU64) -> Result<()> {
-        self.flush_pages_parallel(self.pages_overlapping(range));
-        if let Err(e) = self.backend.sync() {
-            self.errseq.record(&e);
+    /// not yet seen by the observer `cursor`'s sync position.
+    ///
+    /// A failed backend sync is reported here and then *every* later sync fails too, with
+    /// [`Error::DurabilityLost`]: the writes it should have made durable may never be (a
+    /// file system may drop them and let the next `fsync` succeed, PostgreSQL's "fsyncgate"),
+    /// and the cache cannot know which, so it never again says the data is durable. Reads and
+    /// writes go on; reopening the backend (and checking the data) is the way back.
+    pub(crate) fn sync_with(&self, range: &Range<u64>, cursor: &Cursor) -> Result<()> {
+        // This call's own write-back failures reach it through the error sequence, with
+        // everyone else's since this cursor's last sync.
+        let _ = self.flush_pages_parallel(self.pages_overlapping(range));
+        if self.durability_lost.lock().is_none() {
+            if let Err(e) = self.backend.sync() {
+                self.errseq.record(&e);
+                self.durability_lost.lock().get_or_insert(e);
+            }
         }
         self.counters.add(crate::stats::Counter::Syncs, 1);
-        self.errseq.check(seen)
+        self.errseq.check(cursor, Check::Sync)?;
+        match &*self.durability_lost.lock() {
+            Some(e) => Err(Error::DurabilityLost {
+                source: Box::new(e.clone()),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// `close()`: flush, sync, stop the flusher; returns the first error not yet reported.
-    pub(crate) fn close_with(&self, seen: &AtomicU64) -> Result<()> {
-        let r = self.sync_with(&(0..u64::MAX), seen);
+    /// On an error nothing is stopped: the caller gets the cache back to retry.
+    pub(crate) fn close_with(&self, cursor: &Cursor) -> Result<()> {
+        self.sync_with(&(0..u64::MAX), cursor)?;
         self.wb.stop();
         self.wb.closed.store(true, Ordering::Release);
-        r
+        Ok(())
     }
 
     /// `Drop`: best effort flush and sync (unless closed), stop the flusher, log what failed.
-    pub(crate) fn drop_with(&self, seen: &AtomicU64) {
+    pub(crate) fn drop_with(&self, cursor: &Cursor) {
         if !self.wb.closed.load(Ordering::Acquire) {
-            let r = self.sync_with(&(0..u64::MAX), seen);
+            let r = self.sync_with(&(0..u64::MAX), cursor);
             if let Err(e) = r {
                 let left = self.resident(0..u64::MAX, |s| kind(s) == VALID && s & DIRTY != 0);
                 let sample: Vec<u64> = left.iter().take(16).map(|&(p, _)| p).collect();

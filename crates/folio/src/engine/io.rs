@@ -1,10 +1,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use crate::sync::Ordering;
-
 use super::{
-    checked_end, in_file, prefetch, take_completed, Engine, Fill, Loading, Piece, Probe, Submit,
+    checked_end, in_file, prefetch, take_completed, Begun, Engine, Extend, Fill, FrameWait,
+    Loading, Piece, Probe, Submit,
 };
 use crate::error::{Error, Result};
 use crate::page::{Acquire, READAHEAD};
@@ -86,7 +85,8 @@ impl Engine {
                 }
                 match self.try_shared(p, in_page..in_page + n) {
                     Probe::Held(f) => self.copy_piece(f, piece, reads, &mut deferred),
-                    Probe::Busy(_) => deferred.push(piece),
+                    // The blocking path waits for the page, or reports too many holders.
+                    Probe::Busy(_) | Probe::Saturated => deferred.push(piece),
                     Probe::Absent => {
                         if in_flight.len() >= depth {
                             // Keep `depth` in flight: finish one load (the first to complete),
@@ -102,9 +102,33 @@ impl Engine {
                                 }
                             }
                         }
-                        match self.begin_load(p, 1, Fill::Read, 1, Submit::Queued) {
-                            Ok(Some(loading)) => in_flight.push_back((loading, piece)),
-                            Ok(None) => deferred.push(piece),
+                        // Never wait for a frame while holding loads of our own: the frames
+                        // we wait for may be exactly those. Finish one of ours instead.
+                        // Bounded: each pass starts a load, or finishes one of ours, or (none
+                        // left) waits for a frame like a lone read.
+                        let begun = loop {
+                            let wait = if in_flight.is_empty() {
+                                FrameWait::Wait
+                            } else {
+                                FrameWait::NoWait
+                            };
+                            match self.begin_load(p, 1, Fill::Read, 1, Submit::Queued, wait) {
+                                Ok(Begun::NoFrame) => {
+                                    self.backend.unplug();
+                                    if let Some((loading, pc)) = take_completed(&mut in_flight) {
+                                        let r =
+                                            self.finish_piece(loading, pc, reads, &mut deferred);
+                                        if let Err(e) = r {
+                                            break Err(e);
+                                        }
+                                    }
+                                }
+                                other => break other,
+                            }
+                        };
+                        match begun {
+                            Ok(Begun::Loading(loading)) => in_flight.push_back((loading, piece)),
+                            Ok(Begun::Present | Begun::NoFrame) => deferred.push(piece),
                             Err(e) => {
                                 failed = Some(e);
                                 break 'reads;
@@ -223,6 +247,7 @@ impl Engine {
                 Probe::Held(f)
             }
             Acquire::Wait => Probe::Busy(f),
+            Acquire::Saturated => Probe::Saturated,
             Acquire::Absent | Acquire::Stray => Probe::Absent,
         }
     }
@@ -267,8 +292,7 @@ impl Engine {
     pub(crate) fn extend_to(&self, end: u64) -> Result<()> {
         let _g = self.size_lock.lock();
         if end > self.len() {
-            self.backend.set_len(end)?;
-            self.len.store(end, Ordering::Release);
+            self.grow_locked(end)?;
         }
         Ok(())
     }
@@ -288,20 +312,41 @@ impl Engine {
     }
 
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        self.write_bytes(buf, offset, Extend::Yes)
+    }
+
+    /// Writes `buf` at `offset`, growing the file (`Extend::Yes`) or cutting the write at its
+    /// end (`Extend::No`, for zeroing, which must never grow a file a shrink just cut). Returns
+    /// the bytes written.
+    pub(crate) fn write_bytes(&self, buf: &[u8], offset: u64, extend: Extend) -> Result<usize> {
         let end = checked_end(offset, buf.len())?;
         if buf.is_empty() {
             return Ok(0);
         }
         self.balance_dirty();
-        if end > self.len() {
-            self.extend_to(end)?;
-        }
+        let buf = match extend {
+            Extend::Yes => {
+                if end > self.len() {
+                    self.extend_to(end)?;
+                }
+                buf
+            }
+            Extend::No => {
+                let len = self.len();
+                if offset >= len {
+                    return Ok(0);
+                }
+                &buf[..buf.len().min((len - offset) as usize)]
+            }
+        };
         let mut done = 0;
         while done < buf.len() {
             let pos = offset + done as u64;
             let p = pos >> self.page_shift;
             let in_page = (pos & self.page_mask()) as usize;
             let n = (self.page_size - in_page).min(buf.len() - done);
+            // A wish: `begin_load` zero-fills only if the backend holds nothing there, decided
+            // under the index lock.
             let fill = if n == self.page_size {
                 Fill::Overwrite
             } else if in_page == 0 && pos + n as u64 >= self.len() {

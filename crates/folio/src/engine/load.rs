@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::Ordering;
 
-use super::{Engine, Fill, Loaded, Loading, Submit};
+use super::{Begun, Engine, Fill, FrameWait, Loaded, Loading, Submit};
 use crate::backend::{Frame, FrameMut, IoWaiter, LocalIoWaiter};
 use crate::error::{Error, Result};
 use crate::page::{kind, DIRTY, EXCLUSIVE, FREE, LOADING, NO_PAGE, VALID};
@@ -18,13 +18,7 @@ impl Engine {
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {
-            while let Some(f) = self.free.lock().pop() {
-                if self.frames[f as usize].take_free() {
-                    return Ok(f);
-                }
-                debug_assert!(false, "frame {f} on the free list is not free");
-            }
-            if let Some(f) = self.evict_one()? {
+            if let Some(f) = self.try_alloc_frame()? {
                 return Ok(f);
             }
             if started.elapsed() >= self.frame_wait_max {
@@ -41,6 +35,18 @@ impl Engine {
         }
     }
 
+    /// As [`alloc_frame`](Self::alloc_frame), without waiting: `None` if every frame is held
+    /// now. (Evicting a dirty victim still writes it back.)
+    pub(crate) fn try_alloc_frame(&self) -> Result<Option<FrameId>> {
+        while let Some(f) = self.free.lock().pop() {
+            if self.frames[f as usize].take_free() {
+                return Ok(Some(f));
+            }
+            debug_assert!(false, "frame {f} on the free list is not free");
+        }
+        self.evict_one()
+    }
+
     /// Evicts one page chosen by the policy, writing it back first if dirty. `Ok(None)` if no
     /// frame could be claimed; `Err` if the victim's write-back failed (it stays cached, dirty).
     pub(crate) fn evict_one(&self) -> Result<Option<FrameId>> {
@@ -53,8 +59,14 @@ impl Engine {
         let meta = &self.frames[f as usize];
         let key = meta.tag();
         if meta.state() & DIRTY != 0 {
+            // Under write-back while the write is in flight, so that range operations wait
+            // for it as for any other write-back.
+            meta.set_writeback_owned(true);
             self.wb.in_flight_add(1);
+            let end = (key + 1) << self.page_shift;
+            self.data_end.fetch_max(end, Ordering::AcqRel);
             let written = self.write_exclusive(key, f);
+            meta.set_writeback_owned(false);
             self.wb.in_flight_add(-1);
             if let Err(e) = written {
                 self.errseq.record(&e);
@@ -108,9 +120,9 @@ impl Engine {
     /// inserted `p` first. The first `demand` pages enter the policy as demanded, the rest as
     /// speculative (readahead).
     pub(crate) fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded> {
-        match self.begin_load(p, run, fill, demand, Submit::Now)? {
-            Some(loading) => self.finish_load(loading).map(Loaded::Exclusive),
-            None => Ok(Loaded::Present),
+        match self.begin_load(p, run, fill, demand, Submit::Now, FrameWait::Wait)? {
+            Begun::Loading(loading) => self.finish_load(loading).map(Loaded::Exclusive),
+            Begun::Present | Begun::NoFrame => Ok(Loaded::Present),
         }
     }
 
@@ -125,7 +137,8 @@ impl Engine {
         fill: Fill,
         demand: usize,
         submit: Submit,
-    ) -> Result<Option<Loading>> {
+        wait: FrameWait,
+    ) -> Result<Begun> {
         let npages = self.npages();
         let run = match fill {
             Fill::Zero | Fill::Overwrite => 1,
@@ -134,7 +147,13 @@ impl Engine {
                 .clamp(1, self.max_io_pages as u64) as usize,
         };
         let mut frames = Vec::with_capacity(run);
-        frames.push(self.alloc_frame()?);
+        match wait {
+            FrameWait::Wait => frames.push(self.alloc_frame()?),
+            FrameWait::NoWait => match self.try_alloc_frame()? {
+                Some(f) => frames.push(f),
+                None => return Ok(Begun::NoFrame),
+            },
+        }
         while frames.len() < run {
             // Extra pages of the run are best effort: stop at the first frame we cannot get.
             let next = self.free.lock().pop();
@@ -151,8 +170,17 @@ impl Engine {
             }
         }
         let mut n = 0;
+        let mut fill = fill;
         {
             let mut g = self.index.lock();
+            // Zeros only where the backend holds nothing else: a writer that decided on zeros
+            // from the length it saw may have been overtaken by one that wrote this page and
+            // had it written back and evicted meanwhile. Decided here, under the index lock,
+            // which every write-back's page stays in until its write has been submitted.
+            if fill == Fill::Zero && (p << self.page_shift) < self.data_end.load(Ordering::Acquire)
+            {
+                fill = Fill::Read;
+            }
             for (i, &f) in frames.iter().enumerate() {
                 let key = p + i as u64;
                 if self.index.lookup(key, &self.frames).is_some() {
@@ -169,7 +197,7 @@ impl Engine {
             self.push_free(f);
         }
         if n == 0 {
-            return Ok(None);
+            return Ok(Begun::Present);
         }
         frames.truncate(n);
         for (i, &f) in frames.iter().enumerate() {
@@ -208,7 +236,7 @@ impl Engine {
                 }
             }
         };
-        Ok(Some(Loading {
+        Ok(Begun::Loading(Loading {
             p,
             frames,
             fill,
@@ -235,11 +263,15 @@ impl Engine {
         self.counters.add(Counter::Misses, 1);
         match result {
             Ok(()) => {
-                for &f in &frames[1..] {
+                for (i, &f) in frames.iter().enumerate() {
+                    // Bytes past the cache's length are zero, whatever the backend returned
+                    // (a shrink may not have cut it yet when this read ran).
+                    self.zero_past_end(p + i as u64, f);
                     self.frames[f as usize].set_owned_state(EXCLUSIVE | VALID);
-                    self.unlock_exclusive(f, false);
+                    if i > 0 {
+                        self.unlock_exclusive(f, false);
+                    }
                 }
-                self.frames[frames[0] as usize].set_owned_state(EXCLUSIVE | VALID);
                 Ok(frames[0])
             }
             Err(e) => {

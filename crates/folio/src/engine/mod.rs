@@ -35,14 +35,14 @@ mod io;
 mod load;
 mod range;
 
-pub(crate) use errseq::ErrSeq;
+pub(crate) use errseq::{Check, Cursor, ErrSeq};
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 use crate::backend::{LocalIoWaiter, PageCacheBackend, Region};
 use crate::cache::CacheConfig;
@@ -56,6 +56,15 @@ use crate::policy::{EvictionPolicy, FrameId};
 use crate::readahead::{Readahead, Waited};
 use crate::stats::{Counter, Counters, Stats};
 use crate::writeback::Writeback;
+
+/// Whether a write may grow the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Extend {
+    /// Bytes past the end grow the file.
+    Yes,
+    /// Bytes past the end are not written.
+    No,
+}
 
 /// How a newly allocated frame gets its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +82,26 @@ pub(crate) enum Fill {
 pub(crate) struct SubmittedRun {
     pages: Vec<(u64, FrameId)>,
     waiter: Result<LocalIoWaiter>,
+}
+
+/// Whether [`Engine::begin_load`] may wait for a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameWait {
+    /// Up to `frame_wait_max`, then [`Error::NoFreeFrame`].
+    Wait,
+    /// Not at all: a caller that holds loads of its own must finish one of them instead, or
+    /// it could wait for frames only it can free.
+    NoWait,
+}
+
+/// What [`Engine::begin_load`] did.
+pub(crate) enum Begun {
+    /// The load is under way: pass it to [`Engine::finish_load`].
+    Loading(Loading),
+    /// Someone else inserted the page first.
+    Present,
+    /// No frame without waiting (only with [`FrameWait::NoWait`]).
+    NoFrame,
 }
 
 /// How [`Engine::begin_load`] hands its read to the backend.
@@ -147,6 +176,8 @@ pub(crate) enum Probe {
     Held(FrameId),
     /// The page is in this frame, held exclusively (being loaded or written).
     Busy(FrameId),
+    /// The page is in this frame, with as many readers as the state word can count.
+    Saturated,
     /// Not cached.
     Absent,
 }
@@ -168,9 +199,24 @@ pub(crate) struct Engine {
     pub(crate) free: Mutex<Vec<FrameId>>,
     pub(crate) policy: Box<dyn EvictionPolicy>,
     pub(crate) len: AtomicU64,
+    /// Serialises changes of the length (extending writes, resize) and the backend length
+    /// calls that go with them. Held across `backend.set_len` and, in a shrink, across waiting
+    /// for the loads and write-backs of the pages past the new end: none of those ever waits for
+    /// this lock or for a page holder, so holding it there cannot deadlock (see `range.rs`).
     pub(crate) size_lock: Mutex<()>,
+    /// A shrink could not cut the backend after the late writes of dropped pages landed: the
+    /// backend may hold stale bytes past `len`, and the next extension must cut it first.
+    pub(crate) truncate_pending: AtomicBool,
+    /// The end of the bytes the backend may hold other than zeros: its length when the cache
+    /// opened it, raised (before submission) by every write-back, lowered by a completed
+    /// shrink. A new page that lies at or past it can be zero-filled instead of read.
+    pub(crate) data_end: AtomicU64,
     pub(crate) errseq: ErrSeq,
-    pub(crate) errors_seen: AtomicU64,
+    /// The cache's own error cursor (its `sync`, `flush_range`, ... and `close`).
+    pub(crate) cursor: Cursor,
+    /// The first failed backend sync: from then on no sync may return Ok, since the writes it
+    /// should have made durable may be lost (Linux marks such pages clean; "fsyncgate").
+    pub(crate) durability_lost: Mutex<Option<Error>>,
     pub(crate) counters: Counters,
     pub(crate) dirty_pages: AtomicU64,
     pub(crate) max_io_pages: usize,
@@ -238,8 +284,11 @@ impl Engine {
             free: Mutex::new((0..frames as FrameId).rev().collect()),
             policy: config.policy.build(frames),
             size_lock: Mutex::new(()),
+            truncate_pending: AtomicBool::new(false),
+            data_end: AtomicU64::new(backend.len()),
             errseq: ErrSeq::default(),
-            errors_seen: AtomicU64::new(0),
+            cursor: Cursor::at(0),
+            durability_lost: Mutex::new(None),
             counters: Counters::default(),
             dirty_pages: AtomicU64::new(0),
             max_io_pages,
@@ -307,23 +356,6 @@ impl Engine {
         let first = range.start >> self.page_shift;
         let last = (range.end - 1) >> self.page_shift;
         first..last + 1
-    }
-
-    /// Pages wholly inside the byte range (a range reaching the end of the file covers the
-    /// partial last page, and everything after it).
-    pub(crate) fn pages_inside(&self, range: &Range<u64>) -> Range<u64> {
-        let ps = self.page_size as u64;
-        let first = range.start.div_ceil(ps);
-        let end = if range.end >= self.len() {
-            u64::MAX
-        } else {
-            range.end / ps
-        };
-        if first >= end {
-            0..0
-        } else {
-            first..end
-        }
     }
 
     /// The address of frame `f`'s bytes. Dereferencing it is up to the caller (see `bytes`); a
@@ -436,10 +468,12 @@ impl Engine {
             match self.try_shared(p, want.clone()) {
                 Probe::Held(f) => return Ok((f, waited)),
                 Probe::Busy(f) => {
+                    // A loader or a writer holds it: readers only wait for that hold.
                     waited = Waited::Yes;
-                    self.wait_for(f, p, EXCLUSIVE | READERS_MASK);
+                    self.wait_for(f, p, EXCLUSIVE);
                     continue;
                 }
+                Probe::Saturated => return Err(Error::TooManyHolds { page: p }),
                 Probe::Absent => {}
             }
             let plan = self.readahead.on_miss(p, run, self.npages());
@@ -466,7 +500,8 @@ impl Engine {
                         self.counters.add(Counter::Hits, 1);
                         return Ok(f);
                     }
-                    Acquire::Wait => {
+                    // (An exclusive hold is never "saturated"; wait as for any holder.)
+                    Acquire::Wait | Acquire::Saturated => {
                         self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
                         continue;
                     }
@@ -493,6 +528,7 @@ impl Engine {
                         self.wait_for(f, p, EXCLUSIVE);
                         continue;
                     }
+                    Acquire::Saturated => return Err(Error::TooManyHolds { page: p }),
                     Acquire::Absent | Acquire::Stray => {}
                 }
             }
@@ -505,7 +541,7 @@ impl Engine {
     }
 
     pub(crate) fn check_errors(&self) -> Result<()> {
-        self.errseq.check(&self.errors_seen)
+        self.errseq.check(&self.cursor, Check::Flush)
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -1,94 +1,174 @@
+//! Range operations: resize, zero, discard, and dropping clean pages.
+//!
+//! Owns the rules that keep data right when a range leaves the cache while other operations
+//! run, in particular against write-backs already in flight (a write-back's extent is fixed when
+//! it is submitted, and its bytes land whenever the device gets to it):
+//! - a page leaves the index (becomes an orphan) only when no write-back of it is in flight,
+//!   and none can start afterwards (write-back begins only on a `VALID` page), so no write of a
+//!   dropped page lands after the operation returns (`FrameMeta::orphan`);
+//! - a shrink cuts the backend *after* the write-backs of the pages it drops have landed, so a
+//!   late write cannot bring truncated bytes back, and loads zero every byte past the cache's
+//!   length, so a page read while the backend still held them is zeros there;
+//! - ranges are cut at the length the call started with: pages appended meanwhile are outside.
+//!
+//! May block: on loads and write-backs in flight (I/O, which never waits for anything here),
+//! and `resize` on the holders of the partial last page, before it takes any lock.
+
 use std::ops::Range;
 
 use crate::sync::Ordering;
 
-use super::Engine;
+use super::{Engine, Extend, Fill};
 use crate::error::{Error, Result};
-use crate::page::{kind, Acquire, DIRTY, EXCLUSIVE, FREE, LOADING, READERS_MASK, VALID, WRITEBACK};
+use crate::page::{kind, Orphaned, DIRTY, FREE, LOADING, VALID, WRITEBACK};
+use crate::policy::FrameId;
 
 impl Engine {
+    /// Sets the length. A shrink drops the pages past the new end and zeroes the rest of the
+    /// partial last page; a growth reads as zeros.
     pub(crate) fn resize(&self, new_len: u64) -> Result<()> {
-        let _g = self.size_lock.lock();
-        let old = self.len();
-        if new_len == old {
-            return Ok(());
+        // Bounded: a pass ends the call unless the length changed between its two looks (an
+        // extending write or another resize won the size lock), and then it plans again.
+        loop {
+            let planned = self.len();
+            if new_len >= planned {
+                let _g = self.size_lock.lock();
+                if self.len() != planned {
+                    continue;
+                }
+                if new_len > planned {
+                    self.grow_locked(new_len)?;
+                }
+                return Ok(());
+            }
+            // The partial last page is held first, with no lock: its holders (a guard held
+            // across an append, say) must be able to finish. While we hold it, nobody can
+            // read its stale tail nor write it back.
+            let tail = if new_len & self.page_mask() != 0 {
+                Some(self.get_exclusive(new_len >> self.page_shift, Fill::Read, 1)?)
+            } else {
+                None
+            };
+            let g = self.size_lock.lock();
+            let result = if self.len() == planned {
+                Some(self.shrink_locked(new_len, tail))
+            } else {
+                None
+            };
+            drop(g);
+            if let Some(f) = tail {
+                self.unlock_exclusive(f, false);
+            }
+            if let Some(r) = result {
+                return r;
+            }
         }
+    }
+
+    /// Grows the file to `end` (the caller holds the size lock).
+    pub(crate) fn grow_locked(&self, end: u64) -> Result<()> {
+        let len = self.len();
+        debug_assert!(end > len);
+        if self.truncate_pending.load(Ordering::Acquire) {
+            // A shrink left stale bytes past `len` in the backend: cut them before they would
+            // become readable.
+            self.backend.set_len(len)?;
+            self.truncate_pending.store(false, Ordering::Release);
+        }
+        self.backend.set_len(end)?;
+        self.len.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// The shrink, under the size lock, with the partial last page (if any) held in `tail`.
+    fn shrink_locked(&self, new_len: u64, tail: Option<FrameId>) -> Result<()> {
+        // Fails before anything changed, or cuts the backend now: writes submitted from here on
+        // are cut at the new length.
         self.backend.set_len(new_len)?;
         self.len.store(new_len, Ordering::Release);
-        if new_len < old {
-            let first_gone = new_len.div_ceil(self.page_size as u64);
-            self.discard_pages(first_gone..u64::MAX);
-            if new_len & self.page_mask() != 0 {
-                let p = new_len >> self.page_shift;
-                self.zero_tail(p);
+        // Writes submitted earlier may still land past the end (and extend the backend again):
+        // drop the pages past the end once their write-backs have landed, then cut again.
+        self.discard_pages(new_len.div_ceil(self.page_size as u64)..u64::MAX);
+        match self.backend.set_len(new_len) {
+            Ok(()) => {
+                self.data_end.fetch_min(new_len, Ordering::AcqRel);
             }
+            Err(e) => {
+                // The next growth cuts it first (see `grow_locked`).
+                self.truncate_pending.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "could not cut the backend after a shrink; retried on the next growth");
+            }
+        }
+        if let Some(f) = tail {
+            self.zero_past_end(new_len >> self.page_shift, f);
         }
         Ok(())
     }
 
-    /// Zeroes the part past the end of the resident page `p`, if resident.
-    pub(crate) fn zero_tail(&self, p: u64) {
-        loop {
-            let Some(f) = self.index.lookup(p, &self.frames).or_else(|| {
-                let _g = self.index.lock();
-                self.index.lookup(p, &self.frames)
-            }) else {
-                return;
-            };
-            match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
-                Acquire::Acquired => {
-                    self.zero_past_end(p, f);
-                    self.unlock_exclusive(f, false);
-                    return;
-                }
-                Acquire::Wait => self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK),
-                Acquire::Absent | Acquire::Stray => return,
-            }
-        }
-    }
-
+    /// Makes `range` read as zeros (see [`PageCache::zero_range`](crate::PageCache::zero_range)).
     pub(crate) fn zero_range(&self, range: Range<u64>) -> Result<()> {
+        let ps = self.page_size as u64;
+        // One look at the length: what lies past it was appended meanwhile, outside the range.
         let end = range.end.min(self.len());
         if range.start >= end {
             return Ok(());
         }
-        let ps = self.page_size as u64;
-        let whole_start = range.start.div_ceil(ps) * ps;
-        let whole_end = if end == self.len() {
-            end
-        } else {
-            end & !self.page_mask()
-        };
-        if whole_start >= whole_end {
-            return self.write_zeroes_through_cache(range.start, end);
+        // Whole pages `first..last`; the partial pages at the edges go through the cache.
+        let (first, last) = (range.start.div_ceil(ps), end / ps);
+        if first >= last {
+            return self.zero_through_cache(range.start, end);
         }
-        self.write_zeroes_through_cache(range.start, whole_start)?;
-        self.write_zeroes_through_cache(whole_end, end)?;
-        let pages = self.pages_inside(&(whole_start..whole_end));
-        self.discard_pages(pages.clone());
-        match self
-            .backend
-            .write_zeroes(whole_start, whole_end - whole_start)
-        {
-            Ok(()) => {
-                // Drop anything a racing reader loaded between the two steps.
-                self.discard_pages(pages);
-                Ok(())
+        // Write back what is dirty first (and wait out write-backs in flight): if the backend
+        // then fails, the range still reads as before.
+        self.flush_pages(first..last)?;
+        match self.backend.write_zeroes(first * ps, (last - first) * ps) {
+            Ok(()) => self.discard_pages(first..last),
+            Err(Error::Unsupported(_)) => self.zero_through_cache(first * ps, last * ps)?,
+            Err(e) => {
+                // The pages nobody holds go, so the cache shows what the backend holds (a
+                // partly punched hole, at worst); dirty ones (rewritten meanwhile) stay.
+                self.drop_clean(first..last);
+                return Err(e);
             }
-            Err(Error::Unsupported(_)) => self.write_zeroes_through_cache(whole_start, whole_end),
-            Err(e) => Err(e),
         }
+        self.zero_through_cache(range.start, first * ps)?;
+        self.zero_through_cache(last * ps, end)
     }
 
-    pub(crate) fn write_zeroes_through_cache(&self, start: u64, end: u64) -> Result<()> {
+    /// Writes zeros over `start..end` through the cache, never past the end of the file.
+    fn zero_through_cache(&self, start: u64, end: u64) -> Result<()> {
         let zeros = vec![0u8; self.page_size];
         let mut pos = start;
+        // Bounded by the range: each pass writes at least one byte or stops at the end of the file.
         while pos < end {
             let n = ((end - pos) as usize).min(self.page_size - (pos & self.page_mask()) as usize);
-            self.write_at(&zeros[..n], pos)?;
+            if self.write_bytes(&zeros[..n], pos, Extend::No)? == 0 {
+                break;
+            }
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// Drops the pages wholly inside `range` without writing them back (see
+    /// [`PageCache::discard_range`](crate::PageCache::discard_range)).
+    pub(crate) fn discard_range(&self, range: Range<u64>) {
+        let ps = self.page_size as u64;
+        let len = self.len();
+        let end = range.end.min(len);
+        let (first, last) = (range.start.div_ceil(ps), end / ps);
+        if first < last {
+            self.discard_pages(first..last);
+        }
+        // The partial last page is wholly inside if the range reaches the end of the file, but
+        // only while the file is not grown past it (an append would put bytes there).
+        let tail = len / ps;
+        if range.end >= len && len % ps != 0 && tail >= first {
+            let _g = self.size_lock.lock();
+            if self.len() == len {
+                self.discard_pages(tail..tail + 1);
+            }
+        }
     }
 
     /// Drops the clean pages in `pages` that nobody holds.
@@ -112,30 +192,46 @@ impl Engine {
         }
     }
 
-    /// Drops the pages in `pages` without writing them back. Held pages become orphans.
+    /// Drops the pages in `pages` without writing them back. Held pages become orphans (their
+    /// holders finish with them; the last one frees the frame). A page being loaded or under
+    /// write-back is dropped once that I/O has ended, so no write of it lands afterwards.
     pub(crate) fn discard_pages(&self, pages: Range<u64>) {
         for (key, f) in self.resident(pages, |s| kind(s) != FREE) {
-            let meta = &self.frames[f as usize];
-            loop {
-                let mut g = self.index.lock();
-                if self.index.lookup(key, &self.frames) != Some(f) {
-                    break;
-                }
-                if kind(meta.state()) == LOADING {
-                    drop(g);
-                    self.wait_for(f, key, 0);
-                    continue;
-                }
-                // Forget it in the policy before the frame can be reused.
-                self.policy.on_remove(f);
-                self.index.remove(&mut g, key, f, &self.frames);
-                let (was_dirty, r) = meta.orphan();
+            self.discard_page(key, f);
+        }
+    }
+
+    fn discard_page(&self, key: u64, f: FrameId) {
+        let meta = &self.frames[f as usize];
+        let busy = |s: u64| meta.tag() == key && (kind(s) == LOADING || s & WRITEBACK != 0);
+        // Bounded: each pass drops the page, finds it gone, or waits for an I/O of it to end.
+        loop {
+            let mut g = self.index.lock();
+            if self.index.lookup(key, &self.frames) != Some(f) {
+                return;
+            }
+            if busy(meta.state()) {
                 drop(g);
-                if was_dirty {
-                    self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                meta.wait_while(busy);
+                continue;
+            }
+            match meta.orphan() {
+                // A write-back began since we looked: wait for it.
+                Orphaned::WritebackInFlight => continue,
+                Orphaned::Done {
+                    was_dirty,
+                    released,
+                } => {
+                    // Forget it in the policy before the frame can be reused.
+                    self.policy.on_remove(f);
+                    self.index.remove(&mut g, key, f, &self.frames);
+                    drop(g);
+                    if was_dirty {
+                        self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    self.released(f, released);
+                    return;
                 }
-                self.released(f, r);
-                break;
             }
         }
     }

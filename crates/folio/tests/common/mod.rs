@@ -114,3 +114,4 @@ pub fn pattern(p: u64, v: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+pub mod device;
