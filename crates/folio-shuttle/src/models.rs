@@ -63,9 +63,9 @@ impl PageCacheBackend for SlowBackend {
     }
 
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
-        let before: Vec<Vec<u8>> = frames.iter().map(|f| f.as_slice().to_vec()).collect();
+        let before: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
         thread::yield_now();
-        let after: Vec<Vec<u8>> = frames.iter().map(|f| f.as_slice().to_vec()).collect();
+        let after: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
         assert_eq!(
             before, after,
             "a page changed while it was being written back"

@@ -633,6 +633,23 @@ pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.add(half), b.as_mut_ptr(), b.len()) };
 }
 
+/// [`copy_racy`] on every target: where there is no assembly copy, a loop of volatile byte
+/// loads, which the optimiser cannot merge, split or assume stable either.
+///
+/// # Safety
+/// As [`copy_racy`].
+pub(crate) unsafe fn copy_racy_any(src: *const u8, dst: &mut [u8]) {
+    if OPTIMISTIC_READS {
+        // SAFETY: the caller's contract is `copy_racy`'s.
+        unsafe { copy_racy(src, dst) };
+        return;
+    }
+    for (i, d) in dst.iter_mut().enumerate() {
+        // SAFETY: `src + i` is within the range the caller vouches for.
+        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
+    }
+}
+
 /// Never called: [`OPTIMISTIC_READS`] is false on this target.
 ///
 /// # Safety

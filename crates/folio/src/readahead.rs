@@ -209,6 +209,11 @@ pub(crate) struct Readahead {
     streams: Mutex<Streams>,
     hints: RwLock<Vec<Hint>>,
     pool: Mutex<Option<Pool>>,
+    /// The queue's bound for forced jobs (`WillNeed`): room for one `WillNeed` of the whole
+    /// cache on top of the streams' `QUEUE_MAX`. Beyond it jobs are dropped (a hint).
+    forced_max: usize,
+    /// Jobs dropped because the queue was full.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Readahead {
@@ -237,6 +242,8 @@ impl Readahead {
             streams: Mutex::new(Streams::default()),
             hints: RwLock::new(Vec::new()),
             pool: Mutex::new(None),
+            forced_max: QUEUE_MAX + capacity_pages.div_ceil(chunk_pages.max(1)),
+            dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -467,13 +474,21 @@ impl Readahead {
         if q.stop {
             return;
         }
-        for job in jobs {
-            if q.jobs.len() >= QUEUE_MAX && !force {
-                break;
-            }
-            q.jobs.push_back(job);
+        let max = if force { self.forced_max } else { QUEUE_MAX };
+        let room = max.saturating_sub(q.jobs.len());
+        let dropped = jobs.len().saturating_sub(room);
+        q.jobs.extend(jobs.into_iter().take(room));
+        debug_assert!(q.jobs.len() <= self.forced_max);
+        if dropped > 0 {
+            self.dropped
+                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
         }
         cv.notify_all();
+    }
+
+    /// Jobs dropped so far because the queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn start_pool(&self) -> Option<Pool> {

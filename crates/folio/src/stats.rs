@@ -54,6 +54,11 @@ pub struct Stats {
     pub dirty_limit_pages: u64,
     /// Setting: dirty pages over which the flusher starts writing back.
     pub dirty_background_pages: u64,
+    /// Frames taken out of use for good because a backend did not give back the buffer it was
+    /// lent for a read (it may still write into it): see the `backend` module docs.
+    pub quarantined_frames: u64,
+    /// Readahead and `WillNeed` jobs dropped because their queue was full.
+    pub readahead_dropped: u64,
 }
 
 impl Stats {

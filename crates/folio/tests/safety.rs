@@ -428,3 +428,140 @@ fn a_configuration_too_large_is_a_typed_error() {
         Ok(_) => panic!("2^31 frames accepted"),
     }
 }
+
+#[test]
+fn a_frame_the_backend_kept_after_a_read_is_quarantined_not_reused() {
+    let dev = Device::new((0..16u8).flat_map(page).collect());
+    let c = cache(&dev, 4);
+    dev.keep_buffers(0);
+    assert!(
+        c.read_page(0).is_err(),
+        "a read whose buffer did not come back succeeded"
+    );
+    assert_eq!(c.stats().quarantined_frames, 1);
+    // The device writes into the buffer it kept, late; no page of the cache may show it.
+    assert_eq!(dev.scribble(0xEE), 1);
+    for round in 0..3 {
+        for p in 0..16u64 {
+            assert_eq!(read(&c, p), page(p as u8), "round {round}, page {p}");
+            dev.scribble(0xEE);
+        }
+    }
+    assert_eq!(c.stats().quarantined_frames, 1);
+    assert_eq!(c.stats().resident_pages, 3, "three frames left in use");
+}
+
+/// io_uring is available, or the test says it is skipped (and fails under FOLIO_REQUIRE_ALL=1).
+fn uring_or_skip(what: &str) -> bool {
+    match folio::backend::uring_support() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var_os("FOLIO_REQUIRE_ALL").is_none(),
+                "{what}: io_uring is required (FOLIO_REQUIRE_ALL) but unavailable: {why}"
+            );
+            eprintln!("SKIPPED {what}: io_uring unavailable: {why}");
+            false
+        }
+    }
+}
+
+#[test]
+fn a_given_up_ring_with_a_write_in_it_fails_every_later_write_and_sync() {
+    if !uring_or_skip("given-up ring write test") {
+        return;
+    }
+    bounded(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.img");
+        std::fs::write(&path, page(0xAA).repeat(4)).unwrap();
+        let b = folio::UringBackend::open(&path, folio::IoMode::Buffered).unwrap();
+        use folio::PageCacheBackend;
+        // A write queued on this thread's ring, then every io_uring_enter on it fails: the
+        // kernel may or may not carry the write out, some day.
+        let mut frame = folio::FrameMut::alloc(PS).unwrap();
+        frame.as_mut_slice().fill(0x11);
+        let w = b.start_write_pages_local(0, vec![frame.freeze()]).unwrap();
+        b.break_batch_rings_for_tests().unwrap();
+        assert!(w.wait().is_err());
+        // Nothing may be written after it (it could land over it), and no sync may succeed.
+        let mut frame = folio::FrameMut::alloc(PS).unwrap();
+        frame.as_mut_slice().fill(0x22);
+        assert!(b
+            .write_pages(1, vec![frame.freeze()])
+            .and_then(|w| w.wait())
+            .is_err());
+        assert!(b.sync().is_err());
+        assert!(b.set_len(0).is_err());
+        // Reads still work.
+        let buf = folio::FrameMut::alloc(PS).unwrap();
+        b.read_pages(2, vec![buf]).unwrap().wait().unwrap();
+    });
+}
+
+#[test]
+fn will_need_hints_never_grow_the_readahead_queue_without_bound() {
+    let dev = Device::new(page(0xAA).repeat(4096));
+    let c = Arc::new(
+        PageCache::new(
+            dev.clone(),
+            CacheConfig::with_budget_pages(64)
+                .background_writeback(false)
+                .readahead_workers(1),
+        )
+        .unwrap(),
+    );
+    // The one worker is stuck in a read, so nothing leaves the queue while hints pour in.
+    let held = dev.hold(Call::Read, 0);
+    c.advise(0..PSU, folio::Advice::WillNeed).unwrap();
+    held.arrived();
+    for i in 0..1000u64 {
+        let at = (i % 64) * 64 * PSU;
+        c.advise(at..at + 64 * PSU, folio::Advice::WillNeed)
+            .unwrap();
+    }
+    let dropped = c.stats().readahead_dropped;
+    held.release();
+    // 1000 hints of 64 pages in 1 MiB runs: far more jobs than the bound holds.
+    assert!(
+        dropped > 500,
+        "the queue took {dropped} fewer jobs than asked: unbounded"
+    );
+}
+
+#[test]
+fn reading_the_last_page_while_the_file_grows_is_never_a_short_read() {
+    use folio::{FileBackend, FrameMut, IoMode, PageCacheBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grow.img");
+    std::fs::write(&path, [1u8; 100]).unwrap();
+    let b = Arc::new(FileBackend::open(&path, IoMode::Buffered).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let grower = spawn({
+        let (b, stop) = (b.clone(), stop.clone());
+        move || {
+            // Grows by a few bytes at a time for a bounded while.
+            let started = Instant::now();
+            let mut len = 100u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(2)
+            {
+                len += 7;
+                b.set_len(len).unwrap();
+            }
+        }
+    });
+    let mut reads = 0u64;
+    while !grower.is_finished() {
+        // The page the end of the file is in now: the one a concurrent append grows.
+        let tail = b.len() / PSU;
+        let frame = FrameMut::alloc(PS).unwrap();
+        if let Err(e) = b.read_pages(tail, vec![frame]).and_then(|w| w.wait()) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!("read {reads}: a read of a growing page failed: {e}");
+        }
+        reads += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    grower.join().unwrap();
+}

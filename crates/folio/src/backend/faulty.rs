@@ -429,7 +429,7 @@ fn read_all(backend: &dyn PageCacheBackend) -> Result<Vec<u8>> {
     const PAGES: usize = 64;
     let len = backend.len();
     let mut out = Vec::with_capacity(len as usize);
-    let region = Region::new(PAGE * PAGES, super::Commit::Lazy)?;
+    let region = Region::new(PAGE * PAGES, PAGE, super::Commit::Lazy)?;
     let mut idx = 0u64;
     while (out.len() as u64) < len {
         let frames = (0..PAGES)
@@ -483,7 +483,9 @@ impl PageCacheBackend for FaultyBackend {
                 .map(|(i, f)| {
                     let off = offset + (i * page_size) as u64;
                     let keep = len.saturating_sub(off).min(page_size as u64) as usize;
-                    (off, f.as_slice()[..keep].to_vec())
+                    let mut bytes = f.to_vec();
+                    bytes.truncate(keep);
+                    (off, bytes)
                 })
                 .collect()
         });

@@ -204,6 +204,9 @@ impl PageCacheBackend for FileBackend {
         let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
         self.check_direct(offset, page_size, frames.len())?;
         let wanted = page_size * frames.len();
+        // The length before the read: a file that grows meanwhile (an append) may give more,
+        // never less; one that shrinks (a truncation) may give less, checked below.
+        let len_before = self.len.load(Ordering::Acquire);
         let mut bufs: Vec<&mut [u8]> = frames.iter_mut().map(|f| f.as_mut_slice()).collect();
         let done = preadv_full(&self.file, &mut bufs, offset)
             .map_err(|e| Error::io(IoOp::Read, offset, e))?;
@@ -217,7 +220,7 @@ impl PageCacheBackend for FileBackend {
             }
             pos = end;
         }
-        let len = self.len.load(Ordering::Acquire);
+        let len = len_before.min(self.len.load(Ordering::Acquire));
         let expected = len.saturating_sub(offset).min(wanted as u64) as usize;
         if done < expected {
             // The file is shorter than we believe: someone truncated it behind our back.
@@ -247,7 +250,9 @@ impl PageCacheBackend for FileBackend {
                 break;
             }
             let n = left.min(page_size);
-            bufs.push(&f.as_slice()[..n]);
+            // SAFETY: the slices live until `pwritev` below returns, before this call completes
+            // the write: the cache keeps the frames under write-back until then.
+            bufs.push(unsafe { &f.as_slice()[..n] });
             left -= n;
         }
         let result = match (&self.tail_file, total % DIRECT_ALIGN) {

@@ -104,7 +104,7 @@ impl PageCacheBackend for MemoryBackend {
             }
             let n = ((len - start) as usize).min(page_size);
             let s = start as usize;
-            images.written[s..s + n].copy_from_slice(&frame.as_slice()[..n]);
+            frame.copy_to(&mut images.written[s..s + n]);
         }
         Ok(IoWaiter::ready(Ok(())))
     }

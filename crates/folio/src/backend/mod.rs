@@ -12,6 +12,24 @@
 //! and never drops a waiter without waiting for it. The memory behind a frame is reference
 //! counted, so it stays valid even if a waiter is leaked.
 //!
+//! # Ownership is checked, so the trait stays safe
+//! A backend could keep a frame after completing its I/O and touch it later, while the cache
+//! has handed the page to readers or to another I/O. Safe code cannot turn that into undefined
+//! behaviour here:
+//! - every [`FrameMut`] (which can write the frame) is counted while it exists; after a read
+//!   completes, the cache publishes a frame only if its count is back to zero. A frame whose
+//!   `FrameMut` did not come back (a backend that kept it, or an io_uring given up while the
+//!   kernel may still write it) is *quarantined*: never used again, counted in
+//!   [`Stats::quarantined_frames`](crate::Stats::quarantined_frames), logged;
+//! - a [`Frame`] gives safe code only copies of its bytes ([`Frame::copy_to`], a copy that
+//!   tolerates a concurrent writer, as the cache's optimistic reads do); a borrowed slice
+//!   ([`Frame::as_slice`]) is `unsafe`, for backends that hand it to the kernel or to a system
+//!   call that returns before the I/O completes.
+//!
+//! A backend that keeps a `Frame` can still read bytes the cache has since changed: that is a
+//! broken backend, whose late writes the cache cannot undo (the io_uring backend that gives up a
+//! ring with writes in it fails every later write for that reason).
+//!
 //! One file per backend: [`memory`](mod@memory) (tests and examples), [`file`](mod@file) (regular
 //! files and block devices through positional I/O), [`uring`] (the same through io_uring, with many
 //! I/Os in flight), [`faulty`](mod@faulty) (fault injection and power-cut simulation around any
@@ -23,7 +41,7 @@ pub mod memory;
 pub mod uring;
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -93,9 +111,13 @@ pub enum Commit {
 ///
 /// The cache allocates one of these up front for its whole budget (no allocation on the I/O
 /// path); [`FrameMut::alloc`] makes a one-frame region for callers that use a backend directly.
+/// It is cut into slots of one frame each; per slot it counts the [`FrameMut`]s alive, so the
+/// cache can tell that every writable handle it lent came back (see the module docs).
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    slot_shift: u32,
+    lent: Box<[AtomicU32]>,
 }
 
 // SAFETY: `Region` is an owned heap allocation; access to its bytes is coordinated by the frame
@@ -106,9 +128,11 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Maps `len` bytes of anonymous memory: zeroed, aligned to the system page (at least
-    /// [`FRAME_ALIGN`]), committed as `commit` says.
-    pub(crate) fn new(len: usize, commit: Commit) -> Result<Arc<Region>> {
+    /// [`FRAME_ALIGN`]), committed as `commit` says, in slots of `slot` bytes (a power of two).
+    pub(crate) fn new(len: usize, slot: usize, commit: Commit) -> Result<Arc<Region>> {
         let len = len.max(1);
+        debug_assert!(slot.is_power_of_two());
+        let slots = len.div_ceil(slot);
         // SAFETY: a fresh private anonymous mapping at an address of the kernel's choosing
         // aliases nothing.
         let ptr = unsafe {
@@ -134,7 +158,12 @@ impl Region {
                 rustix::mm::madvise(ptr.as_ptr().cast(), len, rustix::mm::Advice::LinuxHugepage)
             };
         }
-        let region = Arc::new(Region { ptr, len });
+        let region = Arc::new(Region {
+            ptr,
+            len,
+            slot_shift: slot.trailing_zeros(),
+            lent: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+        });
         if commit == Commit::UpFront {
             region.populate()?;
         }
@@ -179,6 +208,16 @@ impl Region {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// [`FrameMut`]s alive in slot `slot` (the frame at `slot << slot_shift`).
+    pub(crate) fn lent(&self, slot: usize) -> u32 {
+        // Acquire: whatever the last handle's owner wrote happens before our use of the bytes.
+        self.lent[slot].load(Ordering::Acquire)
+    }
+
+    fn lend(&self, offset: usize) -> &AtomicU32 {
+        &self.lent[offset >> self.slot_shift]
+    }
 }
 
 impl Drop for Region {
@@ -193,7 +232,9 @@ impl Drop for Region {
 
 /// A page buffer lent to a backend *read*: the backend fills it.
 ///
-/// Whoever holds a `FrameMut` has exclusive access to its bytes until it is dropped.
+/// Whoever holds a `FrameMut` has exclusive access to its bytes until it is dropped, and must
+/// drop it before completing the read: the cache never uses a frame whose `FrameMut` is still
+/// alive (see the module docs).
 pub struct FrameMut {
     ptr: NonNull<u8>,
     len: usize,
@@ -225,7 +266,7 @@ impl FrameMut {
     /// Allocates a standalone zeroed, [`FRAME_ALIGN`]-aligned buffer of `len` bytes, for using a
     /// backend directly.
     pub fn alloc(len: usize) -> Result<FrameMut> {
-        let region = Region::new(len, Commit::Lazy)?;
+        let region = Region::new(len, len.max(1).next_power_of_two(), Commit::Lazy)?;
         // SAFETY: the region is new and this is the only handle to it.
         Ok(unsafe { FrameMut::from_region(&region, 0, len) })
     }
@@ -237,6 +278,7 @@ impl FrameMut {
     /// reference or handle may access those bytes.
     pub(crate) unsafe fn from_region(region: &Arc<Region>, offset: usize, len: usize) -> FrameMut {
         debug_assert!(offset + len <= region.len());
+        region.lend(offset).fetch_add(1, Ordering::AcqRel);
         FrameMut {
             // SAFETY: in bounds per the caller's contract; the base pointer is non-null.
             ptr: unsafe { NonNull::new_unchecked(region.base().add(offset)) },
@@ -274,10 +316,14 @@ impl FrameMut {
 
     /// Gives up write access: the same bytes as a [`Frame`].
     pub fn freeze(self) -> Frame {
+        let this = std::mem::ManuallyDrop::new(self);
+        let offset = this.ptr.as_ptr() as usize - this._region.base() as usize;
+        this._region.lend(offset).fetch_sub(1, Ordering::AcqRel);
         Frame {
-            ptr: self.ptr,
-            len: self.len,
-            _region: self._region,
+            ptr: this.ptr,
+            len: this.len,
+            // SAFETY: `this` is never dropped, so its region handle is moved out exactly once.
+            _region: unsafe { std::ptr::read(&this._region) },
         }
     }
 }
@@ -307,15 +353,46 @@ impl Frame {
         self.len == 0
     }
 
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `len` valid bytes that nobody writes while `self` lives (type invariant).
+    /// The bytes, borrowed.
+    ///
+    /// # Safety
+    /// The borrow must end before the I/O this frame was lent to completes (before the
+    /// backend completes its waiter): after that the cache may change the bytes. A system call
+    /// made and returned before completing (as `pwritev` in [`FileBackend`]) qualifies.
+    /// [`copy_to`](Self::copy_to) is the safe way to get the bytes.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` valid bytes, which nobody writes until the I/O completes (the cache
+        // holds the page under write-back), and the caller ends the borrow before that.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Copies the bytes into `dst` (`dst.len()` of them, at most [`len`](Self::len)). Safe
+    /// even from a backend that kept the frame past its I/O: the copy tolerates a concurrent
+    /// writer (it may then see a mix of old and new bytes, never undefined behaviour).
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        let n = dst.len().min(self.len);
+        // SAFETY: `self.ptr .. + len` stays mapped while `self` lives (it holds the region).
+        unsafe { crate::page::copy_racy_any(self.ptr.as_ptr(), &mut dst[..n]) };
+    }
+
+    /// The bytes, copied (see [`copy_to`](Self::copy_to)).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        self.copy_to(&mut v);
+        v
     }
 
     /// Raw pointer for kernel I/O (io_uring). The pointer is valid while `self` lives.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
+    }
+}
+
+impl Drop for FrameMut {
+    fn drop(&mut self) {
+        let offset = self.ptr.as_ptr() as usize - self._region.base() as usize;
+        // Release: our writes to the bytes happen before the cache sees the count drop.
+        self._region.lend(offset).fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -719,6 +796,31 @@ mod tests {
                 c.complete(Ok(()));
             }
         }
+    }
+
+    // The model-checking build's racy copy yields to shuttle, which needs a shuttle test.
+    #[cfg(not(folio_model))]
+    #[test]
+    fn a_region_counts_the_writable_handles_lent_out_of_each_slot() {
+        let region = Region::new(4 * 512, 512, Commit::Lazy).unwrap();
+        // SAFETY: disjoint slots of a region only this test uses.
+        let (a, b) = unsafe {
+            (
+                FrameMut::from_region(&region, 0, 512),
+                FrameMut::from_region(&region, 3 * 512, 512),
+            )
+        };
+        assert_eq!((region.lent(0), region.lent(3)), (1, 1));
+        drop(a);
+        assert_eq!(region.lent(0), 0);
+        // A frozen handle cannot write: it no longer counts.
+        let frozen = b.freeze();
+        assert_eq!(region.lent(3), 0);
+        assert_eq!(frozen.to_vec(), vec![0u8; 512]);
+        // SAFETY: as above.
+        let kept = unsafe { FrameMut::from_region(&region, 512, 512) };
+        std::mem::forget(kept);
+        assert_eq!(region.lent(1), 1, "a leaked handle stays lent for good");
     }
 
     #[test]

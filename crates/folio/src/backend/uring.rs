@@ -65,6 +65,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -196,6 +197,11 @@ struct Inner {
     slot_freed: Condvar,
     /// Written to wake the ring thread (it always has a read of it in flight).
     wake_fd: std::os::fd::OwnedFd,
+    /// A ring was given up with writes in it: the kernel may still carry them out, late, over
+    /// anything written since. From then on every write, sync and length change fails, so no
+    /// newer data can be overwritten by them and no sync can claim the file is durable; the
+    /// cache keeps the pages dirty. Reopening the file is the way back.
+    writes_lost: AtomicBool,
 }
 
 /// A file or block device driven through io_uring. See the [module docs](self).
@@ -460,14 +466,19 @@ impl BatchRing {
             "giving up an io_uring that keeps failing"
         );
         st.broken = true;
-        fail_and_leak(&mut st.ops);
+        fail_and_leak(&self.inner, &mut st.ops);
         st.in_flight = 0;
     }
 }
 
 /// Fails every op of a ring being given up and leaks its buffers: the kernel may still own them.
-fn fail_and_leak(ops: &mut [Option<Op>]) {
+/// The cache sees the read buffers never came back and quarantines their frames; a write that
+/// may still land fails every later write of the backend (`Inner::writes_lost`).
+fn fail_and_leak(inner: &Inner, ops: &mut [Option<Op>]) {
     for op in ops.iter_mut().filter_map(Option::take) {
+        if matches!(op.buffers, Buffers::Write(_)) {
+            inner.writes_lost.store(true, Ordering::Release);
+        }
         let Op {
             buffers,
             _iovecs,
@@ -521,7 +532,7 @@ impl Drop for BatchRing {
                     ops = st.in_flight,
                     "an io_uring dropped off its thread with ops in flight; leaking their buffers"
                 );
-                fail_and_leak(&mut st.ops);
+                fail_and_leak(&self.inner, &mut st.ops);
                 st.in_flight = 0;
             }
             return;
@@ -589,6 +600,7 @@ impl UringBackend {
             table: Mutex::new(Table::default()),
             slot_freed: Condvar::new(),
             wake_fd,
+            writes_lost: AtomicBool::new(false),
         });
         // The ring is created on, owned by and only used from its thread (single issuer).
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -748,6 +760,7 @@ impl UringBackend {
         frames: Vec<Frame>,
         waiter: impl FnOnce(IoOp, u64) -> (IoWaiter, IoCompleter),
     ) -> Result<Prepared> {
+        self.inner.writes_usable(IoOp::Write)?;
         let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
         let inner = &*self.inner;
         inner.file.check_direct(offset, page_size, frames.len())?;
@@ -853,6 +866,21 @@ fn transient(e: &std::io::Error) -> bool {
 }
 
 impl Inner {
+    /// `Err` once a given-up ring may still carry out writes (see `writes_lost`).
+    fn writes_usable(&self, op: IoOp) -> Result<()> {
+        if self.writes_lost.load(Ordering::Acquire) {
+            return Err(Error::io(
+                op,
+                0,
+                std::io::Error::other(
+                    "an io_uring was given up with writes in flight that may still land; \
+                     reopen the file",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn wake(&self) {
         let one = 1u64.to_ne_bytes();
         // SAFETY: writes 8 bytes from a live local buffer to our eventfd.
@@ -1038,7 +1066,7 @@ impl Inner {
         );
         t.broken = true;
         t.queued.clear();
-        fail_and_leak(&mut t.ops);
+        fail_and_leak(self, &mut t.ops);
         t.in_flight = 0;
         self.slot_freed.notify_all();
     }
@@ -1152,7 +1180,9 @@ fn sub_slices(frames: &[Frame], from: usize, to: usize) -> Vec<&[u8]> {
         }
         let a = from.max(start) - start;
         let b = to.min(end) - start;
-        out.push(&f.as_slice()[a..b]);
+        // SAFETY: the slices serve a write the caller makes and finishes before it completes
+        // the op: the cache keeps these frames under write-back until then.
+        out.push(unsafe { &f.as_slice()[a..b] });
     }
     out
 }
@@ -1228,14 +1258,17 @@ impl PageCacheBackend for UringBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
+        self.inner.writes_usable(IoOp::Resize)?;
         self.inner.file.set_len(len)
     }
 
     fn sync(&self) -> Result<()> {
+        self.inner.writes_usable(IoOp::Sync)?;
         self.inner.file.sync()
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.inner.writes_usable(IoOp::Zero)?;
         self.inner.file.write_zeroes(offset, len)
     }
 

@@ -255,7 +255,27 @@ impl Engine {
             waiter,
         } = loading;
         let n = frames.len();
-        let result = waiter.and_then(|w| w.wait());
+        let mut result = waiter.and_then(|w| w.wait());
+        // Every writable handle lent to the read must have come back: a frame the backend may
+        // still write into is never published nor reused.
+        let kept = if fill == Fill::Read {
+            frames
+                .iter()
+                .filter(|&&f| self.region.lent(f as usize) != 0)
+                .count()
+        } else {
+            0
+        };
+        if kept > 0 {
+            result = Err(Error::io(
+                crate::error::IoOp::Read,
+                p << self.page_shift,
+                std::io::Error::other(format!(
+                    "the backend kept {kept} read buffer(s) after completing the read; \
+                     their frames are quarantined"
+                )),
+            ));
+        }
         if fill == Fill::Read && result.is_ok() {
             self.counters
                 .add(Counter::BytesRead, (n * self.page_size) as u64);
@@ -280,11 +300,34 @@ impl Engine {
                 for (i, &f) in frames.iter().enumerate() {
                     self.index.remove(&mut g, p + i as u64, f, &self.frames);
                     self.policy.on_remove(f);
-                    self.push_free(f);
+                    if self.region.lent(f as usize) == 0 {
+                        self.push_free(f);
+                    } else {
+                        self.quarantine(f);
+                    }
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Takes frame `f` (held `EXCLUSIVE`, out of the index) out of use for good: a backend may
+    /// still write into it. It stays held `EXCLUSIVE` and `FREE`, so nothing can take it
+    /// (`take_free` needs it unheld, `claim` needs it valid), and is counted and logged. The
+    /// list is bounded by the number of frames.
+    pub(crate) fn quarantine(&self, f: FrameId) {
+        let meta = &self.frames[f as usize];
+        meta.clear_tag();
+        meta.set_owned_state(EXCLUSIVE | FREE);
+        let mut q = self.quarantined.lock();
+        debug_assert!(!q.contains(&f) && q.len() < self.frames.len());
+        q.push(f);
+        tracing::error!(
+            frame = f,
+            quarantined = q.len(),
+            frames = self.frames.len(),
+            "a backend kept a read buffer after completing its read; the frame is quarantined"
+        );
     }
 
     /// Loads the absent pages from `p` on (at most `run`, stopping at the first resident one) as

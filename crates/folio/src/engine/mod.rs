@@ -217,6 +217,8 @@ pub(crate) struct Engine {
     /// The first failed backend sync: from then on no sync may return Ok, since the writes it
     /// should have made durable may be lost (Linux marks such pages clean; "fsyncgate").
     pub(crate) durability_lost: Mutex<Option<Error>>,
+    /// Frames out of use for good (see [`Engine::quarantine`]); at most every frame.
+    pub(crate) quarantined: Mutex<Vec<FrameId>>,
     pub(crate) counters: Counters,
     pub(crate) dirty_pages: AtomicU64,
     pub(crate) max_io_pages: usize,
@@ -262,7 +264,7 @@ impl Engine {
         let region_len = frames.checked_mul(page_size).ok_or_else(|| {
             Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
         })?;
-        let region = Region::new(region_len, config.commit)?;
+        let region = Region::new(region_len, page_size, config.commit)?;
         let max_io_pages = (config.max_io_bytes / page_size)
             .clamp(1, backend.max_io_pages().max(1))
             .min(frames);
@@ -289,6 +291,7 @@ impl Engine {
             errseq: ErrSeq::default(),
             cursor: Cursor::at(0),
             durability_lost: Mutex::new(None),
+            quarantined: Mutex::new(Vec::new()),
             counters: Counters::default(),
             dirty_pages: AtomicU64::new(0),
             max_io_pages,
@@ -546,7 +549,7 @@ impl Engine {
 
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
-        let free = self.free.lock().len();
+        let free = self.free.lock().len() + self.quarantined.lock().len();
         let mut st = Stats {
             hits: c.get(Counter::Hits),
             misses: c.get(Counter::Misses),
@@ -563,6 +566,8 @@ impl Engine {
             dirty_pages: self.dirty_now(),
             resident_pages: (self.frames.len() - free) as u64,
             capacity_pages: self.frames.len() as u64,
+            quarantined_frames: self.quarantined.lock().len() as u64,
+            readahead_dropped: self.readahead.dropped(),
             ..Stats::default()
         };
         self.wb.fill_stats(&mut st);

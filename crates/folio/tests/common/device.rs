@@ -58,6 +58,9 @@ struct State {
     holds: Vec<(Call, u64, bool, bool)>,
     /// Calls of each kind to fail: numbers of the calls.
     fail: Vec<(Call, u64)>,
+    /// Reads whose buffers the device keeps after completing them (a broken backend).
+    keep: Vec<u64>,
+    kept: Vec<FrameMut>,
     /// What landed since the last sync, in order: a good sync applies it to `durable`, a failed
     /// one forgets it.
     log: Vec<Landed>,
@@ -116,6 +119,23 @@ impl Device {
         let mut st = self.state.lock();
         let at = st.calls[kind.slot()] + nth;
         st.fail.push((kind, at));
+    }
+
+    /// Makes the `nth` read from now on keep its buffers after completing (a broken backend):
+    /// [`scribble`](Self::scribble) then writes into them, as a late device write would.
+    pub fn keep_buffers(&self, nth: u64) {
+        let mut st = self.state.lock();
+        let at = st.calls[Call::Read.slot()] + nth;
+        st.keep.push(at);
+    }
+
+    /// Writes `byte` over every buffer the device kept; returns how many.
+    pub fn scribble(&self, byte: u8) -> usize {
+        let mut st = self.state.lock();
+        for f in st.kept.iter_mut() {
+            f.as_mut_slice().fill(byte);
+        }
+        st.kept.len()
     }
 
     /// What reads of the device see now.
@@ -191,10 +211,11 @@ impl PageCacheBackend for Device {
     fn read_pages(&self, idx: u64, mut frames: Vec<FrameMut>) -> Result<IoWaiter> {
         let ps = frames.first().map_or(0, |f| f.len());
         let offset = idx * ps as u64;
+        let n = self.calls(Call::Read);
         if self.enter(Call::Read) {
             return Err(Device::failure(Call::Read, offset));
         }
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         for (i, frame) in frames.iter_mut().enumerate() {
             let start = offset as usize + i * ps;
             let buf = frame.as_mut_slice();
@@ -203,6 +224,9 @@ impl PageCacheBackend for Device {
                 let n = (st.written.len() - start).min(ps);
                 buf[..n].copy_from_slice(&st.written[start..start + n]);
             }
+        }
+        if st.keep.contains(&n) {
+            st.kept.extend(frames);
         }
         Ok(IoWaiter::ready(Ok(())))
     }
@@ -214,7 +238,7 @@ impl PageCacheBackend for Device {
         let len = self.state.lock().written.len();
         let mut bytes = Vec::new();
         for f in &frames {
-            bytes.extend_from_slice(f.as_slice());
+            bytes.extend_from_slice(&f.to_vec());
         }
         bytes.truncate(len.saturating_sub(offset));
         drop(frames);
