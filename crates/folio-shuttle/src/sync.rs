@@ -1,9 +1,17 @@
-//! The shuttle build of `crates/folio/src/sync.rs`: the same names over shuttle's primitives.
+//! The shuttle build of `crates/folio/src/sync.rs`: the same names over shuttle's primitives,
+//! and a logical clock.
+//!
+//! Time: shuttle does not model it, so `Instant` here is a logical clock that only waits move:
+//! `sleep(d)` advances it by `d`, a condvar wait with a deadline advances it to the deadline and
+//! times out. Nothing ever waits for time itself, so no schedule can hang on a timeout, and a
+//! background thread's periodic work (the flusher) happens as often as the scheduler runs it.
 
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Duration;
 
 pub(crate) use shuttle::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 pub(crate) use shuttle::sync::MutexGuard;
+pub(crate) use shuttle::thread::JoinHandle;
 
 /// `parking_lot::Mutex`'s interface (no poisoning) over shuttle's mutex.
 #[derive(Default)]
@@ -25,6 +33,99 @@ impl<T> std::fmt::Debug for Mutex<T> {
     }
 }
 
+/// `parking_lot::RwLock`'s interface over shuttle's.
+#[derive(Default)]
+pub(crate) struct RwLock<T>(shuttle::sync::RwLock<T>);
+
+impl<T> RwLock<T> {
+    pub(crate) fn new(value: T) -> RwLock<T> {
+        RwLock(shuttle::sync::RwLock::new(value))
+    }
+
+    pub(crate) fn read(&self) -> shuttle::sync::RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> shuttle::sync::RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The logical clock, in nanoseconds. Shared by every execution of a test (only differences
+/// matter), and a plain atomic: changing it is not a scheduling point.
+static CLOCK_NS: StdAtomicU64 = StdAtomicU64::new(0);
+
+fn advance_to(ns: u64) {
+    CLOCK_NS.fetch_max(ns, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A point of the logical clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Instant(u64);
+
+impl Instant {
+    pub(crate) fn now() -> Instant {
+        Instant(CLOCK_NS.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        Instant::now().duration_since(*self)
+    }
+
+    pub(crate) fn duration_since(&self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        Instant(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+}
+
+/// A condition variable over [`Mutex`]: waits without a deadline are shuttle's; waits with one
+/// advance the logical clock to it and time out after a scheduling point (see the module docs).
+#[derive(Default)]
+pub(crate) struct Condvar(shuttle::sync::Condvar);
+
+impl std::fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Condvar")
+    }
+}
+
+impl Condvar {
+    pub(crate) fn new() -> Condvar {
+        Condvar(shuttle::sync::Condvar::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+    ) -> (MutexGuard<'a, T>, bool) {
+        advance_to(deadline.0);
+        shuttle::thread::yield_now();
+        (guard, true)
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
 /// Waiting is a yield to the scheduler: if `validate()` (which publishes the waiter, as in the
 /// real build) says the caller must wait, another thread runs first. Callers re-check their
 /// condition in a loop, exactly as after the real build's bounded park. This models every
@@ -43,6 +144,28 @@ pub(crate) fn yield_now() {
     shuttle::thread::yield_now();
 }
 
-pub(crate) fn sleep(_d: Duration) {
+pub(crate) fn sleep(d: Duration) {
+    advance_to((Instant::now() + d).0);
     shuttle::thread::yield_now();
+}
+
+pub(crate) fn spawn<T: Send + 'static>(
+    _name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    Ok(shuttle::thread::spawn(f))
+}
+
+pub(crate) use shuttle::thread::scope;
+
+pub(crate) fn spawn_scoped<'scope, T: Send + 'scope>(
+    scope: &'scope shuttle::thread::Scope<'scope, '_>,
+    _name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::io::Result<shuttle::thread::ScopedJoinHandle<'scope, T>> {
+    Ok(scope.spawn(f))
+}
+
+pub(crate) fn is_current<T>(h: &JoinHandle<T>) -> bool {
+    h.thread().id() == shuttle::thread::current().id()
 }

@@ -42,9 +42,8 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use crate::sync::{Condvar, JoinHandle, Mutex, RwLock};
 
 /// What the readahead workers drive: the engine, seen from below (so this module never names it).
 pub(crate) trait Prefetcher: Send + Sync {
@@ -497,9 +496,7 @@ impl Readahead {
         for i in 0..self.workers.max(1) {
             let queue = queue.clone();
             let cache = self.cache.clone();
-            let spawned = std::thread::Builder::new()
-                .name("folio-readahead".into())
-                .spawn(move || worker(queue, cache));
+            let spawned = crate::sync::spawn("folio-readahead", move || worker(queue, cache));
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -547,7 +544,7 @@ fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<dyn Prefetcher>) {
                 if let Some(j) = g.jobs.pop_front() {
                     break j;
                 }
-                cv.wait(&mut g);
+                g = cv.wait(g);
             }
         };
         let Some(cache) = cache.upgrade() else {
@@ -563,7 +560,8 @@ fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<dyn Prefetcher>) {
     }
 }
 
-#[cfg(test)]
+// The model-checking build's primitives need a shuttle test: these run on std's only.
+#[cfg(all(test, not(folio_model)))]
 mod tests {
     use super::*;
 

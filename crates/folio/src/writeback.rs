@@ -55,14 +55,12 @@
 //! reported to it too (Linux's `errseq_sample`). The failed pages stay dirty and are retried.
 //! `Drop` cannot return errors: it logs with `tracing::error!` what it could not write.
 
-use std::sync::atomic::{AtomicBool, AtomicU32};
-
 use crate::sync::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{AtomicBool, Condvar, Instant, JoinHandle, Mutex};
+use std::sync::atomic::AtomicU32;
 
 use crate::error::{Error, Result};
 use crate::policy::FrameId;
@@ -259,7 +257,7 @@ impl Writeback {
         self.ctl.wake.notify_all();
         self.ctl.progress.notify_all();
         if let Some(t) = self.thread.lock().take() {
-            if t.thread().id() != std::thread::current().id() && t.join().is_err() {
+            if !crate::sync::is_current(&t) && t.join().is_err() {
                 tracing::error!("the folio flusher thread panicked");
             }
         }
@@ -281,13 +279,10 @@ pub(crate) fn start(wb: &Writeback, weak: Weak<dyn FlushTarget>) -> Result<()> {
     }
     let ctl = wb.ctl.clone();
     ctl.running.store(true, Ordering::Release);
-    let t = std::thread::Builder::new()
-        .name("folio-flusher".into())
-        .spawn(move || flusher(weak, ctl))
-        .map_err(|e| {
-            wb.ctl.running.store(false, Ordering::Release);
-            Error::InvalidConfig(format!("cannot start the flusher thread: {e}"))
-        })?;
+    let t = crate::sync::spawn("folio-flusher", move || flusher(weak, ctl)).map_err(|e| {
+        wb.ctl.running.store(false, Ordering::Release);
+        Error::InvalidConfig(format!("cannot start the flusher thread: {e}"))
+    })?;
     *wb.thread.lock() = Some(t);
     Ok(())
 }
@@ -304,7 +299,9 @@ fn flusher(weak: Weak<dyn FlushTarget>, ctl: Arc<Ctl>) {
             let mut st = ctl.state.lock();
             // A kick cuts the wait short, except while backing off after failures.
             while !(st.stop || (st.kicked && backoff.is_none())) {
-                if ctl.wake.wait_until(&mut st, deadline).timed_out() {
+                let (guard, timed_out) = ctl.wake.wait_until(st, deadline);
+                st = guard;
+                if timed_out {
                     break;
                 }
             }

@@ -44,7 +44,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::error::{Error, IoOp, Result};
 
@@ -513,7 +513,7 @@ impl IoWaiter {
             WaiterInner::Pending(c) => {
                 let mut guard = c.result.lock();
                 while guard.is_none() {
-                    c.done.wait(&mut guard);
+                    guard = c.done.wait(guard);
                 }
                 true
             }
@@ -536,7 +536,7 @@ impl IoWaiter {
                     if let Some(r) = guard.take() {
                         return r;
                     }
-                    c.done.wait(&mut guard);
+                    guard = c.done.wait(guard);
                 }
             }
             WaiterInner::Driven(c, driver) => loop {
@@ -777,7 +777,8 @@ pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result
     Ok((page_size, offset))
 }
 
-#[cfg(test)]
+// The model-checking build's primitives need a shuttle test: these run on std's only.
+#[cfg(all(test, not(folio_model)))]
 mod tests {
     use super::*;
 

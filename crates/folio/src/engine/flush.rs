@@ -1,8 +1,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::time::Instant;
 
-use crate::sync::Ordering;
+use crate::sync::{Instant, Ordering};
 
 use super::{take_completed, Check, Cursor, Engine, SubmittedRun};
 use crate::backend::{Frame, IoWaiter};
@@ -282,13 +281,13 @@ impl Engine {
         }
         let mut chunks = cuts.into_iter();
         let first = chunks.next().unwrap_or(&[]);
-        std::thread::scope(|scope| {
+        crate::sync::scope(|scope| {
             let mut helpers = Vec::with_capacity(threads);
             let mut result = Ok(());
             for chunk in chunks {
-                let spawned = std::thread::Builder::new()
-                    .name("folio-writeback".into())
-                    .spawn_scoped(scope, move || self.flush_list(chunk, wait));
+                let spawned = crate::sync::spawn_scoped(scope, "folio-writeback", move || {
+                    self.flush_list(chunk, wait)
+                });
                 match spawned {
                     Ok(h) => helpers.push(h),
                     // No thread to be had: write this slice here.
@@ -343,13 +342,15 @@ impl Engine {
                 break;
             }
             wb.kick();
-            let mut st = wb.ctl.state.lock();
+            let st = wb.ctl.state.lock();
             if st.stop {
                 break;
             }
-            wb.ctl
-                .progress
-                .wait_until(&mut st, (now + THROTTLE_SLICE).min(deadline));
+            drop(
+                wb.ctl
+                    .progress
+                    .wait_until(st, (now + THROTTLE_SLICE).min(deadline)),
+            );
         }
         wb.throttled_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
