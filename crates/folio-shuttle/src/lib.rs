@@ -53,3 +53,5 @@ pub use policy::{EvictionPolicy, PolicyKind};
 
 #[cfg(test)]
 mod models;
+#[cfg(test)]
+mod range_models;

@@ -1,10 +1,13 @@
 //! The shuttle build of `crates/folio/src/sync.rs`: the same names over shuttle's primitives,
 //! and a logical clock.
 //!
-//! Time: shuttle does not model it, so `Instant` here is a logical clock that only waits move:
-//! `sleep(d)` advances it by `d`, a condvar wait with a deadline advances it to the deadline and
-//! times out. Nothing ever waits for time itself, so no schedule can hang on a timeout, and a
-//! background thread's periodic work (the flusher) happens as often as the scheduler runs it.
+//! Time: shuttle does not model it, so `Instant` here is a logical clock that only sleeps move
+//! (`sleep(d)` advances it by `d` and yields), and a condvar wait with a deadline is a wait for
+//! a notification alone. Every such wait in the cache has a notifier: the flusher is kicked by
+//! writers past the background threshold and stopped when the cache closes. So the models run
+//! the flusher on kicks (not on its interval), and no schedule spins on a timeout that never
+//! comes. Dirty throttling is the exception: a throttled writer re-checks in 10 ms slices and
+//! may miss the flusher's wake-up between two, so models turn it off (`throttle_max_wait(0)`).
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Duration;
@@ -87,8 +90,8 @@ impl std::ops::Add<Duration> for Instant {
     }
 }
 
-/// A condition variable over [`Mutex`]: waits without a deadline are shuttle's; waits with one
-/// advance the logical clock to it and time out after a scheduling point (see the module docs).
+/// A condition variable over [`Mutex`]; a wait with a deadline waits for a notification only
+/// (see the module docs).
 #[derive(Default)]
 pub(crate) struct Condvar(shuttle::sync::Condvar);
 
@@ -110,11 +113,9 @@ impl Condvar {
     pub(crate) fn wait_until<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
-        deadline: Instant,
+        _deadline: Instant,
     ) -> (MutexGuard<'a, T>, bool) {
-        advance_to(deadline.0);
-        shuttle::thread::yield_now();
-        (guard, true)
+        (self.wait(guard), false)
     }
 
     pub(crate) fn notify_one(&self) {

@@ -111,6 +111,17 @@ impl PageIndex {
         unsafe { self.slots.get_unchecked(i) }
     }
 
+    /// Every `(slot value's frame)` in the table, for the invariant checker (the caller holds the
+    /// writer lock, so nothing moves).
+    pub(crate) fn frames_indexed(&self, _guard: &IndexGuard<'_>) -> Vec<FrameId> {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .filter(|&v| v != 0)
+            .map(|v| ((v & 0xFFFF_FFFF) - 1) as FrameId)
+            .collect()
+    }
+
     /// Lock-free lookup; may return a false negative during a concurrent removal.
     #[inline]
     pub(crate) fn lookup(&self, key: u64, frames: &[FrameMeta]) -> Option<FrameId> {

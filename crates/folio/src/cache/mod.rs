@@ -458,6 +458,18 @@ impl PageCache {
         self.engine.stats()
     }
 
+    /// Checks the cache's invariants (for tests; see docs/design.md): every frame is free (and
+    /// on the free list), quarantined, or valid and indexed under its page and known to the
+    /// policy; nothing is loading, under write-back or held; the dirty counter counts the dirty
+    /// frames; cached bytes past the end of the file are zero. Call it when none of your own
+    /// operations is running and no guard or pin is alive: it waits for a flusher round or
+    /// readahead job in progress, and holds new ones back while it looks. Returns the
+    /// violations found.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.engine
+            .check_invariants(crate::engine::Held { holds: false })
+    }
+
     /// The state of page `idx` if it is resident (for tests and debugging).
     pub fn page_state(&self, idx: u64) -> Option<PageState> {
         let s = &*self.engine;

@@ -34,8 +34,10 @@ mod flush;
 mod io;
 mod load;
 mod range;
+mod verify;
 
 pub(crate) use errseq::{Check, Cursor, ErrSeq};
+pub(crate) use verify::Held;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -219,6 +221,9 @@ pub(crate) struct Engine {
     pub(crate) durability_lost: Mutex<Option<Error>>,
     /// Frames out of use for good (see [`Engine::quarantine`]); at most every frame.
     pub(crate) quarantined: Mutex<Vec<FrameId>>,
+    /// Background work (a flusher round, a readahead job) holds this shared; the invariant
+    /// checker takes it exclusive to see the cache at rest. Contended by nothing else.
+    pub(crate) background: crate::sync::RwLock<()>,
     pub(crate) counters: Counters,
     pub(crate) dirty_pages: AtomicU64,
     pub(crate) max_io_pages: usize,
@@ -292,6 +297,7 @@ impl Engine {
             cursor: Cursor::at(0),
             durability_lost: Mutex::new(None),
             quarantined: Mutex::new(Vec::new()),
+            background: crate::sync::RwLock::new(()),
             counters: Counters::default(),
             dirty_pages: AtomicU64::new(0),
             max_io_pages,
@@ -311,6 +317,7 @@ impl crate::writeback::FlushTarget for Engine {
     }
 
     fn writeback_round(&self) -> bool {
+        let _busy = self.background.read();
         Engine::writeback_round(self)
     }
 }
@@ -321,6 +328,7 @@ impl crate::readahead::Prefetcher for Engine {
     }
 
     fn prefetch(&self, p: u64, run: usize, mark: bool) -> Result<()> {
+        let _busy = self.background.read();
         Engine::prefetch(self, p, run, mark)
     }
 }

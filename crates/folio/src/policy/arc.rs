@@ -24,7 +24,7 @@
 //! table). ARC is also encumbered by an IBM patent in some jurisdictions (US 6,996,676, expired
 //! 2024): check before shipping it elsewhere.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::ghost::{fingerprint, Ghost};
 use super::list::{Links, List, NIL};

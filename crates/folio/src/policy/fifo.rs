@@ -14,7 +14,7 @@
 //! are evicted on schedule, and a scan flushes the cache like LRU. It is a baseline and the
 //! building block of S3-FIFO, not a policy to deploy.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::list::{ResidentList, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};

@@ -16,7 +16,7 @@
 //! When not to use it: concurrent hit-heavy workloads (the lock), and any workload with scans
 //! or loops larger than the cache (a scan flushes the whole hot set; see the scan test).
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::list::{ResidentList, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};

@@ -66,7 +66,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::ghost::{fingerprint, Ghost};
 use super::queues::{ChunkPool, Queue};

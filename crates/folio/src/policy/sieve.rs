@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::list::{Links, List, NIL};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};

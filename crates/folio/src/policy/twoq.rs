@@ -22,7 +22,7 @@
 //! When not to use it: hit-heavy concurrent workloads (lock per hit), and workloads whose
 //! re-references come later than `A1in + A1out` can see (they are treated as new every time).
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::ghost::{fingerprint, Ghost};
 use super::list::{Links, List, NIL};
