@@ -55,3 +55,5 @@ pub use policy::{EvictionPolicy, PolicyKind};
 mod models;
 #[cfg(test)]
 mod range_models;
+#[cfg(test)]
+mod sim;

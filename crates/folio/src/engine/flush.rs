@@ -89,7 +89,23 @@ impl Engine {
                 in_flight.push_back(self.submit_run(&mut run));
                 continue;
             }
-            match self.settle(f, self.frames[f as usize].begin_writeback(key)) {
+            let mut begun = self.settle(f, self.frames[f as usize].begin_writeback(key));
+            if begun == Acquire::Acquired && self.fenced_after_writeback_began(key) {
+                // Its content may be from before a hole being punched under it: not now.
+                let (_, r) = self.frames[f as usize].end_writeback(false);
+                self.released(f, r);
+                if wait {
+                    in_flight.push_back(self.submit_run(&mut run));
+                    self.backend.unplug();
+                    for r in in_flight.drain(..) {
+                        note(self.complete_run(r));
+                    }
+                    self.fences.wait(key);
+                    continue;
+                }
+                begun = Acquire::Wait;
+            }
+            match begun {
                 Acquire::Acquired => {
                     self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
                     self.wb.in_flight_add(1);
@@ -121,6 +137,15 @@ impl Engine {
             note(self.complete_run(r));
         }
         first_failure
+    }
+
+    /// True if page `key`, whose write-back this thread has just begun (`WRITEBACK` set), is
+    /// fenced: the write-back must not go ahead. The full fence pairs with the one a fence's
+    /// owner issues between raising it and looking for write-backs in flight: one of the two
+    /// sees the other.
+    pub(crate) fn fenced_after_writeback_began(&self, key: u64) -> bool {
+        crate::sync::fence(Ordering::SeqCst);
+        self.fences.covers(key)
     }
 
     /// Starts writing one run of pages that this thread holds under write-back (they stay under
@@ -368,10 +393,16 @@ impl Engine {
         // This call's own write-back failures reach it through the error sequence, with
         // everyone else's since this cursor's last sync.
         let _ = self.flush_pages_parallel(self.pages_overlapping(range));
-        if self.durability_lost.lock().is_none() {
-            if let Err(e) = self.backend.sync() {
-                self.errseq.record(&e);
-                self.durability_lost.lock().get_or_insert(e);
+        {
+            // One backend sync at a time, its failure recorded before the next starts: a sync
+            // that succeeds right after another failed (which may have dropped the writes this
+            // one covers) must see that failure, not report Ok.
+            let _one = self.sync_lock.lock();
+            if self.durability_lost.lock().is_none() {
+                if let Err(e) = self.backend.sync() {
+                    self.errseq.record(&e);
+                    self.durability_lost.lock().get_or_insert(e);
+                }
             }
         }
         self.counters.add(crate::stats::Counter::Syncs, 1);

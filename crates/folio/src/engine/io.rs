@@ -128,7 +128,10 @@ impl Engine {
                         };
                         match begun {
                             Ok(Begun::Loading(loading)) => in_flight.push_back((loading, piece)),
-                            Ok(Begun::Present | Begun::NoFrame) => deferred.push(piece),
+                            // The blocking path waits for a fence.
+                            Ok(Begun::Present | Begun::NoFrame | Begun::Fenced) => {
+                                deferred.push(piece)
+                            }
                             Err(e) => {
                                 failed = Some(e);
                                 break 'reads;

@@ -64,23 +64,28 @@ impl Engine {
             // Under write-back while the write is in flight, so that range operations wait
             // for it as for any other write-back.
             meta.set_writeback_owned(true);
+            if self.fenced_after_writeback_began(key) {
+                // Not now: its bytes may be from before a hole being punched under it. Put it
+                // back and let the caller try another frame.
+                meta.set_writeback_owned(false);
+                self.readmit(f, key);
+                self.unlock_exclusive(f, false);
+                return Ok(None);
+            }
             self.wb.in_flight_add(1);
             let end = (key + 1) << self.page_shift;
             self.data_end.fetch_max(end, Ordering::AcqRel);
             let written = self.write_exclusive(key, f);
+            if let Err(e) = &written {
+                // Recorded while the page is still under write-back: a sync that waits for it
+                // sees the failure.
+                self.errseq.record(e);
+                self.counters.add(Counter::WritebackErrors, 1);
+            }
             meta.set_writeback_owned(false);
             self.wb.in_flight_add(-1);
             if let Err(e) = written {
-                self.errseq.record(&e);
-                self.counters.add(Counter::WritebackErrors, 1);
-                {
-                    // Re-admit the page, unless a discard orphaned it meanwhile (discard
-                    // forgets pages in the policy under the index lock too).
-                    let _g = self.index.lock();
-                    if kind(meta.state()) == VALID {
-                        self.policy.on_insert(f, key, Admission::Demand);
-                    }
-                }
+                self.readmit(f, key);
                 self.unlock_exclusive(f, false);
                 return Err(e);
             }
@@ -96,6 +101,16 @@ impl Engine {
         meta.set_tag(NO_PAGE);
         self.counters.add(Counter::Evictions, 1);
         Ok(Some(f))
+    }
+
+    /// Gives the policy back a victim that could not be evicted (held `EXCLUSIVE` by the
+    /// caller), unless a discard orphaned it meanwhile (discard forgets pages in the policy
+    /// under the index lock too).
+    fn readmit(&self, f: FrameId, key: u64) {
+        let _g = self.index.lock();
+        if kind(self.frames[f as usize].state()) == VALID {
+            self.policy.on_insert(f, key, Admission::Demand);
+        }
     }
 
     /// Writes back the page `key` in frame `f`, which the caller holds `EXCLUSIVE`.
@@ -124,6 +139,10 @@ impl Engine {
     pub(crate) fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded> {
         match self.begin_load(p, run, fill, demand, Submit::Now, FrameWait::Wait)? {
             Begun::Loading(loading) => self.finish_load(loading).map(Loaded::Exclusive),
+            Begun::Fenced => {
+                self.fences.wait(p);
+                Ok(Loaded::Present)
+            }
             Begun::Present | Begun::NoFrame => Ok(Loaded::Present),
         }
     }
@@ -185,7 +204,9 @@ impl Engine {
             }
             for (i, &f) in frames.iter().enumerate() {
                 let key = p + i as u64;
-                if self.index.lookup(key, &self.frames).is_some() {
+                // A fence is raised before its owner scans the index under this lock: a load
+                // either is in the index by then (and waited for), or sees the fence here.
+                if self.index.lookup(key, &self.frames).is_some() || self.fences.covers(key) {
                     break;
                 }
                 let meta = &self.frames[f as usize];
@@ -199,7 +220,11 @@ impl Engine {
             self.push_free(f);
         }
         if n == 0 {
-            return Ok(Begun::Present);
+            return Ok(if self.fences.covers(p) {
+                Begun::Fenced
+            } else {
+                Begun::Present
+            });
         }
         frames.truncate(n);
         for (i, &f) in frames.iter().enumerate() {
@@ -336,7 +361,10 @@ impl Engine {
     /// speculative pages, with one backend read: readahead and `WillNeed`, on a worker thread.
     /// With `mark`, page `p` carries the `READAHEAD` marker, set before anyone can see it valid.
     pub(crate) fn prefetch(&self, p: u64, run: usize, mark: bool) -> Result<()> {
-        if p >= self.npages() || self.index.lookup(p, &self.frames).is_some() {
+        if p >= self.npages()
+            || self.index.lookup(p, &self.frames).is_some()
+            || self.fences.covers(p)
+        {
             return Ok(());
         }
         if let Loaded::Exclusive(f) = self.load(p, run, Fill::Read, 0)? {

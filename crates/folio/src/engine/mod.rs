@@ -30,6 +30,7 @@
 //! so there is no lock-order cycle.
 
 mod errseq;
+mod fence;
 mod flush;
 mod io;
 mod load;
@@ -104,6 +105,8 @@ pub(crate) enum Begun {
     Present,
     /// No frame without waiting (only with [`FrameWait::NoWait`]).
     NoFrame,
+    /// Page `p` is fenced: wait for the fence (`Fences::wait`), then try again.
+    Fenced,
 }
 
 /// How [`Engine::begin_load`] hands its read to the backend.
@@ -219,11 +222,16 @@ pub(crate) struct Engine {
     /// The first failed backend sync: from then on no sync may return Ok, since the writes it
     /// should have made durable may be lost (Linux marks such pages clean; "fsyncgate").
     pub(crate) durability_lost: Mutex<Option<Error>>,
+    /// Held across a backend sync (and the recording of its failure): syncs of the backend
+    /// run one at a time. Nothing else takes it.
+    pub(crate) sync_lock: Mutex<()>,
     /// Frames out of use for good (see [`Engine::quarantine`]); at most every frame.
     pub(crate) quarantined: Mutex<Vec<FrameId>>,
     /// Background work (a flusher round, a readahead job) holds this shared; the invariant
     /// checker takes it exclusive to see the cache at rest. Contended by nothing else.
     pub(crate) background: crate::sync::RwLock<()>,
+    /// Page ranges no load may read and no write-back may write now (see `fence.rs`).
+    pub(crate) fences: fence::Fences,
     pub(crate) counters: Counters,
     pub(crate) dirty_pages: AtomicU64,
     pub(crate) max_io_pages: usize,
@@ -296,8 +304,10 @@ impl Engine {
             errseq: ErrSeq::default(),
             cursor: Cursor::at(0),
             durability_lost: Mutex::new(None),
+            sync_lock: Mutex::new(()),
             quarantined: Mutex::new(Vec::new()),
             background: crate::sync::RwLock::new(()),
+            fences: fence::Fences::default(),
             counters: Counters::default(),
             dirty_pages: AtomicU64::new(0),
             max_io_pages,

@@ -118,21 +118,48 @@ impl Engine {
         if first >= last {
             return self.zero_through_cache(range.start, end);
         }
-        // Write back what is dirty first (and wait out write-backs in flight): if the backend
-        // then fails, the range still reads as before.
-        self.flush_pages(first..last)?;
-        match self.backend.write_zeroes(first * ps, (last - first) * ps) {
-            Ok(()) => self.discard_pages(first..last),
-            Err(Error::Unsupported(_)) => self.zero_through_cache(first * ps, last * ps)?,
-            Err(e) => {
-                // The pages nobody holds go, so the cache shows what the backend holds (a
-                // partly punched hole, at worst); dirty ones (rewritten meanwhile) stay.
-                self.drop_clean(first..last);
-                return Err(e);
-            }
+        if !self.punch_hole(first..last)? {
+            self.zero_through_cache(first * ps, last * ps)?;
         }
         self.zero_through_cache(range.start, first * ps)?;
         self.zero_through_cache(last * ps, end)
+    }
+
+    /// Zeroes the whole pages `pages` in the backend and drops them from the cache; false if the
+    /// backend cannot (then nothing changed). The range is fenced meanwhile (see `fence.rs`):
+    /// no load reads it and no write-back writes it, and the write-backs already in flight
+    /// land before the hole is punched, so no byte from before can land after it. If the
+    /// backend fails, the cache is as it was (dirty pages keep their data) and the error is
+    /// returned.
+    fn punch_hole(&self, pages: Range<u64>) -> Result<bool> {
+        let ps = self.page_size as u64;
+        let _fence = self.fences.raise(pages.clone());
+        // A load checks the fences under the index lock: one that checked before the raise is
+        // in the index once we have had the lock.
+        drop(self.index.lock());
+        // Pairs with `fenced_after_writeback_began`: a write-back that began before the raise
+        // is seen under write-back below, one that begins after sees the fence.
+        crate::sync::fence(Ordering::SeqCst);
+        for (key, f) in self.resident(pages.clone(), |s| s & WRITEBACK != 0) {
+            let meta = &self.frames[f as usize];
+            let busy = |s: u64| meta.tag() == key && s & WRITEBACK != 0;
+            // Bounded by the write in flight (`wait_while` returns after a re-check interval).
+            while busy(meta.state()) {
+                meta.wait_while(busy);
+            }
+        }
+        match self
+            .backend
+            .write_zeroes(pages.start * ps, (pages.end - pages.start) * ps)
+        {
+            Ok(()) => {
+                // Loads in flight read from before the hole: drop them too, once loaded.
+                self.discard_pages(pages);
+                Ok(true)
+            }
+            Err(Error::Unsupported(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes zeros over `start..end` through the cache, never past the end of the file.

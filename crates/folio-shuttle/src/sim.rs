@@ -1,0 +1,834 @@
+//! The seeded simulation of the whole cache (issue 13; TigerBeetle's VOPR is the model).
+//!
+//! One seed fixes everything: the configuration (frames, I/O size, policy, flusher and readahead
+//! on or off), the fault plan of a simulated device, the operations of two or three logical
+//! threads, and shuttle's schedule of those threads and of the cache's own (flusher, readahead
+//! workers). Shuttle owns every thread switch and the device owns every fault, so a seed replays
+//! exactly: a failing seed prints the one command that runs it again.
+//!
+//! The device ([`SimDevice`]) cuts a write at its length when the write is submitted and lands
+//! it after a scheduling point (a late write can extend it again, as `pwrite` does); it fails
+//! reads, writes and syncs at seeded rates, tears multi-page writes (a prefix lands, then the
+//! error), loses the writes since the last good sync when a sync fails, and cuts the power at the
+//! end (the durable image plus a random subset of the writes since the last sync).
+//!
+//! Checked against a model, for every seed:
+//! 1. every byte a read returns is a value some linearization of the operations allows: the
+//!    value of an operation that overlaps the read, or of one that completed before it and that
+//!    no other completed operation certainly followed (per byte; failed operations may or may
+//!    not have taken effect; a discard allows any earlier value);
+//! 2. after a crash, every byte holds a value allowed at or after the start of the last sync that
+//!    returned Ok: what was acknowledged before a successful sync began survives;
+//! 3. a write-back failure reaches the next sync of every handle that begins after it, and a
+//!    handle that was told is not told again when nothing failed since; once a sync of the
+//!    device has failed, no sync that begins afterwards returns Ok;
+//! 4. at the end, the whole-cache invariants hold (`PageCache::check_invariants`: no frame lost,
+//!    dirty count exact, bytes past the end zero, ...) and no frame is quarantined.
+//!
+//! `cargo test -p folio-shuttle --lib sim` runs 1,000 seeds; `FOLIO_SIM_SEEDS=N` runs N,
+//! `FOLIO_SIM_SEED=S` runs seed S alone.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shuttle::thread;
+
+use crate::backend::faulty::SplitMix64;
+use crate::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
+use crate::cache::{CacheConfig, PageCache};
+use crate::error::{Error, IoOp, Result};
+use crate::policy::PolicyKind;
+
+const PS: usize = 512;
+const PSU: u64 = PS as u64;
+/// The most pages the file ever has (writes and resizes stay below).
+const MAX_PAGES: usize = 10;
+const MAXB: usize = PS * MAX_PAGES;
+/// The file never shrinks below one page, so guards on page 0 always see a whole page.
+const MIN_LEN: u64 = PSU;
+
+/// The logical clock of one run: operations take a tick when they start and when they end;
+/// the device stamps its faults with it. Shuttle runs one thread at a time, so the order of
+/// ticks is the order of events.
+#[derive(Default)]
+struct Clock(AtomicU64);
+
+impl Clock {
+    fn tick(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// What the device injected, with when.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Write(u64),
+    Sync(u64),
+}
+
+#[derive(Default)]
+struct Device {
+    written: Vec<u8>,
+    durable: Vec<u8>,
+    /// Landed since the last good sync: (offset, bytes), or a new length.
+    log: Vec<(usize, Option<Vec<u8>>)>,
+    rng: Option<SplitMix64>,
+    faults: Vec<Fault>,
+    /// What the device did, for the failure report.
+    trace: Vec<String>,
+}
+
+/// Fault rates in 1/1000.
+#[derive(Clone, Copy, Debug)]
+struct Rates {
+    read: u64,
+    write: u64,
+    sync: u64,
+    torn: u64,
+}
+
+/// The simulated device of the module docs.
+struct SimDevice {
+    state: std::sync::Mutex<Device>,
+    rates: Rates,
+    clock: Arc<Clock>,
+}
+
+impl SimDevice {
+    fn chance(&self, per_mille: u64) -> bool {
+        let mut st = self.state.lock().unwrap();
+        st.rng.as_mut().expect("rng").below(1000) < per_mille
+    }
+
+    fn failure(op: IoOp, offset: u64) -> Error {
+        Error::io(
+            op,
+            offset,
+            std::io::Error::other("injected by the simulation"),
+        )
+    }
+
+    /// The durable image with each unsynced write landed or not (page-sized pieces, in any
+    /// order): what a power cut leaves.
+    fn crash(&self) -> Vec<u8> {
+        let mut st = self.state.lock().unwrap();
+        let st = &mut *st;
+        let rng = st.rng.as_mut().expect("rng");
+        let mut image = st.durable.clone();
+        let mut pieces: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
+        for (at, what) in &st.log {
+            match what {
+                None => pieces.push((*at, None)),
+                Some(b) => {
+                    for (i, chunk) in b.chunks(PS).enumerate() {
+                        pieces.push((at + i * PS, Some(chunk.to_vec())));
+                    }
+                }
+            }
+        }
+        for i in (1..pieces.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            pieces.swap(i, j);
+        }
+        for (at, what) in pieces {
+            if rng.below(2) == 0 {
+                continue;
+            }
+            match what {
+                None => image.resize(at, 0),
+                Some(b) => {
+                    if at + b.len() > image.len() {
+                        image.resize(at + b.len(), 0);
+                    }
+                    image[at..at + b.len()].copy_from_slice(&b);
+                }
+            }
+        }
+        image
+    }
+}
+
+impl PageCacheBackend for SimDevice {
+    fn read_pages(&self, idx: u64, mut frames: Vec<FrameMut>) -> Result<IoWaiter> {
+        let offset = idx as usize * PS;
+        if self.chance(self.rates.read) {
+            return Err(SimDevice::failure(IoOp::Read, offset as u64));
+        }
+        thread::yield_now();
+        let mut st = self.state.lock().unwrap();
+        let t = self.clock.0.load(Ordering::SeqCst);
+        let first = st.written.get(offset).copied();
+        st.trace.push(format!(
+            "@{t} read pages {idx}+{} (first byte {first:?})",
+            frames.len()
+        ));
+        for (i, f) in frames.iter_mut().enumerate() {
+            let start = offset + i * PS;
+            let buf = f.as_mut_slice();
+            buf.fill(0);
+            if start < st.written.len() {
+                let n = (st.written.len() - start).min(PS);
+                buf[..n].copy_from_slice(&st.written[start..start + n]);
+            }
+        }
+        Ok(IoWaiter::ready(Ok(())))
+    }
+
+    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
+        let offset = idx as usize * PS;
+        let pages = frames.len();
+        // Submitted: cut at the device's length now.
+        let len = self.state.lock().unwrap().written.len();
+        let mut bytes: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        drop(frames);
+        bytes.truncate(len.saturating_sub(offset));
+        let fail = self.chance(self.rates.write);
+        if fail {
+            let torn = pages > 1 && self.chance(self.rates.torn);
+            let mut st = self.state.lock().unwrap();
+            let landed = if torn {
+                1 + st.rng.as_mut().expect("rng").below(pages as u64 - 1) as usize
+            } else {
+                0
+            };
+            bytes.truncate(landed * PS);
+            let t = self.clock.tick();
+            st.faults.push(Fault::Write(t));
+        }
+        // In flight for one to three scheduling points.
+        let steps = 1 + self
+            .state
+            .lock()
+            .unwrap()
+            .rng
+            .as_mut()
+            .expect("rng")
+            .below(3);
+        for _ in 0..steps {
+            thread::yield_now();
+        }
+        // Landed.
+        let mut st = self.state.lock().unwrap();
+        let t = self.clock.0.load(Ordering::SeqCst);
+        let first = bytes.first().copied();
+        st.trace.push(format!(
+            "@{t} write pages {idx}+{pages} landed {} bytes (first {first:?}){}",
+            bytes.len(),
+            if fail { ", failed" } else { "" }
+        ));
+        if !bytes.is_empty() {
+            if offset + bytes.len() > st.written.len() {
+                st.written.resize(offset + bytes.len(), 0);
+            }
+            st.written[offset..offset + bytes.len()].copy_from_slice(&bytes);
+            st.log.push((offset, Some(bytes)));
+        }
+        Ok(IoWaiter::ready(if fail {
+            Err(SimDevice::failure(IoOp::Write, offset as u64))
+        } else {
+            Ok(())
+        }))
+    }
+
+    fn len(&self) -> u64 {
+        self.state.lock().unwrap().written.len() as u64
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let t = self.clock.0.load(Ordering::SeqCst);
+        st.trace.push(format!("@{t} set_len {len}"));
+        st.written.resize(len as usize, 0);
+        st.log.push((len as usize, None));
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let fail = self.chance(self.rates.sync);
+        thread::yield_now();
+        let mut st = self.state.lock().unwrap();
+        let log = std::mem::take(&mut st.log);
+        if fail {
+            // Those writes will never be durable unless written again.
+            let t = self.clock.tick();
+            st.faults.push(Fault::Sync(t));
+            return Err(SimDevice::failure(IoOp::Sync, 0));
+        }
+        for (at, what) in log {
+            match what {
+                None => st.durable.resize(at, 0),
+                Some(b) => {
+                    if at + b.len() > st.durable.len() {
+                        st.durable.resize(at + b.len(), 0);
+                    }
+                    st.durable[at..at + b.len()].copy_from_slice(&b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        let size = st.written.len();
+        let (a, b) = (
+            (offset as usize).min(size),
+            (offset.saturating_add(len) as usize).min(size),
+        );
+        let t = self.clock.0.load(Ordering::SeqCst);
+        st.trace.push(format!("@{t} zeroes {a}..{b}"));
+        st.written[a..b].fill(0);
+        st.log.push((a, Some(vec![0; b - a])));
+        Ok(())
+    }
+
+    fn max_io_pages(&self) -> usize {
+        4
+    }
+}
+
+/// One operation of a logical thread.
+#[derive(Clone, Debug)]
+enum Op {
+    Read(Range<u64>),
+    Write(Range<u64>, u8),
+    ReadGuard,
+    WriteGuard(u8),
+    ReadSlices,
+    Flush(Range<u64>),
+    Sync,
+    Evict(Range<u64>),
+    Discard(Range<u64>),
+    Zero(Range<u64>),
+    Resize(u64),
+    WillNeed(Range<u64>),
+}
+
+/// What one seed runs.
+#[derive(Clone)]
+struct Plan {
+    frames: usize,
+    io_pages: usize,
+    policy: PolicyKind,
+    flusher: bool,
+    readahead: usize,
+    initial: Vec<u8>,
+    rates: Rates,
+    threads: Vec<Vec<Op>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("frames", &self.frames)
+            .field("io_pages", &self.io_pages)
+            .field("policy", &self.policy)
+            .field("flusher", &self.flusher)
+            .field("readahead", &self.readahead)
+            .field("initial_pages", &(self.initial.len() / PS))
+            .field("rates", &self.rates)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+/// A byte range of up to `max_len` bytes; half of them start in the first four pages, so that
+/// operations meet on the same pages often.
+fn range(rng: &mut SplitMix64, max_len: u64) -> Range<u64> {
+    let span = if rng.below(2) == 0 {
+        4 * PSU
+    } else {
+        MAXB as u64
+    };
+    let start = rng.below(span);
+    let len = 1 + rng.below(max_len);
+    start..(start + len).min(MAXB as u64)
+}
+
+impl Plan {
+    fn new(seed: u64) -> Plan {
+        let mut rng = SplitMix64::new(seed ^ 0x5EED_F011_0000_0000);
+        let policies = [
+            PolicyKind::Clock,
+            PolicyKind::S3Fifo25,
+            PolicyKind::Sieve,
+            PolicyKind::Arc,
+        ];
+        let rate = |rng: &mut SplitMix64, choices: &[u64]| {
+            choices[rng.below(choices.len() as u64) as usize]
+        };
+        let initial_pages = 1 + rng.below(MAX_PAGES as u64 - 2) as usize;
+        let initial = (0..initial_pages * PS)
+            .map(|i| 1 + (i / PS) as u8)
+            .collect();
+        let mut value = 100u8;
+        let threads = (0..2 + rng.below(2))
+            .map(|_| {
+                (0..4 + rng.below(7))
+                    .map(|_| {
+                        let op = match rng.below(100) {
+                            0..=24 => Op::Read(range(&mut rng, 2 * PSU)),
+                            25..=49 => {
+                                value = value.wrapping_add(1).max(100);
+                                Op::Write(range(&mut rng, 2 * PSU), value)
+                            }
+                            50..=53 => Op::ReadGuard,
+                            54..=57 => {
+                                value = value.wrapping_add(1).max(100);
+                                Op::WriteGuard(value)
+                            }
+                            58..=60 => Op::ReadSlices,
+                            61..=66 => Op::Flush(range(&mut rng, MAXB as u64)),
+                            67..=74 => Op::Sync,
+                            75..=78 => Op::Evict(range(&mut rng, MAXB as u64)),
+                            79..=83 => Op::Discard(range(&mut rng, 3 * PSU)),
+                            84..=88 => Op::Zero(range(&mut rng, 3 * PSU)),
+                            89..=94 => Op::Resize(MIN_LEN + rng.below(MAXB as u64 - MIN_LEN)),
+                            _ => Op::WillNeed(range(&mut rng, 4 * PSU)),
+                        };
+                        op
+                    })
+                    .collect()
+            })
+            .collect();
+        Plan {
+            frames: 2 + rng.below(5) as usize,
+            io_pages: 1 + rng.below(4) as usize,
+            policy: policies[rng.below(policies.len() as u64) as usize],
+            flusher: rng.below(2) == 0,
+            readahead: rng.below(2) as usize,
+            initial,
+            rates: Rates {
+                read: rate(&mut rng, &[0, 0, 20]),
+                write: rate(&mut rng, &[0, 30, 100]),
+                sync: rate(&mut rng, &[0, 0, 50, 150]),
+                torn: 500,
+            },
+            threads,
+        }
+    }
+}
+
+/// A change an operation may have made to a byte range.
+#[derive(Clone, Debug)]
+struct Event {
+    inv: u64,
+    resp: u64,
+    bytes: Range<usize>,
+    /// The value written, or `None` for a discard (any earlier value).
+    value: Option<u8>,
+    /// It certainly took effect (the operation returned Ok); else it may have.
+    certain: bool,
+}
+
+/// A sync's outcome, for the reporting rules.
+#[derive(Clone, Debug)]
+struct SyncRecord {
+    thread: usize,
+    inv: u64,
+    resp: u64,
+    ok: bool,
+}
+
+#[derive(Default)]
+struct Record {
+    events: Vec<Event>,
+    syncs: Vec<SyncRecord>,
+    /// Reads: (inv, resp, offset, bytes).
+    reads: Vec<(u64, u64, usize, Vec<u8>)>,
+    /// Every operation, for the failure report: "inv..resp thread op -> outcome".
+    log: Vec<String>,
+}
+
+/// The model of the module docs: which values a byte may hold in a window of time.
+struct Model<'a> {
+    events: &'a [Event],
+}
+
+impl Model<'_> {
+    /// Values byte `b` may show to an observation made between `t0` and `t1`.
+    fn allowed(&self, b: usize, t0: u64, t1: u64) -> Vec<u8> {
+        let touching: Vec<&Event> = self
+            .events
+            .iter()
+            .filter(|e| e.bytes.contains(&b) && e.inv < t1)
+            .collect();
+        let mut out = Vec::new();
+        for e in &touching {
+            let overlapping = e.resp > t0;
+            // Completed before the window: allowed unless some certain event certainly
+            // came after it (started after it ended, and ended before the window).
+            let superseded = !overlapping
+                && touching
+                    .iter()
+                    .any(|n| n.certain && n.inv > e.resp && n.resp < t0);
+            if superseded {
+                continue;
+            }
+            match e.value {
+                Some(v) => out.push(v),
+                None => out.extend(
+                    touching
+                        .iter()
+                        .filter(|p| p.inv < e.resp)
+                        .filter_map(|p| p.value),
+                ),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+fn cut(r: &Range<u64>, len: u64) -> Range<usize> {
+    r.start.min(len) as usize..r.end.min(len) as usize
+}
+
+/// Whole pages of `r` below `len`, as bytes (what discard and zero act on at least).
+fn whole_pages(r: &Range<u64>, len: u64) -> Range<usize> {
+    let end = r.end.min(len);
+    let first = r.start.div_ceil(PSU) * PSU;
+    let last = end / PSU * PSU;
+    if first >= last {
+        0..0
+    } else {
+        first as usize..last as usize
+    }
+}
+
+/// Runs one logical thread's operations, recording what it saw.
+fn run_thread(
+    t: usize,
+    ops: &[Op],
+    cache: &PageCache,
+    clock: &Clock,
+    record: &std::sync::Mutex<Record>,
+) {
+    let handle = cache.sync_handle();
+    for op in ops {
+        let inv = clock.tick();
+        let len0 = cache.len();
+        let mut events: Vec<(Range<usize>, Option<u8>, bool)> = Vec::new();
+        let mut read: Option<(usize, Vec<u8>)> = None;
+        let mut sync_ok: Option<bool> = None;
+        let mut outcome = String::from("ok");
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                outcome = e.to_string();
+            }
+        };
+        match op {
+            Op::Read(r) => {
+                let mut buf = vec![0u8; (r.end - r.start) as usize];
+                if let Ok(n) = cache.read_at(&mut buf, r.start) {
+                    buf.truncate(n);
+                    read = Some((r.start as usize, buf));
+                }
+            }
+            Op::Write(r, v) => {
+                let ok = cache
+                    .write_all_at(&vec![*v; (r.end - r.start) as usize], r.start)
+                    .is_ok();
+                events.push((r.start as usize..r.end as usize, Some(*v), ok));
+            }
+            Op::ReadGuard => {
+                if let Ok(g) = cache.read_page(0) {
+                    let first = g.to_vec();
+                    thread::yield_now();
+                    assert_eq!(
+                        &g[..],
+                        &first[..],
+                        "thread {t}: a read guard's bytes changed"
+                    );
+                    read = Some((0, first));
+                }
+            }
+            Op::WriteGuard(v) => match cache.write_page(0) {
+                Ok(mut g) => {
+                    g.fill(*v);
+                    thread::yield_now();
+                    drop(g);
+                    events.push((0..PS, Some(*v), true));
+                }
+                Err(_) => events.push((0..PS, Some(*v), false)),
+            },
+            Op::ReadSlices => {
+                if let Ok(gs) = cache.read_slices(&[(0, 16), (100, 8), (0, 4)]) {
+                    let mut page = vec![0u8; 108];
+                    page[..16].copy_from_slice(&gs[0]);
+                    page[100..108].copy_from_slice(&gs[1]);
+                    assert_eq!(
+                        &gs[2][..],
+                        &gs[0][..4],
+                        "thread {t}: two guards of one page differ"
+                    );
+                    // Bytes 16..100 were not read: check only what was.
+                    read = Some((0, page[..16].to_vec()));
+                    let rest = page[100..108].to_vec();
+                    record
+                        .lock()
+                        .unwrap()
+                        .reads
+                        .push((inv, u64::MAX, 100, rest));
+                }
+            }
+            Op::Flush(r) => note(handle.flush_range(r.clone())),
+            Op::Sync => {
+                let r = handle.sync();
+                sync_ok = Some(r.is_ok());
+                note(r);
+            }
+            Op::Evict(r) => note(cache.evict_range(r.clone())),
+            Op::Discard(r) => {
+                cache.discard_range(r.clone()).expect("discard never fails");
+                let len1 = cache.len();
+                events.push((whole_pages(r, len0.min(len1)), None, true));
+                // Pages the call may have counted in on a length seen before or after.
+                events.push((cut(r, len0.max(len1)), None, false));
+            }
+            Op::Zero(r) => {
+                let ok = cache.zero_range(r.clone()).is_ok();
+                let len1 = cache.len();
+                events.push((cut(r, len0.min(len1)), Some(0), ok));
+                events.push((cut(r, len0.max(len1)), Some(0), false));
+            }
+            Op::Resize(n) => {
+                let ok = cache.resize(*n).is_ok();
+                events.push((*n as usize..MAXB, Some(0), ok));
+            }
+            Op::WillNeed(r) => {
+                let _ = cache.advise(r.clone(), crate::readahead::Advice::WillNeed);
+            }
+        }
+        let resp = clock.tick();
+        let mut rec = record.lock().unwrap();
+        rec.log
+            .push(format!("{inv}..{resp} thread {t} {op:?} -> {outcome}"));
+        for (bytes, value, certain) in events {
+            rec.events.push(Event {
+                inv,
+                resp,
+                bytes,
+                value,
+                certain,
+            });
+        }
+        if let Some((at, bytes)) = read {
+            rec.reads.push((inv, resp, at, bytes));
+        }
+        // ReadSlices' second piece was recorded with an open end: close it.
+        for r in rec.reads.iter_mut().filter(|r| r.1 == u64::MAX) {
+            r.1 = resp;
+        }
+        if let Some(ok) = sync_ok {
+            rec.syncs.push(SyncRecord {
+                thread: t,
+                inv,
+                resp,
+                ok,
+            });
+        }
+    }
+}
+
+/// Runs seed `seed` once under shuttle's random scheduler seeded with it; panics on a
+/// violation.
+fn run_seed(seed: u64) {
+    let plan = Plan::new(seed);
+    let mut config = shuttle::Config::new();
+    config.max_steps = shuttle::MaxSteps::FailAfter(500_000);
+    config.failure_persistence = shuttle::FailurePersistence::None;
+    let scheduler = shuttle::scheduler::RandomScheduler::new_from_seed(seed, 1);
+    let runner = shuttle::Runner::new(scheduler, config);
+    runner.run(move || simulate(&plan, seed));
+}
+
+fn simulate(plan: &Plan, seed: u64) {
+    let clock = Arc::new(Clock::default());
+    let device = Arc::new(SimDevice {
+        state: std::sync::Mutex::new(Device {
+            written: plan.initial.clone(),
+            durable: plan.initial.clone(),
+            rng: Some(SplitMix64::new(seed)),
+            ..Device::default()
+        }),
+        rates: plan.rates,
+        clock: clock.clone(),
+    });
+    let cache = Arc::new(
+        PageCache::new(
+            device.clone(),
+            CacheConfig::with_budget_pages(plan.frames)
+                .page_size(PS)
+                .policy(plan.policy)
+                .max_io_bytes(plan.io_pages * PS)
+                .background_writeback(plan.flusher)
+                .throttle_max_wait(Duration::ZERO)
+                .readahead_workers(plan.readahead)
+                .readahead_max_bytes(4 * PS)
+                .frame_wait_max(Duration::from_secs(3600)),
+        )
+        .expect("cache"),
+    );
+    let record = Arc::new(std::sync::Mutex::new(Record::default()));
+    let initial_len = plan.initial.len();
+    {
+        let mut rec = record.lock().unwrap();
+        for b in 0..MAXB {
+            let v = if b < initial_len { plan.initial[b] } else { 0 };
+            rec.events.push(Event {
+                inv: 0,
+                resp: 0,
+                bytes: b..b + 1,
+                value: Some(v),
+                certain: true,
+            });
+        }
+    }
+    let handles: Vec<_> = plan
+        .threads
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(t, ops)| {
+            let (cache, clock, record) = (cache.clone(), clock.clone(), record.clone());
+            thread::spawn(move || run_thread(t, &ops, &cache, &clock, &record))
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a simulated thread panicked");
+    }
+    if let Err(e) = cache.check_invariants() {
+        panic!("invariants: {e}");
+    }
+    assert_eq!(
+        cache.stats().quarantined_frames,
+        0,
+        "a frame was quarantined"
+    );
+    drop(cache);
+    let rec = record.lock().unwrap();
+    let model = Model {
+        events: &rec.events,
+    };
+    let trace = device.state.lock().unwrap().trace.clone();
+    let ops = || {
+        format!(
+            "{}\n device:\n  {}",
+            rec.log.join("\n  "),
+            trace.join("\n  ")
+        )
+    };
+    // 1. Reads.
+    for (inv, resp, at, bytes) in &rec.reads {
+        for (i, &v) in bytes.iter().enumerate() {
+            let b = at + i;
+            let allowed = model.allowed(b, *inv, *resp);
+            assert!(
+                allowed.contains(&v),
+                "a read ({inv}..{resp}) of byte {b} returned {v}, allowed {allowed:?}\n  {}",
+                ops()
+            );
+        }
+    }
+    // 3. Failures reach syncs.
+    let faults = device.state.lock().unwrap().faults.clone();
+    let log = || format!("faults {faults:?}\n  {}", rec.log.join("\n  "));
+    let threads = plan.threads.len();
+    for t in 0..threads {
+        let mine: Vec<&SyncRecord> = rec.syncs.iter().filter(|s| s.thread == t).collect();
+        for f in &faults {
+            let (Fault::Write(at) | Fault::Sync(at)) = *f;
+            // Reported by the first sync of this handle that began after the failure, or by
+            // one that was still running when it happened.
+            if let Some(first) = mine.iter().find(|s| s.inv > at) {
+                let told = mine
+                    .iter()
+                    .any(|s| !s.ok && s.resp > at && s.inv <= first.inv);
+                assert!(
+                    told,
+                    "thread {t}'s sync ({}..{}) missed the {f:?} before it\n{}",
+                    first.inv,
+                    first.resp,
+                    log()
+                );
+            }
+        }
+        // Told once: an Err sync followed by a sync with no failure since the first began.
+        if !faults.iter().any(|f| matches!(f, Fault::Sync(_))) {
+            for w in mine.windows(2) {
+                let failed_since = faults.iter().any(|f| {
+                    let (Fault::Write(at) | Fault::Sync(at)) = *f;
+                    at > w[0].inv
+                });
+                if !w[0].ok && !failed_since {
+                    assert!(w[1].ok, "thread {t} was told of one failure twice");
+                }
+            }
+        }
+    }
+    if let Some(first_sync_failure) = faults.iter().find_map(|f| match f {
+        Fault::Sync(at) => Some(*at),
+        Fault::Write(_) => None,
+    }) {
+        for s in rec.syncs.iter().filter(|s| s.inv > first_sync_failure) {
+            assert!(
+                !s.ok,
+                "a sync ({}..{}) returned Ok after a failed one",
+                s.inv, s.resp
+            );
+        }
+    }
+    // 2. A power cut keeps what the last good sync covered.
+    let image = device.crash();
+    let since = rec
+        .syncs
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| s.inv)
+        .max()
+        .unwrap_or(0);
+    for b in 0..MAXB {
+        let v = image.get(b).copied().unwrap_or(0);
+        let allowed = model.allowed(b, since, u64::MAX);
+        assert!(
+            allowed.contains(&v),
+            "after the crash byte {b} is {v}; allowed after the sync at {since}: {allowed:?}\n  {}",
+            ops()
+        );
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn simulation_seeds() {
+    let (first, count) = match env_u64("FOLIO_SIM_SEED") {
+        Some(seed) => (seed, 1),
+        None => (
+            env_u64("FOLIO_SIM_FIRST").unwrap_or(0),
+            env_u64("FOLIO_SIM_SEEDS").unwrap_or(1000),
+        ),
+    };
+    let started = std::time::Instant::now();
+    for seed in first..first + count {
+        let result = std::panic::catch_unwind(|| run_seed(seed));
+        if let Err(panic) = result {
+            eprintln!(
+                "simulation seed {seed} failed ({:?}); replay it with:\n  \
+                 FOLIO_SIM_SEED={seed} cargo test -p folio-shuttle --lib sim -- --nocapture",
+                Plan::new(seed)
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
+    eprintln!(
+        "simulation: {count} seeds from {first} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
