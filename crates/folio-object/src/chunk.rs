@@ -226,10 +226,11 @@ impl Image {
                     plugged.len() == 1
                 };
                 if first {
-                    // A safety net for a caller that never unplugs: rewrites start anyway.
+                    // A safety net for a caller that breaks the contract and waits without
+                    // unplugging: its rewrites start anyway, late.
                     let image = self.clone();
                     self.runtime.spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         image.unplug();
                     });
                 }

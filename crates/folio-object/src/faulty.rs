@@ -34,6 +34,17 @@ pub struct FaultyStore {
     fail_gets: AtomicU32,
     lose_put_answers: AtomicU32,
     requests: AtomicU64,
+    in_flight: AtomicU64,
+    in_flight_max: AtomicU64,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a FaultyStore);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FaultyStore {
@@ -47,6 +58,8 @@ impl FaultyStore {
             fail_gets: AtomicU32::new(0),
             lose_put_answers: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            in_flight_max: AtomicU64::new(0),
         }
     }
 
@@ -80,6 +93,17 @@ impl FaultyStore {
     /// Requests that reached this wrapper.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Most requests that were in flight at once (GETs and PUTs).
+    pub fn in_flight_max(&self) -> u64 {
+        self.in_flight_max.load(Ordering::SeqCst)
+    }
+
+    fn track(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.in_flight_max.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
     }
 
     async fn enter(&self, one_shot: Option<&AtomicU32>) -> Result<()> {
@@ -124,6 +148,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        let _counted = self.track();
         self.enter(Some(&self.fail_puts)).await?;
         let r = self.inner.put_opts(location, payload, opts).await?;
         if take_one(&self.lose_put_answers) {
@@ -142,6 +167,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let _counted = self.track();
         self.enter(Some(&self.fail_gets)).await?;
         self.inner.get_opts(location, options).await
     }
