@@ -362,6 +362,9 @@ impl PageCacheBackend for ObjectStoreBackend {
                 let r = image
                     .read_piece(piece.chunk, piece.start, frames, page)
                     .await;
+                if let Err(e) = &r {
+                    tracing::warn!(chunk = piece.chunk, error = %e, "chunk read failed");
+                }
                 join.part(r.map_err(|e| e.into_folio(IoOp::Read, at)));
             });
         }
