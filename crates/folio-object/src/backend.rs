@@ -10,9 +10,10 @@
 //!
 //! Durability: a PUT the store acknowledged is durable (S3's promise), so a write's waiter
 //! completing `Ok` means its pages are durable, and [`sync`](PageCacheBackend::sync) waits for
-//! the writes issued before it and fails while any 4 KiB block whose latest write-back failed
-//! has not been written successfully since (the cache keeps such pages dirty and writes them
-//! again), or once the lease is lost.
+//! the writes issued before it (failing only once the lease is lost for good). A failed write
+//! fails its waiter (the cache keeps its pages dirty and writes them again); the backend also
+//! counts the 4 KiB blocks whose latest write failed and [`close`](ObjectStoreBackend::close)
+//! reports them if they were never written since.
 //!
 //! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
 //! image layout (`layout.rs`).
@@ -396,21 +397,19 @@ impl PageCacheBackend for ObjectStoreBackend {
     }
 
     fn sync(&self) -> folio::Result<()> {
+        // Every write whose waiter completed Ok was acknowledged by the store, which makes it
+        // durable; a failed one was reported through its waiter (the cache keeps its pages
+        // dirty and writes them again). So sync waits for the writes issued before it and
+        // fails only if this writer lost its lease for good: a transient store outage must not
+        // fail it, or a cache that treats a failed sync as lost durability could never recover.
         let image = &self.image;
         image.unplug();
         let t = image.tickets.next();
         self.block_on(image.tickets.wait_below(t));
-        let blocks = image
-            .failed_blocks
-            .load(std::sync::atomic::Ordering::Acquire);
-        let r = match blocks {
-            0 if image.access == Access::ReadOnly => Ok(()),
-            0 => image.fence.check(),
-            _ => Err(ObjectError::NotDurable {
-                bytes: blocks * 4096,
-            }),
-        };
-        r.map_err(|e| e.into_folio(IoOp::Sync, 0))
+        if image.access == Access::ReadWrite && image.fence.is_lost() {
+            return Err(image.fence.check().unwrap_err().into_folio(IoOp::Sync, 0));
+        }
+        Ok(())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> folio::Result<()> {

@@ -493,7 +493,7 @@ fn apply(buf: &mut [u8], op: &mut Op) {
                     break;
                 }
                 let n = (f.len() as u64).min(len - pos) as usize;
-                buf[pos as usize..pos as usize + n].copy_from_slice(&f.as_slice()[..n]);
+                f.copy_to(&mut buf[pos as usize..pos as usize + n]);
                 pos += f.len() as u64;
             }
         }

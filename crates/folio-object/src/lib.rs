@@ -26,8 +26,9 @@
 //!
 //! What it promises:
 //! - **Durability**: a write's waiter completes only when the PUT of its chunk is acknowledged
-//!   (so `sync` after it is durable); a failed PUT fails the waiter, the cache keeps the pages
-//!   dirty, and `sync` keeps failing until they are written ([`ObjectError::NotDurable`]).
+//!   (so `sync` after it is durable); a failed PUT fails the waiter and the cache keeps the
+//!   pages dirty and writes them again; `close` reports blocks whose write failed and was never
+//!   redone ([`ObjectError::NotDurable`]).
 //! - **One writer**: a lock object taken with a conditional PUT and renewed (`lease.rs`); a
 //!   second writer is refused with [`ObjectError::Leased`].
 //! - **No silent change**: every chunk read and rewrite is conditional on the ETag Folio knows;

@@ -232,7 +232,7 @@ fn a_failed_put_keeps_the_data_and_every_sync_fails_until_it_lands() {
 }
 
 #[test]
-fn the_backend_itself_refuses_to_sync_while_a_failed_write_is_not_redone() {
+fn a_failed_write_reaches_its_waiter_and_close_reports_it_unless_redone() {
     let s = stores();
     let b = create(&s, 4 * MIB, MIB);
     let mut f = FrameMut::alloc(4096).unwrap();
@@ -247,16 +247,22 @@ fn the_backend_itself_refuses_to_sync_while_a_failed_write_is_not_redone() {
         object_error(&e),
         ObjectError::RetriesExhausted { .. }
     ));
-    let e = b.sync().unwrap_err();
-    assert!(
-        matches!(object_error(&e), ObjectError::NotDurable { bytes: 4096 }),
-        "{e}"
-    );
     s.faulty.fail_next_puts(0);
+    b.sync().unwrap(); // nothing it waited for failed; the failure went to the waiter
+    let e = b.close().unwrap_err();
+    assert!(matches!(e, ObjectError::NotDurable { bytes: 4096 }), "{e}");
+    // Written again, the block is durable and close is clean.
+    let b = open(&s, &opts()).unwrap();
     let mut f = FrameMut::alloc(4096).unwrap();
     f.as_mut_slice().fill(4);
+    s.faulty.fail_next_puts(100);
+    assert!(b.write_pages(0, vec![f.freeze()]).unwrap().wait().is_err());
+    s.faulty.fail_next_puts(0);
+    let mut f = FrameMut::alloc(4096).unwrap();
+    f.as_mut_slice().fill(5);
     b.write_pages(0, vec![f.freeze()]).unwrap().wait().unwrap();
-    b.sync().unwrap();
+    b.close().unwrap();
+    assert_eq!(stored(&s, 0).unwrap()[0], 5);
 }
 
 #[test]
@@ -512,7 +518,8 @@ fn concurrent_writers_under_flaky_puts_lose_nothing_that_was_synced() {
     let s = stores();
     s.faulty.set_latency(Duration::from_millis(1));
     let size = 8 * MIB;
-    let c = Arc::new(cache(create(&s, size, 512 * KIB), 2 * MIB));
+    // The whole image fits: writes never wait on an eviction that a failing PUT would fail.
+    let c = Arc::new(cache(create(&s, size, 512 * KIB), 2 * size));
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let c = c.clone();
