@@ -344,7 +344,7 @@ fn qemu_img_convert_in_compare_odd_patterns_and_export() {
     // Patterns at odd offsets and lengths, across chunk boundaries and into the tail.
     let tail = std::fs::metadata(&src).unwrap().len() - 700;
     let writes = [
-        format!("write -P 0x5a 1 4095"),
+        "write -P 0x5a 1 4095".to_string(),
         format!("write -P 0xa5 {} 2000", MIB - 1000),
         format!("write -P 0x3c {} 77777", 5 * MIB + 12345),
         format!("write -P 0xc3 {tail} 700"),

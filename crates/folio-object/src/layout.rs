@@ -90,7 +90,7 @@ impl Layout {
 pub struct Manifest {
     /// Image size in bytes.
     pub size: u64,
-    /// Chunk size in bytes (a multiple of [`CHUNK_ALIGN`]).
+    /// Chunk size in bytes (a multiple of 4 KiB, at most 64 MiB).
     pub chunk_size: u64,
 }
 
