@@ -96,10 +96,12 @@ run_fio() {
   esac
   read -r r0 b0 < <(store_counters)
   fio --name="$wl" "${target[@]}" --size=$((IMAGE_MIB))M --time_based --runtime="$RUNTIME_S" \
-    --group_reporting --output-format=json "$@" >"$work/fio.json" 2>>"$work/fio.err" || {
+    --group_reporting --output-format=json --output="$work/fio.json" "$@" \
+    >>"$work/fio.err" 2>&1 || {
       echo "run-s3: fio $who $wl failed: $(tail -2 "$work/fio.err")" >&2; return 0; }
   read -r r1 b1 < <(store_counters)
-  python3 - "$who" "$wl" "$((r1 - r0))" "$((b1 - b0))" "$work/fio.json" >>"$work/rows.txt" <<'EOF'
+  python3 - "$who" "$wl" "$((r1 - r0))" "$((b1 - b0))" "$work/fio.json" >>"$work/rows.txt" \
+    2>>"$work/fio.err" <<'EOF' || echo "run-s3: unreadable fio output for $who $wl" >&2
 import json, sys
 who, wl, reqs, byts, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 j = json.load(open(path))["jobs"][0]
