@@ -196,6 +196,6 @@ echo "run-s3: appended to $OUT" >&2
 tail -1 "$OUT" | python3 -c '
 import json, sys
 for r in json.load(sys.stdin)["rows"]:
-    e = r["extra"]
-    print(f"{r[\"workload\"]:32} {r[\"contender\"]:9} {sum(r[\"runs\"])/len(r[\"runs\"]):10.1f} {r[\"unit\"]:6} "
-          f"p99 {e[\"p99_us\"][0]:9.0f} us  req/GiB {e[\"store_requests_per_gib\"][0]:9.0f}")' >&2
+    e, runs = r["extra"], r["runs"]
+    print("%-32s %-9s %10.1f %-6s p99 %9.0f us  req/GiB %9.0f" % (r["workload"], r["contender"],
+          sum(runs) / len(runs), r["unit"], e["p99_us"][0], e["store_requests_per_gib"][0]))' >&2
