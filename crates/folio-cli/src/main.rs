@@ -1,8 +1,11 @@
-//! The `folio` command line: benchmarks, trace simulation and an NBD server over the cache.
+//! The `folio` command line: benchmarks, trace simulation, an NBD server over the cache, and
+//! image management for object stores.
 
 mod bench;
+mod image;
 mod serve;
 mod sim;
+mod target;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +27,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Serves an image over NBD through the page cache.
     Serve(serve::ServeArgs),
+    /// Creates images, or copies them between files and object stores (`s3://BUCKET/PREFIX`).
+    Image(image::ImageArgs),
 }
 
 fn main() {
@@ -32,6 +37,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Image(args) => image::run(args),
     };
     if let Err(e) = result {
         eprintln!("folio: {e}");

@@ -3,14 +3,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use folio::{CacheConfig, FileBackend, IoMode, PageCache, PolicyKind};
+use folio::{PageCache, PolicyKind};
 use folio_nbd::{BlockDevice, CacheDevice, FileDevice, Listener, Server, ServerConfig};
+use folio_object::Access;
 
 /// Serve an image over NBD through a Folio page cache.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// The image file to export (raw).
+    /// The image to export: a raw file, or `s3://BUCKET/PREFIX` (an image in an S3-compatible
+    /// store, made by `folio image create` or `import`; see --endpoint).
     pub image: PathBuf,
+    /// Options of `s3://` images.
+    #[command(flatten)]
+    pub store: crate::target::StoreArgs,
     /// TCP address to listen on.
     #[arg(long, default_value = "127.0.0.1:10809", conflicts_with = "unix")]
     pub listen: String,
@@ -56,18 +61,25 @@ fn init_logging(verbose: bool) {
 }
 
 fn open_device(args: &ServeArgs) -> Result<Arc<dyn BlockDevice>, Box<dyn std::error::Error>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(!args.read_only)
-        .open(&args.image)
-        .map_err(|e| format!("cannot open {}: {e}", args.image.display()))?;
+    let spec = args.image.to_string_lossy();
     if args.no_cache {
+        if crate::target::is_remote(&spec) {
+            return Err("--no-cache serves files only".into());
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!args.read_only)
+            .open(&args.image)
+            .map_err(|e| format!("cannot open {}: {e}", args.image.display()))?;
         return Ok(Arc::new(FileDevice::new(file)?));
     }
-    let backend = Arc::new(FileBackend::from_file(file, IoMode::Buffered)?);
-    let config = CacheConfig::new(args.budget)
-        .page_size(4096)
-        .policy(args.policy);
+    let access = if args.read_only {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let backend = crate::target::open_backend(&spec, &args.store, access)?;
+    let config = crate::target::cache_config(&spec, args.budget).policy(args.policy);
     let cache = PageCache::new(backend, config)?;
     tracing::info!(
         budget = args.budget,

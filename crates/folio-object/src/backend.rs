@@ -1,0 +1,459 @@
+//! [`ObjectStoreBackend`]: a Folio [`PageCacheBackend`] over an image in an object store.
+//!
+//! Owns: opening and creating images (manifest, lease, the listing of chunk versions), the
+//! backend's own runtime, and the `PageCacheBackend` calls: each read or write of a run of pages
+//! is split at chunk boundaries into one piece per chunk; reads start one ranged GET per piece
+//! at once (several in flight, bounded), writes queue each piece for its chunk's rewrite
+//! (`chunk.rs`). Writes started with `start_write_pages` wait for `unplug`, so a flush's runs
+//! of one chunk are gathered into one PUT. Every waiter completes only when its requests are
+//! acknowledged.
+//!
+//! Durability: a PUT the store acknowledged is durable (S3's promise), so a write's waiter
+//! completing `Ok` means its pages are durable, and [`sync`](PageCacheBackend::sync) waits for
+//! the writes issued before it (failing only once the lease is lost for good). A failed write
+//! fails its waiter (the cache keeps its pages dirty and writes them again); the backend also
+//! counts the 4 KiB blocks whose latest write failed and [`close`](ObjectStoreBackend::close)
+//! reports them if they were never written since.
+//!
+//! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
+//! image layout (`layout.rs`).
+//!
+//! May block: `open`, `create`, `set_len`, `sync`, `write_zeroes` and drop block the calling
+//! thread on the runtime (never call them from inside it); reads and writes only queue work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
+use folio::IoOp;
+use object_store::{ObjectStore, PutMode};
+
+use crate::chunk::{Kick, Op, Pending};
+use crate::error::{ObjResult, ObjectError};
+use crate::image::{Access, Image, Limits};
+use crate::join::Join;
+use crate::layout::{pieces, Layout, Manifest, Piece};
+use crate::lease::{Lease, LeaseMode};
+use crate::retry::{Failed, RetryPolicy};
+use crate::store::{Counters, Requests, StoreStats, Version};
+
+/// How to open an image.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Read-only (no lease) or read-write (under the single-writer lease).
+    pub access: Access,
+    /// Retries of each store request.
+    pub retry: RetryPolicy,
+    /// Requests in flight and runtime threads.
+    pub limits: Limits,
+    /// How long the lease lives without renewal (renewed every third of it). Default 30 s.
+    pub lease_ttl: Duration,
+    /// What to do if another writer's lock is found.
+    pub lease_mode: LeaseMode,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            access: Access::ReadWrite,
+            retry: RetryPolicy::default(),
+            limits: Limits::default(),
+            lease_ttl: Duration::from_secs(30),
+            lease_mode: LeaseMode::Wait,
+        }
+    }
+}
+
+/// An image in an object store, as a page-cache backend. See the module docs.
+pub struct ObjectStoreBackend {
+    image: Arc<Image>,
+    lease: Option<Arc<Lease>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("prefix", &self.image.layout.prefix().as_ref())
+            .field("manifest", &self.image.manifest())
+            .finish()
+    }
+}
+
+fn runtime(limits: &Limits) -> ObjResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(limits.runtime_threads.clamp(1, 64))
+        .thread_name("folio-object")
+        .enable_all()
+        .build()
+        .map_err(|e| ObjectError::Invalid(format!("cannot start the backend's runtime: {e}")))
+}
+
+impl ObjectStoreBackend {
+    /// Creates an image of `manifest`'s geometry under `prefix` (all zeros: no chunk is
+    /// stored) and opens it. Fails if a manifest is already there.
+    pub fn create(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        manifest: Manifest,
+        opts: &OpenOptions,
+    ) -> ObjResult<ObjectStoreBackend> {
+        let layout = Layout::new(prefix)?;
+        let rt = runtime(&opts.limits)?;
+        let req = requests(store.clone(), opts);
+        let key = layout.manifest();
+        let body = bytes::Bytes::from(manifest.to_json());
+        match rt.block_on(req.put(&key, body, PutMode::Create, None)) {
+            Ok(_) => {}
+            Err(Failed::Answer {
+                error: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => {
+                return Err(ObjectError::Invalid(format!(
+                    "an image already exists at {prefix} ({key})"
+                )))
+            }
+            Err(f) => return Err(f.into_error("PUT", key.as_ref())),
+        }
+        drop(rt);
+        ObjectStoreBackend::open(store, prefix, opts)
+    }
+
+    /// Opens the image under `prefix`: reads its manifest, takes the lease (read-write), and
+    /// lists its chunks' versions (one LIST request per 1,000 chunks). A read-write open also
+    /// deletes chunks past the image's end that a crash in the middle of a shrink left behind.
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        opts: &OpenOptions,
+    ) -> ObjResult<ObjectStoreBackend> {
+        let layout = Layout::new(prefix)?;
+        let rt = runtime(&opts.limits)?;
+        let req = requests(store, opts);
+        let key = layout.manifest();
+        let got = match rt.block_on(req.get(&key, None, None)) {
+            Ok(g) => g,
+            Err(Failed::Answer {
+                error: object_store::Error::NotFound { .. },
+                ..
+            }) => {
+                return Err(ObjectError::Manifest {
+                    key: key.to_string(),
+                    why: "no image here (create one with `folio image create`)".into(),
+                })
+            }
+            Err(f) => return Err(f.into_error("GET", key.as_ref())),
+        };
+        let manifest = Manifest::parse(&got.bytes, key.as_ref())?;
+        let image = Arc::new(Image::new(
+            req,
+            layout,
+            manifest,
+            opts.access,
+            opts.limits,
+            rt.handle().clone(),
+        ));
+        *image.manifest_version.lock() = got.version;
+        let lease = match opts.access {
+            Access::ReadOnly => None,
+            _ => {
+                let lease = rt.block_on(Lease::take(&image, opts.lease_ttl, opts.lease_mode))?;
+                let lease = Arc::new(lease);
+                rt.spawn(lease.clone().renew_forever(Arc::downgrade(&image)));
+                Some(lease)
+            }
+        };
+        let backend = ObjectStoreBackend {
+            image,
+            lease,
+            runtime: Some(rt),
+        };
+        backend.block_on(backend.load_chunk_versions())?;
+        Ok(backend)
+    }
+
+    async fn load_chunk_versions(&self) -> ObjResult<()> {
+        let image = &self.image;
+        let dir = image.layout.chunks().clone();
+        let listed = image
+            .req
+            .list(&dir)
+            .await
+            .map_err(|f| f.into_error("LIST", dir.as_ref()))?;
+        let chunks = image.manifest().chunks();
+        for meta in listed {
+            let Some(n) = image.layout.chunk_number(&meta.location) else {
+                continue;
+            };
+            if n >= chunks && image.access == Access::ReadWrite {
+                tracing::info!(chunk = n, "deleting a chunk past the end of the image");
+                image
+                    .req
+                    .delete(&meta.location)
+                    .await
+                    .map_err(|f| f.into_error("DELETE", meta.location.as_ref()))?;
+                continue;
+            }
+            let version = Version::from_meta(&meta).ok_or_else(|| {
+                ObjectError::Invalid(format!("the store lists {} without an ETag", meta.location))
+            })?;
+            image.cell(n).st.lock().version = Some(version);
+        }
+        Ok(())
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .block_on(f)
+    }
+
+    /// The image's geometry.
+    pub fn manifest(&self) -> Manifest {
+        self.image.manifest()
+    }
+
+    /// Requests made and bytes moved so far.
+    pub fn stats(&self) -> StoreStats {
+        self.image.req.counters.snapshot()
+    }
+
+    /// Most bytes the backend holds outside the cache's frames at once: a chunk for each
+    /// rewrite in flight (plus the chunk it fetched), a chunk for each GET in flight.
+    pub fn memory_bytes_max(&self, limits: &Limits) -> u64 {
+        let c = self.image.chunk_size;
+        c * (2 * limits.puts_in_flight_max as u64 + limits.gets_in_flight_max as u64)
+    }
+
+    /// Splits the run of `frames` (pages of one length) starting at page `idx` into one piece
+    /// per chunk. Returns the page size, the byte offset of the run and the pieces.
+    #[allow(clippy::type_complexity)]
+    fn split<F>(
+        &self,
+        idx: u64,
+        frames: Vec<F>,
+        len: impl Fn(&F) -> usize,
+    ) -> folio::Result<(usize, u64, Vec<(Piece, Vec<F>)>)> {
+        let page = frames.first().map(&len).unwrap_or(0);
+        if page == 0 || frames.iter().any(|f| len(f) != page) {
+            return Err(folio::Error::InvalidConfig(
+                "frames of one I/O must be non-empty and of one length".into(),
+            ));
+        }
+        if self.image.chunk_size % page as u64 != 0 {
+            return Err(folio::Error::InvalidConfig(format!(
+                "the page size {page} does not divide the image's chunk size {}",
+                self.image.chunk_size
+            )));
+        }
+        let total = (frames.len() * page) as u64;
+        let overflow = folio::Error::Overflow {
+            offset: idx,
+            len: total,
+        };
+        let offset = idx.checked_mul(page as u64).ok_or(overflow.clone())?;
+        offset.checked_add(total).ok_or(overflow)?;
+        let mut rest = frames.into_iter();
+        let parts = pieces(offset, total, self.image.chunk_size)
+            .map(|p| {
+                let n = ((p.end - p.start) / page as u64) as usize;
+                (p, rest.by_ref().take(n).collect())
+            })
+            .collect();
+        Ok((page, offset, parts))
+    }
+
+    fn write(&self, idx: u64, frames: Vec<Frame>, kick: Kick) -> folio::Result<IoWaiter> {
+        if frames.is_empty() {
+            return Ok(IoWaiter::ready(Ok(())));
+        }
+        let (_, offset, parts) = self.split(idx, frames, Frame::len)?;
+        if let Err(e) = self.image.writable() {
+            return Ok(IoWaiter::ready(Err(e.into_folio(IoOp::Write, offset))));
+        }
+        let (waiter, completer) = IoWaiter::pending(IoOp::Write, offset);
+        let join = Arc::new(Join::new(completer, parts.len()));
+        for (piece, frames) in parts {
+            let pending = Pending {
+                op: Op::Write {
+                    at: piece.start,
+                    frames,
+                },
+                join: join.clone(),
+                ticket: self.image.tickets.issue(),
+                offset: offset + piece.at,
+            };
+            self.image.queue(piece.chunk, pending, kick);
+        }
+        Ok(waiter)
+    }
+
+    /// Waits for every write issued so far, releases the lease and stops the runtime. Dropping
+    /// the backend does the same; `close` reports whether writes were still failing.
+    pub fn close(mut self) -> ObjResult<()> {
+        let r = self.shutdown();
+        self.runtime = None;
+        r
+    }
+
+    fn shutdown(&mut self) -> ObjResult<()> {
+        let Some(rt) = self.runtime.take() else {
+            return Ok(());
+        };
+        let image = self.image.clone();
+        let lease = self.lease.take();
+        let r = rt.block_on(async move {
+            image.unplug();
+            let t = image.tickets.next();
+            let drained =
+                tokio::time::timeout(Duration::from_secs(60), image.tickets.wait_below(t)).await;
+            if let Some(lease) = lease {
+                lease.release(&image).await;
+            }
+            match (
+                drained,
+                image
+                    .failed_blocks
+                    .load(std::sync::atomic::Ordering::Acquire),
+            ) {
+                (Err(_), _) => Err(ObjectError::Invalid(
+                    "writes still in flight after 60 s at close".into(),
+                )),
+                (Ok(()), 0) => Ok(()),
+                (Ok(()), blocks) => Err(ObjectError::NotDurable {
+                    bytes: blocks * 4096,
+                }),
+            }
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+        r
+    }
+}
+
+impl Drop for ObjectStoreBackend {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the object-store image");
+        }
+    }
+}
+
+fn requests(store: Arc<dyn ObjectStore>, opts: &OpenOptions) -> Requests {
+    Requests {
+        store,
+        policy: opts.retry,
+        counters: Counters::default(),
+    }
+}
+
+impl PageCacheBackend for ObjectStoreBackend {
+    fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> folio::Result<IoWaiter> {
+        if frames.is_empty() {
+            return Ok(IoWaiter::ready(Ok(())));
+        }
+        let (page, offset, parts) = self.split(idx, frames, FrameMut::len)?;
+        let (waiter, completer) = IoWaiter::pending(IoOp::Read, offset);
+        let join = Arc::new(Join::new(completer, parts.len()));
+        for (piece, frames) in parts {
+            let image = self.image.clone();
+            let join = join.clone();
+            let at = offset + piece.at;
+            self.image.runtime.spawn(async move {
+                let r = image
+                    .read_piece(piece.chunk, piece.start, frames, page)
+                    .await;
+                if let Err(e) = &r {
+                    tracing::warn!(chunk = piece.chunk, error = %e, "chunk read failed");
+                }
+                join.part(r.map_err(|e| e.into_folio(IoOp::Read, at)));
+            });
+        }
+        Ok(waiter)
+    }
+
+    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> folio::Result<IoWaiter> {
+        self.write(idx, frames, Kick::Now)
+    }
+
+    fn start_write_pages(&self, idx: u64, frames: Vec<Frame>) -> folio::Result<IoWaiter> {
+        self.write(idx, frames, Kick::Plugged)
+    }
+
+    fn unplug(&self) {
+        self.image.unplug();
+    }
+
+    fn len(&self) -> u64 {
+        self.image.size()
+    }
+
+    fn set_len(&self, len: u64) -> folio::Result<()> {
+        self.image
+            .writable()
+            .and_then(|()| Manifest::new(len, self.image.chunk_size).map(drop))
+            .and_then(|()| self.block_on(self.image.resize(len)))
+            .map_err(|e| e.into_folio(IoOp::Resize, len))
+    }
+
+    fn sync(&self) -> folio::Result<()> {
+        // Every write whose waiter completed Ok was acknowledged by the store, which makes it
+        // durable; a failed one was reported through its waiter (the cache keeps its pages
+        // dirty and writes them again). So sync waits for the writes issued before it and
+        // fails only if this writer lost its lease for good: a transient store outage must not
+        // fail it, or a cache that treats a failed sync as lost durability could never recover.
+        let image = &self.image;
+        image.unplug();
+        let t = image.tickets.next();
+        self.block_on(image.tickets.wait_below(t));
+        if image.access == Access::ReadWrite && image.fence.is_lost() {
+            return Err(image.fence.check().unwrap_err().into_folio(IoOp::Sync, 0));
+        }
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> folio::Result<()> {
+        self.image
+            .writable()
+            .map_err(|e| e.into_folio(IoOp::Zero, offset))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(folio::Error::Overflow { offset, len })?;
+        let end = end.min(self.image.size());
+        if offset >= end {
+            return Ok(());
+        }
+        let busy: Vec<Piece> = pieces(offset, end - offset, self.image.chunk_size)
+            .filter(|p| !self.image.cell(p.chunk).is_idle_and_absent())
+            .collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        let (waiter, completer) = IoWaiter::pending(IoOp::Zero, offset);
+        let join = Arc::new(Join::new(completer, busy.len()));
+        for p in busy {
+            let pending = Pending {
+                op: Op::Zero {
+                    start: p.start,
+                    end: p.end,
+                },
+                join: join.clone(),
+                ticket: self.image.tickets.issue(),
+                offset: offset + p.at,
+            };
+            self.image.queue(p.chunk, pending, Kick::Now);
+        }
+        waiter.wait()
+    }
+
+    fn max_io_pages(&self) -> usize {
+        // One chunk of 4 KiB pages: a run never needs more than two GETs.
+        (self.image.chunk_size / 4096).max(1) as usize
+    }
+
+    fn queue_depth(&self) -> usize {
+        // Flushes submit many runs before waiting, so a chunk's runs meet in one PUT; the
+        // backend bounds what is really in flight.
+        1024
+    }
+}
