@@ -127,19 +127,43 @@ impl Condvar {
     }
 }
 
-/// Waiting is a yield to the scheduler: if `validate()` (which publishes the waiter, as in the
-/// real build) says the caller must wait, another thread runs first. Callers re-check their
-/// condition in a loop, exactly as after the real build's bounded park. This models every
-/// interleaving of the state word; it does not check the wake-ups themselves (a missed
-/// `unpark_all` would cost the real build one 20 ms re-check, not correctness).
-pub(crate) fn park(_key: usize, validate: impl FnOnce() -> bool, _timeout: Duration) {
+shuttle::lazy_static! {
+    /// Threads parked (or about to park) on a frame, with the key they wait on.
+    static ref PARKED: shuttle::sync::Mutex<Vec<(usize, shuttle::thread::Thread)>> =
+        shuttle::sync::Mutex::new(Vec::new());
+}
+
+/// Parks the caller until an `unpark_all` of `key` if `validate()` (which publishes the waiter,
+/// as in the real build) says it must wait. The caller registers before it validates, and a
+/// thread's park token outlives an unpark that comes first, so a wake-up cannot slip between the
+/// validation and the sleep. Unlike the real build there is no re-check interval: a wake-up the
+/// cache forgets is a deadlock shuttle reports, and a waiter never spins (which PCT's fixed
+/// priorities would turn into a livelock).
+pub(crate) fn park(key: usize, validate: impl FnOnce() -> bool, _timeout: Duration) {
+    let me = shuttle::thread::current();
+    PARKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((key, me.clone()));
     if validate() {
-        shuttle::thread::yield_now();
+        shuttle::thread::park();
+    }
+    let mut parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = parked
+        .iter()
+        .position(|(k, t)| *k == key && t.id() == me.id())
+    {
+        parked.swap_remove(i);
     }
 }
 
-/// Nothing to do: waiters only yield.
-pub(crate) fn unpark_all(_key: usize) {}
+/// Wakes every thread parked on `key`.
+pub(crate) fn unpark_all(key: usize) {
+    let parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, t) in parked.iter().filter(|(k, _)| *k == key) {
+        t.unpark();
+    }
+}
 
 pub(crate) fn yield_now() {
     shuttle::thread::yield_now();

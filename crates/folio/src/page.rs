@@ -287,6 +287,7 @@ impl FrameMeta {
     }
 
     /// Takes a shared (reader) hold on the page `key` if it is valid here.
+    #[cfg(test)]
     pub(crate) fn lock_shared(&self, key: u64) -> Acquire {
         self.lock_shared_in(key, false)
     }
@@ -318,6 +319,7 @@ impl FrameMeta {
     }
 
     /// Takes the exclusive (writer) hold on the valid page `key`: no readers, no write-back.
+    #[cfg(test)]
     pub(crate) fn lock_exclusive(&self, key: u64) -> Acquire {
         self.lock_exclusive_in(key, false)
     }

@@ -3,66 +3,78 @@
 //! Owns the guard types and what their `Drop` releases; the holds themselves are taken by the
 //! engine.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, Range};
 
-use crate::engine::Engine;
-use crate::page::{Acquire, EXCLUSIVE, READERS_MASK, WRITEBACK};
+use crate::engine::{Dirty, Engine, ExclusiveHold, SharedHold, Took};
+use crate::page::{EXCLUSIVE, READERS_MASK, WRITEBACK};
 use crate::policy::FrameId;
 
-/// A read guard: shared access to a page's bytes. See [`PageCache::read_page`](crate::PageCache::read_page).
+/// A read guard: shared access to a page's bytes, or to a slice of them. See
+/// [`PageCache::read_page`](crate::PageCache::read_page) and
+/// [`PageCache::read_slice`](crate::PageCache::read_slice).
 pub struct PageReadGuard<'a> {
-    pub(crate) engine: &'a Engine,
-    pub(crate) frame: FrameId,
-    /// The first byte the guard covers, inside the frame.
-    pub(crate) bytes: *const u8,
-    /// Bytes covered: the page, or a slice of it.
-    pub(crate) len: usize,
+    hold: SharedHold<'a>,
+    /// The bytes covered, within the page.
+    in_page: Range<usize>,
+}
+
+impl<'a> PageReadGuard<'a> {
+    /// A guard on `in_page` (within the page) of the page `hold` holds.
+    pub(crate) fn new(hold: SharedHold<'a>, in_page: Range<usize>) -> PageReadGuard<'a> {
+        debug_assert!(in_page.end <= hold.bytes().len());
+        PageReadGuard { hold, in_page }
+    }
 }
 
 impl Deref for PageReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: we hold a reader hold on the frame for the guard's lifetime.
-        // `bytes .. bytes + len` lies inside the frame (checked where the guard is made).
-        unsafe { std::slice::from_raw_parts(self.bytes, self.len) }
-    }
-}
-
-impl Drop for PageReadGuard<'_> {
-    fn drop(&mut self) {
-        self.engine.unlock_shared(self.frame);
+        &self.hold.bytes()[self.in_page.clone()]
     }
 }
 
 /// A write guard: exclusive access to a page's bytes; the page is dirty when it is dropped. See
 /// [`PageCache::write_page`](crate::PageCache::write_page).
 pub struct PageWriteGuard<'a> {
-    pub(crate) engine: &'a Engine,
-    pub(crate) frame: FrameId,
-    pub(crate) page: u64,
-    pub(crate) bytes: *mut u8,
+    engine: &'a Engine,
+    /// Always `Some` until the guard drops (and releases it).
+    hold: Option<ExclusiveHold<'a>>,
+    page: u64,
+}
+
+impl<'a> PageWriteGuard<'a> {
+    pub(crate) fn new(
+        engine: &'a Engine,
+        hold: ExclusiveHold<'a>,
+        page: u64,
+    ) -> PageWriteGuard<'a> {
+        PageWriteGuard {
+            engine,
+            hold: Some(hold),
+            page,
+        }
+    }
 }
 
 impl Deref for PageWriteGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: we hold the frame EXCLUSIVE for the guard's lifetime.
-        unsafe { std::slice::from_raw_parts(self.bytes, self.engine.page_size) }
+        self.hold.as_ref().expect("held until drop").bytes()
     }
 }
 
 impl DerefMut for PageWriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: we hold the frame EXCLUSIVE for the guard's lifetime; `&mut self` makes this
-        // the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.bytes, self.engine.page_size) }
+        self.hold.as_mut().expect("held until drop").bytes_mut()
     }
 }
 
 impl Drop for PageWriteGuard<'_> {
     fn drop(&mut self) {
-        self.engine.zero_past_end(self.page, self.frame);
-        self.engine.unlock_exclusive(self.frame, true);
+        if let Some(mut hold) = self.hold.take() {
+            self.engine.zero_past_end(self.page, &mut hold);
+            hold.release(Dirty::Yes);
+        }
     }
 }
 
@@ -80,33 +92,33 @@ impl PinnedPage<'_> {
         self.page
     }
 
-    /// Engine access to the bytes (waits for a writer). If the page was discarded while pinned,
+    /// Shared access to the bytes (waits for a writer). If the page was discarded while pinned,
     /// these are the bytes it had.
     pub fn read(&self) -> PageReadGuard<'_> {
         let meta = &self.engine.frames[self.frame as usize];
-        // A pinned frame keeps its tag and is VALID or ORPHAN: it can only be busy.
-        while meta.lock_shared_in(self.page, true) != Acquire::Acquired {
-            meta.wait_while(|s| s & EXCLUSIVE != 0);
-        }
-        PageReadGuard {
-            engine: self.engine,
-            frame: self.frame,
-            bytes: self.engine.frame_ptr(self.frame),
-            len: self.engine.page_size,
+        // A pinned frame keeps its tag and is VALID or ORPHAN: it can only be busy (a writer)
+        // or have the most readers the state word counts. Bounded by those holders.
+        loop {
+            match self.engine.acquire_shared(self.frame, self.page, true) {
+                Took::Held(h) => return PageReadGuard::new(h, 0..self.engine.page_size),
+                Took::Not(_) => {
+                    meta.wait_while(|s| s & EXCLUSIVE != 0 || s & READERS_MASK == READERS_MASK)
+                }
+            }
         }
     }
 
     /// Exclusive access to the bytes (waits for readers and write-back); marks the page dirty.
     pub fn write(&self) -> PageWriteGuard<'_> {
         let meta = &self.engine.frames[self.frame as usize];
-        while meta.lock_exclusive_in(self.page, true) != Acquire::Acquired {
-            meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0);
-        }
-        PageWriteGuard {
-            engine: self.engine,
-            frame: self.frame,
-            page: self.page,
-            bytes: self.engine.frame_ptr(self.frame),
+        // Bounded by the page's other holders and its write-back.
+        loop {
+            match self.engine.acquire_exclusive(self.frame, self.page, true) {
+                Took::Held(h) => return PageWriteGuard::new(self.engine, h, self.page),
+                Took::Not(_) => {
+                    meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0)
+                }
+            }
         }
     }
 

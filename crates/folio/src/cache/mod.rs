@@ -298,13 +298,7 @@ impl PageCache {
     pub fn read_page(&self, idx: u64) -> Result<PageReadGuard<'_>> {
         let s = &*self.engine;
         s.check_page(idx)?;
-        let frame = s.get_shared(idx, 1)?;
-        Ok(PageReadGuard {
-            engine: s,
-            frame,
-            bytes: s.frame_ptr(frame),
-            len: s.page_size,
-        })
+        Ok(PageReadGuard::new(s.get_shared(idx, 1)?, 0..s.page_size))
     }
 
     /// A zero-copy read guard on the `len` bytes at `offset` (loading their page if needed): it
@@ -329,18 +323,10 @@ impl PageCache {
         let s = &*self.engine;
         let end = s.check_slice(offset, len, s.len())?;
         let in_page = (offset & s.page_mask()) as usize;
-        let frame = s.get_shared_prefetch(offset >> s.page_shift, 1, in_page..in_page + len)?;
+        let held = s.get_shared_prefetch(offset >> s.page_shift, 1, in_page..in_page + len)?;
         // As in `read_at`: a truncation may have run since the length was checked.
-        if let Err(e) = in_file(offset, end, s.len()) {
-            s.unlock_shared(frame);
-            return Err(e);
-        }
-        Ok(PageReadGuard {
-            engine: s,
-            frame,
-            bytes: s.frame_ptr(frame).wrapping_add(in_page),
-            len,
-        })
+        in_file(offset, end, s.len())?;
+        Ok(PageReadGuard::new(held, in_page..in_page + len))
     }
 
     /// Zero-copy read guards on many byte ranges at once, in order: as
@@ -409,18 +395,13 @@ impl PageCache {
             }
             for (c, &(offset, len)) in candidates.iter().zip(group) {
                 let (p, in_page) = (offset >> s.page_shift, (offset & s.page_mask()) as usize);
-                let frame = match c.map(|f| s.hold_found(f, p)) {
-                    Some(Probe::Held(f)) => f,
+                let held = match c.map(|f| s.hold_found(f, p)) {
+                    Some(Probe::Held(h)) => h,
                     // Busy, gone, or not there: the usual path waits or loads.
                     _ => s.get_shared_prefetch(p, 1, in_page..in_page + len)?,
                 };
                 // Held from here on: released with the guard, also on an error below.
-                guards.push(PageReadGuard {
-                    engine: s,
-                    frame,
-                    bytes: s.frame_ptr(frame).wrapping_add(in_page),
-                    len,
-                });
+                guards.push(PageReadGuard::new(held, in_page..in_page + len));
                 // As in `read_at`: a truncation may have run since the length was checked.
                 in_file(offset, checked_end(offset, len)?, s.len())?;
             }
@@ -432,13 +413,11 @@ impl PageCache {
     pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
         let s = &*self.engine;
         s.check_page(idx)?;
-        let frame = s.get_exclusive(idx, Fill::Read, 1)?;
-        Ok(PageWriteGuard {
-            engine: s,
-            frame,
-            page: idx,
-            bytes: s.frame_ptr(frame),
-        })
+        Ok(PageWriteGuard::new(
+            s,
+            s.get_exclusive(idx, Fill::Read, 1)?,
+            idx,
+        ))
     }
 
     /// Pins page `idx` (loading it if needed): it stays resident until the pin is dropped.

@@ -3,7 +3,7 @@ use std::ops::Range;
 
 use crate::sync::{Instant, Ordering};
 
-use super::{take_completed, Check, Cursor, Engine, SubmittedRun};
+use super::{take_completed, Check, Cursor, Engine, SubmittedRun, Took, WritebackHold};
 use crate::backend::{Frame, IoWaiter};
 use crate::error::{Error, Result};
 use crate::page::{kind, Acquire, DIRTY, EXCLUSIVE, NO_PAGE, VALID, WRITEBACK};
@@ -64,8 +64,8 @@ impl Engine {
         // Runs submitted before the flusher waits for the oldest: the backend's queue depth
         // (at least 1, at most 4096 — which bounds the `in_flight` queue).
         let in_flight_max = self.backend.queue_depth().clamp(1, 4096);
-        let mut run: Vec<(u64, FrameId)> = Vec::with_capacity(self.max_io_pages);
-        let mut in_flight: VecDeque<SubmittedRun> = Default::default();
+        let mut run: Vec<(u64, WritebackHold<'_>)> = Vec::with_capacity(self.max_io_pages);
+        let mut in_flight: VecDeque<SubmittedRun<'_>> = Default::default();
         let mut first_failure: Result<()> = Ok(());
         let mut note = |r: Result<()>| {
             if first_failure.is_ok() {
@@ -89,11 +89,12 @@ impl Engine {
                 in_flight.push_back(self.submit_run(&mut run));
                 continue;
             }
-            let mut begun = self.settle(f, self.frames[f as usize].begin_writeback(key));
-            if begun == Acquire::Acquired && self.fenced_after_writeback_began(key) {
+            let mut begun = self.acquire_writeback(f, key);
+            if matches!(begun, Took::Held(_)) && self.fenced_after_writeback_began(key) {
                 // Its content may be from before a hole being punched under it: not now.
-                let (_, r) = self.frames[f as usize].end_writeback(false);
-                self.released(f, r);
+                if let Took::Held(h) = begun {
+                    h.end(false);
+                }
                 if wait {
                     in_flight.push_back(self.submit_run(&mut run));
                     self.backend.unplug();
@@ -103,21 +104,20 @@ impl Engine {
                     self.fences.wait(key);
                     continue;
                 }
-                begun = Acquire::Wait;
+                begun = Took::Not(Acquire::Wait);
             }
             match begun {
-                Acquire::Acquired => {
-                    self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                Took::Held(h) => {
                     self.wb.in_flight_add(1);
-                    run.push((key, f));
+                    run.push((key, h));
                     i += 1;
                 }
-                Acquire::Wait if !wait => {
+                Took::Not(Acquire::Wait) if !wait => {
                     // The background flusher skips busy pages.
                     in_flight.push_back(self.submit_run(&mut run));
                     i += 1;
                 }
-                Acquire::Wait => {
+                Took::Not(Acquire::Wait) => {
                     // Never wait while holding pages: write what we have first.
                     in_flight.push_back(self.submit_run(&mut run));
                     self.backend.unplug();
@@ -126,7 +126,7 @@ impl Engine {
                     }
                     self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
                 }
-                Acquire::Absent | Acquire::Stray | Acquire::Saturated => {
+                Took::Not(_) => {
                     i += 1;
                 }
             }
@@ -150,7 +150,10 @@ impl Engine {
 
     /// Starts writing one run of pages that this thread holds under write-back (they stay under
     /// write-back until [`complete_run`](Self::complete_run)).
-    pub(crate) fn submit_run(&self, run: &mut Vec<(u64, FrameId)>) -> SubmittedRun {
+    pub(crate) fn submit_run<'e>(
+        &'e self,
+        run: &mut Vec<(u64, WritebackHold<'e>)>,
+    ) -> SubmittedRun<'e> {
         let pages = std::mem::take(run);
         let Some(&(first, _)) = pages.first() else {
             return SubmittedRun {
@@ -162,14 +165,7 @@ impl Engine {
         // read, not assumed zero (see `data_end`).
         let end = (first + pages.len() as u64) << self.page_shift;
         self.data_end.fetch_max(end, Ordering::AcqRel);
-        let frames: Vec<Frame> = pages
-            .iter()
-            // SAFETY: each page is under write-back with our reader hold: no writer touches
-            // its bytes until `end_writeback`, which `complete_run` calls only after the I/O.
-            .map(|&(_, f)| unsafe {
-                Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
-            })
-            .collect();
+        let frames: Vec<Frame> = pages.iter().map(|(_, h)| h.lend_for_write()).collect();
         // Queued: `flush_list` unplugs before it waits for any run.
         let waiter = self.backend.start_write_pages_local(first, frames);
         SubmittedRun { pages, waiter }
@@ -177,7 +173,7 @@ impl Engine {
 
     /// Waits for a run started by [`submit_run`](Self::submit_run) and ends its write-back;
     /// returns the run's failure.
-    pub(crate) fn complete_run(&self, submitted: SubmittedRun) -> Result<()> {
+    pub(crate) fn complete_run(&self, submitted: SubmittedRun<'_>) -> Result<()> {
         let SubmittedRun { pages: run, waiter } = submitted;
         if run.is_empty() {
             return Ok(());
@@ -193,14 +189,11 @@ impl Engine {
             self.counters
                 .add(Counter::BytesWritten, (run.len() * self.page_size) as u64);
         }
-        for &(_, f) in run.iter() {
-            let (redirtied, r) = self.frames[f as usize].end_writeback(ok);
-            if redirtied {
-                self.dirty_pages.fetch_add(1, Ordering::AcqRel);
-            }
-            self.released(f, r);
+        let pages = run.len();
+        for (_, h) in run {
+            h.end(ok);
         }
-        self.wb.in_flight_add(-(run.len() as i64));
+        self.wb.in_flight_add(-(pages as i64));
         result
     }
 

@@ -2,8 +2,8 @@ use std::collections::VecDeque;
 use std::ops::Range;
 
 use super::{
-    checked_end, in_file, prefetch, take_completed, Begun, Engine, Extend, Fill, FrameWait,
-    Loading, Piece, Probe, Submit,
+    checked_end, in_file, prefetch, take_completed, Begun, Dirty, Engine, ExclusiveHold, Extend,
+    Fill, FrameWait, Loading, Piece, Probe, SharedHold, Submit, Took,
 };
 use crate::error::{Error, Result};
 use crate::page::{Acquire, READAHEAD};
@@ -31,27 +31,24 @@ impl Engine {
                 continue;
             }
             let pages_left = (total - done).div_ceil(self.page_size);
-            let (f, waited) = self.get_shared_waited(p, pages_left, in_page..in_page + n)?;
+            let (held, waited) = self.get_shared_waited(p, pages_left, in_page..in_page + n)?;
             // A truncation may have run since `size` was read, and the page been loaded again
             // past the new end (as zeros): return nothing past the end as of now, which we read
             // after taking the hold (Linux re-checks i_size after the page is up to date for
             // the same reason). Found by the truncate model in crates/folio-shuttle.
             let now = self.len();
             if pos >= now {
-                self.unlock_shared(f);
                 break;
             }
             let n = n.min((now - pos) as usize);
-            let meta = &self.frames[f as usize];
+            let meta = &self.frames[held.frame() as usize];
             if meta.state() & READAHEAD != 0 && meta.take_readahead_mark() {
                 // A readahead marker: start the next window in the background.
                 let jobs = self.readahead.on_marker(p, self.npages(), waited);
                 self.readahead.dispatch(jobs, false);
             }
-            // SAFETY: we hold a reader hold on `f`.
-            let bytes = unsafe { self.bytes(f) };
-            buf[done..done + n].copy_from_slice(&bytes[in_page..in_page + n]);
-            self.unlock_shared(f);
+            buf[done..done + n].copy_from_slice(&held.bytes()[in_page..in_page + n]);
+            drop(held);
             done += n;
         }
         self.counters.add(Counter::ReadCalls, 1);
@@ -65,7 +62,7 @@ impl Engine {
             .queue_depth()
             .min(self.frames.len() / 2)
             .clamp(1, 4096);
-        let mut in_flight: VecDeque<(Loading, Piece)> = VecDeque::with_capacity(depth);
+        let mut in_flight: VecDeque<(Loading<'_>, Piece)> = VecDeque::with_capacity(depth);
         // Pieces for the blocking path: their page is busy (being loaded, by someone else or
         // by this batch), or the file shrank under them.
         let mut deferred: Vec<Piece> = Vec::new();
@@ -84,7 +81,7 @@ impl Engine {
                     continue;
                 }
                 match self.try_shared(p, in_page..in_page + n) {
-                    Probe::Held(f) => self.copy_piece(f, piece, reads, &mut deferred),
+                    Probe::Held(h) => self.copy_piece(h, piece, reads, &mut deferred),
                     // The blocking path waits for the page, or reports too many holders.
                     Probe::Busy(_) | Probe::Saturated => deferred.push(piece),
                     Probe::Absent => {
@@ -229,7 +226,7 @@ impl Engine {
     /// soon as its frame is known from the index, so that their cache misses overlap the one on
     /// the frame's state word instead of following it. Always inlined: it is the hit path.
     #[inline(always)]
-    pub(crate) fn try_shared(&self, p: u64, want: Range<usize>) -> Probe {
+    pub(crate) fn try_shared(&self, p: u64, want: Range<usize>) -> Probe<'_> {
         let found = self.index.lookup_then(p, &self.frames, |f| {
             prefetch(self.frame_ptr(f).wrapping_add(want.start), want.len());
         });
@@ -242,53 +239,48 @@ impl Engine {
     /// A reader hold on page `p` in frame `f`, where a lookup found it (a hit, counted), if the
     /// frame still holds `p` and nobody holds it exclusively. Always inlined: the hit path.
     #[inline(always)]
-    pub(crate) fn hold_found(&self, f: FrameId, p: u64) -> Probe {
-        match self.settle(f, self.frames[f as usize].lock_shared(p)) {
-            Acquire::Acquired => {
+    pub(crate) fn hold_found(&self, f: FrameId, p: u64) -> Probe<'_> {
+        match self.acquire_shared(f, p, false) {
+            Took::Held(h) => {
                 self.policy.on_hit(f);
                 self.counters.add(Counter::Hits, 1);
-                Probe::Held(f)
+                Probe::Held(h)
             }
-            Acquire::Wait => Probe::Busy(f),
-            Acquire::Saturated => Probe::Saturated,
-            Acquire::Absent | Acquire::Stray => Probe::Absent,
+            Took::Not(Acquire::Wait) => Probe::Busy(f),
+            Took::Not(Acquire::Saturated) => Probe::Saturated,
+            Took::Not(_) => Probe::Absent,
         }
     }
 
-    /// Copies `piece` out of frame `f` (held shared by the caller, released here), or defers
-    /// it if the file no longer covers it.
+    /// Copies `piece` out of the page `held` (released here), or defers it if the file no
+    /// longer covers it.
     pub(crate) fn copy_piece(
         &self,
-        f: FrameId,
+        held: SharedHold<'_>,
         piece: Piece,
         reads: &mut [(u64, &mut [u8])],
         deferred: &mut Vec<Piece>,
     ) {
         // As in `read_at`: the length is read after the hold is taken.
         if piece.pos + piece.n as u64 > self.len() {
-            self.unlock_shared(f);
             deferred.push(piece);
             return;
         }
         let in_page = (piece.pos & self.page_mask()) as usize;
-        // SAFETY: we hold a reader hold on `f`.
-        let bytes = unsafe { self.bytes(f) };
         reads[piece.read].1[piece.at..piece.at + piece.n]
-            .copy_from_slice(&bytes[in_page..in_page + piece.n]);
-        self.unlock_shared(f);
+            .copy_from_slice(&held.bytes()[in_page..in_page + piece.n]);
     }
 
     /// Finishes the load of `piece`'s page and copies the piece out.
     pub(crate) fn finish_piece(
         &self,
-        loading: Loading,
+        loading: Loading<'_>,
         piece: Piece,
         reads: &mut [(u64, &mut [u8])],
         deferred: &mut Vec<Piece>,
     ) -> Result<()> {
-        let f = self.finish_load(loading)?;
-        self.frames[f as usize].downgrade();
-        self.copy_piece(f, piece, reads, deferred);
+        let held = self.finish_load(loading)?.downgrade();
+        self.copy_piece(held, piece, reads, deferred);
         Ok(())
     }
 
@@ -300,17 +292,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Zeroes the bytes of page `p` (held `EXCLUSIVE` in `f`) that lie past the end of the file,
+    /// Zeroes the bytes of page `p` (held in `held`) that lie past the end of the file,
     /// keeping "cached bytes past the end are zero" true under concurrent truncation.
-    pub(crate) fn zero_past_end(&self, p: u64, f: FrameId) {
+    pub(crate) fn zero_past_end(&self, p: u64, held: &mut ExclusiveHold<'_>) {
         let len = self.len();
         let start = p << self.page_shift;
         let end = start + self.page_size as u64;
         if end > len {
             let from = len.saturating_sub(start) as usize;
-            // SAFETY: the caller holds `f` EXCLUSIVE.
-            let bytes = unsafe { self.bytes_mut(f) };
-            bytes[from..].fill(0);
+            held.bytes_mut()[from..].fill(0);
         }
     }
 
@@ -357,12 +347,10 @@ impl Engine {
             } else {
                 Fill::Read
             };
-            let f = self.get_exclusive(p, fill, 1)?;
-            // SAFETY: we hold `f` EXCLUSIVE.
-            let bytes = unsafe { self.bytes_mut(f) };
-            bytes[in_page..in_page + n].copy_from_slice(&buf[done..done + n]);
-            self.zero_past_end(p, f);
-            self.unlock_exclusive(f, true);
+            let mut held = self.get_exclusive(p, fill, 1)?;
+            held.bytes_mut()[in_page..in_page + n].copy_from_slice(&buf[done..done + n]);
+            self.zero_past_end(p, &mut held);
+            held.release(Dirty::Yes);
             done += n;
         }
         self.counters.add(Counter::WriteCalls, 1);

@@ -4,8 +4,8 @@ use crate::sync::Instant;
 
 use crate::sync::Ordering;
 
-use super::{Begun, Engine, Fill, FrameWait, Loaded, Loading, Submit};
-use crate::backend::{Frame, FrameMut, IoWaiter, LocalIoWaiter};
+use super::{Begun, Dirty, Engine, ExclusiveHold, Fill, FrameWait, Loaded, Loading, Submit};
+use crate::backend::{FrameMut, IoWaiter, LocalIoWaiter};
 use crate::error::{Error, Result};
 use crate::page::{kind, DIRTY, EXCLUSIVE, FREE, LOADING, NO_PAGE, VALID};
 use crate::policy::{Admission, FrameId};
@@ -16,12 +16,13 @@ impl Engine {
 
     /// A frame held `EXCLUSIVE` in state `FREE`: from the free list, or by evicting a page.
     /// Waits up to `frame_wait_max` while every frame is held.
-    pub(crate) fn alloc_frame(&self) -> Result<FrameId> {
+    pub(crate) fn alloc_frame(&self) -> Result<ExclusiveHold<'_>> {
         let started = Instant::now();
         let mut attempts = 0u32;
+        // Bounded by `frame_wait_max`.
         loop {
-            if let Some(f) = self.try_alloc_frame()? {
-                return Ok(f);
+            if let Some(h) = self.try_alloc_frame()? {
+                return Ok(h);
             }
             if started.elapsed() >= self.frame_wait_max {
                 return Err(Error::NoFreeFrame {
@@ -39,68 +40,79 @@ impl Engine {
 
     /// As [`alloc_frame`](Self::alloc_frame), without waiting: `None` if every frame is held
     /// now. (Evicting a dirty victim still writes it back.)
-    pub(crate) fn try_alloc_frame(&self) -> Result<Option<FrameId>> {
+    pub(crate) fn try_alloc_frame(&self) -> Result<Option<ExclusiveHold<'_>>> {
+        // Bounded by the free list's length.
         while let Some(f) = self.free.lock().pop() {
-            if self.frames[f as usize].take_free() {
-                return Ok(Some(f));
+            match self.acquire_free(f) {
+                Some(h) => return Ok(Some(h)),
+                None => debug_assert!(false, "frame {f} on the free list is not free"),
             }
-            debug_assert!(false, "frame {f} on the free list is not free");
         }
         self.evict_one()
     }
 
-    /// Evicts one page chosen by the policy, writing it back first if dirty. `Ok(None)` if no
-    /// frame could be claimed; `Err` if the victim's write-back failed (it stays cached, dirty).
-    pub(crate) fn evict_one(&self) -> Result<Option<FrameId>> {
-        let Some(f) = self
+    /// Evicts one page chosen by the policy, writing it back first if dirty, and returns its
+    /// frame, held and `FREE`. `Ok(None)` if no frame could be claimed; `Err` if the victim's
+    /// write-back failed (it stays cached, dirty).
+    pub(crate) fn evict_one(&self) -> Result<Option<ExclusiveHold<'_>>> {
+        let mut claimed: Option<ExclusiveHold<'_>> = None;
+        let victim = self
             .policy
-            .choose_victim(&mut |f| self.frames[f as usize].claim())
-        else {
+            .choose_victim(&mut |f| match self.acquire_unheld(f) {
+                Some(h) => {
+                    claimed = Some(h);
+                    true
+                }
+                None => false,
+            });
+        let Some(held) = claimed else {
             return Ok(None);
         };
-        let meta = &self.frames[f as usize];
-        let key = meta.tag();
-        if meta.state() & DIRTY != 0 {
+        debug_assert_eq!(
+            victim,
+            Some(held.frame()),
+            "the policy chose the frame it claimed"
+        );
+        let f = held.frame();
+        let key = self.frames[f as usize].tag();
+        if held.state() & DIRTY != 0 {
             // Under write-back while the write is in flight, so that range operations wait
             // for it as for any other write-back.
-            meta.set_writeback_owned(true);
+            held.set_writeback(true);
             if self.fenced_after_writeback_began(key) {
                 // Not now: its bytes may be from before a hole being punched under it. Put it
                 // back and let the caller try another frame.
-                meta.set_writeback_owned(false);
+                held.set_writeback(false);
                 self.readmit(f, key);
-                self.unlock_exclusive(f, false);
                 return Ok(None);
             }
             self.wb.in_flight_add(1);
             let end = (key + 1) << self.page_shift;
             self.data_end.fetch_max(end, Ordering::AcqRel);
-            let written = self.write_exclusive(key, f);
+            let written = self.write_exclusive(key, &held);
             if let Err(e) = &written {
                 // Recorded while the page is still under write-back: a sync that waits for it
                 // sees the failure.
                 self.errseq.record(e);
                 self.counters.add(Counter::WritebackErrors, 1);
             }
-            meta.set_writeback_owned(false);
+            held.set_writeback(false);
             self.wb.in_flight_add(-1);
             if let Err(e) = written {
                 self.readmit(f, key);
-                self.unlock_exclusive(f, false);
                 return Err(e);
             }
-            if meta.clear_dirty_owned() {
-                self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
-            }
+            held.clear_dirty();
         }
         {
             let mut g = self.index.lock();
             self.index.remove(&mut g, key, f, &self.frames);
         }
-        meta.set_owned_state(EXCLUSIVE | FREE);
-        meta.set_tag(NO_PAGE);
+        held.set_state(EXCLUSIVE | FREE);
+        held.set_tag(NO_PAGE);
         self.counters.add(Counter::Evictions, 1);
-        Ok(Some(f))
+        // The caller puts a page in it, or frees it.
+        Ok(Some(held))
     }
 
     /// Gives the policy back a victim that could not be evicted (held `EXCLUSIVE` by the
@@ -113,15 +125,11 @@ impl Engine {
         }
     }
 
-    /// Writes back the page `key` in frame `f`, which the caller holds `EXCLUSIVE`.
-    pub(crate) fn write_exclusive(&self, key: u64, f: FrameId) -> Result<()> {
-        // SAFETY: the caller holds the frame EXCLUSIVE, so nobody writes it during the I/O.
-        let frame = unsafe {
-            Frame::from_region(&self.region, f as usize * self.page_size, self.page_size)
-        };
+    /// Writes back the page `key` in `held`.
+    pub(crate) fn write_exclusive(&self, key: u64, held: &ExclusiveHold<'_>) -> Result<()> {
         let result = self
             .backend
-            .write_pages(key, vec![frame])
+            .write_pages(key, vec![held.lend_for_write()])
             .and_then(|w| w.wait());
         self.counters.add(Counter::WritebackIos, 1);
         if result.is_ok() {
@@ -136,7 +144,7 @@ impl Engine {
     /// the first page's frame held `EXCLUSIVE` and valid, or `Present` if someone else had
     /// inserted `p` first. The first `demand` pages enter the policy as demanded, the rest as
     /// speculative (readahead).
-    pub(crate) fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded> {
+    pub(crate) fn load(&self, p: u64, run: usize, fill: Fill, demand: usize) -> Result<Loaded<'_>> {
         match self.begin_load(p, run, fill, demand, Submit::Now, FrameWait::Wait)? {
             Begun::Loading(loading) => self.finish_load(loading).map(Loaded::Exclusive),
             Begun::Fenced => {
@@ -159,7 +167,7 @@ impl Engine {
         demand: usize,
         submit: Submit,
         wait: FrameWait,
-    ) -> Result<Begun> {
+    ) -> Result<Begun<'_>> {
         let npages = self.npages();
         let run = match fill {
             Fill::Zero | Fill::Overwrite => 1,
@@ -171,23 +179,15 @@ impl Engine {
         match wait {
             FrameWait::Wait => frames.push(self.alloc_frame()?),
             FrameWait::NoWait => match self.try_alloc_frame()? {
-                Some(f) => frames.push(f),
+                Some(h) => frames.push(h),
                 None => return Ok(Begun::NoFrame),
             },
         }
         while frames.len() < run {
             // Extra pages of the run are best effort: stop at the first frame we cannot get.
-            let next = self.free.lock().pop();
-            match next {
-                Some(f) if self.frames[f as usize].take_free() => frames.push(f),
-                Some(f) => {
-                    debug_assert!(false, "frame {f} on the free list is not free");
-                    break;
-                }
-                None => match self.evict_one() {
-                    Ok(Some(f)) => frames.push(f),
-                    _ => break,
-                },
+            match self.try_alloc_frame() {
+                Ok(Some(h)) => frames.push(h),
+                _ => break,
             }
         }
         let mut n = 0;
@@ -202,22 +202,21 @@ impl Engine {
             {
                 fill = Fill::Read;
             }
-            for (i, &f) in frames.iter().enumerate() {
+            for (i, h) in frames.iter().enumerate() {
                 let key = p + i as u64;
                 // A fence is raised before its owner scans the index under this lock: a load
                 // either is in the index by then (and waited for), or sees the fence here.
                 if self.index.lookup(key, &self.frames).is_some() || self.fences.covers(key) {
                     break;
                 }
-                let meta = &self.frames[f as usize];
-                meta.set_tag(key);
-                meta.set_owned_state(EXCLUSIVE | LOADING);
-                self.index.insert(&mut g, key, f);
+                h.set_tag(key);
+                h.set_state(EXCLUSIVE | LOADING);
+                self.index.insert(&mut g, key, h.frame());
                 n += 1;
             }
         }
-        for &f in &frames[n..] {
-            self.push_free(f);
+        for h in frames.drain(n..) {
+            h.free();
         }
         if n == 0 {
             return Ok(if self.fences.covers(p) {
@@ -226,36 +225,24 @@ impl Engine {
                 Begun::Present
             });
         }
-        frames.truncate(n);
-        for (i, &f) in frames.iter().enumerate() {
+        for (i, h) in frames.iter().enumerate() {
             let admission = if i < demand {
                 Admission::Demand
             } else {
                 Admission::Speculative
             };
-            self.policy.on_insert(f, p + i as u64, admission);
+            self.policy.on_insert(h.frame(), p + i as u64, admission);
         }
         let waiter = match fill {
             Fill::Zero => {
-                // SAFETY: we hold the frame EXCLUSIVE (LOADING).
-                let bytes = unsafe { self.bytes_mut(frames[0]) };
-                bytes.fill(0);
+                frames[0].bytes_mut().fill(0);
                 Ok(IoWaiter::ready(Ok(())).into())
             }
             Fill::Overwrite => Ok(IoWaiter::ready(Ok(())).into()),
             Fill::Read => {
-                let bufs: Vec<FrameMut> = frames
-                    .iter()
-                    // SAFETY: each frame is held EXCLUSIVE (LOADING) by us: nobody else touches
-                    // its bytes until we publish it as VALID after the I/O, in `finish_load`.
-                    .map(|&f| unsafe {
-                        FrameMut::from_region(
-                            &self.region,
-                            f as usize * self.page_size,
-                            self.page_size,
-                        )
-                    })
-                    .collect();
+                // Nobody else touches these frames' bytes until they are published valid after
+                // the read, in `finish_load` (which checks the buffers came back).
+                let bufs: Vec<FrameMut> = frames.iter_mut().map(|h| h.lend_for_read()).collect();
                 self.counters.add(Counter::ReadIos, 1);
                 match submit {
                     Submit::Now => self.backend.read_pages(p, bufs).map(LocalIoWaiter::from),
@@ -274,7 +261,7 @@ impl Engine {
     /// The second half of [`load`](Self::load): waits for the read, then publishes the pages as
     /// valid (the first one stays held `EXCLUSIVE` by the caller) or, if it failed, takes them
     /// out of the index again.
-    pub(crate) fn finish_load(&self, loading: Loading) -> Result<FrameId> {
+    pub(crate) fn finish_load<'e>(&'e self, loading: Loading<'e>) -> Result<ExclusiveHold<'e>> {
         let Loading {
             p,
             frames,
@@ -288,7 +275,7 @@ impl Engine {
         let kept = if fill == Fill::Read {
             frames
                 .iter()
-                .filter(|&&f| self.region.lent(f as usize) != 0)
+                .filter(|h| self.region.lent(h.frame() as usize) != 0)
                 .count()
         } else {
             0
@@ -310,27 +297,32 @@ impl Engine {
         self.counters.add(Counter::Misses, 1);
         match result {
             Ok(()) => {
-                for (i, &f) in frames.iter().enumerate() {
+                let mut frames = frames.into_iter().enumerate();
+                let mut first = None;
+                for (i, mut h) in frames.by_ref() {
                     // Bytes past the cache's length are zero, whatever the backend returned
                     // (a shrink may not have cut it yet when this read ran).
-                    self.zero_past_end(p + i as u64, f);
-                    self.frames[f as usize].set_owned_state(EXCLUSIVE | VALID);
-                    if i > 0 {
-                        self.unlock_exclusive(f, false);
+                    self.zero_past_end(p + i as u64, &mut h);
+                    h.set_state(EXCLUSIVE | VALID);
+                    if i == 0 {
+                        first = Some(h);
+                    } else {
+                        h.release(Dirty::No);
                     }
                 }
-                Ok(frames[0])
+                Ok(first.expect("a load has at least one page"))
             }
             Err(e) => {
                 // Undo: nobody saw these pages valid. Waiters wake, find them gone, and retry.
                 let mut g = self.index.lock();
-                for (i, &f) in frames.iter().enumerate() {
+                for (i, h) in frames.into_iter().enumerate() {
+                    let f = h.frame();
                     self.index.remove(&mut g, p + i as u64, f, &self.frames);
                     self.policy.on_remove(f);
                     if self.region.lent(f as usize) == 0 {
-                        self.push_free(f);
+                        h.free();
                     } else {
-                        self.quarantine(f);
+                        h.quarantine();
                     }
                 }
                 Err(e)
@@ -367,11 +359,11 @@ impl Engine {
         {
             return Ok(());
         }
-        if let Loaded::Exclusive(f) = self.load(p, run, Fill::Read, 0)? {
+        if let Loaded::Exclusive(h) = self.load(p, run, Fill::Read, 0)? {
             if mark {
-                self.frames[f as usize].mark_readahead_owned();
+                h.mark_readahead();
             }
-            self.unlock_exclusive(f, false);
+            h.release(Dirty::No);
         }
         Ok(())
     }

@@ -32,12 +32,14 @@
 mod errseq;
 mod fence;
 mod flush;
+mod hold;
 mod io;
 mod load;
 mod range;
 mod verify;
 
 pub(crate) use errseq::{Check, Cursor, ErrSeq};
+pub(crate) use hold::{Dirty, ExclusiveHold, SharedHold, Took, WritebackHold};
 pub(crate) use verify::Held;
 
 use std::collections::VecDeque;
@@ -53,12 +55,24 @@ pub(crate) use crate::cpu::prefetch;
 use crate::error::{Error, Result};
 use crate::index::PageIndex;
 use crate::page::{
-    kind, Acquire, FrameMeta, Released, DIRTY, EXCLUSIVE, LOADING, READERS_MASK, VALID, WRITEBACK,
+    kind, Acquire, FrameMeta, DIRTY, EXCLUSIVE, LOADING, READERS_MASK, VALID, WRITEBACK,
 };
 use crate::policy::{EvictionPolicy, FrameId};
 use crate::readahead::{Readahead, Waited};
 use crate::stats::{Counter, Counters, Stats};
 use crate::writeback::Writeback;
+
+/// A change of the dirty-page count ([`Engine::count_dirty`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DirtyCount {
+    /// A page became dirty (a write): may kick the flusher.
+    Dirtied,
+    /// A page is dirty again after its write-back failed or was given up: counted, without
+    /// kicking the flusher (it is the flusher's own page, or a failed write it backs off from).
+    Restored,
+    /// A page stopped being dirty.
+    Cleaned,
+}
 
 /// Whether a write may grow the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +96,8 @@ pub(crate) enum Fill {
 }
 
 /// A run of pages under write-back whose write has been submitted.
-pub(crate) struct SubmittedRun {
-    pages: Vec<(u64, FrameId)>,
+pub(crate) struct SubmittedRun<'e> {
+    pages: Vec<(u64, WritebackHold<'e>)>,
     waiter: Result<LocalIoWaiter>,
 }
 
@@ -98,9 +112,9 @@ pub(crate) enum FrameWait {
 }
 
 /// What [`Engine::begin_load`] did.
-pub(crate) enum Begun {
+pub(crate) enum Begun<'e> {
     /// The load is under way: pass it to [`Engine::finish_load`].
-    Loading(Loading),
+    Loading(Loading<'e>),
     /// Someone else inserted the page first.
     Present,
     /// No frame without waiting (only with [`FrameWait::NoWait`]).
@@ -120,9 +134,9 @@ pub(crate) enum Submit {
 
 /// A run of pages whose load [`Engine::begin_load`] started: the frames are in the index, held
 /// `EXCLUSIVE` in state `LOADING`, until [`Engine::finish_load`].
-pub(crate) struct Loading {
+pub(crate) struct Loading<'e> {
     p: u64,
-    frames: Vec<FrameId>,
+    frames: Vec<ExclusiveHold<'e>>,
     fill: Fill,
     waiter: Result<LocalIoWaiter>,
 }
@@ -133,13 +147,13 @@ pub(crate) trait InFlight {
     fn waiter(&self) -> Option<&LocalIoWaiter>;
 }
 
-impl<T> InFlight for (Loading, T) {
+impl<T> InFlight for (Loading<'_>, T) {
     fn waiter(&self) -> Option<&LocalIoWaiter> {
         self.0.waiter.as_ref().ok()
     }
 }
 
-impl InFlight for SubmittedRun {
+impl InFlight for SubmittedRun<'_> {
     fn waiter(&self) -> Option<&LocalIoWaiter> {
         self.waiter.as_ref().ok()
     }
@@ -176,9 +190,9 @@ pub(crate) struct Piece {
 }
 
 /// What [`Engine::try_shared`] found.
-pub(crate) enum Probe {
+pub(crate) enum Probe<'e> {
     /// A hit: the caller holds the frame shared.
-    Held(FrameId),
+    Held(SharedHold<'e>),
     /// The page is in this frame, held exclusively (being loaded or written).
     Busy(FrameId),
     /// The page is in this frame, with as many readers as the state word can count.
@@ -187,9 +201,9 @@ pub(crate) enum Probe {
     Absent,
 }
 
-pub(crate) enum Loaded {
+pub(crate) enum Loaded<'e> {
     /// The first page of the run is loaded and held exclusive by the caller.
-    Exclusive(FrameId),
+    Exclusive(ExclusiveHold<'e>),
     /// Somebody else has the page; look it up again.
     Present,
 }
@@ -388,33 +402,12 @@ impl Engine {
             .wrapping_add((f as usize) << self.page_shift)
     }
 
-    /// # Safety
-    /// The caller holds the frame (a reader hold or `EXCLUSIVE`).
-    pub(crate) unsafe fn bytes(&self, f: FrameId) -> &[u8] {
-        // SAFETY: in bounds; the caller's hold excludes writers.
-        unsafe { std::slice::from_raw_parts(self.frame_ptr(f), self.page_size) }
-    }
-
-    /// # Safety
-    /// The caller holds the frame `EXCLUSIVE`, and no other reference to its bytes lives.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn bytes_mut(&self, f: FrameId) -> &mut [u8] {
-        // SAFETY: in bounds; `EXCLUSIVE` excludes every other holder.
-        unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(f), self.page_size) }
-    }
-
     /// Returns a frame nobody else holds to the free list.
     pub(crate) fn push_free(&self, f: FrameId) {
         let meta = &self.frames[f as usize];
         meta.clear_tag();
         meta.set_free();
         self.free.lock().push(f);
-    }
-
-    pub(crate) fn released(&self, f: FrameId, r: Released) {
-        if r == Released::Freed {
-            self.push_free(f);
-        }
     }
 
     /// Turns [`Acquire::Stray`] (a mistaken hold whose release freed the frame) into `Absent`,
@@ -427,26 +420,41 @@ impl Engine {
         a
     }
 
-    pub(crate) fn unlock_shared(&self, f: FrameId) {
-        let r = self.frames[f as usize].unlock_shared();
-        self.released(f, r);
-    }
-
-    pub(crate) fn unlock_exclusive(&self, f: FrameId, dirty: bool) {
+    /// Releases the `EXCLUSIVE` hold on `f` (through its token, `ExclusiveHold`).
+    pub(crate) fn unlock_exclusive(&self, f: FrameId, dirty: Dirty) {
+        let dirty = dirty == Dirty::Yes;
         if dirty && self.frames[f as usize].state() & DIRTY == 0 {
             // DIRTY cannot change while we hold the frame exclusive.
             self.wb.on_dirtied(f);
         }
         let (newly_dirty, r) = self.frames[f as usize].unlock_exclusive(dirty);
         if newly_dirty {
-            // Wrapping: the counter may be transiently "negative" (see `dirty_now`).
-            let n = self
-                .dirty_pages
-                .fetch_add(1, Ordering::AcqRel)
-                .wrapping_add(1);
-            self.wb.after_dirtied(crate::writeback::clamp_count(n));
+            self.count_dirty(DirtyCount::Dirtied);
         }
         self.released(f, r);
+    }
+
+    /// The one place the dirty-page counter changes: by +1 when a page becomes dirty, -1 when
+    /// it stops being dirty (write-back began, eviction wrote it, discard dropped it). The
+    /// counter follows the state words, so it may be transiently "negative" (wrapping) when a
+    /// decrement overtakes the increment of a racing pair (see `dirty_now`); at rest it equals
+    /// the dirty frames (`check_invariants`).
+    pub(crate) fn count_dirty(&self, change: DirtyCount) {
+        match change {
+            DirtyCount::Dirtied => {
+                let n = self
+                    .dirty_pages
+                    .fetch_add(1, Ordering::AcqRel)
+                    .wrapping_add(1);
+                self.wb.after_dirtied(crate::writeback::clamp_count(n));
+            }
+            DirtyCount::Restored => {
+                self.dirty_pages.fetch_add(1, Ordering::AcqRel);
+            }
+            DirtyCount::Cleaned => {
+                self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     // ---- lookups ------------------------------------------------------------------------
@@ -460,7 +468,7 @@ impl Engine {
 
     /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
     #[inline]
-    pub(crate) fn get_shared(&self, p: u64, run: usize) -> Result<FrameId> {
+    pub(crate) fn get_shared(&self, p: u64, run: usize) -> Result<SharedHold<'_>> {
         self.get_shared_prefetch(p, run, 0..0)
     }
 
@@ -472,8 +480,8 @@ impl Engine {
         p: u64,
         run: usize,
         want: Range<usize>,
-    ) -> Result<FrameId> {
-        self.get_shared_waited(p, run, want).map(|(f, _)| f)
+    ) -> Result<SharedHold<'_>> {
+        self.get_shared_waited(p, run, want).map(|(h, _)| h)
     }
 
     /// As [`get_shared_prefetch`](Self::get_shared_prefetch); also says whether the caller
@@ -483,11 +491,12 @@ impl Engine {
         p: u64,
         run: usize,
         want: Range<usize>,
-    ) -> Result<(FrameId, Waited)> {
+    ) -> Result<(SharedHold<'_>, Waited)> {
         let mut waited = Waited::No;
+        // Bounded: each pass takes the hold, waits for the page's loader or writer, or loads it.
         loop {
             match self.try_shared(p, want.clone()) {
-                Probe::Held(f) => return Ok((f, waited)),
+                Probe::Held(h) => return Ok((h, waited)),
                 Probe::Busy(f) => {
                     // A loader or a writer holds it: readers only wait for that hold.
                     waited = Waited::Yes;
@@ -502,40 +511,45 @@ impl Engine {
             let loaded = self.load(p, plan.run.max(run), Fill::Read, run)?;
             self.readahead.dispatch(plan.jobs, false);
             match loaded {
-                Loaded::Exclusive(f) => {
-                    self.frames[f as usize].downgrade();
-                    return Ok((f, waited));
-                }
+                Loaded::Exclusive(h) => return Ok((h.downgrade(), waited)),
                 Loaded::Present => continue,
             }
         }
     }
 
     /// The exclusive hold on page `p`; on a miss fills a new frame as `fill` says.
-    pub(crate) fn get_exclusive(&self, p: u64, fill: Fill, run: usize) -> Result<FrameId> {
+    pub(crate) fn get_exclusive(
+        &self,
+        p: u64,
+        fill: Fill,
+        run: usize,
+    ) -> Result<ExclusiveHold<'_>> {
+        // Bounded: each pass takes the hold, waits for its holders, or loads the page.
         loop {
             if let Some(f) = self.index.lookup(p, &self.frames) {
-                match self.settle(f, self.frames[f as usize].lock_exclusive(p)) {
-                    Acquire::Acquired => {
+                match self.acquire_exclusive(f, p, false) {
+                    Took::Held(h) => {
                         self.policy.on_hit(f);
                         self.counters.add(Counter::Hits, 1);
-                        return Ok(f);
+                        return Ok(h);
                     }
                     // (An exclusive hold is never "saturated"; wait as for any holder.)
-                    Acquire::Wait | Acquire::Saturated => {
+                    Took::Not(Acquire::Wait | Acquire::Saturated) => {
                         self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
                         continue;
                     }
-                    Acquire::Absent | Acquire::Stray => {}
+                    Took::Not(_) => {}
                 }
             }
             match self.load(p, run, fill, usize::MAX)? {
-                Loaded::Exclusive(f) => return Ok(f),
+                Loaded::Exclusive(h) => return Ok(h),
                 Loaded::Present => continue,
             }
         }
     }
 
+    /// A pin on page `p` (loading it on a miss): the frame stays resident until the pin is
+    /// dropped. Pins give no access to the bytes, so they are counted, not tokens.
     pub(crate) fn get_pinned(&self, p: u64) -> Result<FrameId> {
         loop {
             if let Some(f) = self.index.lookup(p, &self.frames) {
@@ -553,9 +567,10 @@ impl Engine {
                     Acquire::Absent | Acquire::Stray => {}
                 }
             }
-            if let Loaded::Exclusive(f) = self.load(p, 1, Fill::Read, usize::MAX)? {
-                self.frames[f as usize].pin_owned();
-                self.unlock_exclusive(f, false);
+            if let Loaded::Exclusive(h) = self.load(p, 1, Fill::Read, usize::MAX)? {
+                h.pin();
+                let f = h.frame();
+                drop(h);
                 return Ok(f);
             }
         }

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use crate::sync::Ordering;
 
-use super::{Engine, Extend, Fill};
+use super::{DirtyCount, Engine, ExclusiveHold, Extend, Fill};
 use crate::error::{Error, Result};
 use crate::page::{kind, Orphaned, DIRTY, FREE, LOADING, VALID, WRITEBACK};
 use crate::policy::FrameId;
@@ -44,21 +44,19 @@ impl Engine {
             // The partial last page is held first, with no lock: its holders (a guard held
             // across an append, say) must be able to finish. While we hold it, nobody can
             // read its stale tail nor write it back.
-            let tail = if new_len & self.page_mask() != 0 {
+            let mut tail = if new_len & self.page_mask() != 0 {
                 Some(self.get_exclusive(new_len >> self.page_shift, Fill::Read, 1)?)
             } else {
                 None
             };
             let g = self.size_lock.lock();
             let result = if self.len() == planned {
-                Some(self.shrink_locked(new_len, tail))
+                Some(self.shrink_locked(new_len, tail.as_mut()))
             } else {
                 None
             };
             drop(g);
-            if let Some(f) = tail {
-                self.unlock_exclusive(f, false);
-            }
+            drop(tail);
             if let Some(r) = result {
                 return r;
             }
@@ -81,7 +79,7 @@ impl Engine {
     }
 
     /// The shrink, under the size lock, with the partial last page (if any) held in `tail`.
-    fn shrink_locked(&self, new_len: u64, tail: Option<FrameId>) -> Result<()> {
+    fn shrink_locked(&self, new_len: u64, tail: Option<&mut ExclusiveHold<'_>>) -> Result<()> {
         // Fails before anything changed, or cuts the backend now: writes submitted from here on
         // are cut at the new length.
         self.backend.set_len(new_len)?;
@@ -99,8 +97,8 @@ impl Engine {
                 tracing::warn!(error = %e, "could not cut the backend after a shrink; retried on the next growth");
             }
         }
-        if let Some(f) = tail {
-            self.zero_past_end(new_len >> self.page_shift, f);
+        if let Some(h) = tail {
+            self.zero_past_end(new_len >> self.page_shift, h);
         }
         Ok(())
     }
@@ -201,13 +199,11 @@ impl Engine {
     /// Drops the clean pages in `pages` that nobody holds.
     pub(crate) fn drop_clean(&self, pages: Range<u64>) {
         for (key, f) in self.resident(pages, |s| kind(s) == VALID && s & DIRTY == 0) {
-            let meta = &self.frames[f as usize];
-            if !meta.claim() {
+            let Some(held) = self.acquire_unheld(f) else {
                 continue;
-            }
+            };
             // The tag is stable only now that we hold the frame.
-            if meta.tag() != key || meta.state() & DIRTY != 0 {
-                self.unlock_exclusive(f, false);
+            if self.frames[f as usize].tag() != key || held.state() & DIRTY != 0 {
                 continue;
             }
             {
@@ -215,7 +211,7 @@ impl Engine {
                 self.index.remove(&mut g, key, f, &self.frames);
                 self.policy.on_remove(f);
             }
-            self.push_free(f);
+            held.free();
         }
     }
 
@@ -254,7 +250,7 @@ impl Engine {
                     self.index.remove(&mut g, key, f, &self.frames);
                     drop(g);
                     if was_dirty {
-                        self.dirty_pages.fetch_sub(1, Ordering::AcqRel);
+                        self.count_dirty(DirtyCount::Cleaned);
                     }
                     self.released(f, released);
                     return;

@@ -145,9 +145,12 @@ impl Engine {
             return;
         }
         let from = len.saturating_sub(start) as usize;
-        // SAFETY: the frame is valid and nobody holds it exclusively (the caller's operations
-        // are at rest and background work is paused), so nobody writes its bytes now.
-        let bytes = unsafe { self.bytes(f) };
+        // At rest nobody holds it exclusively: a reader hold of our own, to look.
+        let crate::engine::Took::Held(held) = self.acquire_shared(f, page, false) else {
+            report(format!("page {page} in frame {f} cannot be read at rest"));
+            return;
+        };
+        let bytes = held.bytes();
         if let Some(i) = bytes[from..].iter().position(|&b| b != 0) {
             report(format!(
                 "page {page} has a non-zero byte {:#x} past the end of the file (at {})",
