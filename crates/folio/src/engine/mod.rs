@@ -1,33 +1,66 @@
 //! The engine: frames, lookups, loads, eviction, byte I/O, range operations and write-back runs,
 //! behind the [`PageCache`](crate::PageCache) facade.
 //!
-//! # Layers
-//! `PageCache` (this file: byte ranges, page runs, write-back, eviction) → `PageIndex`
-//! (page → frame, lock-free lookups) → `FrameMeta` (one atomic state word per frame; see
-//! `page.rs` for the states) → [`EvictionPolicy`] (victim choice) → [`PageCacheBackend`] (I/O).
+//! # Layers and files
+//! The facade (`crate::cache`) checks arguments and calls the engine; the engine drives, and is
+//! never called back by: `PageIndex` (page → frame, lock-free lookups), `FrameMeta` (one atomic
+//! state word per frame, `page.rs`), [`EvictionPolicy`] (victim choice), [`PageCacheBackend`]
+//! (I/O), `readahead.rs` and `writeback.rs` (which drive it through two small traits). One
+//! `impl Engine` per concern: `hold.rs` (hold tokens: the only code here that touches frame
+//! bytes unsafely), `load.rs` (frames, eviction, loads), `io.rs` (byte reads and writes),
+//! `range.rs` (resize, zero, discard), `fence.rs` (ranges being zeroed), `flush.rs` (write-back
+//! runs, flusher rounds, sync), `errseq.rs` (failure reporting), `verify.rs` (the invariant
+//! checker).
 //!
 //! # Which operations may run concurrently, and what protects each pair
-//! Every public method takes `&self` and may be called from any number of threads.
+//! Every public method takes `&self` and may be called from any number of threads. The matrix
+//! names, for each pair of operations on the *same* page (or range), the mechanism that makes
+//! them safe; operations on different pages share only the index mutex (inserts, removals), the
+//! free list and the counters. Operations:
 //!
-//! | pair | protection |
-//! |---|---|
-//! | hit / hit (any pages) | `read_at` hits are optimistic (see `page.rs`): they write nothing shared, only read the state word; `on_hit` is a relaxed store for CLOCK-like policies; counters go to a stripe the thread owns |
-//! | optimistic hit / writer, loader, evictor | the sequence in the state word, moved by every acquisition of `EXCLUSIVE`: the hit re-reads the word after copying and falls back to a reader hold if it moved or the tag or kind changed |
-//! | read / write of one page | the page's state word: readers share, a writer is exclusive; bytes are written only by the exclusive holder |
-//! | miss / miss on one page | the index writer lock: the first inserts the page as *uninitialised* (held exclusive), the second finds it and parks until it is valid — one backend read |
-//! | write / write-back of one page | write-back holds a reader count and clears `DIRTY` before the I/O; a writer waits for the I/O (stable pages) and re-dirties the page after it, so nothing is lost |
-//! | hit / eviction | eviction claims a frame only with no holder (CAS); a locked hit's CAS and the claim exclude each other, and a hit that loses re-validates the page tag; an optimistic hit reads the tag after the state word, and the claim moves the sequence |
-//! | pin, guard / eviction | pins and guards are holders: pinned pages are never claimed |
-//! | discard, resize / holders | the page leaves the index at once and becomes an orphan; the last holder frees the frame; writes re-zero bytes past the end |
-//! | extending write / resize | the size mutex (only extending writes and resizes take it) |
-//! | flush / flush | a page under write-back is written by one flusher; the other waits for it and writes it again if it is dirty again |
-//! | multi-page load / anyone | every page of the run is inserted *uninitialised* (`LOADING`, exclusive) before the one backend read and published `VALID` only after it; others park; a failed read removes them all (nothing cached) |
-//! | flush with many runs in flight / writers | each run's pages stay under write-back from its submission until its own completion; the flusher waits for its runs before it waits for anything else |
-//! | readahead worker / reader | the worker loads like a miss (pages `LOADING` until valid; the marker bit set while still exclusive); readers of those pages park on them as on any load; see `readahead.rs` |
-//! | background flusher / anything | the flusher is a flush that skips busy pages instead of waiting for them, and holds only a `Weak` to the cache; writers meet it only through the dirty counter and a condvar (throttling), never while holding a page (see `writeback.rs`) |
+//! - **H**: optimistic hit (`read_at`/`read_exact_many` copying without a hold);
+//! - **G**: held read (a read guard, `read_slices`, a hit that fell back, a pinned page's read);
+//! - **W**: write (`write_at`, a write guard);
+//! - **L**: load (a miss, a readahead or `WillNeed` job: pages `LOADING` until the read ends);
+//! - **E**: eviction (claim, write a dirty victim back under `WRITEBACK`, remove);
+//! - **F**: write-back (`flush_range`, `sync`'s flush, the background flusher);
+//! - **P**: pin; **D**: discard; **Z**: `zero_range`; **S**: shrink (`resize` down);
+//! - **X**: growth (an extending write, `resize` up); **Y**: backend sync.
 //!
-//! No thread holds two page holds while it waits for a third, and no lock is held across a wait,
-//! so there is no lock-order cycle.
+//! Mechanisms: `seq` — the sequence in the state word, moved by every acquisition of
+//! `EXCLUSIVE`; an optimistic hit that sees it move (or the kind or tag change) falls back to a
+//! hold. `cas` — holds taken by compare-and-swap on the state word: readers share, `EXCLUSIVE`
+//! excludes everyone, a claim needs no holder. `idx` — the index mutex: one insertion per page,
+//! removals. `wb` — the `WRITEBACK` bit: writers wait for it (stable pages) and re-dirty after;
+//! no page becomes an orphan under it, so no write of a dropped page lands afterwards. `orph` —
+//! a dropped page held by someone becomes an orphan: its holders keep the bytes they had, the
+//! last one frees the frame. `fence` — `zero_range`'s fence (`fence.rs`): no load reads and no
+//! write-back writes a page being zeroed. `size` — the size mutex (length changes and their
+//! backend calls). `len` — the length is read again after the hold is taken. `dend` — zero-fill
+//! of a new page decided under `idx` against `data_end`. `sync` — backend syncs one at a time,
+//! their failure recorded first. `—` — nothing shared.
+//!
+//! |   | H | G | W | L | E | F | P | D | Z | S | X | Y |
+//! |---|---|---|---|---|---|---|---|---|---|---|---|---|
+//! | **H** | — | — | seq | seq | seq | — | — | seq | seq | seq, len | len | — |
+//! | **G** |   | cas | cas | cas | cas | cas | cas | orph | orph | cas, orph | cas | cas |
+//! | **W** |   |   | cas | idx, cas | cas | wb | cas | orph | fence | size, len | size | wb |
+//! | **L** |   |   |   | idx | idx, cas | — | cas | cas | fence | len | dend | — |
+//! | **E** |   |   |   |   | cas | wb | cas | wb | fence | wb | — | wb |
+//! | **F** |   |   |   |   |   | wb | — | wb | fence, wb | wb, size | dend | wb, sync |
+//! | **P** |   |   |   |   |   |   | cas | orph | orph | orph | — | — |
+//! | **D** |   |   |   |   |   |   |   | idx | idx, wb | size, idx | size | wb |
+//! | **Z** |   |   |   |   |   |   |   |   | fence | len | len | fence |
+//! | **S** |   |   |   |   |   |   |   |   |   | size | size | wb |
+//! | **X** |   |   |   |   |   |   |   |   |   |   | size | — |
+//! | **Y** |   |   |   |   |   |   |   |   |   |   |   | sync |
+//!
+//! Waits: a thread waits only while it holds nothing but its own hold on the page it waits
+//! *for* (never two holds while waiting for a third), and no lock is held across a wait for a
+//! page holder. Two locks are held across waits for I/O that never waits for them: the size
+//! mutex across backend length changes and, in a shrink, across the loads and write-backs of
+//! the pages past the new end (`range.rs`); the sync lock across one backend sync. So there is
+//! no lock-order cycle. Each row is checked by a test named in docs/design.md.
 
 mod errseq;
 mod fence;
