@@ -81,6 +81,46 @@ pub(crate) const READAHEAD: u64 = 1 << 38;
 const SEQ_ONE: u64 = 1 << 39;
 const SEQ_MASK: u64 = !(SEQ_ONE - 1);
 
+/// An assertion on the state machine: checked in debug builds, and in optimized builds too with
+/// the `strict-asserts` feature (stress and simulation runs) and in the model-checking build.
+macro_rules! state_assert {
+    ($($arg:tt)*) => {
+        if cfg!(any(debug_assertions, feature = "strict-asserts", folio_model)) {
+            assert!($($arg)*);
+        }
+    };
+}
+pub(crate) use state_assert;
+
+// The fields of the state word are disjoint and cover all 64 bits.
+const _: () = {
+    let fields = [
+        READERS_MASK,
+        PINS_MASK,
+        EXCLUSIVE,
+        WAITERS,
+        KIND_MASK,
+        DIRTY,
+        WRITEBACK,
+        READAHEAD,
+        SEQ_MASK,
+    ];
+    let mut union = 0u64;
+    let mut i = 0;
+    while i < fields.len() {
+        assert!(union & fields[i] == 0, "state-word fields overlap");
+        union |= fields[i];
+        i += 1;
+    }
+    assert!(union == u64::MAX, "state-word fields leave bits unused");
+    // The kinds fit their field, and adding a reader or a pin cannot carry out of its field
+    // while it is below its maximum.
+    assert!(FREE & !KIND_MASK == 0 && LOADING & !KIND_MASK == 0);
+    assert!(VALID & !KIND_MASK == 0 && ORPHAN & !KIND_MASK == 0);
+    assert!(READER == READERS_MASK & READERS_MASK.wrapping_neg());
+    assert!(PIN == PINS_MASK & PINS_MASK.wrapping_neg());
+};
+
 /// Anyone holding the frame in any way.
 const HOLDERS: u64 = READERS_MASK | PINS_MASK | EXCLUSIVE;
 
@@ -90,7 +130,7 @@ const STABLE: u64 = SEQ_MASK | KIND_MASK | EXCLUSIVE;
 /// `s` with `EXCLUSIVE` taken: the only way any code sets it, so the sequence moves every time.
 #[inline]
 fn take_exclusive(s: u64) -> u64 {
-    debug_assert!(s & EXCLUSIVE == 0);
+    state_assert!(s & EXCLUSIVE == 0, "EXCLUSIVE taken twice: {s:#x}");
     (s | EXCLUSIVE).wrapping_add(SEQ_ONE)
 }
 
@@ -209,16 +249,26 @@ impl FrameMeta {
 
     /// Sets the tag. Only the `EXCLUSIVE` holder of a free frame may do this.
     pub(crate) fn set_tag(&self, tag: u64) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
+        state_assert!(self.state() & EXCLUSIVE != 0, "set_tag without EXCLUSIVE");
         self.tag.store(tag, Ordering::Release);
     }
 
     /// Sets the state word of a frame this thread owns exclusively to `new` (which must keep
     /// `EXCLUSIVE`), keeping the sequence and waking anyone parked.
     pub(crate) fn set_owned_state(&self, new: u64) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
-        debug_assert!(new & EXCLUSIVE != 0 && new & SEQ_MASK == 0);
-        self.update(|s| Some(new | (s & SEQ_MASK)));
+        state_assert!(
+            new & EXCLUSIVE != 0,
+            "an owned state keeps EXCLUSIVE: {new:#x}"
+        );
+        state_assert!(
+            new & SEQ_MASK == 0,
+            "the sequence is not the owner's to set"
+        );
+        let prev = self.update(|s| Some(new | (s & SEQ_MASK)));
+        state_assert!(
+            prev.is_some_and(|p| p & EXCLUSIVE != 0 && p & (READERS_MASK | WRITEBACK) == 0),
+            "set_owned_state on a frame not held exclusively: {prev:x?}"
+        );
     }
 
     /// Starts an optimistic read of page `key` (see the [module docs](self)): the word to hand
@@ -421,20 +471,21 @@ impl FrameMeta {
 
     /// Drops a reader hold.
     pub(crate) fn unlock_shared(&self) -> Released {
-        debug_assert!(readers(self.state()) > 0);
-        self.release(|s| s - READER).1
+        let (prev, r) = self.release(|s| s.wrapping_sub(READER));
+        state_assert!(readers(prev) > 0, "a reader hold released twice: {prev:#x}");
+        r
     }
 
     /// Drops a pin.
     pub(crate) fn unpin(&self) -> Released {
-        debug_assert!(self.state() & PINS_MASK != 0);
-        self.release(|s| s - PIN).1
+        let (prev, r) = self.release(|s| s.wrapping_sub(PIN));
+        state_assert!(prev & PINS_MASK != 0, "a pin released twice: {prev:#x}");
+        r
     }
 
     /// Drops the exclusive hold, marking the page dirty if `dirty`. Returns whether this made a
     /// clean page dirty, and whether the frame was freed.
     pub(crate) fn unlock_exclusive(&self, dirty: bool) -> (bool, Released) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
         let (prev, freed) = self.release(|s| {
             let mut n = s & !EXCLUSIVE;
             if dirty && kind(s) == VALID {
@@ -442,6 +493,10 @@ impl FrameMeta {
             }
             n
         });
+        state_assert!(
+            prev & EXCLUSIVE != 0,
+            "EXCLUSIVE released but not held: {prev:#x}"
+        );
         let newly_dirty = dirty && kind(prev) == VALID && prev & DIRTY == 0;
         (newly_dirty, freed)
     }
@@ -449,7 +504,10 @@ impl FrameMeta {
     /// Turns the exclusive hold into a reader hold (after a load or a write).
     pub(crate) fn downgrade(&self) {
         let prev = self.update(|s| Some((s & !EXCLUSIVE) + READER));
-        debug_assert!(prev.is_some_and(|p| p & EXCLUSIVE != 0));
+        state_assert!(
+            prev.is_some_and(|p| p & EXCLUSIVE != 0 && readers(p) == 0),
+            "downgrade of a frame not held exclusively: {prev:x?}"
+        );
     }
 
     /// Starts write-back of the dirty valid page `key`: clears `DIRTY`, sets `WRITEBACK` and takes
@@ -473,8 +531,8 @@ impl FrameMeta {
             Some(((s & !DIRTY) | WRITEBACK) + READER)
         });
         if verdict == Acquire::Acquired && self.tag() != key {
-            // Cannot happen: a dirty valid page is never retagged without EXCLUSIVE, which we
-            // would have seen. Undo defensively, like a mistaken hold in `acquire`.
+            // The frame was evicted, reused for another page and dirtied between our look at
+            // the tag and the CAS (the ABA case): undo, like a mistaken hold in `acquire`.
             return match self.end_writeback(false).1 {
                 Released::Held => Acquire::Absent,
                 Released::Freed => Acquire::Stray,
@@ -487,12 +545,16 @@ impl FrameMeta {
     /// again (for the dirty counter), and whether the frame was freed.
     pub(crate) fn end_writeback(&self, ok: bool) -> (bool, Released) {
         let (prev, freed) = self.release(|s| {
-            let mut n = (s & !WRITEBACK) - READER;
+            let mut n = (s & !WRITEBACK).wrapping_sub(READER);
             if !ok && kind(s) == VALID {
                 n |= DIRTY;
             }
             n
         });
+        state_assert!(
+            prev & WRITEBACK != 0 && readers(prev) > 0,
+            "a write-back ended that was not in flight: {prev:#x}"
+        );
         let redirtied = !ok && kind(prev) == VALID && prev & DIRTY == 0;
         (redirtied, freed)
     }
@@ -529,16 +591,21 @@ impl FrameMeta {
     /// the evictor's write of a dirty victim, which range operations must wait for as for any
     /// write-back.
     pub(crate) fn set_writeback_owned(&self, on: bool) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
         let prev = self.update(|s| Some(if on { s | WRITEBACK } else { s & !WRITEBACK }));
-        debug_assert!(prev.is_some_and(|p| (p & WRITEBACK != 0) != on));
+        state_assert!(
+            prev.is_some_and(|p| p & EXCLUSIVE != 0 && (p & WRITEBACK != 0) != on),
+            "an owner's write-back bit set twice or without EXCLUSIVE: {prev:x?}"
+        );
     }
 
     /// Sets the `READAHEAD` marker on a frame this thread holds `EXCLUSIVE` (a page being loaded
     /// by readahead, before anyone else can see it valid).
     pub(crate) fn mark_readahead_owned(&self) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
-        self.state.fetch_or(READAHEAD, Ordering::AcqRel);
+        let prev = self.state.fetch_or(READAHEAD, Ordering::AcqRel);
+        state_assert!(
+            prev & EXCLUSIVE != 0,
+            "readahead mark without EXCLUSIVE: {prev:#x}"
+        );
     }
 
     /// Clears the `READAHEAD` marker; true if this call cleared it (exactly one reader of a
@@ -560,13 +627,19 @@ impl FrameMeta {
     /// Marks a frame free (no holder) on its way to the free list, waking anyone parked on it.
     pub(crate) fn set_free(&self) {
         let prev = self.update(|s| Some(FREE | (s & SEQ_MASK)));
-        debug_assert!(prev.is_some_and(|p| p & (PINS_MASK | READERS_MASK) == 0));
+        state_assert!(
+            prev.is_some_and(|p| p & (PINS_MASK | READERS_MASK) == 0),
+            "a frame freed while held: {prev:x?}"
+        );
     }
 
     /// Adds a pin to a frame this thread holds `EXCLUSIVE`.
     pub(crate) fn pin_owned(&self) {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
-        self.update(|s| Some(s + PIN));
+        let prev = self.update(|s| Some(s + PIN));
+        state_assert!(
+            prev.is_some_and(|p| p & EXCLUSIVE != 0 && p & PINS_MASK != PINS_MASK),
+            "a pin added without EXCLUSIVE, or past the maximum: {prev:x?}"
+        );
     }
 
     /// Takes a frame from the free list: `FREE` → `FREE | EXCLUSIVE`.
@@ -578,9 +651,12 @@ impl FrameMeta {
     /// Clears `DIRTY` on a page this thread holds `EXCLUSIVE` (after writing it back). Returns
     /// whether it was dirty.
     pub(crate) fn clear_dirty_owned(&self) -> bool {
-        debug_assert!(self.state() & EXCLUSIVE != 0);
-        self.update(|s| Some(s & !DIRTY))
-            .is_some_and(|prev| prev & DIRTY != 0)
+        let prev = self.update(|s| Some(s & !DIRTY));
+        state_assert!(
+            prev.is_some_and(|p| p & EXCLUSIVE != 0),
+            "DIRTY cleared without EXCLUSIVE: {prev:x?}"
+        );
+        prev.is_some_and(|p| p & DIRTY != 0)
     }
 }
 

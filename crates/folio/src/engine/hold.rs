@@ -61,7 +61,7 @@ impl<'e> SharedHold<'e> {
     /// # Safety
     /// The caller has just taken a reader hold on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> SharedHold<'e> {
-        debug_assert!(crate::page::readers(engine.frames[f as usize].state()) > 0);
+        crate::page::state_assert!(crate::page::readers(engine.frames[f as usize].state()) > 0);
         SharedHold {
             engine,
             f,
@@ -93,7 +93,7 @@ impl<'e> ExclusiveHold<'e> {
     /// # Safety
     /// The caller has just set `EXCLUSIVE` on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> ExclusiveHold<'e> {
-        debug_assert!(engine.frames[f as usize].state() & EXCLUSIVE != 0);
+        crate::page::state_assert!(engine.frames[f as usize].state() & EXCLUSIVE != 0);
         ExclusiveHold {
             engine,
             f,
@@ -193,7 +193,10 @@ impl<'e> ExclusiveHold<'e> {
     /// Puts the frame (holding no page: out of the index) on the free list.
     pub(crate) fn free(self) {
         let this = std::mem::ManuallyDrop::new(self);
-        debug_assert!(!this.engine.policy.contains(this.f));
+        crate::page::state_assert!(
+            !this.engine.policy.contains(this.f),
+            "a freed frame is still in the policy"
+        );
         this.engine.push_free(this.f);
     }
 
