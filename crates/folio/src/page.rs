@@ -13,7 +13,8 @@
 //!  bit  36      DIRTY      the bytes differ from the backend
 //!  bit  37      WRITEBACK  a write-back of the bytes is in flight
 //!  bit  38      READAHEAD  marker: reaching this page should start the next readahead window
-//!  bits 39..64  sequence   bumped (wrapping) by every acquisition of EXCLUSIVE; never reset
+//!  bit  39      WRITER_WAITING  a writer waits for the readers to leave: new readers defer
+//!  bits 40..64  sequence   bumped (wrapping) by every acquisition of EXCLUSIVE; never reset
 //! ```
 //!
 //! # Optimistic reads
@@ -28,10 +29,10 @@
 //! locked read-modify-write is a full barrier on x86, and three of them per hit (hold, release,
 //! hit counter) kept one hit's cache misses from overlapping the next one's.
 //!
-//! The sequence has 25 bits. A copy is wrongly accepted only if exactly a multiple of 2^25
-//! (33.5 million) exclusive acquisitions of that one frame ran during it and left the page valid
+//! The sequence has 24 bits. A copy is wrongly accepted only if exactly a multiple of 2^24
+//! (16.8 million) exclusive acquisitions of that one frame ran during it and left the page valid
 //! under the same tag; at tens of nanoseconds each, that is a reader stalled mid-copy for
-//! seconds while another thread does nothing but lock that page, and then a 1 in 2^25 chance.
+//! seconds while another thread does nothing but lock that page, and then a 1 in 2^24 chance.
 //! Linux's 32-bit `seqcount_t` accepts the same kind of bound.
 //!
 //! # Page states and what may be done in each
@@ -77,8 +78,13 @@ pub(crate) const ORPHAN: u64 = 3 << 34;
 pub(crate) const DIRTY: u64 = 1 << 36;
 pub(crate) const WRITEBACK: u64 = 1 << 37;
 pub(crate) const READAHEAD: u64 = 1 << 38;
+/// A writer waits for the readers of a valid page to leave: readers that hold nothing else
+/// defer to it (writer preference), so a stream of overlapping readers cannot starve a write.
+/// Readers that already hold a page do not defer (they may be taking a second hold on this
+/// very page, and deferring would deadlock them against the writer that waits for them).
+pub(crate) const WRITER_WAITING: u64 = 1 << 39;
 /// One step of the sequence (the top field: adding wraps it without touching the others).
-const SEQ_ONE: u64 = 1 << 39;
+const SEQ_ONE: u64 = 1 << 40;
 const SEQ_MASK: u64 = !(SEQ_ONE - 1);
 
 /// An assertion on the state machine: checked in debug builds, and in optimized builds too with
@@ -103,6 +109,7 @@ const _: () = {
         DIRTY,
         WRITEBACK,
         READAHEAD,
+        WRITER_WAITING,
         SEQ_MASK,
     ];
     let mut union = 0u64;
@@ -131,7 +138,8 @@ const STABLE: u64 = SEQ_MASK | KIND_MASK | EXCLUSIVE;
 #[inline]
 fn take_exclusive(s: u64) -> u64 {
     state_assert!(s & EXCLUSIVE == 0, "EXCLUSIVE taken twice: {s:#x}");
-    (s | EXCLUSIVE).wrapping_add(SEQ_ONE)
+    // The writer that waited (or another one) is in: readers may queue behind it again.
+    ((s | EXCLUSIVE) & !WRITER_WAITING).wrapping_add(SEQ_ONE)
 }
 
 /// The longest a parked thread sleeps before it re-checks the state word on its own. Wake-ups are
@@ -154,6 +162,16 @@ pub(crate) enum Acquire {
     /// The frame does not hold the page, and giving back the hold taken on it by mistake freed
     /// it (it was another page's orphan): the caller must put it on the free list.
     Stray,
+}
+
+/// Whether a new reader defers to a waiting writer ([`WRITER_WAITING`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Defer {
+    /// It holds nothing else: it waits for the writer to go first.
+    ToWriters,
+    /// It already holds a page (maybe this one): it must not wait for a writer that may be
+    /// waiting for it.
+    No,
 }
 
 /// Outcome of a release.
@@ -339,16 +357,28 @@ impl FrameMeta {
     /// Takes a shared (reader) hold on the page `key` if it is valid here.
     #[cfg(test)]
     pub(crate) fn lock_shared(&self, key: u64) -> Acquire {
-        self.lock_shared_in(key, false)
+        self.lock_shared_in(key, false, Defer::ToWriters)
+    }
+
+    /// Announces a writer waiting for the readers of this valid page to leave (see
+    /// [`WRITER_WAITING`]); nothing if it is held exclusively, has no reader, or is announced.
+    pub(crate) fn announce_writer(&self) {
+        self.update(|s| {
+            (kind(s) == VALID && s & (EXCLUSIVE | WRITER_WAITING) == 0 && readers(s) > 0)
+                .then_some(s | WRITER_WAITING)
+        });
     }
 
     /// As [`lock_shared`](Self::lock_shared); with `pinned`, the caller holds a pin on this
     /// frame and also accepts it orphaned (discarded while pinned).
-    pub(crate) fn lock_shared_in(&self, key: u64, pinned: bool) -> Acquire {
+    pub(crate) fn lock_shared_in(&self, key: u64, pinned: bool, defer: Defer) -> Acquire {
         self.acquire(
             key,
             pinned,
-            |s| s & EXCLUSIVE != 0,
+            |s| {
+                s & EXCLUSIVE != 0
+                    || (defer == Defer::ToWriters && kind(s) == VALID && s & WRITER_WAITING != 0)
+            },
             |s| readers(s) == READERS_MASK,
             |s| s + READER,
             |m| m.unlock_shared(),
@@ -571,7 +601,7 @@ impl FrameMeta {
             if kind(s) != VALID {
                 return Some(s);
             }
-            let new = (s & !(KIND_MASK | DIRTY | READAHEAD)) | ORPHAN;
+            let new = (s & !(KIND_MASK | DIRTY | READAHEAD | WRITER_WAITING)) | ORPHAN;
             if new & HOLDERS == 0 {
                 freed = Released::Freed;
                 return Some(FREE | (new & SEQ_MASK));

@@ -565,3 +565,57 @@ fn reading_the_last_page_while_the_file_grows_is_never_a_short_read() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     grower.join().unwrap();
 }
+
+#[test]
+fn a_relay_of_read_guards_does_not_starve_a_writer() {
+    bounded(Duration::from_secs(60), || {
+        let dev = Device::new(page(0xAA).repeat(2));
+        let c = cache(&dev, 8);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Two readers relay a hold on page 0: each drops its guard only once the other says it
+        // has taken one (or after 100 ms of silence), then takes the next. Without writer
+        // preference page 0 is never without a reader and a writer waits forever; with it, a
+        // reader that holds nothing defers to the waiting writer, the relay stalls, and the
+        // writer gets in within the silence timeout.
+        let (a_tx, a_rx) = mpsc::channel::<()>();
+        let (b_tx, b_rx) = mpsc::channel::<()>();
+        let relay = |me: mpsc::Sender<()>, other: mpsc::Receiver<()>| {
+            let (c, stop) = (c.clone(), stop.clone());
+            spawn(move || {
+                let mut held = c.read_page(0).unwrap();
+                let _ = me.send(());
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = other.recv_timeout(Duration::from_millis(100));
+                    drop(held);
+                    held = c.read_page(0).unwrap();
+                    let _ = me.send(());
+                    n += 1;
+                }
+                n
+            })
+        };
+        let readers = [relay(a_tx, b_rx), relay(b_tx, a_rx)];
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let writer = spawn({
+            let c = c.clone();
+            move || c.write_all_at(b"writer", 0)
+        });
+        while !writer.is_finished() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let waited = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap().unwrap();
+        let relayed: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        eprintln!("relayed {relayed:?}; the writer waited {waited:?}");
+        assert!(
+            waited < Duration::from_secs(2),
+            "a writer waited {waited:?} behind a relay of readers"
+        );
+        let mut buf = [0u8; 6];
+        c.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"writer");
+    });
+}

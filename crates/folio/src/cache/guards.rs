@@ -6,7 +6,7 @@
 use std::ops::{Deref, DerefMut, Range};
 
 use crate::engine::{Dirty, Engine, ExclusiveHold, SharedHold, Took};
-use crate::page::{EXCLUSIVE, READERS_MASK, WRITEBACK};
+use crate::page::{EXCLUSIVE, READERS_MASK, WRITEBACK, WRITER_WAITING};
 use crate::policy::FrameId;
 
 /// A read guard: shared access to a page's bytes, or to a slice of them. See
@@ -101,9 +101,9 @@ impl PinnedPage<'_> {
         loop {
             match self.engine.acquire_shared(self.frame, self.page, true) {
                 Took::Held(h) => return PageReadGuard::new(h, 0..self.engine.page_size),
-                Took::Not(_) => {
-                    meta.wait_while(|s| s & EXCLUSIVE != 0 || s & READERS_MASK == READERS_MASK)
-                }
+                Took::Not(_) => meta.wait_while(|s| {
+                    s & (EXCLUSIVE | WRITER_WAITING) != 0 || s & READERS_MASK == READERS_MASK
+                }),
             }
         }
     }
@@ -116,6 +116,7 @@ impl PinnedPage<'_> {
             match self.engine.acquire_exclusive(self.frame, self.page, true) {
                 Took::Held(h) => return PageWriteGuard::new(self.engine, h, self.page),
                 Took::Not(_) => {
+                    meta.announce_writer();
                     meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0)
                 }
             }

@@ -23,6 +23,27 @@ use crate::backend::{Frame, FrameMut};
 use crate::page::{Acquire, Released, EXCLUSIVE};
 use crate::policy::FrameId;
 
+std::thread_local! {
+    /// Read and exclusive holds this thread has (tokens are `!Send`, so they are released on
+    /// the thread that took them). A thread with none defers to waiting writers; one with some
+    /// must not (it may be taking a second hold on the page a writer waits for). In the model
+    /// build all logical threads share one OS thread and this count: a thread may then defer
+    /// less than it could, never more, which is the safe side.
+    static HOLDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn holds_add(delta: i32) {
+    HOLDS.with(|h| h.set(h.get().wrapping_add_signed(delta)));
+}
+
+fn defer() -> crate::page::Defer {
+    if HOLDS.with(|h| h.get()) == 0 {
+        crate::page::Defer::ToWriters
+    } else {
+        crate::page::Defer::No
+    }
+}
+
 /// Whether releasing an exclusive hold makes the page dirty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dirty {
@@ -61,6 +82,7 @@ impl<'e> SharedHold<'e> {
     /// # Safety
     /// The caller has just taken a reader hold on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> SharedHold<'e> {
+        holds_add(1);
         crate::page::state_assert!(crate::page::readers(engine.frames[f as usize].state()) > 0);
         SharedHold {
             engine,
@@ -84,6 +106,7 @@ impl<'e> SharedHold<'e> {
 
 impl Drop for SharedHold<'_> {
     fn drop(&mut self) {
+        holds_add(-1);
         let r = self.engine.frames[self.f as usize].unlock_shared();
         self.engine.released(self.f, r);
     }
@@ -93,6 +116,7 @@ impl<'e> ExclusiveHold<'e> {
     /// # Safety
     /// The caller has just set `EXCLUSIVE` on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> ExclusiveHold<'e> {
+        holds_add(1);
         crate::page::state_assert!(engine.frames[f as usize].state() & EXCLUSIVE != 0);
         ExclusiveHold {
             engine,
@@ -178,12 +202,14 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Releases the hold, making the page dirty if `dirty` says so.
     pub(crate) fn release(self, dirty: Dirty) {
+        holds_add(-1);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.unlock_exclusive(this.f, dirty);
     }
 
     /// Turns the hold into a reader hold (after a load or a write).
     pub(crate) fn downgrade(self) -> SharedHold<'e> {
+        holds_add(-1);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.frames[this.f as usize].downgrade();
         // SAFETY: `downgrade` turned our `EXCLUSIVE` into a reader hold.
@@ -192,6 +218,7 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Puts the frame (holding no page: out of the index) on the free list.
     pub(crate) fn free(self) {
+        holds_add(-1);
         let this = std::mem::ManuallyDrop::new(self);
         crate::page::state_assert!(
             !this.engine.policy.contains(this.f),
@@ -202,6 +229,7 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Takes the frame (out of the index) out of use for good: see `Engine::quarantine`.
     pub(crate) fn quarantine(self) {
+        holds_add(-1);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.quarantine(this.f);
     }
@@ -209,6 +237,7 @@ impl<'e> ExclusiveHold<'e> {
 
 impl Drop for ExclusiveHold<'_> {
     fn drop(&mut self) {
+        holds_add(-1);
         self.engine.unlock_exclusive(self.f, Dirty::No);
     }
 }
@@ -259,7 +288,10 @@ impl Engine {
     /// exclusively; with `pinned`, the caller holds a pin and also accepts an orphan.
     #[inline(always)]
     pub(crate) fn acquire_shared(&self, f: FrameId, p: u64, pinned: bool) -> Took<SharedHold<'_>> {
-        match self.settle(f, self.frames[f as usize].lock_shared_in(p, pinned)) {
+        match self.settle(
+            f,
+            self.frames[f as usize].lock_shared_in(p, pinned, defer()),
+        ) {
             // SAFETY: the CAS in `lock_shared_in` just took the reader hold.
             Acquire::Acquired => Took::Held(unsafe { SharedHold::mint(self, f) }),
             other => Took::Not(other),

@@ -89,6 +89,7 @@ use crate::error::{Error, Result};
 use crate::index::PageIndex;
 use crate::page::{
     kind, Acquire, FrameMeta, DIRTY, EXCLUSIVE, LOADING, READERS_MASK, VALID, WRITEBACK,
+    WRITER_WAITING,
 };
 use crate::policy::{EvictionPolicy, FrameId};
 use crate::readahead::{Readahead, Waited};
@@ -531,9 +532,10 @@ impl Engine {
             match self.try_shared(p, want.clone()) {
                 Probe::Held(h) => return Ok((h, waited)),
                 Probe::Busy(f) => {
-                    // A loader or a writer holds it: readers only wait for that hold.
+                    // A loader or a writer holds it, or a writer waits for it: readers wait
+                    // only for that writer, not for other readers.
                     waited = Waited::Yes;
-                    self.wait_for(f, p, EXCLUSIVE);
+                    self.wait_for(f, p, EXCLUSIVE | WRITER_WAITING);
                     continue;
                 }
                 Probe::Saturated => return Err(Error::TooManyHolds { page: p }),
@@ -568,6 +570,8 @@ impl Engine {
                     }
                     // (An exclusive hold is never "saturated"; wait as for any holder.)
                     Took::Not(Acquire::Wait | Acquire::Saturated) => {
+                        // New readers defer to us while we wait for the current ones.
+                        self.frames[f as usize].announce_writer();
                         self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
                         continue;
                     }
