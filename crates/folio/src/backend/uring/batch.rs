@@ -33,7 +33,7 @@ use io_uring::{squeue, IoUring};
 use parking_lot::Mutex;
 
 use super::complete::{fail_and_leak, ring_broken, transient, RING_FAILURES_MAX};
-use super::op::Op;
+use super::op::{InFlight, Op};
 use super::shared::Inner;
 use super::{UringBackend, BATCH_RINGS_MAX};
 use crate::backend::IoDriver;
@@ -138,10 +138,8 @@ pub(super) enum RingUse {
 
 struct BatchState {
     ring: IoUring,
-    ops: Vec<Option<Op>>,
-    free: Vec<usize>,
     /// Ops pushed into the ring (submitted or not) whose CQE has not been reaped.
-    in_flight: usize,
+    ops: InFlight,
     /// `io_uring_enter` failures in a row (other than interruptions).
     failures: u32,
     /// Set after `RING_FAILURES_MAX` failures in a row: every op in flight was failed and
@@ -175,9 +173,7 @@ impl BatchRing {
             owner,
             state: Mutex::new(BatchState {
                 ring,
-                ops: Vec::with_capacity(depth),
-                free: Vec::new(),
-                in_flight: 0,
+                ops: InFlight::with_capacity(depth),
                 failures: 0,
                 broken: false,
             }),
@@ -189,7 +185,7 @@ impl BatchRing {
     pub(super) fn push(&self, op: Op, sqe: squeue::Entry) {
         let mut st = self.state.lock();
         // Bounded: each round reaps at least one op, or counts a failure towards `broken`.
-        while st.in_flight >= self.depth && !st.broken {
+        while st.ops.len() >= self.depth && !st.broken {
             self.reap(&mut st);
         }
         if st.broken {
@@ -197,17 +193,7 @@ impl BatchRing {
             op.completer.complete(Err(e));
             return;
         }
-        let slot = match st.free.pop() {
-            Some(s) => {
-                st.ops[s] = Some(op);
-                s
-            }
-            None => {
-                st.ops.push(Some(op));
-                st.ops.len() - 1
-            }
-        };
-        st.in_flight += 1;
+        let slot = st.ops.insert(op);
         // SAFETY: the op's buffers stay in the table until its CQE is reaped (`reap`), and the
         // ring drains before it is dropped (`Drop`). Fewer than `depth` ops are in flight, and
         // the submission queue (`depth` entries) only holds ops in flight: the push cannot fail.
@@ -228,7 +214,7 @@ impl BatchRing {
     /// Submits what is queued, waits for at least one completion (the caller checked one is
     /// in flight) and completes every op whose CQE is there.
     fn reap(&self, st: &mut BatchState) -> bool {
-        debug_assert!(st.in_flight > 0);
+        debug_assert!(st.ops.len() > 0);
         if let Err(e) = st.ring.submit_and_wait(1) {
             if !transient(&e) {
                 tracing::error!(error = %e, "io_uring_enter (batch wait) failed");
@@ -257,26 +243,17 @@ impl BatchRing {
     /// the ops, leaking their buffers rather than freeing them under a kernel that may still
     /// write them).
     fn drain_locked(&self, st: &mut BatchState) {
-        while st.in_flight > 0 {
+        while st.ops.len() > 0 {
             self.reap(st);
         }
     }
 
     /// Completes every op whose CQE the kernel has posted, without entering the ring.
     fn reap_posted(&self, st: &mut BatchState) {
-        let BatchState {
-            ring,
-            ops,
-            free,
-            in_flight,
-            ..
-        } = st;
+        let BatchState { ring, ops, .. } = st;
         for cqe in ring.completion() {
-            let slot = cqe.user_data() as usize;
             // The kernel is done with the op's buffers: it may now leave the table.
-            if let Some(op) = ops.get_mut(slot).and_then(Option::take) {
-                free.push(slot);
-                *in_flight -= 1;
+            if let Some(op) = ops.take(cqe.user_data() as usize) {
                 self.inner.finish(op, cqe.result());
             }
         }
@@ -286,12 +263,11 @@ impl BatchRing {
     /// waits for the ring forever, and leaks their buffers, since the kernel may still own them.
     fn give_up(&self, st: &mut BatchState) {
         tracing::error!(
-            ops = st.in_flight,
+            ops = st.ops.len(),
             "giving up an io_uring that keeps failing"
         );
         st.broken = true;
-        fail_and_leak(&self.inner, &mut st.ops);
-        st.in_flight = 0;
+        fail_and_leak(&self.inner, st.ops.take_all());
     }
 }
 
@@ -300,7 +276,7 @@ impl IoDriver for BatchRing {
         // Only the owner holds waiters of an owned ring (they are `LocalIoWaiter`s).
         debug_assert!(self.owner.is_none_or(|t| t == this_thread()));
         let mut st = self.state.lock();
-        if st.in_flight > 0 {
+        if st.ops.len() > 0 {
             self.reap(&mut st);
         }
     }
@@ -309,7 +285,7 @@ impl IoDriver for BatchRing {
 impl Drop for BatchRing {
     fn drop(&mut self) {
         let mut st = self.state.lock();
-        if st.in_flight == 0 {
+        if st.ops.len() == 0 {
             return;
         }
         if self.owner.is_some_and(|t| t != this_thread()) {
@@ -317,13 +293,12 @@ impl Drop for BatchRing {
             // waiters were dropped unwaited; take what the kernel has posted, and leak the
             // buffers of the rest rather than free them under a kernel that may still use them.
             self.reap_posted(&mut st);
-            if st.in_flight > 0 {
+            if st.ops.len() > 0 {
                 tracing::warn!(
-                    ops = st.in_flight,
+                    ops = st.ops.len(),
                     "an io_uring dropped off its thread with ops in flight; leaking their buffers"
                 );
-                fail_and_leak(&self.inner, &mut st.ops);
-                st.in_flight = 0;
+                fail_and_leak(&self.inner, st.ops.take_all());
             }
             return;
         }

@@ -48,8 +48,8 @@ fn errno_error(op: IoOp, offset: u64, res: i32) -> Error {
 /// Fails every op of a ring being given up and leaks its buffers: the kernel may still own them.
 /// The cache sees the read buffers never came back and quarantines their frames; a write that
 /// may still land fails every later write of the backend (`Inner::writes_lost`).
-pub(super) fn fail_and_leak(inner: &Inner, ops: &mut [Option<Op>]) {
-    for op in ops.iter_mut().filter_map(Option::take) {
+pub(super) fn fail_and_leak(inner: &Inner, ops: Vec<Op>) {
+    for op in ops {
         if matches!(op.buffers, Buffers::Write(_)) {
             inner.writes_lost.store(true, Ordering::Release);
         }
@@ -68,11 +68,7 @@ pub(super) fn fail_and_leak(inner: &Inner, ops: &mut [Option<Op>]) {
 
 /// The error of an op (with these buffers) on a ring that was given up.
 pub(super) fn ring_broken(buffers: &Buffers, offset: u64) -> Error {
-    let op = match buffers {
-        Buffers::Read(_) => IoOp::Read,
-        Buffers::Write(_) => IoOp::Write,
-    };
-    Error::io(op, offset, ring_given_up())
+    Error::io(buffers.op(), offset, ring_given_up())
 }
 
 pub(super) fn ring_given_up() -> std::io::Error {

@@ -38,6 +38,16 @@ pub(super) enum Buffers {
     Write(Vec<Frame>),
 }
 
+impl Buffers {
+    /// The operation these buffers are for.
+    pub(super) fn op(&self) -> IoOp {
+        match self {
+            Buffers::Read(_) => IoOp::Read,
+            Buffers::Write(_) => IoOp::Write,
+        }
+    }
+}
+
 /// The `iovec`s of one operation. They point into the frames of the same operation.
 pub(super) struct Iovecs {
     _keep: Box<[libc::iovec]>,
@@ -96,6 +106,93 @@ pub(super) struct Op {
     pub(super) completer: IoCompleter,
 }
 
+/// The prepared op of `buffers` at `offset` of the file of `backend`, whose `iovecs` describe the
+/// `submitted` bytes to transfer, `expected` of which must come back; `waiter` makes its waiter.
+fn prepared(
+    backend: &UringBackend,
+    buffers: Buffers,
+    iovecs: Box<[libc::iovec]>,
+    offset: u64,
+    submitted: usize,
+    expected: usize,
+    waiter: impl FnOnce(IoOp, u64) -> (IoWaiter, IoCompleter),
+) -> Prepared {
+    let dir = buffers.op();
+    let fd = types::Fd(backend.inner.file.file().as_raw_fd());
+    let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, dir);
+    let (waiter, completer) = waiter(dir, offset);
+    let op = Op {
+        buffers,
+        _iovecs: iovecs,
+        offset,
+        submitted,
+        expected,
+        completer,
+    };
+    Prepared::Op(op, sqe, waiter)
+}
+
+/// The ops in flight on one ring, by slot (an SQE's `user_data` is its op's slot). An op stays
+/// here, with its buffers, from before its SQE is queued until its CQE is reaped or the ring is
+/// given up.
+#[derive(Default)]
+pub(super) struct InFlight {
+    ops: Vec<Option<Op>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl InFlight {
+    pub(super) fn with_capacity(capacity: usize) -> InFlight {
+        InFlight {
+            ops: Vec::with_capacity(capacity),
+            ..InFlight::default()
+        }
+    }
+
+    /// Ops in flight.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `op` in a free slot and returns the slot.
+    pub(super) fn insert(&mut self, op: Op) -> usize {
+        self.len += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                debug_assert!(self.ops[s].is_none(), "slot {s} is free and taken");
+                self.ops[s] = Some(op);
+                s
+            }
+            None => {
+                self.ops.push(Some(op));
+                self.ops.len() - 1
+            }
+        };
+        debug_assert_eq!(self.len + self.free.len(), self.ops.len());
+        slot
+    }
+
+    /// Takes the op out of `slot`, whose CQE was reaped: the kernel is done with its buffers.
+    pub(super) fn take(&mut self, slot: usize) -> Option<Op> {
+        let op = self.ops.get_mut(slot).and_then(Option::take);
+        if op.is_some() {
+            self.free.push(slot);
+            self.len -= 1;
+        }
+        op
+    }
+
+    /// Takes every op out, for a ring that is given up (see `fail_and_leak`).
+    pub(super) fn take_all(&mut self) -> Vec<Op> {
+        let ops: Vec<Op> = self.ops.iter_mut().filter_map(Option::take).collect();
+        debug_assert_eq!(ops.len(), self.len);
+        self.free = (0..self.ops.len()).collect();
+        self.len = 0;
+        ops
+    }
+}
+
 impl UringBackend {
     /// The op, SQE and waiter (made by `waiter`) of a read of `frames` at page `idx`, or a
     /// ready waiter if the read lies wholly past the end of the file (zero-filled here).
@@ -124,18 +221,10 @@ impl UringBackend {
                 iov_len: f.len(),
             })
             .collect();
-        let fd = types::Fd(inner.file.file().as_raw_fd());
-        let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, IoOp::Read);
-        let (waiter, completer) = waiter(IoOp::Read, offset);
-        let op = Op {
-            buffers: Buffers::Read(frames),
-            _iovecs: iovecs,
-            offset,
-            submitted: wanted,
-            expected,
-            completer,
-        };
-        Ok(Prepared::Op(op, sqe, waiter))
+        let buffers = Buffers::Read(frames);
+        Ok(prepared(
+            self, buffers, iovecs, offset, wanted, expected, waiter,
+        ))
     }
 
     /// The op, SQE and waiter (made by `waiter`) of a write of `frames` at page `idx`, or a
@@ -176,18 +265,10 @@ impl UringBackend {
                 iov_len: s.len(),
             })
             .collect();
-        let fd = types::Fd(inner.file.file().as_raw_fd());
-        let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, IoOp::Write);
-        let (waiter, completer) = waiter(IoOp::Write, offset);
-        let op = Op {
-            buffers: Buffers::Write(frames),
-            _iovecs: iovecs,
-            offset,
-            submitted: total,
-            expected: total,
-            completer,
-        };
-        Ok(Prepared::Op(op, sqe, waiter))
+        let buffers = Buffers::Write(frames);
+        Ok(prepared(
+            self, buffers, iovecs, offset, total, total, waiter,
+        ))
     }
 }
 

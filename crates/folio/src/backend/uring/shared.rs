@@ -33,7 +33,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use parking_lot::{Condvar, Mutex};
 
 use super::complete::{fail_and_leak, ring_given_up, transient, RING_FAILURES_MAX};
-use super::op::Op;
+use super::op::{InFlight, Op};
 use super::UringBackend;
 use crate::backend::{FileBackend, Result};
 use crate::error::{Error, IoOp};
@@ -65,9 +65,7 @@ unsafe impl Send for QueuedSqe {}
 
 #[derive(Default)]
 struct Table {
-    ops: Vec<Option<Op>>,
-    free: Vec<usize>,
-    in_flight: usize,
+    ops: InFlight,
     /// SQEs handed to the ring thread, not yet in the ring.
     queued: Vec<QueuedSqe>,
     /// The ring thread is (about to be) blocked in the kernel: a submitter must wake it.
@@ -177,7 +175,7 @@ impl Inner {
                 if t.broken {
                     return Err(Error::io(IoOp::Read, 0, ring_given_up()));
                 }
-                if t.in_flight < self.queue_depth {
+                if t.ops.len() < self.queue_depth {
                     break;
                 }
                 if std::mem::replace(&mut t.sleeping, false) {
@@ -185,17 +183,7 @@ impl Inner {
                 }
                 self.slot_freed.wait(&mut t);
             }
-            t.in_flight += 1;
-            let slot = match t.free.pop() {
-                Some(s) => {
-                    t.ops[s] = Some(op);
-                    s
-                }
-                None => {
-                    t.ops.push(Some(op));
-                    t.ops.len() - 1
-                }
-            };
+            let slot = t.ops.insert(op);
             // From here the op (and so its buffers) stays in the table until the ring thread
             // has reaped its CQE.
             t.queued.push(QueuedSqe(sqe.user_data(slot as u64)));
@@ -221,10 +209,8 @@ impl Inner {
     /// Removes the op in `slot` from the table.
     fn take(&self, slot: usize) -> Option<Op> {
         let mut t = self.table.lock();
-        let op = t.ops.get_mut(slot).and_then(Option::take);
+        let op = t.ops.take(slot);
         if op.is_some() {
-            t.free.push(slot);
-            t.in_flight -= 1;
             self.slot_freed.notify_one();
         }
         op
@@ -244,7 +230,7 @@ impl Inner {
             let block = {
                 let mut t = self.table.lock();
                 std::mem::swap(&mut batch, &mut t.queued);
-                if t.shutdown && t.in_flight == 0 {
+                if t.shutdown && t.ops.len() == 0 {
                     break;
                 }
                 // Block only if nothing is queued; then submitters must wake us.
@@ -333,13 +319,12 @@ impl Inner {
     fn give_up(&self) {
         let mut t = self.table.lock();
         tracing::error!(
-            ops = t.in_flight,
+            ops = t.ops.len(),
             "giving up an io_uring that keeps failing"
         );
         t.broken = true;
         t.queued.clear();
-        fail_and_leak(self, &mut t.ops);
-        t.in_flight = 0;
+        fail_and_leak(self, t.ops.take_all());
         self.slot_freed.notify_all();
     }
 }
