@@ -5,6 +5,8 @@
 //! - `Op`: the frames and `iovec` array of an operation, which the in-flight table holding the
 //!   op keeps until its CQE is reaped, with the bytes asked for (`submitted`) and the bytes
 //!   that must come back (`expected`);
+//! - `InFlight`: that table, the ops of one ring by slot (the SQE's `user_data`), used by the
+//!   shared ring and by every batch ring;
 //! - building the SQE: one buffer is a plain `READ`/`WRITE` (what `fio` submits), several a
 //!   `READV`/`WRITEV`;
 //! - preparing (`prepare_read`, `prepare_write`): the geometry and `O_DIRECT` checks; a read
@@ -14,8 +16,8 @@
 //! - views of a run of frames as byte slices (`sub_slices`, `sub_slices_mut`).
 //!
 //! # Does not own
-//! - which ring an op goes to (`dispatch.rs`), the in-flight tables (`shared.rs`,
-//!   `batch.rs`), finishing an op (`complete.rs`).
+//! - which ring an op goes to (`dispatch.rs`), the rings that keep an `InFlight` table and
+//!   the locks around it (`shared.rs`, `batch.rs`), finishing an op (`complete.rs`).
 //!
 //! # May block
 //! - `prepare_write` of a direct write whose end is not 512-byte aligned: `pwritev` of the
