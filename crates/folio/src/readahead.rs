@@ -1,5 +1,33 @@
 //! Readahead per stream of sequential access, and access hints (`posix_fadvise`).
 //!
+//! size: about 410 lines of code; the rest are docs and comments (150 lines) and the unit tests
+//! of the window arithmetic (65), which belong beside it.
+//!
+//! # Owns
+//! - the table of streams (detecting sequential misses, window sizes, markers, windows in
+//!   flight ahead of a reader) and the access hints of [`Advice`] (64 ranges);
+//! - turning a miss or a reached marker into work: the pages to read at once and background
+//!   jobs (`MissPlan`, `Job`), cut at the largest backend I/O;
+//! - the worker pool: started on first use, a bounded job queue (jobs beyond it are dropped and
+//!   counted), stale jobs skipped, workers stopped and joined with the cache.
+//!
+//! # Does not own
+//! - loading pages: a worker calls `Prefetcher::prefetch` (the engine, which this module
+//!   never names), which inserts the pages `LOADING`, reads them and sets the marker; page
+//!   states, the index and the policy's admission are the engine's;
+//! - when it is asked: the engine calls `on_miss` on a miss and `on_marker` when a reader
+//!   reaches a marked page, never on a plain hit;
+//! - what [`Advice::WillNeed`] and [`Advice::DontNeed`] do to the cache
+//!   ([`PageCache::advise`](crate::PageCache::advise)).
+//!
+//! # May block
+//! - `on_miss`, `on_marker`, `set_hint` and `dispatch`: short locks (streams, hints, the job
+//!   queue), never I/O; the first `dispatch` spawns the workers;
+//! - a worker: on the queue's condition variable for a job, then in the backend read of its
+//!   run (inside `prefetch`);
+//! - `shutdown` (when the cache is dropped): it joins the workers, so it waits for the runs they
+//!   are loading.
+//!
 //! # Streams
 //! The cache keeps a small table of recent *streams* (16 entries, least recently used replaced),
 //! like a shared version of Linux's per-`struct file` `f_ra`. It is consulted only on a miss and

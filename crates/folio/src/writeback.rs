@@ -1,5 +1,32 @@
 //! Background write-back, dirty throttling and write-back error reporting.
 //!
+//! # Owns
+//! - the flusher thread of a cache: starting it, waking it (every interval, or kicked by a
+//!   writer over the background threshold), its back-off while rounds fail, stopping and
+//!   joining it;
+//! - the write-back settings (`WritebackConfig`), their validation, and the thresholds they
+//!   give in pages;
+//! - the per-frame dirtied-at clock (ticks of 10 ms) and the expiry age;
+//! - the count of pages under write-back, the condition throttled writers wait on
+//!   (`Ctl::progress`), and the write-back gauges and counters of [`Stats`].
+//!
+//! # Does not own
+//! - a round itself: choosing pages, writing them and every page-state change
+//!   (`DIRTY`, `WRITEBACK`, the dirty counter) are the engine's, which this module reaches only
+//!   through `FlushTarget` and never names;
+//! - the throttled writer's wait loop and the error sequence (`errseq`), which are the
+//!   engine's too (`engine/flush.rs`, `engine/errseq.rs`); the sections below describe them
+//!   because they are the policy this module's settings drive.
+//!
+//! # May block
+//! - `Writeback::stop` (from `close` and `Drop`): it joins the flusher, so it waits for a
+//!   round in progress, I/O included (not when the flusher itself drops the cache);
+//! - the flusher thread: on its condition variable until the interval, a kick or a stop, then
+//!   in the backend I/O of a round;
+//! - `Writeback::kick`: the control mutex, briefly, on the first kick of each round. The
+//!   other hooks (`on_dirtied`, `after_dirtied` below the threshold, `in_flight_add`) are
+//!   atomics and a notification: they never wait.
+//!
 //! # The flusher
 //! Every [`PageCache`](crate::PageCache) runs one flusher thread (like Linux's per-device flusher). It wakes
 //! - every [`writeback_interval`](crate::CacheConfig::writeback_interval) (default 5 s),
