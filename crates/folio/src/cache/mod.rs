@@ -5,6 +5,7 @@
 
 mod config;
 mod guards;
+mod resident;
 mod sync_handle;
 
 pub use config::{Budget, CacheConfig, FRAMES_MAX, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
