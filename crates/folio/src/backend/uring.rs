@@ -75,7 +75,7 @@ use parking_lot::{Condvar, Mutex};
 use super::file::{preadv_full, pwritev_full, DIRECT_ALIGN};
 use super::LocalIoWaiter;
 use super::{io_geometry, FileBackend, Frame, FrameMut, IoCompleter, IoDriver, IoMode, IoWaiter};
-use super::{PageCacheBackend, Result};
+use super::{Extent, PageCacheBackend, Result};
 use crate::error::{Error, IoOp};
 
 /// Default number of operations in flight per ring.
@@ -1270,6 +1270,10 @@ impl PageCacheBackend for UringBackend {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.inner.writes_usable(IoOp::Zero)?;
         self.inner.file.write_zeroes(offset, len)
+    }
+
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> Result<Vec<Extent>> {
+        self.inner.file.allocation(offset, len, extents_max)
     }
 
     fn alignment(&self) -> usize {
