@@ -77,6 +77,7 @@ impl Client {
     /// Connects and reads the greeting.
     pub fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut c = Client { s };
         let mut hello = [0u8; 18];
