@@ -141,8 +141,13 @@ struct Conn<'a, 'd> {
     /// A job the pool's full queue refused, retried first.
     stalled: Option<Job>,
     last_request: Instant,
+    /// Since when the socket has refused replies (none: it takes them).
+    blocked_since: Option<Instant>,
 }
 
+/// How long lent page bytes may wait for a socket that takes nothing before they are copied
+/// out and their holds released (a client slow to read must not pin pages).
+const HOLD_WAIT: Duration = Duration::from_millis(5);
 /// Receive buffer: many request headers per read.
 const RBUF_BYTES: usize = 256 << 10;
 /// How often a connection checks for shutdown and its idle timeout when nothing happens.
@@ -176,6 +181,7 @@ pub(crate) fn serve(ctx: &ConnCtx<'_>, wire: &mut Wire, mailbox: &Arc<Mailbox>) 
         dispatched: 0,
         stalled: None,
         last_request: Instant::now(),
+        blocked_since: None,
     };
     let result = c.run(wire);
     wire.close();
@@ -199,6 +205,15 @@ impl<'a, 'd> Conn<'a, 'd> {
             let sent = self.out.send(wire)?;
             self.pending -= sent.replies;
             self.pending_bytes -= sent.cost;
+            if !sent.blocked || sent.replies > 0 {
+                self.blocked_since = None;
+            }
+            if sent.blocked {
+                let since = *self.blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= HOLD_WAIT {
+                    self.out.own_all();
+                }
+            }
             let drained = self.dispatched == 0 && self.stalled.is_none() && self.out.is_empty();
             if self.reading == Reading::Closed && drained && !wire.has_pending() {
                 return Ok(());
@@ -208,6 +223,9 @@ impl<'a, 'd> Conn<'a, 'd> {
                     debug!("idle timeout; closing");
                     return Ok(());
                 }
+            }
+            if pause == Pause::Replies && sent.replies > 0 {
+                continue; // replies left: the bound may allow more requests now
             }
             let want_input = self.reading == Reading::Open && pause == Pause::No;
             if want_input && self.fill(wire)? {
@@ -234,6 +252,8 @@ impl<'a, 'd> Conn<'a, 'd> {
             }
             let wait = if pause == Pause::Server || self.stalled.is_some() {
                 RETRY
+            } else if self.blocked_since.is_some() {
+                HOLD_WAIT
             } else {
                 TICK
             };

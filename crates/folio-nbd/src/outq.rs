@@ -131,6 +131,8 @@ pub(crate) struct Sent {
     /// Replies fully sent: (count, their costs).
     pub(crate) replies: usize,
     pub(crate) cost: usize,
+    /// The wire would take no more now.
+    pub(crate) blocked: bool,
 }
 
 impl<'d> OutQueue<'d> {
@@ -143,18 +145,17 @@ impl<'d> OutQueue<'d> {
         self.q.is_empty()
     }
 
-    /// Sends as much as the wire takes now, many replies per vectored write. When the wire
-    /// would block, every lent reply still queued is copied out so the device's holds (pinned
-    /// pages) are not kept waiting on a slow client.
+    /// Sends as much as the wire takes now, many replies per vectored write.
     pub(crate) fn send(&mut self, wire: &mut Wire) -> io::Result<Sent> {
         let mut sent = Sent {
             replies: 0,
             cost: 0,
+            blocked: false,
         };
         // Bounded: each pass sends at least one byte or returns.
         loop {
             if !wire.flush_pending()? {
-                self.own_all();
+                sent.blocked = true;
                 return Ok(sent);
             }
             if self.q.is_empty() {
@@ -171,7 +172,7 @@ impl<'d> OutQueue<'d> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.own_all();
+                    sent.blocked = true;
                     return Ok(sent);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -207,7 +208,9 @@ impl<'d> OutQueue<'d> {
         }
     }
 
-    fn own_all(&mut self) {
+    /// Copies every lent reply still queued into owned buffers, releasing the device's holds
+    /// (pinned pages), for when the client is not taking its replies.
+    pub(crate) fn own_all(&mut self) {
         for o in &mut self.q {
             o.own();
         }
