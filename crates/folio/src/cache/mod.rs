@@ -240,7 +240,7 @@ impl PageCache {
         }
         let pages = s.pages_overlapping(&(range.start..end));
         match advice {
-            Advice::Normal | Advice::Sequential | Advice::Random => {
+            Advice::Normal | Advice::Sequential | Advice::Random | Advice::Clustered => {
                 s.readahead.set_hint(pages, advice);
                 Ok(())
             }
