@@ -24,8 +24,23 @@ fn bench_nbd_runs_every_workload_and_appends_one_results_line() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("nbd.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["bench", "nbd", "--size", "16MiB", "--runtime", "1", "--cold-bytes", "4MiB"])
-        .args(["--conns", "1", "--contenders", "folio,nbdkit", "--allow-warm-os-cache"])
+        .args([
+            "bench",
+            "nbd",
+            "--size",
+            "16MiB",
+            "--runtime",
+            "1",
+            "--cold-bytes",
+            "4MiB",
+        ])
+        .args([
+            "--conns",
+            "1",
+            "--contenders",
+            "folio,nbdkit",
+            "--allow-warm-os-cache",
+        ])
         .args(["--only", "cold,rand-read-4k-warm"])
         .arg("--image")
         .arg(dir.path().join("img.raw"))
@@ -47,7 +62,10 @@ fn bench_nbd_runs_every_workload_and_appends_one_results_line() {
     for r in rows {
         let v = r["runs"][0].as_f64().unwrap();
         assert!(v > 0.0, "{r}");
-        assert!(r["extra"]["cpu_s_per_mreq"][0].as_f64().unwrap() >= 0.0, "{r}");
+        assert!(
+            r["extra"]["cpu_s_per_mreq"][0].as_f64().unwrap() >= 0.0,
+            "{r}"
+        );
     }
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("rand-read-4k-cold qd16 1conn"), "{table}");

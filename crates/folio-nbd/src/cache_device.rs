@@ -25,8 +25,11 @@ pub struct CacheDevice {
 }
 
 impl CacheDevice {
-    /// Wraps a shared cache.
+    /// Wraps a shared cache, advising it that access is random with locality (a disk image:
+    /// misses outside sequential streams load the cluster around them, adaptively; see
+    /// [`Advice::Clustered`]).
     pub fn new(cache: Arc<PageCache>) -> CacheDevice {
+        let _ = cache.advise(0..u64::MAX, Advice::Clustered);
         CacheDevice { cache }
     }
 
