@@ -25,7 +25,9 @@ fn cfg() -> ServerConfig {
 
 #[test]
 fn a_client_that_never_reads_stalls_only_itself_and_releases_its_pages() {
-    const IMG: usize = 16 << 20;
+    // The stalled client reads the first 16 MiB; the other one works on the last 4 MiB.
+    const STALLED: usize = 16 << 20;
+    const IMG: usize = STALLED + (4 << 20);
     let backend = Arc::new(MemoryBackend::from_bytes(vec![0x5au8; IMG]));
     let cache = Arc::new(PageCache::new(backend, CacheConfig::new(32 << 20)).unwrap());
     let mut warm = vec![0u8; IMG];
@@ -80,17 +82,19 @@ fn a_client_that_never_reads_stalls_only_itself_and_releases_its_pages() {
     let t = Instant::now();
     for i in 0..1000u64 {
         let p = pattern(i as u8, 4096);
-        assert_eq!(c.write(2 * i, (i % 4096) * 4096, &p, 0), 0);
-        assert_eq!(c.read(2 * i + 1, (i % 4096) * 4096, 4096).unwrap(), p);
+        let at = STALLED as u64 + (i % 1024) * 4096;
+        assert_eq!(c.write(2 * i, at, &p, 0), 0);
+        assert_eq!(c.read(2 * i + 1, at, 4096).unwrap(), p);
     }
     let served = t.elapsed();
     assert!(
         served < Duration::from_secs(20),
         "second client took {served:?}"
     );
-    // The stalled client's replies hold no pages: every page can be evicted.
-    cache.evict_range(0..IMG as u64).unwrap();
-    let held: Vec<u64> = (0..(IMG / 4096) as u64)
+    // The stalled client's replies hold no pages: every page it read can be evicted (they are
+    // clean, so nothing but a hold keeps them).
+    cache.evict_range(0..STALLED as u64).unwrap();
+    let held: Vec<u64> = (0..(STALLED / 4096) as u64)
         .filter(|&p| cache.page_state(p).is_some())
         .collect();
     assert!(

@@ -4,8 +4,7 @@
 //! must read as zeros afterwards, in the cache and on the backend: the late write-back must not
 //! bring the old bytes back over the hole.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +14,10 @@ use folio::{CacheConfig, IoOp, PageCache};
 use folio_nbd::proto::*;
 use folio_nbd::{CacheDevice, Listener, Server, ServerConfig};
 
-const SIZE: usize = 1 << 20;
+mod common;
+use common::Client;
+
+const IMAGE_BYTES: usize = 1 << 20;
 
 /// A memory backend whose writes land `delay` after they are submitted, on another thread.
 struct SlowWrites {
@@ -52,53 +54,27 @@ impl PageCacheBackend for SlowWrites {
     }
 }
 
-fn go(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut hello = [0u8; 18];
-    s.read_exact(&mut hello).unwrap();
-    s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
-        .unwrap();
-    let mut m = IHAVEOPT.to_be_bytes().to_vec();
-    m.extend_from_slice(&OPT_EXPORT_NAME.to_be_bytes());
-    m.extend_from_slice(&0u32.to_be_bytes());
-    s.write_all(&m).unwrap();
-    let mut info = [0u8; 10];
-    s.read_exact(&mut info).unwrap();
-    s
+fn send(c: &mut Client, kind: u16, handle: u64, offset: u64, len: u32, payload: &[u8]) {
+    c.request(kind, 0, handle, offset, len);
+    c.send(payload);
 }
 
-fn send(s: &mut TcpStream, kind: u16, handle: u64, offset: u64, len: u32, payload: &[u8]) {
-    let r = Request {
-        flags: 0,
-        kind,
-        handle,
-        offset,
-        len,
-    };
-    let mut m = encode_request(&r).to_vec();
-    m.extend_from_slice(payload);
-    s.write_all(&m).unwrap();
-}
-
-fn reply(s: &mut TcpStream, handle: u64) -> u32 {
-    let mut h = [0u8; 16];
-    s.read_exact(&mut h).unwrap();
-    assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), handle);
-    u32::from_be_bytes(h[4..8].try_into().unwrap())
+fn reply(c: &mut Client, handle: u64) -> u32 {
+    let (err, h) = c.reply();
+    assert_eq!(h, handle);
+    err
 }
 
 #[test]
 fn write_zeroes_racing_a_delayed_write_back_leaves_zeros() {
-    let mem = Arc::new(MemoryBackend::from_bytes(vec![0u8; SIZE]));
+    let mem = Arc::new(MemoryBackend::from_bytes(vec![0u8; IMAGE_BYTES]));
     let started = Arc::new(AtomicUsize::new(0));
     let backend = Arc::new(SlowWrites {
         inner: mem.clone(),
         started: started.clone(),
         delay: Duration::from_millis(500),
     });
-    let cache = PageCache::new(backend, CacheConfig::new(SIZE as u64)).unwrap();
+    let cache = PageCache::new(backend, CacheConfig::new(IMAGE_BYTES as u64)).unwrap();
     let listener = Listener::tcp("127.0.0.1:0").unwrap();
     let addr = listener.tcp_addr().unwrap();
     let server = Server::new(
@@ -108,7 +84,8 @@ fn write_zeroes_racing_a_delayed_write_back_leaves_zeros() {
     let stop = server.shutdown_handle();
     let thread = std::thread::spawn(move || server.serve(listener));
 
-    let (mut a, mut b) = (go(addr), go(addr));
+    let (mut a, _, _) = Client::go(addr, "");
+    let (mut b, _, _) = Client::go(addr, "");
     send(&mut a, CMD_WRITE, 1, 8192, 8192, &[0xaa; 8192]);
     assert_eq!(reply(&mut a, 1), 0);
     // B's flush starts the write-back, which the backend holds for 500 ms.
@@ -131,7 +108,7 @@ fn write_zeroes_racing_a_delayed_write_back_leaves_zeros() {
     send(&mut a, CMD_READ, 5, 8192, 8192, &[]);
     assert_eq!(reply(&mut a, 5), 0);
     let mut got = vec![0u8; 8192];
-    a.read_exact(&mut got).unwrap();
+    a.s.read_exact(&mut got).unwrap();
     assert!(
         got.iter().all(|&x| x == 0),
         "the cache serves the old bytes"
