@@ -1,13 +1,17 @@
-//! Zero-copy guards on bytes that are in the cache right now, never waiting and never loading:
-//! for servers that answer hits inline and send misses elsewhere.
+//! Reads and writes of bytes that are in the cache right now, never waiting and never loading:
+//! for servers that carry out hits inline and send everything else to threads that may block.
 //!
-//! Owns: [`PageCache::try_read_range`]. Does not own: loading, waiting, or the guards
-//! themselves (`guards.rs`). Never blocks.
+//! Owns: [`PageCache::try_read_range`] (zero-copy guards) and [`PageCache::try_write_range`].
+//! Does not own: loading, waiting, write-back, or the guards themselves (`guards.rs`). Never
+//! blocks: every hold is a single compare-and-swap that gives up when the page is busy.
 
 use crate::engine::{checked_end, in_file, Probe};
 use crate::error::Result;
-use crate::page::READAHEAD;
+use crate::page::{Acquire, READAHEAD};
+use crate::policy::FrameId;
 use crate::readahead::Waited;
+use crate::stats::Counter;
+use crate::sync::Ordering;
 
 use super::{PageCache, PageReadGuard};
 
@@ -65,5 +69,89 @@ impl PageCache {
         // As in `read_at`: a truncation may have run since the length was checked.
         in_file(offset, end, s.len())?;
         Ok(Some(guards))
+    }
+
+    /// Writes `buf` at `offset` only if that needs no waiting at all: every page cached and up
+    /// to date, nobody holding it, no write-back of it in flight, and the dirty pages below the
+    /// limit at which writers are throttled. `Ok(false)` means nothing was written and the
+    /// caller should take the blocking path ([`write_all_at`](Self::write_all_at)), e.g. on
+    /// another thread. The write is all or nothing: every page's exclusive hold is taken before
+    /// any byte is copied. It never grows the file ([`Error::OutOfRange`](crate::Error)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use folio::{CacheConfig, MemoryBackend, PageCache};
+    ///
+    /// let cache = PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(1 << 20))?;
+    /// cache.write_all_at(&[0u8; 8192], 0)?;
+    /// assert!(cache.try_write_range(b"inline", 4093)?); // two cached pages
+    /// let mut got = [0u8; 6];
+    /// cache.read_exact_at(&mut got, 4093)?;
+    /// assert_eq!(&got, b"inline");
+    /// cache.sync()?;
+    /// cache.evict_range(0..8192)?;
+    /// assert!(!cache.try_write_range(b"x", 0)?); // not cached: nothing written
+    /// # Ok::<(), folio::Error>(())
+    /// ```
+    pub fn try_write_range(&self, buf: &[u8], offset: u64) -> Result<bool> {
+        let s = &*self.engine;
+        let end = checked_end(offset, buf.len())?;
+        in_file(offset, end, s.len())?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        // A writer at the dirty limit would be throttled (`balance_dirty`): not inline.
+        let wb = &s.wb;
+        if wb.ctl.running.load(Ordering::Relaxed)
+            && s.dirty_now() + wb.in_flight.load(Ordering::Acquire) >= wb.limit_pages
+        {
+            return Ok(false);
+        }
+        let (first, last) = (offset >> s.page_shift, (end - 1) >> s.page_shift);
+        let mut held: Vec<FrameId> = Vec::with_capacity((last - first + 1) as usize);
+        let give_up = |held: &[FrameId]| {
+            for &f in held {
+                s.unlock_exclusive(f, false);
+            }
+        };
+        // Bounded: one pass per page of the range.
+        for p in first..=last {
+            let taken = s.index.lookup(p, &s.frames).filter(|&f| {
+                s.settle(f, s.frames[f as usize].lock_exclusive(p)) == Acquire::Acquired
+            });
+            match taken {
+                Some(f) => held.push(f),
+                None => {
+                    give_up(&held);
+                    return Ok(false);
+                }
+            }
+        }
+        // As in `read_at`: a truncation may have run since the length was checked.
+        if let Err(e) = in_file(offset, end, s.len()) {
+            give_up(&held);
+            return Err(e);
+        }
+        let mut done = 0usize;
+        for (i, &f) in held.iter().enumerate() {
+            let p = first + i as u64;
+            let pos = offset + done as u64;
+            let in_page = (pos & s.page_mask()) as usize;
+            let n = (s.page_size - in_page).min(buf.len() - done);
+            // SAFETY: we hold `f` EXCLUSIVE (taken above, released below), so nobody else
+            // reads or writes its bytes.
+            let bytes = unsafe { s.bytes_mut(f) };
+            bytes[in_page..in_page + n].copy_from_slice(&buf[done..done + n]);
+            s.zero_past_end(p, f);
+            s.policy.on_hit(f);
+            done += n;
+        }
+        debug_assert_eq!(done, buf.len());
+        s.counters.add(Counter::Hits, held.len() as u64);
+        s.counters.add(Counter::WriteCalls, 1);
+        for &f in &held {
+            s.unlock_exclusive(f, true);
+        }
+        Ok(true)
     }
 }
