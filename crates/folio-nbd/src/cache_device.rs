@@ -1,11 +1,13 @@
 //! The Folio page cache as an export.
 //!
 //! Owns: the mapping of NBD's storage operations onto [`folio::PageCache`]: reads and writes
-//! through the cache, hits lent zero-copy ([`PageCache::try_read_range`]), `FLUSH` and `FUA`
+//! through the cache, hits lent zero-copy ([`PageCache::try_read_range`]) and writes to cached
+//! pages done inline ([`PageCache::try_write_range`]), `FLUSH` and `FUA`
 //! through each connection's own [`SyncHandle`] (its write-back error cursor), `WRITE_ZEROES`
 //! and `TRIM` as [`PageCache::zero_range`], `CACHE` as a `WillNeed` hint, and allocation status
 //! from the backend after the range's dirty pages are written back. Does not own: the cache
-//! itself, threads or the protocol. May block: everything but `read_resident` (I/O, waiting
+//! itself, threads or the protocol. May block: everything but `read_resident` and
+//! `try_write_at` (I/O, waiting
 //! for pages being loaded or written).
 
 use std::io;
@@ -104,6 +106,13 @@ impl BlockDevice for CacheDevice {
         match self.cache.try_read_range(offset, len) {
             Ok(Some(guards)) => Some(Ok(Box::new(guards))),
             Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+    fn try_write_at(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        match self.cache.try_write_range(buf, offset) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
             Err(e) => Some(Err(e.into())),
         }
     }

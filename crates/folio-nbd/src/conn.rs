@@ -1,7 +1,8 @@
 //! The transmission phase of one connection, run to completion on the connection's own thread.
 //!
 //! Owns: reading and parsing requests, checking them, answering read hits inline straight from
-//! the device's memory (zero-copy), handing everything that may block to the pool, sending
+//! the device's memory (zero-copy) and carrying out writes to cached pages inline, handing
+//! everything that may block to the pool, sending
 //! replies (many per vectored write), and every per-connection bound: requests and bytes in
 //! flight, reply bytes a client leaves unread (past which the connection stops reading its
 //! requests), the idle timeout, and stopping (`ESHUTDOWN` for requests read but not started).
@@ -380,7 +381,7 @@ impl<'a, 'd> Conn<'a, 'd> {
                     else {
                         unreachable!("matched above")
                     };
-                    self.dispatch(req, Some(buf), tokens);
+                    self.write(req, buf, tokens);
                 }
                 Input::Skip { left, .. } => {
                     let n = (*left).min(self.re - self.rs);
@@ -514,6 +515,24 @@ impl<'a, 'd> Conn<'a, 'd> {
             _ => self.dispatch(req, None, tokens),
         }
         Ok(Pause::No)
+    }
+
+    /// A write whose payload is here: inline if the device can do it without waiting (and
+    /// no FUA asks for I/O), else to the pool.
+    fn write(&mut self, req: Request, buf: Vec<u8>, tokens: Tokens) {
+        if req.flags & CMD_FLAG_FUA == 0 {
+            if let Some(done) = self.ctx.export.dev.try_write_at(&buf, req.offset) {
+                let err = match done {
+                    Ok(()) => 0,
+                    Err(e) => errno_of(&e),
+                };
+                let reply = encode_status_reply(self.neg.structured, req.handle, err);
+                self.out
+                    .push(Out::owned(reply, tokens_cost(&req), Some(tokens)));
+                return;
+            }
+        }
+        self.dispatch(req, Some(buf), tokens);
     }
 
     /// Hands a request to the pool (or runs it inline without one).

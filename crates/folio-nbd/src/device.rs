@@ -83,6 +83,13 @@ pub trait BlockDevice: Send + Sync + 'static {
         let _ = (offset, len);
         None
     }
+    /// Writes `buf` at `offset` if that needs no waiting (every byte's page in memory and
+    /// free); `None` if it would wait (and by default), with nothing written. Must never wait:
+    /// it runs on a connection's own thread.
+    fn try_write_at(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        let _ = (buf, offset);
+        None
+    }
     /// Whether `WRITE_ZEROES` without `NO_HOLE` is cheap (no zeros written), so that
     /// `FAST_ZERO` requests may be carried out.
     fn zero_is_fast(&self) -> bool {
