@@ -11,12 +11,11 @@
 //! socket and mailbox; never on the device, the pool or another connection.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
 use tracing::{debug, trace, warn};
 
@@ -25,6 +24,8 @@ use crate::device::SyncCursor;
 use crate::exec::{execute, STATUS_EXTENTS_MAX};
 use crate::handshake::Agreed;
 use crate::limits::{Limits, Tokens};
+use crate::mailbox::Done;
+pub(crate) use crate::mailbox::Mailbox;
 use crate::outq::{Out, OutQueue};
 use crate::pool::{Job, Pool};
 use crate::proto::*;
@@ -40,53 +41,6 @@ pub(crate) struct ConnCtx<'a> {
     pub(crate) pool: Option<&'a Pool>,
     pub(crate) stopping: &'a AtomicBool,
     pub(crate) forced: &'a AtomicBool,
-}
-
-/// A reply a worker made, with what it holds of the budgets.
-struct Done {
-    bytes: Vec<u8>,
-    cost: usize,
-    tokens: Option<Tokens>,
-}
-
-/// Where workers leave replies for the connection's thread, which they wake through an eventfd.
-pub(crate) struct Mailbox {
-    done: Mutex<Vec<Done>>,
-    event: Option<OwnedFd>,
-}
-
-impl Mailbox {
-    pub(crate) fn new(with_event: bool) -> io::Result<Mailbox> {
-        let event = if with_event {
-            Some(rustix::event::eventfd(
-                0,
-                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-            )?)
-        } else {
-            None
-        };
-        Ok(Mailbox {
-            done: Mutex::new(Vec::new()),
-            event,
-        })
-    }
-
-    fn post(&self, d: Done) {
-        self.done.lock().push(d);
-        if let Some(fd) = &self.event {
-            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
-        }
-    }
-
-    fn take(&self) -> Vec<Done> {
-        std::mem::take(&mut *self.done.lock())
-    }
-
-    fn clear_event(&self) {
-        if let Some(fd) = &self.event {
-            let _ = rustix::io::read(fd, &mut [0u8; 8]);
-        }
-    }
 }
 
 /// Where the request stream is.
@@ -144,7 +98,13 @@ struct Conn<'a, 'd> {
     last_request: Instant,
     /// Since when the socket has refused replies (none: it takes them).
     blocked_since: Option<Instant>,
+    /// Payload buffers of inline writes, kept for the next writes.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Payload buffers kept per connection, and the largest kept (4 MiB in all at most).
+const SPARES_MAX: usize = 4;
+const SPARE_BYTES_MAX: usize = 1 << 20;
 
 /// How long lent page bytes may wait for a socket that takes nothing before they are copied
 /// out and their holds released (a client slow to read must not pin pages).
@@ -183,6 +143,7 @@ pub(crate) fn serve(ctx: &ConnCtx<'_>, wire: &mut Wire, mailbox: &Arc<Mailbox>) 
         stalled: None,
         last_request: Instant::now(),
         blocked_since: None,
+        spare: Vec::new(),
     };
     let result = c.run(wire);
     wire.close();
@@ -507,7 +468,7 @@ impl<'a, 'd> Conn<'a, 'd> {
             CMD_WRITE => {
                 self.input = Input::Payload {
                     req,
-                    buf: vec![0u8; req.len as usize],
+                    buf: self.payload_buffer(req.len as usize),
                     got: 0,
                     tokens,
                 };
@@ -529,10 +490,29 @@ impl<'a, 'd> Conn<'a, 'd> {
                 let reply = encode_status_reply(self.neg.structured, req.handle, err);
                 self.out
                     .push(Out::owned(reply, tokens_cost(&req), Some(tokens)));
+                if buf.capacity() <= SPARE_BYTES_MAX && self.spare.len() < SPARES_MAX {
+                    self.spare.push(buf);
+                }
                 return;
             }
         }
         self.dispatch(req, Some(buf), tokens);
+    }
+
+    /// A buffer of `len` bytes for a write's payload, which the payload then overwrites
+    /// whole: a spare one kept from an inline write if it is large enough (no allocation and
+    /// no zeroing), else a new one.
+    fn payload_buffer(&mut self, len: usize) -> Vec<u8> {
+        match self.spare.iter().position(|b| b.capacity() >= len) {
+            Some(i) => {
+                let mut b = self.spare.swap_remove(i);
+                // Shrinking keeps the old bytes; growing within the capacity zeroes only the
+                // new tail. Either way every byte is overwritten by the payload before use.
+                b.resize(len, 0);
+                b
+            }
+            None => vec![0u8; len],
+        }
     }
 
     /// Hands a request to the pool (or runs it inline without one).

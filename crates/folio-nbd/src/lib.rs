@@ -9,8 +9,8 @@
 //!
 //! Layers, each pointing only down: `server` (accept loop, shutdown) → `conn` (one
 //! connection's transmission phase, run to completion on its thread) → `handshake`, `outq`,
-//! `exec`, `pool`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`, `listener`,
-//! `tls`. `session` wires memory into the same handshake and connection code for the fuzz
+//! `exec`, `pool`, `mailbox`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`,
+//! `listener`, `tls`. `session` wires memory into the same handshake and connection code for the fuzz
 //! target and property tests.
 #![warn(missing_docs)]
 
@@ -22,6 +22,7 @@ mod exec;
 mod handshake;
 mod limits;
 pub mod listener;
+mod mailbox;
 mod outq;
 mod pool;
 pub mod proto;

@@ -22,11 +22,12 @@ use rustix::event::{PollFd, PollFlags};
 use tracing::{info, warn};
 
 use crate::config::{Export, ServerConfig, TlsMode};
-use crate::conn::{serve as serve_conn, ConnCtx, Mailbox};
+use crate::conn::{serve as serve_conn, ConnCtx};
 use crate::device::BlockDevice;
 use crate::handshake::{handshake, HsCtx, Outcome};
 use crate::limits::{Budget, Connections, Limits, Seat};
 use crate::listener::{Listener, Peer, Stream};
+use crate::mailbox::Mailbox;
 use crate::pool::Pool;
 use crate::wire::{Deadline, HsStream};
 

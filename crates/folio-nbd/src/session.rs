@@ -9,10 +9,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::{Export, ServerConfig};
-use crate::conn::{serve, ConnCtx, Mailbox};
+use crate::conn::{serve, ConnCtx};
 use crate::device::BlockDevice;
 use crate::handshake::{handshake, HsCtx, Outcome};
 use crate::limits::{Budget, Limits};
+use crate::mailbox::Mailbox;
 use crate::wire::{HsStream, MemOut};
 
 /// Runs a whole session (handshake, then transmission with requests executed inline) over
