@@ -306,3 +306,33 @@ fn a_server_that_must_speak_tls_refuses_to_start_without_a_certificate() {
         .unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+#[test]
+fn shutdown_reports_only_write_back_failures_nobody_was_told_about() {
+    for told in [true, false] {
+        let mem = Arc::new(MemoryBackend::from_bytes(vec![0u8; 1 << 20]));
+        let faulty = FaultyBackend::new(mem.clone(), FaultConfig::new(3).fail_write_at(0)).unwrap();
+        let cache = PageCache::new(Arc::new(faulty), CacheConfig::new(1 << 20)).unwrap();
+        let listener = Listener::tcp("127.0.0.1:0").unwrap();
+        let addr = listener.tcp_addr().unwrap();
+        let server = Server::new(Arc::new(CacheDevice::new(Arc::new(cache))), cfg());
+        let stop = server.shutdown_handle();
+        let t = std::thread::spawn(move || server.serve(listener));
+        let (mut c, _, _) = Client::go(addr, "test");
+        assert_eq!(c.write(1, 0, &[5u8; 4096], 0), 0);
+        if told {
+            // The client hears of the failure, and the next flush writes the data.
+            assert_eq!(c.simple(CMD_FLUSH, 0, 2, 0, 0), EIO);
+            assert_eq!(c.simple(CMD_FLUSH, 0, 3, 0, 0), 0);
+        }
+        drop(c);
+        stop.shutdown();
+        let result = t.join().unwrap();
+        // Told: the data is durable and nothing is owed to anyone. Not told: the final flush is
+        // the first to meet the failure, and says so.
+        assert_eq!(result.is_ok(), told, "told={told}: {result:?}");
+        if told {
+            assert_eq!(&mem.durable_image()[..4096], &[5u8; 4096][..]);
+        }
+    }
+}
