@@ -1,11 +1,53 @@
-//! The storage an export serves: the [`BlockDevice`] trait and its implementations.
+//! The storage an export serves: the [`BlockDevice`] trait, a memory device for tests and a
+//! plain-file device (the no-cache baseline). The page cache's device is in `cache_device.rs`.
+//!
+//! Owns: what the server may ask of storage (bytes, durability, zeroing, allocation status,
+//! prefetch, zero-copy access to resident bytes) and each connection's own write-back error
+//! cursor ([`SyncCursor`]). Does not own: the protocol (`proto.rs`) or threads. May block:
+//! every method except [`BlockDevice::read_resident`], which must never wait.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+pub use folio::backend::{Allocation, Extent};
 use parking_lot::RwLock;
+
+/// Bytes lent straight from a device's memory (e.g. page-cache read guards), in order. While
+/// it lives, the bytes stay as they are: the server sends them to the socket without a copy.
+pub trait Resident {
+    /// Part `i` of the bytes, or `None` past the last part.
+    fn part(&self, i: usize) -> Option<&[u8]>;
+}
+
+impl Resident for Vec<folio::PageReadGuard<'_>> {
+    fn part(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(|g| &**g)
+    }
+}
+
+/// A connection's view of durability: its own write-back error cursor, so that a failed
+/// write-back is reported to every connection that flushes after it, once each (a flush on
+/// one connection does not consume the failure another connection's writes met).
+pub trait SyncCursor: Send + Sync {
+    /// Makes every write that completed before the call durable (`FLUSH`).
+    fn flush(&self) -> io::Result<()>;
+    /// Makes the writes to `offset .. offset + len` durable (`FUA`).
+    fn flush_range(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// A cursor for devices with no write-back of their own: it calls the device.
+struct DeviceCursor<D: BlockDevice>(Arc<D>);
+
+impl<D: BlockDevice> SyncCursor for DeviceCursor<D> {
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
+    fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.0.flush_range(offset, len)
+    }
+}
 
 /// What the NBD server needs from the storage behind an export.
 ///
@@ -33,6 +75,41 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Hints that the range is no longer needed; afterwards its contents are unspecified.
     fn trim(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// A new write-back error cursor for one connection.
+    fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor>;
+    /// Zero-copy access to `offset .. offset + len` if every byte is in memory now; `None`
+    /// otherwise (and by default). Must never wait: it runs on a connection's own thread.
+    fn read_resident(&self, offset: u64, len: usize) -> Option<io::Result<Box<dyn Resident + '_>>> {
+        let _ = (offset, len);
+        None
+    }
+    /// Writes `buf` at `offset` if that needs no waiting (every byte's page in memory and
+    /// free); `None` if it would wait (and by default), with nothing written. Must never wait:
+    /// it runs on a connection's own thread.
+    fn try_write_at(&self, buf: &[u8], offset: u64) -> Option<io::Result<()>> {
+        let _ = (buf, offset);
+        None
+    }
+    /// Whether `WRITE_ZEROES` without `NO_HOLE` is cheap (no zeros written), so that
+    /// `FAST_ZERO` requests may be carried out.
+    fn zero_is_fast(&self) -> bool {
+        false
+    }
+    /// The allocation of `offset .. offset + len`: at most `extents_max` extents from `offset`,
+    /// covering at least one byte. Default: all data (always correct).
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> io::Result<Vec<Extent>> {
+        let _ = extents_max;
+        let len = len.min(self.len().saturating_sub(offset));
+        Ok(vec![Extent {
+            len,
+            allocation: Allocation::Data,
+        }])
+    }
+    /// Loads the range into the device's cache, if it has one (`CMD_CACHE`). Default: nothing.
+    fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 fn check_range(size: u64, offset: u64, len: u64) -> io::Result<()> {
@@ -116,6 +193,12 @@ impl BlockDevice for MemDevice {
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.write_zeroes(offset, len)
     }
+    fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
+        Box::new(DeviceCursor(self))
+    }
+    fn zero_is_fast(&self) -> bool {
+        true
+    }
 }
 
 /// A regular file accessed with positional I/O and no cache of ours (the kernel's page cache
@@ -126,9 +209,12 @@ pub struct FileDevice {
 }
 
 impl FileDevice {
-    /// Wraps an open file (opened for writing unless the export is read-only).
+    /// Wraps an open file or block device (opened for writing unless the export is read-only).
+    /// The size is where the file ends (`lseek(SEEK_END)`), which is right for block devices
+    /// too, whose `st_size` is 0.
     pub fn new(file: File) -> io::Result<FileDevice> {
-        let len = file.metadata()?.len();
+        use std::io::Seek;
+        let len = (&file).seek(io::SeekFrom::End(0))?;
         Ok(FileDevice { file, len })
     }
 }
@@ -169,62 +255,16 @@ impl BlockDevice for FileDevice {
         // A hint only; zeroing keeps reads deterministic.
         self.write_zeroes(offset, len)
     }
-}
-
-/// The Folio page cache as an export: reads and writes go through the cache, `FLUSH` is a
-/// whole-cache [`PageCache::sync`](folio::PageCache::sync) (so a flush on one connection covers
-/// writes acknowledged on every connection sharing the cache: `CAN_MULTI_CONN`), FUA is
-/// [`sync_range`](folio::PageCache::sync_range), and both `WRITE_ZEROES` and `TRIM` are
-/// [`zero_range`](folio::PageCache::zero_range) (holes punched where the backend can; trimmed
-/// ranges then read back as zeros, which is deterministic and allowed).
-pub struct CacheDevice {
-    cache: Arc<folio::PageCache>,
-}
-
-impl CacheDevice {
-    /// Wraps a shared cache.
-    pub fn new(cache: Arc<folio::PageCache>) -> CacheDevice {
-        CacheDevice { cache }
+    fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
+        Box::new(DeviceCursor(self))
     }
-
-    /// The cache.
-    pub fn cache(&self) -> &Arc<folio::PageCache> {
-        &self.cache
-    }
-
-    fn end(&self, offset: u64, len: u64) -> io::Result<u64> {
-        check_range(self.cache.len(), offset, len)?;
-        Ok(offset + len)
-    }
-}
-
-impl BlockDevice for CacheDevice {
-    fn len(&self) -> u64 {
-        self.cache.len()
-    }
-    fn block_size(&self) -> usize {
-        self.cache.page_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        Ok(self.cache.read_exact_at(buf, offset)?)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        // The cache would grow the file; an export has a fixed size.
-        self.end(offset, buf.len() as u64)?;
-        Ok(self.cache.write_all_at(buf, offset)?)
-    }
-    fn flush(&self) -> io::Result<()> {
-        Ok(self.cache.sync()?)
-    }
-    fn flush_range(&self, offset: u64, len: u64) -> io::Result<()> {
-        let end = self.end(offset, len)?;
-        Ok(self.cache.sync_range(offset..end)?)
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        let end = self.end(offset, len)?;
-        Ok(self.cache.zero_range(offset..end)?)
-    }
-    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.write_zeroes(offset, len)
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> io::Result<Vec<Extent>> {
+        Ok(folio::backend::extents::file_extents(
+            &self.file,
+            self.len,
+            offset,
+            len,
+            extents_max,
+        )?)
     }
 }

@@ -1,16 +1,40 @@
-//! `folio-nbd`: an NBD (Network Block Device) server for one export backed by a
-//! [`BlockDevice`] — normally the Folio page cache ([`CacheDevice`]).
+//! `folio-nbd`: an NBD (Network Block Device) server over [`BlockDevice`]s — normally the
+//! Folio page cache ([`CacheDevice`]).
 //!
-//! Speaks fixed-newstyle negotiation with `OPT_GO`, `OPT_INFO`, `OPT_EXPORT_NAME`, `OPT_LIST` and
-//! `OPT_ABORT`, simple replies only, and the commands `READ`, `WRITE` (+`FUA`), `FLUSH`, `TRIM`,
-//! `WRITE_ZEROES` (+`FUA`, `NO_HOLE`) and `DISC`. See `server` for the threading model.
+//! Speaks fixed-newstyle negotiation (`OPT_GO`, `OPT_INFO`, `OPT_EXPORT_NAME`, `OPT_LIST`,
+//! `OPT_ABORT`, `OPT_STARTTLS`, `OPT_STRUCTURED_REPLY`, `OPT_LIST_META_CONTEXT`,
+//! `OPT_SET_META_CONTEXT` with `base:allocation`), simple and structured replies, and the
+//! commands `READ`, `WRITE`, `FLUSH`, `TRIM`, `WRITE_ZEROES` (`NO_HOLE`, `FAST_ZERO`),
+//! `CACHE`, `BLOCK_STATUS` and `DISC`, `FUA` on all of them; several exports; TLS (rustls).
+//!
+//! Layers, each pointing only down: `server` (accept loop, shutdown) → `conn` (one
+//! connection's transmission phase, run to completion on its thread) → `handshake`, `outq`,
+//! `exec`, `pool`, `mailbox`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`,
+//! `listener`, `tls`. `session` wires memory into the same handshake and connection code for the fuzz
+//! target and property tests.
 #![warn(missing_docs)]
 
+mod cache_device;
+pub mod config;
+mod conn;
 pub mod device;
+mod exec;
+mod handshake;
+mod limits;
+pub mod listener;
+mod mailbox;
+mod outq;
+mod pool;
 pub mod proto;
 pub mod server;
 mod session;
+pub mod tls;
+mod wire;
 
-pub use device::{BlockDevice, CacheDevice, FileDevice, MemDevice};
-pub use server::{Listener, Server, ServerConfig, ShutdownHandle, Transport};
+pub use cache_device::CacheDevice;
+pub use config::{Export, ServerConfig, TlsMode};
+pub use device::{BlockDevice, FileDevice, MemDevice, Resident, SyncCursor};
+pub use listener::{Listener, Peer, Stream};
+pub use server::{Server, ShutdownHandle};
 pub use session::run_session;
+pub use tls::load_tls;

@@ -1,189 +1,41 @@
-//! The server: accept loop, handshake, transmission, worker pool, shutdown.
+//! The server: accept loop, one thread per connection, the worker pool, shutdown.
 //!
-//! Threads: one accept loop (the caller's thread), one reader thread per connection, and a
-//! shared pool of worker threads. A connection's reader parses a request (reading a write's
-//! payload), checks it, and hands it to the pool through a bounded channel; the worker carries
-//! it out against the [`BlockDevice`] and writes the reply under the connection's writer mutex,
-//! so replies can leave out of order and are matched by handle. Every queue is bounded: the
-//! pool's channel, the requests in flight per connection (count and bytes), the number of
-//! connections, the options per handshake and the size of each option.
+//! Threads: the accept loop (the caller's thread, polling the listener and a stop event), one
+//! thread per connection that runs its handshake and then its transmission phase to completion
+//! (hits answered inline, see `conn.rs`), and a shared pool of workers for whatever may block
+//! (`pool.rs`). Owns: admitting connections (global and per-address caps), the whole-handshake
+//! deadline, the warning about plain text beyond loopback, and shutdown: stop accepting, let
+//! connections answer what they started (`ESHUTDOWN` for requests read but not started), close
+//! those still open after the grace period by force, flush every export. Does not own: the
+//! protocol or the devices. May block: `serve` (until shutdown), joining threads.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustix::event::{PollFd, PollFlags};
 use tracing::{info, warn};
 
+use crate::config::{Export, ServerConfig, TlsMode};
+use crate::conn::{serve as serve_conn, ConnCtx};
 use crate::device::BlockDevice;
-use crate::session::{handshake, transmission, Ctx, Handshake, Job, ReplySink};
+use crate::handshake::{handshake, HsCtx, Outcome};
+use crate::limits::{Budget, Connections, Limits, Seat};
+use crate::listener::{Listener, Peer, Stream};
+use crate::mailbox::Mailbox;
+use crate::pool::Pool;
+use crate::wire::{Deadline, HsStream};
 
-/// Server settings.
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// Name of the (single) export; the empty name also selects it.
-    pub export_name: String,
-    /// Refuse writes, trims and zeroing with `EPERM`.
-    pub read_only: bool,
-    /// Worker threads shared by all connections.
-    pub workers: usize,
-    /// Requests queued for the workers (all connections together) before readers wait.
-    pub queue_depth: usize,
-    /// Requests in flight per connection before its reader waits.
-    pub max_inflight: usize,
-    /// Payload bytes in flight per connection before its reader waits.
-    pub max_inflight_bytes: usize,
-    /// Connections served at once; more are closed at accept.
-    pub max_connections: usize,
-    /// Options accepted in one handshake.
-    pub max_options: usize,
-    /// How long a handshake may stall on reading before the connection is dropped.
-    pub handshake_timeout: Duration,
-    /// How long a reply may stall on writing before the connection is dropped.
-    pub write_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            export_name: String::new(),
-            read_only: false,
-            workers: 16,
-            queue_depth: 128,
-            max_inflight: 64,
-            max_inflight_bytes: 128 << 20,
-            max_connections: 64,
-            max_options: 256,
-            handshake_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// A bound listening socket.
-pub enum Listener {
-    /// TCP.
-    Tcp(TcpListener),
-    /// Unix domain socket (the path is removed when the server stops).
-    Unix(UnixListener, PathBuf),
-}
-
-impl Listener {
-    /// Binds a TCP listener.
-    pub fn tcp(addr: &str) -> io::Result<Listener> {
-        Ok(Listener::Tcp(TcpListener::bind(addr)?))
-    }
-
-    /// Binds a Unix socket listener, replacing a stale socket file at `path`.
-    pub fn unix(path: impl AsRef<Path>) -> io::Result<Listener> {
-        let path = path.as_ref();
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if meta.file_type().is_socket() {
-                std::fs::remove_file(path)?;
-            }
-        }
-        Ok(Listener::Unix(
-            UnixListener::bind(path)?,
-            path.to_path_buf(),
-        ))
-    }
-
-    /// The TCP address, if TCP.
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix(..) => None,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "tcp".into()),
-            Listener::Unix(_, p) => p.display().to_string(),
-        }
-    }
-
-    fn accept(&self) -> io::Result<(Box<dyn Transport>, String)> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept()?;
-                s.set_nodelay(true)?;
-                Ok((Box::new(s), peer.to_string()))
-            }
-            Listener::Unix(l, p) => {
-                let (s, _) = l.accept()?;
-                Ok((Box::new(s), format!("unix:{}", p.display())))
-            }
-        }
-    }
-
-    fn wake(&self) -> Option<Wake> {
-        match self {
-            Listener::Tcp(l) => {
-                let mut a = l.local_addr().ok()?;
-                if a.ip().is_unspecified() {
-                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                Some(Wake::Tcp(a))
-            }
-            Listener::Unix(_, p) => Some(Wake::Unix(p.clone())),
-        }
-    }
-}
-
-enum Wake {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-/// A connected stream.
-pub trait Transport: Read + Write + Send + Sync + 'static {
-    /// Another handle to the same stream.
-    fn try_clone_box(&self) -> io::Result<Box<dyn Transport>>;
-    /// Shuts down one or both directions.
-    fn shutdown(&self, how: std::net::Shutdown);
-    /// Sets the read timeout.
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()>;
-    /// Sets the write timeout.
-    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()>;
-}
-
-macro_rules! transport {
-    ($t:ty) => {
-        impl Transport for $t {
-            fn try_clone_box(&self) -> io::Result<Box<dyn Transport>> {
-                Ok(Box::new(self.try_clone()?))
-            }
-            fn shutdown(&self, how: std::net::Shutdown) {
-                let _ = <$t>::shutdown(self, how);
-            }
-            fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-                <$t>::set_read_timeout(self, d)
-            }
-            fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-                <$t>::set_write_timeout(self, d)
-            }
-        }
-    };
-}
-transport!(TcpStream);
-transport!(UnixStream);
-
-pub(crate) struct Shared {
-    pub(crate) stopping: Arc<AtomicBool>,
-    conns: Mutex<HashMap<u64, Box<dyn Transport>>>,
-    wake: Mutex<Option<Wake>>,
+struct Shared {
+    stopping: AtomicBool,
+    forced: AtomicBool,
+    stop_event: OwnedFd,
+    conns: Mutex<HashMap<u64, Stream>>,
 }
 
 /// Stops a running [`Server::serve`] from another thread (a signal handler thread).
@@ -191,21 +43,13 @@ pub(crate) struct Shared {
 pub struct ShutdownHandle(Arc<Shared>);
 
 impl ShutdownHandle {
-    /// Stops accepting, lets in-flight requests finish, flushes, and makes `serve` return.
+    /// Stops accepting, lets connections answer what they started, flushes, and makes `serve`
+    /// return (connections still open after the grace period are closed by force).
     pub fn shutdown(&self) {
         if self.0.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept loop with a throwaway connection.
-        match &*self.0.wake.lock() {
-            Some(Wake::Tcp(a)) => {
-                let _ = TcpStream::connect_timeout(a, Duration::from_secs(1));
-            }
-            Some(Wake::Unix(p)) => {
-                let _ = UnixStream::connect(p);
-            }
-            None => {}
-        }
+        let _ = rustix::io::write(&self.0.stop_event, &1u64.to_ne_bytes());
     }
 
     /// Whether shutdown has begun.
@@ -214,71 +58,61 @@ impl ShutdownHandle {
     }
 }
 
-/// An NBD server for one export.
+/// An NBD server for one or more exports.
 pub struct Server {
-    dev: Arc<dyn BlockDevice>,
+    exports: Arc<Vec<Export>>,
     cfg: Arc<ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
 }
 
-struct Pool {
-    tx: Option<SyncSender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-}
+impl Server {
+    /// A server with one export, `dev`, named `cfg.export_name` (read-only if
+    /// `cfg.read_only`).
+    pub fn new(dev: Arc<dyn BlockDevice>, cfg: ServerConfig) -> Server {
+        let export = Export {
+            name: cfg.export_name.clone(),
+            description: String::new(),
+            dev,
+            read_only: cfg.read_only,
+        };
+        Server::with_exports(vec![export], cfg).expect("one export is a valid list")
+    }
 
-impl Pool {
-    fn new(workers: usize, depth: usize) -> io::Result<Pool> {
-        let (tx, rx) = sync_channel::<Job>(depth.max(1));
-        let rx = Arc::new(Mutex::new(rx));
-        let mut handles = Vec::new();
-        for i in 0..workers.max(1) {
-            let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("nbd-worker-{i}"))
-                    .spawn(move || loop {
-                        let job = rx.lock().recv();
-                        match job {
-                            Ok(job) => {
-                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
-                                    .is_err()
-                                {
-                                    warn!("a request handler panicked");
-                                }
-                            }
-                            Err(_) => break,
-                        }
-                    })?,
-            );
+    /// A server with several exports; the first is also the default (the empty name).
+    pub fn with_exports(exports: Vec<Export>, cfg: ServerConfig) -> io::Result<Server> {
+        if exports.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no export"));
         }
-        Ok(Pool {
-            tx: Some(tx),
-            workers: handles,
+        for (i, e) in exports.iter().enumerate() {
+            if exports[..i].iter().any(|o| o.name == e.name) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("export name {:?} given twice", e.name),
+                ));
+            }
+        }
+        let stop_event = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        Ok(Server {
+            exports: Arc::new(exports),
+            cfg: Arc::new(cfg),
+            tls: None,
+            shared: Arc::new(Shared {
+                stopping: AtomicBool::new(false),
+                forced: AtomicBool::new(false),
+                stop_event,
+                conns: Mutex::new(HashMap::new()),
+            }),
         })
     }
-}
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.tx.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
-impl Server {
-    /// A server for `dev`.
-    pub fn new(dev: Arc<dyn BlockDevice>, cfg: ServerConfig) -> Server {
-        Server {
-            dev,
-            cfg: Arc::new(cfg),
-            shared: Arc::new(Shared {
-                stopping: Arc::new(AtomicBool::new(false)),
-                conns: Mutex::new(HashMap::new()),
-                wake: Mutex::new(None),
-            }),
-        }
+    /// Offers TLS with this configuration (`OPT_STARTTLS`), as [`ServerConfig::tls`] says.
+    pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Server {
+        self.tls = Some(tls);
+        self
     }
 
     /// A handle that stops [`Server::serve`].
@@ -286,127 +120,188 @@ impl Server {
         ShutdownHandle(self.shared.clone())
     }
 
-    /// Serves until [`ShutdownHandle::shutdown`]: then stops accepting, closes the receiving
-    /// side of every connection, waits for their in-flight requests to be answered, and
-    /// flushes the device.
+    /// Serves until [`ShutdownHandle::shutdown`], then drains, closes and flushes every export.
     pub fn serve(&self, listener: Listener) -> io::Result<()> {
-        *self.shared.wake.lock() = listener.wake();
-        info!(
-            listen = %listener.describe(),
-            export = %self.cfg.export_name,
-            size = self.dev.len(),
-            read_only = self.cfg.read_only,
-            "serving"
-        );
+        if self.cfg.tls != TlsMode::Off && self.tls.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS is enabled but no certificate was given",
+            ));
+        }
+        if listener.is_reachable_beyond_loopback() && self.cfg.tls != TlsMode::Require {
+            warn!(
+                listen = %listener.describe(),
+                "listening beyond loopback without requiring TLS: anyone who can reach this \
+                 address can read{} the exports",
+                if self.exports.iter().all(|e| e.read_only) { "" } else { " and write" }
+            );
+        }
+        for e in self.exports.iter() {
+            info!(listen = %listener.describe(), export = %e.name, size = e.dev.len(),
+                  read_only = e.read_only, "serving");
+        }
+        listener.set_nonblocking()?;
         let pool = Arc::new(Pool::new(self.cfg.workers, self.cfg.queue_depth)?);
+        let limits = Arc::new(Limits {
+            bytes: Budget::new(self.cfg.global_inflight_bytes_max),
+            effect: Budget::new(self.cfg.effect_bytes_max),
+        });
+        let conns = Arc::new(Connections::default());
         let next_id = AtomicU64::new(0);
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut accept_errors = 0u32;
         while !self.shared.stopping.load(Ordering::SeqCst) {
-            let (stream, peer) = match listener.accept() {
-                Ok(x) => {
-                    accept_errors = 0;
-                    x
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    // EMFILE and friends: back off instead of spinning.
-                    accept_errors = accept_errors.saturating_add(1);
-                    std::thread::sleep(Duration::from_millis(10 * accept_errors.min(50) as u64));
-                    continue;
-                }
+            let mut fds = [
+                PollFd::from_borrowed_fd(listener.fd(), PollFlags::IN),
+                PollFd::from_borrowed_fd(self.shared.stop_event.as_fd(), PollFlags::IN),
+            ];
+            let second = rustix::event::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
             };
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                break;
+            match rustix::event::poll(&mut fds, Some(&second)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
             threads.retain(|t| !t.is_finished());
-            if threads.len() >= self.cfg.max_connections {
-                warn!(%peer, "too many connections; closing the new one");
-                continue;
-            }
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
-            match stream.try_clone_box() {
-                Ok(c) => {
-                    self.shared.conns.lock().insert(id, c);
-                }
-                Err(e) => {
-                    warn!(%peer, error = %e, "cannot clone the socket");
-                    continue;
-                }
-            }
-            let (dev, cfg, shared, pool) = (
-                self.dev.clone(),
-                self.cfg.clone(),
-                self.shared.clone(),
-                pool.clone(),
-            );
-            let spawned = std::thread::Builder::new()
-                .name(format!("nbd-conn-{id}"))
-                .spawn(move || {
-                    info!(%peer, id, "connection opened");
-                    let ctx = Ctx {
-                        dev,
-                        cfg,
-                        stopping: shared.stopping.clone(),
-                    };
-                    match serve_stream(&ctx, stream, &pool) {
-                        Ok(()) => info!(%peer, id, "connection closed"),
-                        Err(e) => info!(%peer, id, error = %e, "connection closed"),
+            // Bounded: the backlog, or until accept fails.
+            for _ in 0..1024 {
+                let (stream, peer) = match listener.accept(self.cfg.keepalive) {
+                    Ok(x) => {
+                        accept_errors = 0;
+                        x
                     }
-                    shared.conns.lock().remove(&id);
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    warn!(error = %e, "cannot spawn a connection thread");
-                    self.shared.conns.lock().remove(&id);
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        // EMFILE and friends: back off instead of spinning.
+                        accept_errors = accept_errors.saturating_add(1);
+                        std::thread::sleep(Duration::from_millis(
+                            10 * accept_errors.min(50) as u64,
+                        ));
+                        break;
+                    }
+                };
+                let Some(seat) = conns.admit(
+                    &peer,
+                    self.cfg.connections_max,
+                    self.cfg.connections_per_address_max,
+                ) else {
+                    warn!(
+                        ?peer,
+                        "too many connections (in all or from this address); closing"
+                    );
+                    continue;
+                };
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                match self.spawn(id, stream, peer, seat, &pool, &limits) {
+                    Ok(t) => threads.push(t),
+                    Err(e) => warn!(error = %e, "cannot start a connection"),
                 }
             }
         }
         threads.retain(|t| !t.is_finished());
         info!(
             connections = threads.len(),
-            "stopping: no new connections; finishing requests in flight"
+            "stopping: no new connections; answering what was started"
         );
-        for c in self.shared.conns.lock().values() {
-            c.shutdown(std::net::Shutdown::Read);
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if threads.iter().any(|t| !t.is_finished()) {
+            warn!("shutdown grace period over; closing the remaining connections");
+            self.shared.forced.store(true, Ordering::SeqCst);
+            for c in self.shared.conns.lock().values() {
+                c.shutdown(std::net::Shutdown::Both);
+            }
         }
         for t in threads {
             let _ = t.join();
         }
         drop(pool);
-        if let Listener::Unix(_, p) = &listener {
-            let _ = std::fs::remove_file(p);
+        listener.remove_socket_file();
+        let mut result = Ok(());
+        for e in self.exports.iter() {
+            if let Err(err) = e.dev.flush() {
+                warn!(export = %e.name, error = %err, "final flush failed");
+                result = Err(err);
+            }
         }
-        let flushed = self.dev.flush();
-        match &flushed {
-            Ok(()) => info!("flushed; stopped"),
-            Err(e) => warn!(error = %e, "final flush failed"),
+        if result.is_ok() {
+            info!("flushed; stopped");
         }
-        flushed
+        result
+    }
+
+    fn spawn(
+        &self,
+        id: u64,
+        stream: Stream,
+        peer: Peer,
+        seat: Seat,
+        pool: &Arc<Pool>,
+        limits: &Arc<Limits>,
+    ) -> io::Result<JoinHandle<()>> {
+        self.shared.conns.lock().insert(id, stream.try_clone()?);
+        let (exports, cfg, tls, shared, pool, limits) = (
+            self.exports.clone(),
+            self.cfg.clone(),
+            self.tls.clone(),
+            self.shared.clone(),
+            pool.clone(),
+            limits.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("nbd-conn-{id}"))
+            .spawn(move || {
+                let _seat = seat;
+                info!(?peer, id, "connection opened");
+                let hs = HsCtx {
+                    exports: &exports,
+                    cfg: &cfg,
+                    tls: tls.as_ref(),
+                    stopping: &shared.stopping,
+                };
+                let r = run_connection(&hs, stream, &limits, &pool, &shared.forced);
+                match r {
+                    Ok(()) => info!(?peer, id, "connection closed"),
+                    Err(e) => info!(?peer, id, error = %e, "connection closed"),
+                }
+                shared.conns.lock().remove(&id);
+            });
+        spawned.inspect_err(|_| {
+            self.shared.conns.lock().remove(&id);
+        })
     }
 }
 
-fn serve_stream(ctx: &Ctx, stream: Box<dyn Transport>, pool: &Arc<Pool>) -> io::Result<()> {
-    stream.set_read_timeout(Some(ctx.cfg.handshake_timeout))?;
-    stream.set_write_timeout(Some(ctx.cfg.write_timeout))?;
-    let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone_box()?);
-    let mut writer = stream;
-    match handshake(ctx, &mut reader, &mut writer)? {
-        Handshake::Closed => Ok(()),
-        Handshake::Transmission => {
-            writer.set_read_timeout(None)?;
-            let closer = writer.try_clone_box()?;
-            let sink = Arc::new(ReplySink::new(
-                Box::new(writer),
-                Some(Box::new(move || closer.shutdown(std::net::Shutdown::Both))),
-            ));
-            let tx = pool.tx.clone();
-            let dispatch = move |job: Job| match &tx {
-                Some(tx) => tx.send(job).map_err(|_| ()),
-                None => Err(()),
-            };
-            transmission(ctx, &mut reader, sink, &dispatch)
-        }
-    }
+fn run_connection(
+    hs: &HsCtx<'_>,
+    stream: Stream,
+    limits: &Arc<Limits>,
+    pool: &Pool,
+    forced: &AtomicBool,
+) -> io::Result<()> {
+    let mut s = HsStream::Plain(Deadline {
+        sock: stream,
+        deadline: Instant::now() + hs.cfg.handshake_deadline,
+    });
+    let agreed = match handshake(hs, &mut s) {
+        Ok(Outcome::Go(a)) => a,
+        Ok(Outcome::Closed) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut wire = s.into_wire()?;
+    let ctx = ConnCtx {
+        export: &hs.exports[agreed.export],
+        agreed,
+        cfg: hs.cfg,
+        limits,
+        pool: Some(pool),
+        stopping: hs.stopping,
+        forced,
+    };
+    let mailbox = Arc::new(Mailbox::new(true)?);
+    serve_conn(&ctx, &mut wire, &mailbox)
 }

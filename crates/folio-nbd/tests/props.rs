@@ -38,7 +38,7 @@ fn go_prefix() -> Vec<u8> {
 fn cfg(read_only: bool) -> ServerConfig {
     ServerConfig {
         read_only,
-        max_options: 16,
+        options_max: 16,
         ..ServerConfig::default()
     }
 }
@@ -90,15 +90,29 @@ proptest! {
     }
 
     #[test]
-    fn executed_requests_are_in_range(r in arb_request(), size in 0u64..(1 << 22), ro: bool) {
-        if check_request(&r, size, ro) == Verdict::Execute && r.kind != CMD_FLUSH && r.kind != CMD_DISC {
+    fn executed_requests_are_in_range(r in arb_request(), size in 0u64..(1 << 22), ro: bool,
+                                      structured: bool, bs: bool) {
+        let n = Negotiated { size, read_only: ro, structured, block_status: structured && bs };
+        let v = check_request(&r, &n);
+        if v == Verdict::Execute && r.kind != CMD_FLUSH && r.kind != CMD_DISC {
             prop_assert!(r.offset.checked_add(r.len as u64).is_some_and(|e| e <= size));
             prop_assert!(r.len <= MAX_PAYLOAD || r.kind != CMD_READ && r.kind != CMD_WRITE);
-            prop_assert!(!ro || r.kind == CMD_READ);
-            prop_assert!([CMD_READ, CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES].contains(&r.kind));
+            prop_assert!(!ro || [CMD_READ, CMD_CACHE, CMD_BLOCK_STATUS].contains(&r.kind));
+            prop_assert!([CMD_READ, CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES, CMD_CACHE,
+                          CMD_BLOCK_STATUS].contains(&r.kind));
+            prop_assert!(r.kind != CMD_BLOCK_STATUS || n.block_status);
         }
-        if let Verdict::RejectAndClose(_) = check_request(&r, size, ro) {
+        // FUA is accepted on every command the server knows.
+        if v == Verdict::Execute {
+            let fua = Request { flags: r.flags | CMD_FLAG_FUA, ..r };
+            prop_assert_eq!(check_request(&fua, &n), Verdict::Execute);
+        }
+        if let Verdict::RejectAndClose(_) = v {
             prop_assert!(r.kind == CMD_WRITE && r.len > MAX_PAYLOAD);
+        }
+        // Overflowing or past-the-end ranges: EINVAL, or ENOSPC for writes; never EOVERFLOW.
+        if let Verdict::Reject(e) | Verdict::RejectAndClose(e) = v {
+            prop_assert!(e != EOVERFLOW);
         }
     }
 

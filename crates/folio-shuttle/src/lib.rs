@@ -39,6 +39,8 @@ pub mod pager;
 pub mod policy;
 #[path = "../../folio/src/readahead.rs"]
 pub mod readahead;
+#[path = "../../folio/src/readaround.rs"]
+mod readaround;
 #[path = "../../folio/src/stats.rs"]
 pub mod stats;
 pub mod sync;

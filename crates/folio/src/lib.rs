@@ -39,6 +39,7 @@ pub mod page;
 pub mod pager;
 pub mod policy;
 pub mod readahead;
+mod readaround;
 pub mod sim;
 pub mod stats;
 mod sync;

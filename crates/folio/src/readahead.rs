@@ -73,6 +73,8 @@ use std::sync::{Arc, Weak};
 
 use crate::sync::{Condvar, JoinHandle, Mutex, RwLock};
 
+use crate::readaround::ReadAround;
+
 /// What the readahead workers drive: the engine, seen from below (so this module never names it).
 pub(crate) trait Prefetcher: Send + Sync {
     /// The readahead state of the cache.
@@ -97,6 +99,10 @@ pub enum Advice {
     WillNeed,
     /// The range is not needed: write back its dirty pages and drop it from the cache.
     DontNeed,
+    /// Random access with locality expected (a disk image served to a VM): a miss outside any
+    /// sequential stream loads the aligned cluster around it, up to 64 KiB, shrinking it while
+    /// its neighbours go unread (see `readaround.rs`). Sequential streams are still detected.
+    Clustered,
 }
 
 /// Streams remembered at once.
@@ -241,6 +247,7 @@ pub(crate) struct Readahead {
     forced_max: usize,
     /// Jobs dropped because the queue was full.
     dropped: std::sync::atomic::AtomicU64,
+    around: ReadAround,
 }
 
 impl Readahead {
@@ -271,6 +278,7 @@ impl Readahead {
             pool: Mutex::new(None),
             forced_max: QUEUE_MAX + capacity_pages.div_ceil(chunk_pages.max(1)),
             dropped: std::sync::atomic::AtomicU64::new(0),
+            around: ReadAround::new(page_size, max_pages.min(chunk_pages.max(1)), capacity_pages),
         }
     }
 
@@ -379,6 +387,10 @@ impl Readahead {
                     used: now,
                 };
                 if !starts {
+                    drop(st);
+                    if advice == Advice::Clustered {
+                        self.read_around(p, req, npages, &mut plan);
+                    }
                     return plan;
                 }
                 i
@@ -429,11 +441,31 @@ impl Readahead {
         plan
     }
 
+    /// A miss outside any stream under [`Advice::Clustered`]: the cluster around it.
+    fn read_around(&self, p: u64, req: usize, npages: u64, plan: &mut MissPlan) {
+        let Some(c) = self.around.on_miss(p, req, npages) else {
+            return;
+        };
+        plan.run = c.run.min(self.chunk_pages.max(req));
+        if let Some(b) = c.before {
+            plan.jobs.push(Job {
+                start: b.start,
+                len: (b.end - b.start) as usize,
+                mark: true,
+                stream: false,
+            });
+        }
+    }
+
     /// A reader reached the marked page `m` (and `waited` for it or not): starts the next
     /// window, and at full window size as many more as keep the stream's `ahead` in flight; a
-    /// reader that waited at full size raises `ahead`. Returns the jobs.
+    /// reader that waited at full size raises `ahead`. Returns the jobs. A read-around
+    /// cluster's marker only counts for its adaptation.
     pub(crate) fn on_marker(&self, m: u64, npages: u64, waited: Waited) -> Vec<Job> {
         let mut jobs = Vec::new();
+        if self.around.on_marker(m) {
+            return jobs;
+        }
         let mut st = self.streams.lock();
         st.clock += 1;
         let now = st.clock;

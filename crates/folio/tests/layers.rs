@@ -81,14 +81,6 @@ const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[
               the configuration below the engine (the lead's)",
     },
     KnownEdge {
-        krate: "folio-nbd",
-        level: "",
-        from: "session",
-        to: "server",
-        why: "session.rs takes `ServerConfig` from server.rs; issue 17 gives the NBD \
-              configuration a module of its own (the folio-nbd branch)",
-    },
-    KnownEdge {
         krate: "folio-object",
         level: "",
         from: "image",

@@ -4,11 +4,14 @@
 //! Zipf-distributed mix of 4 KiB reads and writes through a cache whose budget is 25% of the
 //! image, and prints the results (`--json`: one JSON object). `--hot` measures cache hits
 //! instead (see [`hot`]); `folio bench io` runs the cold I/O scenarios beside fio and the OS
-//! page cache (see [`io`]).
+//! page cache (see [`io`]); `folio bench nbd` compares NBD servers (see [`nbd`]).
 
 mod hot;
 pub mod io;
 mod mixed;
+pub mod nbd;
+mod nbd_servers;
+mod results;
 
 use std::fs::File;
 use std::io::Write;
@@ -35,6 +38,8 @@ pub enum Workload {
 pub enum BenchCommand {
     /// Cold I/O: sequential and random reads and flush, beside fio and the OS page cache.
     Io(io::IoArgs),
+    /// NBD servers side by side: folio serve, qemu-nbd and nbdkit under fio's nbd engine.
+    Nbd(nbd::NbdArgs),
 }
 
 /// Arguments of `folio bench`.
@@ -242,8 +247,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
-    if let Some(BenchCommand::Io(io_args)) = &args.command {
-        return io::run(io_args);
+    match &args.command {
+        Some(BenchCommand::Io(io_args)) => return io::run(io_args),
+        Some(BenchCommand::Nbd(nbd_args)) => return nbd::run(nbd_args),
+        None => {}
     }
     if args.hot {
         return hot::run(args);

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let dev = Arc::new(MemDevice::new(64 << 10));
     let cfg = ServerConfig {
         read_only: mode & 2 == 2,
-        max_options: 64,
+        options_max: 64,
         ..ServerConfig::default()
     };
     let before = dev.image();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{FallocateFlags, OFlags};
 
-use super::{io_geometry, Frame, FrameMut, IoWaiter, PageCacheBackend};
+use super::{io_geometry, Extent, Frame, FrameMut, IoWaiter, PageCacheBackend};
 use crate::error::{Error, IoOp, Result};
 
 /// How a [`FileBackend`] talks to the kernel.
@@ -294,6 +294,11 @@ impl PageCacheBackend for FileBackend {
 
     fn sync(&self) -> Result<()> {
         rustix::fs::fdatasync(&self.file).map_err(|e| Error::io(IoOp::Sync, 0, e.into()))
+    }
+
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> Result<Vec<Extent>> {
+        let size = self.len.load(Ordering::Acquire);
+        super::extents::file_extents(&self.file, size, offset, len, extents_max)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

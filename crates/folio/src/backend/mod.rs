@@ -35,6 +35,7 @@
 //! I/Os in flight), [`faulty`](mod@faulty) (fault injection and power-cut simulation around any
 //! other backend). [`open_best`] picks io_uring when the kernel allows it, else positional I/O.
 
+pub mod extents;
 pub mod faulty;
 pub mod file;
 pub mod memory;
@@ -48,6 +49,7 @@ use crate::sync::{Condvar, Mutex};
 
 use crate::error::{Error, IoOp, Result};
 
+pub use extents::{Allocation, Extent};
 pub use faulty::{FaultConfig, FaultyBackend};
 pub use file::{FileBackend, IoMode};
 pub use memory::MemoryBackend;
@@ -699,6 +701,24 @@ pub trait PageCacheBackend: Send + Sync {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         let _ = (offset, len);
         Err(Error::Unsupported("write_zeroes"))
+    }
+
+    /// Which bytes of `offset .. offset + len` are data and which are holes, as at most
+    /// `extents_max` [`Extent`]s from `offset` on (they may cover less than `len`). Only what
+    /// the backend itself holds: written-back data, not dirty pages still in a cache. The
+    /// default, "all data", is always correct; file backends ask the file system
+    /// (`SEEK_DATA`/`SEEK_HOLE`).
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> Result<Vec<Extent>> {
+        let _ = extents_max;
+        let len = len.min(self.len().saturating_sub(offset));
+        Ok(if len == 0 {
+            Vec::new()
+        } else {
+            vec![Extent {
+                len,
+                allocation: Allocation::Data,
+            }]
+        })
     }
 
     /// The largest number of pages this backend wants in one [`read_pages`](Self::read_pages) or

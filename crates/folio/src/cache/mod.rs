@@ -5,6 +5,7 @@
 
 mod config;
 mod guards;
+mod resident;
 mod sync_handle;
 
 pub use config::{Budget, CacheConfig, FRAMES_MAX, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
@@ -239,7 +240,7 @@ impl PageCache {
         }
         let pages = s.pages_overlapping(&(range.start..end));
         match advice {
-            Advice::Normal | Advice::Sequential | Advice::Random => {
+            Advice::Normal | Advice::Sequential | Advice::Random | Advice::Clustered => {
                 s.readahead.set_hint(pages, advice);
                 Ok(())
             }

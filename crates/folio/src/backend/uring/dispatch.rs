@@ -27,7 +27,7 @@ use super::op::Prepared;
 use super::shared::Wake;
 use super::UringBackend;
 use crate::backend::{
-    Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend, Result,
+    Extent, Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend, Result,
 };
 use crate::error::IoOp;
 
@@ -150,6 +150,10 @@ impl PageCacheBackend for UringBackend {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.inner.writes_usable(IoOp::Zero)?;
         self.inner.file.write_zeroes(offset, len)
+    }
+
+    fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> Result<Vec<Extent>> {
+        self.inner.file.allocation(offset, len, extents_max)
     }
 
     fn alignment(&self) -> usize {

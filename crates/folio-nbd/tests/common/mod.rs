@@ -1,0 +1,229 @@
+//! A raw NBD client and an in-process server on an ephemeral loopback port, shared by the
+//! protocol tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use folio_nbd::proto::*;
+use folio_nbd::{BlockDevice, Listener, MemDevice, Server, ServerConfig, ShutdownHandle};
+
+pub const SIZE: usize = 1 << 20;
+
+/// A running server; stopped and joined on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stop: ShutdownHandle,
+    pub thread: Option<JoinHandle<std::io::Result<()>>>,
+    pub dev: Arc<MemDevice>,
+}
+
+impl TestServer {
+    pub fn start(cfg: ServerConfig) -> TestServer {
+        let dev = Arc::new(MemDevice::new(SIZE));
+        TestServer::with_device(dev.clone(), dev, cfg)
+    }
+
+    /// A server for `served` (`dev` is what the test inspects; often the same device).
+    pub fn with_device(
+        dev: Arc<MemDevice>,
+        served: Arc<dyn BlockDevice>,
+        cfg: ServerConfig,
+    ) -> TestServer {
+        let listener = Listener::tcp("127.0.0.1:0").unwrap();
+        let addr = listener.tcp_addr().unwrap();
+        let server = Server::new(served, cfg);
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.serve(listener));
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+            dev,
+        }
+    }
+
+    pub fn default() -> TestServer {
+        TestServer::start(ServerConfig {
+            export_name: "test".into(),
+            handshake_deadline: Duration::from_secs(5),
+            ..ServerConfig::default()
+        })
+    }
+
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.stop.shutdown();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct Client {
+    pub s: TcpStream,
+}
+
+impl Client {
+    /// Connects and reads the greeting.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client { s };
+        let mut hello = [0u8; 18];
+        c.s.read_exact(&mut hello).unwrap();
+        assert_eq!(
+            u64::from_be_bytes(hello[0..8].try_into().unwrap()),
+            NBDMAGIC
+        );
+        assert_eq!(
+            u64::from_be_bytes(hello[8..16].try_into().unwrap()),
+            IHAVEOPT
+        );
+        assert_eq!(
+            u16::from_be_bytes([hello[16], hello[17]]),
+            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
+        );
+        c
+    }
+
+    pub fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    pub fn option(&mut self, opt: u32, data: &[u8]) {
+        let mut m = IHAVEOPT.to_be_bytes().to_vec();
+        m.extend_from_slice(&opt.to_be_bytes());
+        m.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        m.extend_from_slice(data);
+        self.send(&m);
+    }
+
+    /// Reads one option reply: (option, type, data).
+    pub fn option_reply(&mut self) -> (u32, u32, Vec<u8>) {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(u64::from_be_bytes(h[0..8].try_into().unwrap()), REPLY_MAGIC);
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+        let mut d = vec![0u8; len as usize];
+        self.s.read_exact(&mut d).unwrap();
+        (
+            u32::from_be_bytes(h[8..12].try_into().unwrap()),
+            u32::from_be_bytes(h[12..16].try_into().unwrap()),
+            d,
+        )
+    }
+
+    pub fn info_data(name: &str) -> Vec<u8> {
+        let mut d = (name.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&1u16.to_be_bytes());
+        d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+        d
+    }
+
+    /// Full handshake with OPT_GO; returns (size, transmission flags).
+    pub fn go(addr: SocketAddr, name: &str) -> (Client, u64, u16) {
+        let mut c = Client::connect(addr);
+        c.send(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes());
+        c.option(OPT_GO, &Client::info_data(name));
+        let (mut size, mut flags) = (0, 0);
+        loop {
+            let (opt, kind, d) = c.option_reply();
+            assert_eq!(opt, OPT_GO);
+            match kind {
+                REP_INFO if u16::from_be_bytes([d[0], d[1]]) == INFO_EXPORT => {
+                    size = u64::from_be_bytes(d[2..10].try_into().unwrap());
+                    flags = u16::from_be_bytes([d[10], d[11]]);
+                }
+                REP_INFO => {}
+                REP_ACK => break,
+                other => panic!("unexpected reply {other:#x}"),
+            }
+        }
+        (c, size, flags)
+    }
+
+    pub fn request(&mut self, kind: u16, flags: u16, handle: u64, offset: u64, len: u32) {
+        let r = Request {
+            flags,
+            kind,
+            handle,
+            offset,
+            len,
+        };
+        self.send(&encode_request(&r));
+    }
+
+    /// Reads a simple reply header: (error, handle).
+    pub fn reply(&mut self) -> (u32, u64) {
+        let mut h = [0u8; 16];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(h[0..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        (
+            u32::from_be_bytes(h[4..8].try_into().unwrap()),
+            u64::from_be_bytes(h[8..16].try_into().unwrap()),
+        )
+    }
+
+    pub fn write(&mut self, handle: u64, offset: u64, data: &[u8], flags: u16) -> u32 {
+        self.request(CMD_WRITE, flags, handle, offset, data.len() as u32);
+        self.send(data);
+        let (err, h) = self.reply();
+        assert_eq!(h, handle);
+        err
+    }
+
+    pub fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Vec<u8>, u32> {
+        self.request(CMD_READ, 0, handle, offset, len);
+        let (err, h) = self.reply();
+        assert_eq!(h, handle);
+        if err != 0 {
+            return Err(err);
+        }
+        let mut d = vec![0u8; len as usize];
+        self.s.read_exact(&mut d).unwrap();
+        Ok(d)
+    }
+
+    pub fn simple(&mut self, kind: u16, flags: u16, handle: u64, offset: u64, len: u32) -> u32 {
+        self.request(kind, flags, handle, offset, len);
+        let (err, h) = self.reply();
+        assert_eq!(h, handle);
+        err
+    }
+
+    /// True if the server closed the connection (EOF or reset) within the timeout.
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Proves a server is alive: a fresh client writes and reads back.
+pub fn assert_serving(addr: SocketAddr) {
+    let (mut c, size, _) = Client::go(addr, "test");
+    assert_eq!(size, SIZE as u64);
+    let p = pattern(9, 3000);
+    assert_eq!(c.write(1, 777, &p, 0), 0);
+    assert_eq!(c.read(2, 777, 3000).unwrap(), p);
+}
