@@ -27,7 +27,8 @@ use super::op::Prepared;
 use super::shared::Wake;
 use super::UringBackend;
 use crate::backend::{
-    Extent, Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend, Result,
+    Extent, Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend,
+    Result,
 };
 use crate::error::IoOp;
 
