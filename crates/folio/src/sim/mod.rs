@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::policy::hash::KeyMap;
 use crate::policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 
-pub use trace::{parse_pages, read_pages, TraceError, TraceFormat};
+pub use trace::{parse_pages, read_pages, read_trace, Compression, TraceError, TraceFormat};
 
 /// A cache size: absolute pages or a percentage of the trace's distinct pages.
 #[derive(Clone, Copy, Debug, PartialEq)]
