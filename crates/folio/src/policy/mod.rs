@@ -32,12 +32,15 @@ pub mod clock;
 pub mod fifo;
 mod ghost;
 pub mod hash;
+mod hitbuf;
 mod list;
 pub mod lru;
 mod queues;
 pub mod s3fifo;
 pub mod sieve;
+mod sketch;
 pub mod twoq;
+pub mod wtinylfu;
 
 pub use arc::Arc;
 pub use clock::Clock;
@@ -46,6 +49,7 @@ pub use lru::Lru;
 pub use s3fifo::{S3Fifo, S3FifoParams};
 pub use sieve::Sieve;
 pub use twoq::TwoQ;
+pub use wtinylfu::{WTinyLfu, WTinyLfuParams};
 
 /// Hints the CPU to bring the cache line holding `x` closer (a no-op off x86-64).
 #[inline(always)]
@@ -185,6 +189,12 @@ pub enum PolicyKind {
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
     TwoQ,
+    /// Caffeine's W-TinyLFU, fixed 1% window ([`WTinyLfu::caffeine`]).
+    WTinyLfu,
+    /// Caffeine's adaptive W-TinyLFU ([`WTinyLfu::adaptive`]).
+    WTinyLfuAdaptive,
+    /// libCacheSim's W-TinyLFU ([`WTinyLfu::libcachesim`]).
+    WTinyLfuLcs,
 }
 
 impl PolicyKind {
@@ -199,6 +209,9 @@ impl PolicyKind {
         PolicyKind::S3Fifo25,
         PolicyKind::Arc,
         PolicyKind::TwoQ,
+        PolicyKind::WTinyLfu,
+        PolicyKind::WTinyLfuAdaptive,
+        PolicyKind::WTinyLfuLcs,
     ];
 
     /// Builds the policy for `capacity` frames.
@@ -213,6 +226,9 @@ impl PolicyKind {
             PolicyKind::S3Fifo25 => Box::new(S3Fifo::folio_default(capacity)),
             PolicyKind::Arc => Box::new(Arc::new(capacity)),
             PolicyKind::TwoQ => Box::new(TwoQ::new(capacity)),
+            PolicyKind::WTinyLfu => Box::new(WTinyLfu::caffeine(capacity)),
+            PolicyKind::WTinyLfuAdaptive => Box::new(WTinyLfu::adaptive(capacity)),
+            PolicyKind::WTinyLfuLcs => Box::new(WTinyLfu::libcachesim(capacity)),
         }
     }
 
@@ -228,6 +244,9 @@ impl PolicyKind {
             PolicyKind::S3Fifo25 => "s3fifo25",
             PolicyKind::Arc => "arc",
             PolicyKind::TwoQ => "twoq",
+            PolicyKind::WTinyLfu => "wtinylfu",
+            PolicyKind::WTinyLfuAdaptive => "wtinylfu-adaptive",
+            PolicyKind::WTinyLfuLcs => "wtinylfu-lcs",
         }
     }
 }
