@@ -33,6 +33,7 @@ pub mod fifo;
 mod ghost;
 pub mod hash;
 mod hitbuf;
+pub mod lirs;
 mod list;
 pub mod lru;
 mod queues;
@@ -45,6 +46,7 @@ pub mod wtinylfu;
 pub use arc::Arc;
 pub use clock::Clock;
 pub use fifo::Fifo;
+pub use lirs::Lirs;
 pub use lru::Lru;
 pub use s3fifo::{S3Fifo, S3FifoParams};
 pub use sieve::Sieve;
@@ -195,6 +197,8 @@ pub enum PolicyKind {
     WTinyLfuAdaptive,
     /// libCacheSim's W-TinyLFU ([`WTinyLfu::libcachesim`]).
     WTinyLfuLcs,
+    /// LIRS ([`Lirs`]).
+    Lirs,
 }
 
 impl PolicyKind {
@@ -212,6 +216,7 @@ impl PolicyKind {
         PolicyKind::WTinyLfu,
         PolicyKind::WTinyLfuAdaptive,
         PolicyKind::WTinyLfuLcs,
+        PolicyKind::Lirs,
     ];
 
     /// Builds the policy for `capacity` frames.
@@ -229,6 +234,7 @@ impl PolicyKind {
             PolicyKind::WTinyLfu => Box::new(WTinyLfu::caffeine(capacity)),
             PolicyKind::WTinyLfuAdaptive => Box::new(WTinyLfu::adaptive(capacity)),
             PolicyKind::WTinyLfuLcs => Box::new(WTinyLfu::libcachesim(capacity)),
+            PolicyKind::Lirs => Box::new(Lirs::new(capacity)),
         }
     }
 
@@ -247,6 +253,7 @@ impl PolicyKind {
             PolicyKind::WTinyLfu => "wtinylfu",
             PolicyKind::WTinyLfuAdaptive => "wtinylfu-adaptive",
             PolicyKind::WTinyLfuLcs => "wtinylfu-lcs",
+            PolicyKind::Lirs => "lirs",
         }
     }
 }
