@@ -203,13 +203,23 @@ impl Lirs {
     }
 
     fn drain(&self, inner: &mut Inner) {
-        self.hits.drain(|f| inner.hit(f));
+        self.hits.drain(|f| {
+            inner.hit(f);
+            #[cfg(debug_assertions)]
+            inner.check("hit");
+        });
     }
 }
 
 impl Inner {
     fn is_ghost(&self, node: u32) -> bool {
         node as usize >= self.capacity
+    }
+
+    #[cfg(debug_assertions)]
+    fn check(&self, at: &str) {
+        let n = self.flags.iter().filter(|&&f| f & (IN_S | IN_Q) != 0).count();
+        assert_eq!(n + self.pending.len(), self.resident(), "{at}: {:?}", self.flags);
     }
 
     /// Resident pages: LIR, resident HIR (all in Q) and pending.
@@ -279,10 +289,16 @@ impl Inner {
     /// S's bottom LIR page becomes resident HIR at Q's newest end (evicting Q's oldest into
     /// `pending` if Q is full); then S is pruned.
     fn evict_lir(&mut self) {
-        let f = self.s.tail;
-        if f == NIL || self.is_ghost(f) || self.flags[f as usize] & LIR == 0 {
-            // Not reachable with a pruned S; keep the counts honest anyway.
-            self.lirs_count = self.lirs_count.min(self.lirs_limit.saturating_sub(1));
+        // S's bottom is LIR after a prune, except when the top entry alone is HIR; then the
+        // lowest LIR page goes (libCacheSim would take whatever is at the bottom, even a
+        // non-resident entry, which a frame cannot model).
+        self.prune();
+        let mut f = self.s.tail;
+        while f != NIL && (self.is_ghost(f) || self.flags[f as usize] & LIR == 0) {
+            f = self.s.newer(f);
+        }
+        if f == NIL {
+            debug_assert_eq!(self.lirs_count, 0);
             return;
         }
         self.s.unlink(f);
@@ -498,7 +514,12 @@ impl EvictionPolicy for Lirs {
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
-        self.lock().insert(frame, page, admission);
+        let mut inner = self.lock();
+        #[cfg(debug_assertions)]
+        inner.check("before insert");
+        inner.insert(frame, page, admission);
+        #[cfg(debug_assertions)]
+        inner.check("insert");
     }
 
     fn on_remove(&self, frame: FrameId) {
