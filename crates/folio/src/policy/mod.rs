@@ -184,9 +184,11 @@ pub enum PolicyKind {
     Sieve,
     /// S3-FIFO with libCacheSim's parameters: small 10%, ghost 90%, threshold 2 ([`S3Fifo::new`]).
     S3Fifo,
-    /// S3-FIFO with a 25% small queue ([`S3Fifo::folio_default`]): Folio's default.
-    #[default]
+    /// S3-FIFO with a 25% small queue ([`S3Fifo::small25`]): the default before issue 16.
     S3Fifo25,
+    /// S3-FIFO with a 5% small queue ([`S3Fifo::folio_default`]): Folio's default.
+    #[default]
+    S3Fifo5,
     /// ARC ([`Arc`]); locks on every hit.
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
@@ -211,6 +213,7 @@ impl PolicyKind {
         PolicyKind::Sieve,
         PolicyKind::S3Fifo,
         PolicyKind::S3Fifo25,
+        PolicyKind::S3Fifo5,
         PolicyKind::Arc,
         PolicyKind::TwoQ,
         PolicyKind::WTinyLfu,
@@ -228,7 +231,8 @@ impl PolicyKind {
             PolicyKind::Clock2 => Box::new(Clock::with_bits(capacity, 2)),
             PolicyKind::Sieve => Box::new(Sieve::new(capacity)),
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
-            PolicyKind::S3Fifo25 => Box::new(S3Fifo::folio_default(capacity)),
+            PolicyKind::S3Fifo25 => Box::new(S3Fifo::small25(capacity)),
+            PolicyKind::S3Fifo5 => Box::new(S3Fifo::folio_default(capacity)),
             PolicyKind::Arc => Box::new(Arc::new(capacity)),
             PolicyKind::TwoQ => Box::new(TwoQ::new(capacity)),
             PolicyKind::WTinyLfu => Box::new(WTinyLfu::caffeine(capacity)),
@@ -248,6 +252,7 @@ impl PolicyKind {
             PolicyKind::Sieve => "sieve",
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::S3Fifo25 => "s3fifo25",
+            PolicyKind::S3Fifo5 => "s3fifo5",
             PolicyKind::Arc => "arc",
             PolicyKind::TwoQ => "twoq",
             PolicyKind::WTinyLfu => "wtinylfu",

@@ -1,5 +1,5 @@
 //! Miss ratios of policies on every trace of `testdata/traces` at 1/5/10/20/50% of the distinct
-//! keys, beside libCacheSim's best row: `cargo run --release --example policy_grid -- [TRACE,..]
+//! keys, beside libCacheSim's best row: `cargo run --release -p folio-traces --example policy_grid -- [TRACE,..]
 //! [POLICY,..]` (defaults: every trace; the default policy and wtinylfu-adaptive). Runs on all
 //! cores, one (trace, size) per task.
 
@@ -8,8 +8,8 @@ mod traces;
 
 use std::sync::Mutex;
 
-use folio::sim;
-use folio::PolicyKind;
+use folio_o3::sim;
+use folio_o3::PolicyKind;
 use traces::{Trace, TRACES};
 
 fn main() {

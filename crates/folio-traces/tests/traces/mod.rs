@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use folio::sim::{self, CacheSize};
-use folio::PageKey;
+use folio_o3::sim::{self, CacheSize};
+use folio_o3::PageKey;
 
 /// The cache sizes of every reference table, in percent of the distinct keys.
 pub const PERCENTS: [f64; 5] = [1.0, 5.0, 10.0, 20.0, 50.0];
