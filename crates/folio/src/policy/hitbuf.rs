@@ -139,7 +139,7 @@ impl HitBuffers {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(folio_model)))]
 mod tests {
     use super::*;
 

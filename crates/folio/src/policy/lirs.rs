@@ -40,7 +40,7 @@
 
 use std::collections::VecDeque;
 
-use parking_lot::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use super::hash::KeyMap;
 use super::hitbuf::HitBuffers;
@@ -196,7 +196,7 @@ impl Lirs {
         }
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         let mut inner = self.inner.lock();
         self.drain(&mut inner);
         inner

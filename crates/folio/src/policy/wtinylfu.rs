@@ -59,7 +59,7 @@
 //! set that shifts completely every few cache-fulls: the sketch keeps admitting yesterday's hot
 //! pages until it ages), and caches of a few dozen pages (a 1% window is one page).
 
-use parking_lot::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use super::ghost::fingerprint;
 use super::hitbuf::HitBuffers;
@@ -245,7 +245,7 @@ impl WTinyLfu {
         }
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         let mut inner = self.inner.lock();
         self.drain(&mut inner);
         inner
