@@ -101,7 +101,9 @@ fn new_formats_compressed_and_one_panel_per_trace() {
         .collect::<Vec<_>>()
         .join(",");
     let out = folio()
-        .args(["sim", "--sizes", "1%", "--json", "--policy", "lru", "--trace"])
+        .args([
+            "sim", "--sizes", "1%", "--json", "--policy", "lru", "--trace",
+        ])
         .arg(&list)
         .arg("--plot")
         .arg(&svg)

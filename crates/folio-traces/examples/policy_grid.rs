@@ -77,7 +77,10 @@ fn main() {
         best_mean += best.iter().sum::<f64>();
         cells += 5;
     }
-    println!("mean over {cells} cells: best {:.4}", best_mean / cells as f64);
+    println!(
+        "mean over {cells} cells: best {:.4}",
+        best_mean / cells as f64
+    );
     for (p, m) in means.iter().enumerate() {
         println!("  {:<20} {:.4}", policies[p].name(), m / cells as f64);
     }

@@ -34,7 +34,10 @@ const DEFAULT_ROWS: [(&str, [f64; 5]); 5] = [
     ("cloudphysics", [0.8946, 0.8644, 0.8192, 0.7279, 0.4754]),
     ("arc_oltp", [0.5427, 0.3848, 0.3302, 0.2805, 0.2246]),
     ("arc_p6", [0.9403, 0.6925, 0.4398, 0.1569, 0.0782]),
-    ("cloudphysics_w106", [0.1885, 0.1210, 0.0772, 0.0671, 0.0543]),
+    (
+        "cloudphysics_w106",
+        [0.1885, 0.1210, 0.0772, 0.0671, 0.0543],
+    ),
     ("lirs_multi3", [0.8460, 0.6330, 0.5193, 0.4388, 0.2887]),
 ];
 
@@ -75,7 +78,15 @@ fn default_rows_and_the_cells_within_001_of_the_best() {
 #[test]
 fn default_mean_is_below_every_classic_policys_mean() {
     // Over every cell where the classic row is not degenerate (W-TinyLFU's 1% on multi3).
-    let classics = ["LRU", "CLOCK", "ARC", "S3-FIFO", "SIEVE", "W-TinyLFU", "LIRS"];
+    let classics = [
+        "LRU",
+        "CLOCK",
+        "ARC",
+        "S3-FIFO",
+        "SIEVE",
+        "W-TinyLFU",
+        "LIRS",
+    ];
     let refs: Vec<_> = TRACES.iter().map(|t| t.reference()).collect();
     for classic in classics {
         let (mut ours, mut theirs, mut n) = (0.0, 0.0, 0);
@@ -107,13 +118,14 @@ fn cloudphysics_shape_and_layouts() {
     assert_eq!(pages.len(), 1_141_869);
     let distinct = sim::distinct_pages(&pages);
     assert_eq!(distinct, 269_210);
-    assert_eq!(
-        Trace::sizes(distinct),
-        [2692, 13460, 26921, 53842, 134605]
-    );
+    assert_eq!(Trace::sizes(distinct), [2692, 13460, 26921, 53842, 134605]);
     let dir = traces::dir().join("cloudphysics");
-    let vscsi = sim::read_pages(&dir.join("cloudPhysicsIO.vscsi.zst"), TraceFormat::Vscsi, 4096)
-        .expect("vscsi parses");
+    let vscsi = sim::read_pages(
+        &dir.join("cloudPhysicsIO.vscsi.zst"),
+        TraceFormat::Vscsi,
+        4096,
+    )
+    .expect("vscsi parses");
     assert_eq!(vscsi, pages);
     let og = sim::read_pages(
         &dir.join("cloudPhysicsIO.oracleGeneral.bin.zst"),
@@ -136,10 +148,16 @@ fn cloudphysics_rows_of_folios_own_policies() {
     for (kind, want) in [
         (PolicyKind::Clock2, [0.8968, 0.8867, 0.8726, 0.8046, 0.4745]),
         (PolicyKind::S3Fifo, [0.8940, 0.8662, 0.8192, 0.7298, 0.4603]),
-        (PolicyKind::S3Fifo25, [0.8933, 0.8679, 0.8211, 0.7300, 0.4393]),
+        (
+            PolicyKind::S3Fifo25,
+            [0.8933, 0.8679, 0.8211, 0.7300, 0.4393],
+        ),
         (PolicyKind::Arc, [0.8978, 0.8555, 0.8245, 0.7793, 0.4998]),
         (PolicyKind::TwoQ, [0.8941, 0.8756, 0.8443, 0.7238, 0.4439]),
-        (PolicyKind::WTinyLfu, [0.9037, 0.8577, 0.8384, 0.7751, 0.5123]),
+        (
+            PolicyKind::WTinyLfu,
+            [0.9037, 0.8577, 0.8384, 0.7751, 0.5123],
+        ),
         (
             PolicyKind::WTinyLfuAdaptive,
             [0.8971, 0.8605, 0.8394, 0.7863, 0.5123],

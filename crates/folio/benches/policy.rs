@@ -40,7 +40,11 @@ fn policies(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for kind in [PolicyKind::S3Fifo, PolicyKind::S3Fifo25, PolicyKind::S3Fifo5] {
+    for kind in [
+        PolicyKind::S3Fifo,
+        PolicyKind::S3Fifo25,
+        PolicyKind::S3Fifo5,
+    ] {
         for percent in [1, 10, 50] {
             let size = distinct * percent / 100;
             let id = BenchmarkId::new(kind.name(), format!("{percent}%"));

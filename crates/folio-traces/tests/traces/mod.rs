@@ -92,8 +92,8 @@ impl Trace {
     /// `S3-FIFO`, `W-TinyLFU`, `LIRS`, `Belady`, ...). A degenerate cell reads 1.0.
     pub fn reference(&self) -> BTreeMap<String, [f64; 5]> {
         let path = dir().join(self.reference);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut rows = BTreeMap::new();
         let mut in_table = false;
         for line in text.lines() {

@@ -114,6 +114,16 @@ impl HitBuffers {
         true
     }
 
+    /// Records `frame`; if this thread's stripe is full, runs `drain` (which tries the owner's
+    /// lock and drains the buffers if it gets it) and records again (dropped if still full).
+    #[inline]
+    pub(crate) fn record_or(&self, frame: u32, drain: impl FnOnce()) {
+        if !self.record(frame) {
+            drain();
+            self.record(frame);
+        }
+    }
+
     /// Hands every buffered id to `f`, stripe by stripe, oldest first, and empties the stripes.
     /// Call only under the owner's lock (one drainer at a time).
     pub(crate) fn drain(&self, mut f: impl FnMut(u32)) {

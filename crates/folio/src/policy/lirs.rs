@@ -171,7 +171,10 @@ struct Inner {
 impl Lirs {
     /// LIRS over `capacity` frames with libCacheSim's 1% HIR share.
     pub fn new(capacity: usize) -> Lirs {
-        assert!(capacity < (NIL as usize) / 4, "LIRS manages fewer than 2^30 frames");
+        assert!(
+            capacity < (NIL as usize) / 4,
+            "LIRS manages fewer than 2^30 frames"
+        );
         let hirs_limit = ((0.01 * capacity as f64) as usize).max(1);
         Lirs {
             capacity,
@@ -218,8 +221,17 @@ impl Inner {
 
     #[cfg(debug_assertions)]
     fn check(&self, at: &str) {
-        let n = self.flags.iter().filter(|&&f| f & (IN_S | IN_Q) != 0).count();
-        assert_eq!(n + self.pending.len(), self.resident(), "{at}: {:?}", self.flags);
+        let n = self
+            .flags
+            .iter()
+            .filter(|&&f| f & (IN_S | IN_Q) != 0)
+            .count();
+        assert_eq!(
+            n + self.pending.len(),
+            self.resident(),
+            "{at}: {:?}",
+            self.flags
+        );
     }
 
     /// Resident pages: LIR, resident HIR (all in Q) and pending.
@@ -504,13 +516,11 @@ impl EvictionPolicy for Lirs {
 
     #[inline]
     fn on_hit(&self, frame: FrameId) {
-        if !self.hits.record(frame) {
+        self.hits.record_or(frame, || {
             if let Some(mut inner) = self.inner.try_lock() {
                 self.drain(&mut inner);
-                drop(inner);
-                self.hits.record(frame);
             }
-        }
+        });
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {

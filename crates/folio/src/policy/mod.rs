@@ -28,6 +28,7 @@
 //! calls back into the policy, so holding the policy's lock across it cannot deadlock.
 
 pub mod arc;
+mod climber;
 pub mod clock;
 pub mod fifo;
 mod ghost;

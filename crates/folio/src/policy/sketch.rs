@@ -120,7 +120,9 @@ impl CountMin4 {
         doorkeeper_bits_per_entry: usize,
     ) -> CountMin4 {
         let entries = entries.max(1);
-        let blocks = (entries * counters_per_entry).div_ceil(BLOCK_WORDS * 16).max(1);
+        let blocks = (entries * counters_per_entry)
+            .div_ceil(BLOCK_WORDS * 16)
+            .max(1);
         CountMin4 {
             table: vec![[0u64; BLOCK_WORDS]; blocks].into_boxed_slice(),
             doorkeeper: (doorkeeper_bits_per_entry > 0)
@@ -217,8 +219,9 @@ impl CountingBloom {
     /// entry `-ln(0.001) / ln(2)^2`, `ceil(0.693 * bpe)` = 10 hashes, `ceil(bpe * entries)`
     /// counters (at least twice the hashes).
     pub(crate) fn new(entries: usize) -> CountingBloom {
-        let bpe = -(0.001f64.ln()) / 0.480_453_013_918_201;
-        let hashes = (0.693_147_180_559_945 * bpe).ceil() as u32;
+        use std::f64::consts::LN_2;
+        let bpe = -(0.001f64.ln()) / (LN_2 * LN_2);
+        let hashes = (LN_2 * bpe).ceil() as u32;
         let n = ((bpe * entries as f64).ceil() as usize).max(2 * hashes as usize);
         CountingBloom {
             counters: vec![0; n].into_boxed_slice(),
@@ -232,7 +235,10 @@ impl CountingBloom {
     /// arithmetic. The same hash matters: with `14.4` counters per main-region page and every
     /// key of the trace counted, collisions shape the estimates.
     pub(crate) fn hashes(key: u64) -> (u32, u32) {
-        (xxh64_u64(key, 0x1234_5678) as u32, xxh64_u64(key, 0x1234_4321) as u32)
+        (
+            xxh64_u64(key, 0x1234_5678) as u32,
+            xxh64_u64(key, 0x1234_4321) as u32,
+        )
     }
 
     fn probe(&self, (a, b): (u32, u32), i: u32) -> usize {

@@ -61,6 +61,7 @@
 
 use crate::sync::{Mutex, MutexGuard};
 
+use super::climber::Climber;
 use super::ghost::fingerprint;
 use super::hitbuf::HitBuffers;
 use super::list::{Links, List, NIL};
@@ -185,12 +186,13 @@ impl WTinyLfu {
 
     /// W-TinyLFU with explicit parameters, reported under `name`.
     pub fn with_params(capacity: usize, params: WTinyLfuParams, name: &'static str) -> WTinyLfu {
-        assert!(capacity < NIL as usize, "W-TinyLFU manages fewer than 2^32 - 1 frames");
+        assert!(
+            capacity < NIL as usize,
+            "W-TinyLFU manages fewer than 2^32 - 1 frames"
+        );
         let window_max = match params.flavor {
             // Caffeine: main = (int)(capacity * (1 - window)), the window the rest.
-            Flavor::Caffeine => {
-                capacity - (capacity as f64 * (1.0 - params.window_ratio)) as usize
-            }
+            Flavor::Caffeine => capacity - (capacity as f64 * (1.0 - params.window_ratio)) as usize,
             // libCacheSim: the window is (int64)(capacity * window).
             Flavor::LibCacheSim => (capacity as f64 * params.window_ratio) as usize,
         }
@@ -218,8 +220,8 @@ impl WTinyLfu {
                 (1.0 / 5.0 * main_max as f64) as usize,
             ),
         };
-        let climber = (params.adaptive && params.flavor == Flavor::Caffeine)
-            .then(|| Climber::new(capacity));
+        let climber =
+            (params.adaptive && params.flavor == Flavor::Caffeine).then(|| Climber::new(capacity));
         WTinyLfu {
             name,
             capacity,
@@ -506,8 +508,8 @@ impl Inner {
                 Flavor::LibCacheSim if !self.pending.is_empty() => (self.pending.remove(0), None),
                 Flavor::LibCacheSim if window > 0 => {
                     let cand = self.oldest(WINDOW).expect("non-empty window");
-                    let main = self.lists[PROBATION as usize].len
-                        + self.lists[PROTECTED as usize].len;
+                    let main =
+                        self.lists[PROBATION as usize].len + self.lists[PROTECTED as usize].len;
                     if main < self.main_max {
                         // Main has room: the candidate moves in (warm-up), and is counted.
                         self.lcs_main_insert(cand);
@@ -611,95 +613,6 @@ impl Inner {
     }
 }
 
-/// Caffeine's simple hill climber (`SimpleClimber`, defaults of its `reference.conf`).
-#[derive(Debug)]
-struct Climber {
-    hits: u64,
-    misses: u64,
-    sample: u64,
-    initial_sample: u64,
-    previous_hit_ratio: f64,
-    step: f64,
-    initial_step: f64,
-    /// Fractional part of the steps taken so far.
-    carry: f64,
-    increase: bool,
-    small: bool,
-}
-
-/// Step: 6.25% of the capacity (at least 2 pages).
-const CLIMB_STEP_RATIO: f64 = 0.0625;
-/// Sample: 10 x the capacity.
-const CLIMB_SAMPLE_RATIO: f64 = 10.0;
-const CLIMB_STEP_DECAY: f64 = 0.98;
-const CLIMB_SMALL_STEP_DECAY: f64 = 0.995;
-const CLIMB_SMALL_SAMPLE_CAP: f64 = 10.0;
-const CLIMB_SMALL_CACHE: usize = 512;
-const CLIMB_RESTART: f64 = 0.05;
-
-impl Climber {
-    fn new(capacity: usize) -> Climber {
-        let initial_step = (CLIMB_STEP_RATIO * capacity as f64).max(2.0);
-        let initial_sample = ((CLIMB_SAMPLE_RATIO * capacity as f64) as u64).max(1);
-        let small = capacity <= CLIMB_SMALL_CACHE;
-        Climber {
-            hits: 0,
-            misses: 0,
-            sample: initial_sample,
-            initial_sample,
-            previous_hit_ratio: 0.0,
-            step: initial_step,
-            initial_step,
-            carry: 0.0,
-            increase: small,
-            small,
-        }
-    }
-
-    fn on_access(&mut self, hit: bool, full: bool) {
-        if full {
-            if hit {
-                self.hits += 1;
-            } else {
-                self.misses += 1;
-            }
-        }
-    }
-
-    /// Whole pages to move the boundary by (positive: grow the window), if a sample is done.
-    fn adapt(&mut self) -> Option<i64> {
-        let n = self.hits + self.misses;
-        if n < self.sample {
-            return None;
-        }
-        let hit_ratio = self.hits as f64 / n as f64;
-        if hit_ratio < self.previous_hit_ratio {
-            self.increase = !self.increase;
-        }
-        if (hit_ratio - self.previous_hit_ratio).abs() >= CLIMB_RESTART {
-            self.sample = self.initial_sample;
-            self.step = self.initial_step;
-        }
-        let amount = if self.increase { self.step } else { -self.step };
-        // Next sample.
-        self.previous_hit_ratio = hit_ratio;
-        self.hits = 0;
-        self.misses = 0;
-        if self.small {
-            self.step *= CLIMB_SMALL_STEP_DECAY;
-            let magnitude = (self.initial_step / CLIMB_SMALL_SAMPLE_CAP).max(self.step.abs());
-            let ratio = (self.initial_step / magnitude).clamp(1.0, CLIMB_SMALL_SAMPLE_CAP);
-            self.sample = (self.initial_sample as f64 * ratio) as u64;
-        } else {
-            self.step *= CLIMB_STEP_DECAY;
-        }
-        let total = self.carry + amount;
-        let whole = total.trunc();
-        self.carry = total - whole;
-        (whole != 0.0).then_some(whole as i64)
-    }
-}
-
 impl EvictionPolicy for WTinyLfu {
     fn name(&self) -> &'static str {
         self.name
@@ -719,13 +632,11 @@ impl EvictionPolicy for WTinyLfu {
 
     #[inline]
     fn on_hit(&self, frame: FrameId) {
-        if !self.hits.record(frame) {
+        self.hits.record_or(frame, || {
             if let Some(mut inner) = self.inner.try_lock() {
                 self.drain(&mut inner);
-                drop(inner);
-                self.hits.record(frame);
             }
-        }
+        });
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {

@@ -7,6 +7,7 @@
 //! [`on_insert`](EvictionPolicy::on_insert) into the freed frame. A hit calls
 //! [`on_hit`](EvictionPolicy::on_hit). Miss ratio = misses / accesses.
 
+mod compression;
 pub mod trace;
 
 use std::time::{Duration, Instant};

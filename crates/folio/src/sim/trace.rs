@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::PageKey;
 
+pub use super::compression::Compression;
+
 const SECTOR: u64 = 512;
 
 /// Trace file layouts. See the [module docs](self).
@@ -120,86 +122,6 @@ impl TraceFormat {
             TraceFormat::U32
         })
     }
-}
-
-/// How a trace file is compressed, from its name's last suffix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Compression {
-    /// Not compressed.
-    None,
-    /// `.gz`
-    Gzip,
-    /// `.xz`
-    Xz,
-    /// `.zst` or `.zstd`
-    Zstd,
-}
-
-impl Compression {
-    /// The name without its compression suffix, and the compression that suffix names.
-    fn strip(name: &str) -> (&str, Compression) {
-        for (suffix, c) in [
-            (".gz", Compression::Gzip),
-            (".xz", Compression::Xz),
-            (".zst", Compression::Zstd),
-            (".zstd", Compression::Zstd),
-        ] {
-            if let Some(rest) = name.strip_suffix(suffix) {
-                return (rest, c);
-            }
-        }
-        (name, Compression::None)
-    }
-
-    /// The compression of a file named `path`.
-    pub fn from_path(path: &Path) -> Compression {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        Compression::strip(&name).1
-    }
-
-    /// Decompresses `bytes`.
-    pub fn decode(self, bytes: Vec<u8>) -> Result<Vec<u8>, std::io::Error> {
-        match self {
-            Compression::None => Ok(bytes),
-            #[cfg(feature = "compressed-traces")]
-            c => decode(c, &bytes),
-            #[cfg(not(feature = "compressed-traces"))]
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "compressed traces need folio's `compressed-traces` feature",
-            )),
-        }
-    }
-}
-
-#[cfg(feature = "compressed-traces")]
-fn decode(c: Compression, bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
-    use std::io::Read;
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    match c {
-        Compression::None => out.extend_from_slice(bytes),
-        Compression::Gzip => {
-            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
-        }
-        Compression::Xz => {
-            lzma_rust2::XzReader::new(bytes, true).read_to_end(&mut out)?;
-        }
-        Compression::Zstd => {
-            // A file may hold several frames, one after the other.
-            let mut rest = bytes;
-            while !rest.is_empty() {
-                let mut frame = ruzstd::decoding::StreamingDecoder::new(&mut rest)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                frame.read_to_end(&mut out)?;
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl std::fmt::Display for TraceFormat {
@@ -636,7 +558,10 @@ mod tests {
             parse_pages(lis, TraceFormat::Lis, 4096).unwrap(),
             vec![110765, 110766, 110767, 7]
         );
-        for (bad, record) in [(&b"1 1 0 0\n2 x 0 1\n"[..], 2), (b"18446744073709551615 2\n", 1)] {
+        for (bad, record) in [
+            (&b"1 1 0 0\n2 x 0 1\n"[..], 2),
+            (b"18446744073709551615 2\n", 1),
+        ] {
             assert!(matches!(
                 parse_pages(bad, TraceFormat::Lis, 1),
                 Err(TraceError::Malformed { record: r, .. }) if r == record
@@ -674,10 +599,16 @@ mod tests {
         assert_eq!(f("w106.trace.xz", &[1, 0xf0, 2, 0]), Some(TraceFormat::U32));
         assert_eq!(f("a.csv.xz", b""), Some(TraceFormat::Csv));
         assert_eq!(f("a.zst", b"1\n"), None);
-        assert_eq!(Compression::from_path(Path::new("a.b.ZST")), Compression::Zstd);
+        assert_eq!(
+            Compression::from_path(Path::new("a.b.ZST")),
+            Compression::Zstd
+        );
         assert_eq!(Compression::from_path(Path::new("a.gz")), Compression::Gzip);
         assert_eq!(Compression::from_path(Path::new("a.xz")), Compression::Xz);
-        assert_eq!(Compression::from_path(Path::new("a.lis")), Compression::None);
+        assert_eq!(
+            Compression::from_path(Path::new("a.lis")),
+            Compression::None
+        );
         assert_eq!("lis".parse::<TraceFormat>().unwrap(), TraceFormat::Lis);
         assert_eq!("u32".parse::<TraceFormat>().unwrap(), TraceFormat::U32);
     }
@@ -686,7 +617,10 @@ mod tests {
     #[test]
     fn corrupt_compressed_input_is_an_error() {
         for c in [Compression::Gzip, Compression::Xz, Compression::Zstd] {
-            assert!(c.decode(b"not compressed at all".to_vec()).is_err(), "{c:?}");
+            assert!(
+                c.decode(b"not compressed at all".to_vec()).is_err(),
+                "{c:?}"
+            );
         }
     }
 }
