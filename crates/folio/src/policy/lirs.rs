@@ -27,7 +27,7 @@
 //! in S as resident; here it is evicted: the 1% rows differ there (see the tests).
 //!
 //! # Concurrency
-//! Hits go through [`HitBuffers`] (no lock, no locked instruction), drained in order under the
+//! Hits go through hit buffers (`hitbuf.rs`) (no lock, no locked instruction), drained in order under the
 //! mutex by every other operation, as for W-TinyLFU.
 //!
 //! Metadata per frame: key 8, flags 1, Q links 8, S links 8; non-resident entries (up to about

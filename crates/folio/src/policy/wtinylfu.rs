@@ -11,7 +11,7 @@
 //!
 //! # Two flavours
 //! * [`WTinyLfu::caffeine`] / [`WTinyLfu::adaptive`] (`wtinylfu`, `wtinylfu-adaptive`):
-//!   Caffeine's design. Every access (hit or miss) counts in a [`CountMin4`] sketch (16 4-bit
+//!   Caffeine's design. Every access (hit or miss) counts in a count-min (`sketch.rs`) sketch (16 4-bit
 //!   counters per page, reset every 10 x capacity counted increments) behind a doorkeeper. A
 //!   miss enters the window (1% of the frames at first); when the window is over its share its
 //!   oldest page moves to probation's newest end and competes with probation's oldest page: the
@@ -27,7 +27,7 @@
 //!   moves probation's oldest pages into it; shrinking moves the window's oldest pages to
 //!   probation's oldest end.
 //! * [`WTinyLfu::libcachesim`] (`wtinylfu-lcs`): libCacheSim 0.3.5's `WTinyLFU` (window 1%,
-//!   `SLRU` main with segments 1:4, the counting Bloom filter [`CountingBloom`] sized for the
+//!   `SLRU` main with segments 1:4, the counting Bloom filter `CountingBloom` (`sketch.rs`) sized for the
 //!   main region), to reproduce its reference rows. Its quirks are kept: only main hits, new
 //!   pages and window candidates count in the filter (window hits do not), the filter halves
 //!   every `32 * main` main hits, a new page enters SLRU's lowest segment with room (so during
@@ -41,7 +41,7 @@
 //!   page (libCacheSim: fewer than 100 frames, where it caches nothing) is one page here.
 //!
 //! # Concurrency
-//! `on_hit` records the frame in a [`HitBuffers`] stripe: relaxed loads and stores, **no lock
+//! `on_hit` records the frame in a hit buffers (`hitbuf.rs`) stripe: relaxed loads and stores, **no lock
 //! and no locked instruction**; once per 32 hits of a thread it tries the lock to drain (and
 //! drops the hit if the lock is busy). Everything else takes the mutex and first applies the
 //! buffered hits in order, so a single-threaded replay is exact.
