@@ -81,8 +81,13 @@ fn p6_exact() {
 }
 
 #[test]
-fn p6_close() {
-    check("arc_p6", &CLOSE);
+fn p6_wtinylfu() {
+    check("arc_p6", &CLOSE[..1]);
+}
+
+#[test]
+fn p6_lirs() {
+    check("arc_p6", &CLOSE[1..]);
 }
 
 #[test]
