@@ -104,8 +104,16 @@ fn metadata_is_at_most_64_bytes_per_page() {
                 reported as f64 / frames as f64
             );
             // The target is 64; see the module docs for the default's 65.
-            let bound = if policy == PolicyKind::Clock { 64.0 } else { 65.0 };
-            let at_scale = if policy == PolicyKind::Clock { 4096 } else { 65_536 };
+            let bound = if policy == PolicyKind::Clock {
+                64.0
+            } else {
+                65.0
+            };
+            let at_scale = if policy == PolicyKind::Clock {
+                4096
+            } else {
+                65_536
+            };
             if frames >= at_scale && std::env::var_os("OVERHEAD_REPORT").is_none() {
                 assert!(
                     per_page <= bound,
