@@ -73,6 +73,9 @@
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
 //! plain LRU/CLOCK keeps more; frequency-skewed workloads with long reuse distances, where
 //! W-TinyLFU admits better (P6 at 5-10%); and tiny caches (the 5% queue is one frame below 40).
+//!
+//! size: a third of the file is the unit test's list model, which must sit beside the code it
+//! checks.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -58,6 +58,9 @@
 //! When not to use it: workloads where recency is everything and frequency misleads (a working
 //! set that shifts completely every few cache-fulls: the sketch keeps admitting yesterday's hot
 //! pages until it ages), and caches of a few dozen pages (a 1% window is one page).
+//!
+//! size: two flavours of one policy share its lists, eviction and buffers (Caffeine's, and
+//! libCacheSim's kept to reproduce its rows); splitting them would duplicate that core.
 
 use crate::sync::{Mutex, MutexGuard};
 

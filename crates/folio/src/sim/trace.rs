@@ -28,6 +28,9 @@
 //!
 //! Malformed or truncated input gives a [`TraceError`] naming the 1-based record number and the
 //! byte offset of the record (in the decompressed stream); nothing here panics on bad input.
+//!
+//! size: six layouts and their error reporting, with a third of the file unit tests over
+//! malformed input.
 
 use std::path::{Path, PathBuf};
 
