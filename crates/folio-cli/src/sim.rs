@@ -1,5 +1,5 @@
-//! `folio sim`: replays a block or object trace through the eviction policies and reports miss
-//! ratios (table, JSON lines, or an SVG miss-ratio curve).
+//! `folio sim`: replays block or object traces through the eviction policies and reports miss
+//! ratios (a table per trace, JSON lines, or an SVG of miss-ratio curves, one panel per trace).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,16 +11,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Arguments of `folio sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
-    /// Trace file to replay.
-    #[arg(long)]
-    pub trace: PathBuf,
-    /// Trace layout: csv, vscsi, oracle-general or lines [default: from the file extension].
+    /// Trace files to replay (repeat the flag or separate with commas); .gz, .xz and .zst files
+    /// are decompressed.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub trace: Vec<PathBuf>,
+    /// Trace layout: csv, vscsi, oracle-general, lines, lis or u32 [default: from the file
+    /// name, and for `.trace` files from the content].
     #[arg(long)]
     pub format: Option<TraceFormat>,
     /// Page size in bytes, for splitting block requests (csv, vscsi) into pages.
     #[arg(long, default_value_t = 4096)]
     pub page_size: u64,
-    /// Cache sizes: pages (2692) or percentages of the trace's distinct pages (1%), comma-separated.
+    /// Cache sizes: pages (2692) or percentages of each trace's distinct pages (1%), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1%,5%,10%,20%,50%")]
     pub sizes: Vec<CacheSize>,
     /// Policies: all, default, or a comma-separated list (lru,fifo,clock,clock2,sieve,s3fifo,...).
@@ -29,7 +31,7 @@ pub struct SimArgs {
     /// Print one JSON object per (policy, size) line instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also write an SVG miss-ratio curve to this file.
+    /// Also write an SVG of miss-ratio curves to this file, one panel per trace.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
@@ -51,29 +53,54 @@ fn parse_policies(spec: &str) -> Result<Vec<PolicyKind>, folio::Error> {
     Ok(out)
 }
 
+/// One trace's results: its name, size in pages and distinct pages, and a row of stats per
+/// policy.
+struct TraceResults {
+    name: String,
+    format: TraceFormat,
+    distinct: usize,
+    sizes: Vec<usize>,
+    rows: Vec<Vec<SimStats>>,
+}
+
 /// Runs `folio sim`.
 pub fn run(args: &SimArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let format = match args.format {
-        Some(f) => f,
-        None => TraceFormat::from_path(&args.trace)
-            .ok_or_else(|| sim::TraceError::UnknownExtension(args.trace.clone()))?,
-    };
     let policies = parse_policies(&args.policy)?;
     if args.sizes.is_empty() {
         return Err("no cache size given".into());
     }
+    let mut all = Vec::new();
+    for path in &args.trace {
+        all.push(run_trace(args, path, &policies)?);
+    }
+    if let Some(path) = &args.plot {
+        plot(path, args, &all)?;
+        if !args.json {
+            println!("miss-ratio curves written to {}", path.display());
+        }
+    }
+    Ok(())
+}
 
+fn run_trace(
+    args: &SimArgs,
+    path: &std::path::Path,
+    policies: &[PolicyKind],
+) -> Result<TraceResults, Box<dyn std::error::Error>> {
     let load_start = Instant::now();
-    let trace = sim::read_pages(&args.trace, format, args.page_size)?;
+    let (trace, format) = sim::read_trace(path, args.format, args.page_size)?;
     let distinct = sim::distinct_pages(&trace);
     let load_time = load_start.elapsed();
     let sizes: Vec<usize> = args.sizes.iter().map(|s| s.resolve(distinct)).collect();
     if !args.json {
+        let unit = match format {
+            TraceFormat::Csv | TraceFormat::Vscsi => format!("pages of {} bytes", args.page_size),
+            _ => "keys".to_string(),
+        };
         println!(
-            "trace {} ({format}): {} page accesses, {distinct} distinct pages of {} bytes; read in {:.2?}",
-            args.trace.display(),
+            "trace {} ({format}): {} accesses, {distinct} distinct {unit}; read in {:.2?}",
+            path.display(),
             trace.len(),
-            args.page_size,
             load_time
         );
     }
@@ -90,7 +117,7 @@ pub fn run(args: &SimArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut shown = false;
     let mut results: Vec<Vec<SimStats>> = Vec::new();
     let mut done_before = 0u64;
-    for &kind in &policies {
+    for &kind in policies {
         let mut row = Vec::new();
         for &size in &sizes {
             bar.set_message(format!("{kind} {size}"));
@@ -113,7 +140,7 @@ pub fn run(args: &SimArgs) -> Result<(), Box<dyn std::error::Error>> {
                     "accesses_per_sec": stats.accesses_per_sec().round(),
                     "metadata_bytes_per_page": policy.metadata_bytes_per_page(),
                     "distinct_pages": distinct,
-                    "trace": args.trace.display().to_string(),
+                    "trace": path.display().to_string(),
                 });
                 bar.suspend(|| println!("{line}"));
             }
@@ -126,18 +153,22 @@ pub fn run(args: &SimArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !args.json {
         print_table(args, &sizes, distinct, &results);
     }
-    if let Some(path) = &args.plot {
-        plot(path, args, &sizes, &results)?;
-        if !args.json {
-            println!("miss-ratio curve written to {}", path.display());
-        }
-    }
-    Ok(())
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(TraceResults {
+        name,
+        format,
+        distinct,
+        sizes,
+        rows: results,
+    })
 }
 
 fn print_table(args: &SimArgs, sizes: &[usize], distinct: usize, results: &[Vec<SimStats>]) {
     println!();
-    print!("{:<10}", "policy");
+    print!("{:<18}", "policy");
     for (spec, size) in args.sizes.iter().zip(sizes) {
         let label = match spec {
             CacheSize::Percent(_) => format!("{size} ({spec})"),
@@ -151,7 +182,7 @@ fn print_table(args: &SimArgs, sizes: &[usize], distinct: usize, results: &[Vec<
     println!(" {:>14} {:>10}", "accesses/s", "bytes/page");
     for row in results {
         let name = row.first().map(|s| s.policy).unwrap_or("?");
-        print!("{name:<10}");
+        print!("{name:<18}");
         for s in row {
             print!(" {:>15.4}", s.miss_ratio());
         }
@@ -174,47 +205,67 @@ fn print_table(args: &SimArgs, sizes: &[usize], distinct: usize, results: &[Vec<
 fn plot(
     path: &std::path::Path,
     args: &SimArgs,
-    sizes: &[usize],
-    results: &[Vec<SimStats>],
+    traces: &[TraceResults],
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
-    let x_max = sizes.iter().copied().max().unwrap_or(1) as f64 * 1.05;
-    let ratios = results.iter().flatten().map(|s| s.miss_ratio());
+    let n = traces.len().max(1);
+    let cols = if n == 1 { 1 } else { 2 };
+    let rows = n.div_ceil(cols);
+    let root = SVGBackend::new(path, (720 * cols as u32, 480 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((rows, cols));
+    for (t, area) in traces.iter().zip(panels.iter()) {
+        panel(area, args, t)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// One trace's curves: miss ratio against cache size in percent of its distinct keys.
+fn panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    args: &SimArgs,
+    t: &TraceResults,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+
+    let pct = |pages: usize| pages as f64 * 100.0 / t.distinct.max(1) as f64;
+    let x_max = t.sizes.iter().map(|&s| pct(s)).fold(0.0f64, f64::max) * 1.05;
+    let ratios = t.rows.iter().flatten().map(|s| s.miss_ratio());
     let (lo, hi) = ratios.fold((1.0f64, 0.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
     let pad = ((hi - lo) * 0.08).max(0.01);
     let (y_lo, y_hi) = ((lo - pad).max(0.0), (hi + pad).min(1.0));
-
-    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let name = args
-        .trace
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut chart = ChartBuilder::on(&root)
+    let unit = match t.format {
+        TraceFormat::Csv | TraceFormat::Vscsi => format!(", {} B pages", args.page_size),
+        _ => String::new(),
+    };
+    let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("Miss-ratio curve: {name} ({} B pages)", args.page_size),
-            ("sans-serif", 24),
+            format!("{} ({} distinct keys{unit})", t.name, t.distinct),
+            ("sans-serif", 20),
         )
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, y_lo..y_hi)?;
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max.max(1.0), y_lo..y_hi)?;
     chart
         .configure_mesh()
-        .x_desc("cache size (pages)")
+        .x_desc("cache size (% of distinct keys)")
         .y_desc("miss ratio (lower is better)")
-        .axis_desc_style(("sans-serif", 18))
-        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 12))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
-    for (i, row) in results.iter().enumerate() {
+    for (i, row) in t.rows.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let points: Vec<(f64, f64)> = row
             .iter()
-            .map(|s| (s.cache_pages as f64, s.miss_ratio()))
+            .map(|s| (pct(s.cache_pages), s.miss_ratio()))
             .collect();
         let label = row.first().map(|s| s.policy).unwrap_or("?");
         chart
@@ -232,10 +283,9 @@ fn plot(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 16))
+        .label_font(("sans-serif", 12))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }

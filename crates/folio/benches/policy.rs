@@ -3,7 +3,7 @@
 //! both S3-FIFO parameterisations (the default among them) at 1% and 50% as well, since their
 //! cost depends on the size (ghost traffic, working set).
 //!
-//! `cargo bench -p folio --bench policy`; the shared traces must sit next to the repository.
+//! `cargo bench -p folio --bench policy` (the trace is in `testdata/traces`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,14 +14,8 @@ use folio::PolicyKind;
 
 fn policies(c: &mut Criterion) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/traces/cloudphysics/cloudPhysicsIO.csv");
-    let trace = match sim::read_pages(&path, TraceFormat::Csv, 4096) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("skipping the policy benchmark: {e}");
-            return;
-        }
-    };
+        .join("../../testdata/traces/cloudphysics/cloudPhysicsIO.csv.zst");
+    let trace = sim::read_pages(&path, TraceFormat::Csv, 4096).expect("the trace in testdata");
     let size = sim::distinct_pages(&trace) / 10;
     let mut group = c.benchmark_group("policy_replay");
     group
@@ -46,7 +40,11 @@ fn policies(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for kind in [PolicyKind::S3Fifo, PolicyKind::S3Fifo25] {
+    for kind in [
+        PolicyKind::S3Fifo,
+        PolicyKind::S3Fifo25,
+        PolicyKind::S3Fifo5,
+    ] {
         for percent in [1, 10, 50] {
             let size = distinct * percent / 100;
             let id = BenchmarkId::new(kind.name(), format!("{percent}%"));

@@ -2,20 +2,20 @@
 //! one line per (policy, size): the check that a performance change leaves behaviour untouched
 //! (diff the output before and after). Metadata bytes per page go to stderr.
 //!
-//! `cargo run --release -p folio --example miss_counts [TRACE.csv]`
+//! `cargo run --release -p folio --example miss_counts [TRACE]`
 
-use folio::sim::{self, TraceFormat};
+use folio::sim;
 use folio::PolicyKind;
 
 fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/traces/cloudphysics/cloudPhysicsIO.csv"
+            "/../../testdata/traces/cloudphysics/cloudPhysicsIO.csv.zst"
         )
         .to_string()
     });
-    let trace = sim::read_pages(path.as_ref(), TraceFormat::Csv, 4096).expect("trace");
+    let (trace, _) = sim::read_trace(path.as_ref(), None, 4096).expect("trace");
     let distinct = sim::distinct_pages(&trace);
     // The reference sizes (1/5/10/20/50%) plus tiny, odd and over-full ones.
     let mut sizes = vec![1, 2, 3, 7, 10, 33, 100, 1000, 4099];

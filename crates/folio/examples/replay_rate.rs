@@ -2,12 +2,12 @@
 //! replays, by wall time and by the thread's CPU time (the latter is what to quote on a shared,
 //! oversubscribed machine, where wall time includes waiting for a core).
 //!
-//! `cargo run --release -p folio --example replay_rate [TRACE.csv] [CACHE_PAGES] [POLICY,...]`
+//! `cargo run --release -p folio --example replay_rate [TRACE] [CACHE_PAGES] [POLICY,...]`
 //! (`-` for a default; `REPLAY_REPS=1` for a single replay per sample, e.g. under callgrind).
 
 use std::time::Instant;
 
-use folio::sim::{self, TraceFormat};
+use folio::sim;
 use folio::PolicyKind;
 
 /// CPU time of the calling thread in seconds, from /proc (Linux); 0 elsewhere.
@@ -33,11 +33,11 @@ fn main() {
     let path = args.next().filter(|s| s != "-").unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/traces/cloudphysics/cloudPhysicsIO.csv"
+            "/../../testdata/traces/cloudphysics/cloudPhysicsIO.csv.zst"
         )
         .to_string()
     });
-    let trace = sim::read_pages(path.as_ref(), TraceFormat::Csv, 4096).expect("trace");
+    let (trace, _) = sim::read_trace(path.as_ref(), None, 4096).expect("trace");
     let size = args
         .next()
         .filter(|s| s != "-")

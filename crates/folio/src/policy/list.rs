@@ -95,6 +95,19 @@ impl<T: Copy + Default> Links<T> {
         list.len += 1;
     }
 
+    /// Puts `i` (not in any list) at the tail (oldest end) of `list`.
+    #[inline]
+    pub(crate) fn push_tail(&mut self, list: &mut List, i: u32) {
+        self.node[i as usize].link = [list.tail, NIL];
+        if list.tail != NIL {
+            self.node[list.tail as usize].link[OLDER] = i;
+        } else {
+            list.head = i;
+        }
+        list.tail = i;
+        list.len += 1;
+    }
+
     /// Unlinks `i`, which must be in `list`.
     #[inline]
     pub(crate) fn unlink(&mut self, list: &mut List, i: u32) {

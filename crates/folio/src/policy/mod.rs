@@ -28,24 +28,31 @@
 //! calls back into the policy, so holding the policy's lock across it cannot deadlock.
 
 pub mod arc;
+mod climber;
 pub mod clock;
 pub mod fifo;
 mod ghost;
 pub mod hash;
+mod hitbuf;
+pub mod lirs;
 mod list;
 pub mod lru;
 mod queues;
 pub mod s3fifo;
 pub mod sieve;
+mod sketch;
 pub mod twoq;
+pub mod wtinylfu;
 
 pub use arc::Arc;
 pub use clock::Clock;
 pub use fifo::Fifo;
+pub use lirs::Lirs;
 pub use lru::Lru;
 pub use s3fifo::{S3Fifo, S3FifoParams};
 pub use sieve::Sieve;
 pub use twoq::TwoQ;
+pub use wtinylfu::{WTinyLfu, WTinyLfuParams};
 
 /// Hints the CPU to bring the cache line holding `x` closer (a no-op off x86-64).
 #[inline(always)]
@@ -137,32 +144,20 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
 /// The policies Folio ships, by name.
 ///
 /// # The default
-/// [`PolicyKind::S3Fifo25`]: S3-FIFO with its small queue at 25% of the frames (libCacheSim's
-/// default is 10%), promotion threshold 2, ghost 90%. Why:
+/// [`PolicyKind::S3Fifo5`]: S3-FIFO with its small queue at 5% of the frames (libCacheSim's
+/// default is 10%; Folio's previous default 25%), promotion threshold 2, ghost 90%. Why (the
+/// measurements and their limits are in [`s3fifo`] and the README):
+/// * it has the lowest mean miss ratio of every design measured over five real traces of four
+///   workload classes at five sizes each (0.4434; libCacheSim's best classic policy there,
+///   S3-FIFO at 10%, 0.4448), although it is more than 0.01 behind the best libCacheSim row in
+///   5 of the 25 cells;
 /// * it is scan-resistant: new pages enter the small queue; a scan of never-seen pages passes
-///   through it and the ghost without touching the main queue, where the hot set lives (see
-///   `tests/scan_resistance.rs`);
+///   through it and the ghost without touching the main queue (`tests/scan_resistance.rs`);
 /// * its hits are a relaxed atomic byte increment with no lock, and its eviction is FIFO work
-///   (no list move on a hit);
-/// * measured miss ratios on the reference CloudPhysics trace (`tests/reference_traces.rs`,
-///   `folio sim`), sizes 1/5/10/20/50% of the distinct pages:
+///   (no list move on a hit); 21 bytes of metadata per page.
 ///
-/// | policy | 2692 | 13460 | 26921 | 53842 | 134605 |
-/// |---|---|---|---|---|---|
-/// | lru | 0.8969 | 0.8871 | 0.8741 | 0.8129 | 0.4733 |
-/// | fifo | 0.8977 | 0.8873 | 0.8729 | 0.8109 | 0.4570 |
-/// | clock | 0.8970 | 0.8868 | 0.8729 | 0.8021 | 0.4985 |
-/// | clock2 | 0.8968 | 0.8867 | 0.8726 | 0.8046 | 0.4745 |
-/// | sieve | 0.9032 | 0.8653 | 0.8329 | 0.7457 | 0.4446 |
-/// | s3fifo (libCacheSim parameters) | 0.8940 | 0.8662 | 0.8192 | 0.7298 | 0.4603 |
-/// | **s3fifo25 (default)** | **0.8933** | **0.8679** | **0.8211** | **0.7300** | **0.4393** |
-/// | arc | 0.8978 | 0.8555 | 0.8245 | 0.7793 | 0.4998 |
-/// | twoq | 0.8941 | 0.8756 | 0.8443 | 0.7238 | 0.4439 |
-/// | best libCacheSim row (not Belady) | 0.8938 | 0.8630 | 0.8175 | 0.7298 | 0.4384 |
-///
-/// The default beats LRU at every size and is within 0.005 of the best row everywhere;
-/// libCacheSim's S3-FIFO is 0.022 behind at 50%, SIEVE and ARC lose to LRU at 1%, 2Q is 0.027
-/// behind at 10%. The trace is small; the 25% is a measured choice on it (see [`s3fifo`]).
+/// W-TinyLFU ([`WTinyLfu`], Caffeine's adaptive design included) and LIRS ([`Lirs`]) are here
+/// too, with hits through lock-free buffers; on these traces neither beats it on the mean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum PolicyKind {
@@ -178,13 +173,23 @@ pub enum PolicyKind {
     Sieve,
     /// S3-FIFO with libCacheSim's parameters: small 10%, ghost 90%, threshold 2 ([`S3Fifo::new`]).
     S3Fifo,
-    /// S3-FIFO with a 25% small queue ([`S3Fifo::folio_default`]): Folio's default.
-    #[default]
+    /// S3-FIFO with a 25% small queue ([`S3Fifo::small25`]): the default before issue 16.
     S3Fifo25,
+    /// S3-FIFO with a 5% small queue ([`S3Fifo::folio_default`]): Folio's default.
+    #[default]
+    S3Fifo5,
     /// ARC ([`Arc`]); locks on every hit.
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
     TwoQ,
+    /// Caffeine's W-TinyLFU, fixed 1% window ([`WTinyLfu::caffeine`]).
+    WTinyLfu,
+    /// Caffeine's adaptive W-TinyLFU ([`WTinyLfu::adaptive`]).
+    WTinyLfuAdaptive,
+    /// libCacheSim's W-TinyLFU ([`WTinyLfu::libcachesim`]).
+    WTinyLfuLcs,
+    /// LIRS ([`Lirs`]).
+    Lirs,
 }
 
 impl PolicyKind {
@@ -197,8 +202,13 @@ impl PolicyKind {
         PolicyKind::Sieve,
         PolicyKind::S3Fifo,
         PolicyKind::S3Fifo25,
+        PolicyKind::S3Fifo5,
         PolicyKind::Arc,
         PolicyKind::TwoQ,
+        PolicyKind::WTinyLfu,
+        PolicyKind::WTinyLfuAdaptive,
+        PolicyKind::WTinyLfuLcs,
+        PolicyKind::Lirs,
     ];
 
     /// Builds the policy for `capacity` frames.
@@ -210,9 +220,14 @@ impl PolicyKind {
             PolicyKind::Clock2 => Box::new(Clock::with_bits(capacity, 2)),
             PolicyKind::Sieve => Box::new(Sieve::new(capacity)),
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
-            PolicyKind::S3Fifo25 => Box::new(S3Fifo::folio_default(capacity)),
+            PolicyKind::S3Fifo25 => Box::new(S3Fifo::small25(capacity)),
+            PolicyKind::S3Fifo5 => Box::new(S3Fifo::folio_default(capacity)),
             PolicyKind::Arc => Box::new(Arc::new(capacity)),
             PolicyKind::TwoQ => Box::new(TwoQ::new(capacity)),
+            PolicyKind::WTinyLfu => Box::new(WTinyLfu::caffeine(capacity)),
+            PolicyKind::WTinyLfuAdaptive => Box::new(WTinyLfu::adaptive(capacity)),
+            PolicyKind::WTinyLfuLcs => Box::new(WTinyLfu::libcachesim(capacity)),
+            PolicyKind::Lirs => Box::new(Lirs::new(capacity)),
         }
     }
 
@@ -226,8 +241,13 @@ impl PolicyKind {
             PolicyKind::Sieve => "sieve",
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::S3Fifo25 => "s3fifo25",
+            PolicyKind::S3Fifo5 => "s3fifo5",
             PolicyKind::Arc => "arc",
             PolicyKind::TwoQ => "twoq",
+            PolicyKind::WTinyLfu => "wtinylfu",
+            PolicyKind::WTinyLfuAdaptive => "wtinylfu-adaptive",
+            PolicyKind::WTinyLfuLcs => "wtinylfu-lcs",
+            PolicyKind::Lirs => "lirs",
         }
     }
 }

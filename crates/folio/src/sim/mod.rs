@@ -7,6 +7,7 @@
 //! [`on_insert`](EvictionPolicy::on_insert) into the freed frame. A hit calls
 //! [`on_hit`](EvictionPolicy::on_hit). Miss ratio = misses / accesses.
 
+mod compression;
 pub mod trace;
 
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::policy::hash::KeyMap;
 use crate::policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 
-pub use trace::{parse_pages, read_pages, TraceError, TraceFormat};
+pub use trace::{parse_pages, read_pages, read_trace, Compression, TraceError, TraceFormat};
 
 /// A cache size: absolute pages or a percentage of the trace's distinct pages.
 #[derive(Clone, Copy, Debug, PartialEq)]

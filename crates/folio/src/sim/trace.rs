@@ -1,6 +1,6 @@
 //! Trace parsing: block traces split into page accesses, object traces one access per record.
 //!
-//! Formats (see `shared/traces/README.md` for the CloudPhysics files):
+//! Formats (see `testdata/traces/README.md` for the traces in the repository):
 //! * [`TraceFormat::Csv`]: text, optional header naming the columns (`version,time,op,size,lbn`);
 //!   `size` in bytes, `lbn` in 512-byte sectors. Without a header the columns are taken in that
 //!   order.
@@ -8,19 +8,35 @@
 //!   `u32 sn, u32 len, u32 nSG, u16 cmd, u16 ver, u64 lbn, u64 ts_us`.
 //! * [`TraceFormat::OracleGeneral`]: libCacheSim's 24-byte little-endian records
 //!   `u32 time, u64 obj_id, u32 size, i64 next_access_vtime`; one access per record, page `obj_id`.
-//! * [`TraceFormat::Lines`]: one decimal page number per line (blank lines and `#` comments
-//!   skipped).
+//! * [`TraceFormat::Lines`]: one decimal page number per line; blank lines, `#` comments and the
+//!   LIRS traces' `*` breakpoint lines are skipped.
+//! * [`TraceFormat::Lis`]: the ARC traces' text lines `start_block n_blocks x request_no`; each
+//!   line is `n_blocks` accesses to blocks `start_block ..= start_block + n_blocks - 1`.
+//! * [`TraceFormat::U32`]: a bare array of little-endian `u32` block numbers (the CloudPhysics
+//!   traces as republished by the LIRS2 authors), one access per element.
 //!
-//! A block request of `size` bytes at sector `lbn` touches bytes
+//! A block request of `size` bytes at sector `lbn` (csv, vscsi) touches bytes
 //! `lbn*512 ..= lbn*512 + max(size, 1) - 1`, hence pages `first_byte / page_size ..=
-//! last_byte / page_size`, reads and writes alike, in trace order.
+//! last_byte / page_size`, reads and writes alike, in trace order. The other formats name their
+//! keys directly: the page size does not apply to them.
+//!
+//! A file whose name ends in `.gz`, `.xz` or `.zst` is decompressed first (pure Rust decoders,
+//! the `compressed-traces` feature, on by default), and its format inferred from the rest of the
+//! name: `.csv`, `.vscsi`, `.oracleGeneral`/`.bin`, `.txt`/`.lines`, `.lis`, `.u32`; a `.trace`
+//! file (both the LIRS text traces and the u32 arrays use that suffix) is text if its first
+//! 4 KiB are digits, whitespace and `*`, else u32.
 //!
 //! Malformed or truncated input gives a [`TraceError`] naming the 1-based record number and the
-//! byte offset of the record; nothing here panics on bad input.
+//! byte offset of the record (in the decompressed stream); nothing here panics on bad input.
+//!
+//! size: six layouts and their error reporting, with a third of the file unit tests over
+//! malformed input.
 
 use std::path::{Path, PathBuf};
 
 use crate::policy::PageKey;
+
+pub use super::compression::Compression;
 
 const SECTOR: u64 = 512;
 
@@ -35,6 +51,10 @@ pub enum TraceFormat {
     OracleGeneral,
     /// One page number per line.
     Lines,
+    /// ARC `.lis` text: `start_block n_blocks x request_no` per line.
+    Lis,
+    /// Bare little-endian `u32` block numbers.
+    U32,
 }
 
 impl TraceFormat {
@@ -44,6 +64,8 @@ impl TraceFormat {
         TraceFormat::Vscsi,
         TraceFormat::OracleGeneral,
         TraceFormat::Lines,
+        TraceFormat::Lis,
+        TraceFormat::U32,
     ];
 
     /// Name accepted by `FromStr`.
@@ -53,13 +75,17 @@ impl TraceFormat {
             TraceFormat::Vscsi => "vscsi",
             TraceFormat::OracleGeneral => "oracle-general",
             TraceFormat::Lines => "lines",
+            TraceFormat::Lis => "lis",
+            TraceFormat::U32 => "u32",
         }
     }
 
-    /// Infers the format from a file name: `.csv`, `.vscsi`, `.oracleGeneral[.bin]` or `.bin`,
-    /// `.txt`/`.lines`.
+    /// Infers the format from a file name (after any compression suffix): `.csv`, `.vscsi`,
+    /// `.oracleGeneral[.bin]` or `.bin`, `.txt`/`.lines`, `.lis`, `.u32`. `None` for anything
+    /// else, including `.trace`, which needs the content ([`TraceFormat::infer`]).
     pub fn from_path(path: &Path) -> Option<TraceFormat> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = Compression::strip(&name).0;
         if name.ends_with(".csv") {
             Some(TraceFormat::Csv)
         } else if name.ends_with(".vscsi") {
@@ -68,9 +94,36 @@ impl TraceFormat {
             Some(TraceFormat::OracleGeneral)
         } else if name.ends_with(".txt") || name.ends_with(".lines") {
             Some(TraceFormat::Lines)
+        } else if name.ends_with(".lis") {
+            Some(TraceFormat::Lis)
+        } else if name.ends_with(".u32") {
+            Some(TraceFormat::U32)
         } else {
             None
         }
+    }
+
+    /// The format of a file named `path` whose (decompressed) content starts with `head`: by
+    /// name as [`from_path`](Self::from_path), else for a `.trace` file by content (text of
+    /// digits, whitespace and `*` lines: [`Lines`](Self::Lines); otherwise [`U32`](Self::U32)).
+    pub fn infer(path: &Path, head: &[u8]) -> Option<TraceFormat> {
+        if let Some(f) = TraceFormat::from_path(path) {
+            return Some(f);
+        }
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        if !Compression::strip(&name).0.ends_with(".trace") {
+            return None;
+        }
+        let head = &head[..head.len().min(4096)];
+        let text = !head.is_empty()
+            && head
+                .iter()
+                .all(|&b| b.is_ascii_digit() || b.is_ascii_whitespace() || b == b'*');
+        Some(if text {
+            TraceFormat::Lines
+        } else {
+            TraceFormat::U32
+        })
     }
 }
 
@@ -109,11 +162,24 @@ pub enum TraceError {
         source: std::io::Error,
     },
     /// A format name that is not one of [`TraceFormat::ALL`].
-    #[error("unknown trace format {0:?}; known: csv, vscsi, oracle-general, lines")]
+    #[error("unknown trace format {0:?}; known: csv, vscsi, oracle-general, lines, lis, u32")]
     UnknownFormat(String),
     /// The format could not be inferred from the file name.
-    #[error("cannot infer the trace format of {0}; pass --format csv|vscsi|oracle-general|lines")]
+    #[error(
+        "cannot infer the trace format of {0}; pass --format csv|vscsi|oracle-general|lines|lis|u32"
+    )]
     UnknownExtension(PathBuf),
+    /// The file could not be decompressed.
+    #[error("cannot decompress trace {path} ({compression:?}): {source}")]
+    Decompress {
+        /// The trace file.
+        path: PathBuf,
+        /// Its compression, from its name.
+        compression: Compression,
+        /// The decoder's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The page size is zero.
     #[error("page size must be positive")]
     ZeroPageSize,
@@ -143,17 +209,46 @@ pub enum TraceError {
     },
 }
 
-/// Reads `path` and returns its page accesses in trace order.
+/// Reads `path` (decompressing it if its name ends in `.gz`, `.xz` or `.zst`) and returns its
+/// page accesses in trace order.
 pub fn read_pages(
     path: &Path,
     format: TraceFormat,
     page_size: u64,
 ) -> Result<Vec<PageKey>, TraceError> {
+    parse_pages(&read_bytes(path)?, format, page_size)
+}
+
+/// As [`read_pages`], with the format inferred ([`TraceFormat::infer`]) unless given; returns
+/// the format used too.
+pub fn read_trace(
+    path: &Path,
+    format: Option<TraceFormat>,
+    page_size: u64,
+) -> Result<(Vec<PageKey>, TraceFormat), TraceError> {
+    let bytes = read_bytes(path)?;
+    let format = match format {
+        Some(f) => f,
+        None => TraceFormat::infer(path, &bytes)
+            .ok_or_else(|| TraceError::UnknownExtension(path.to_path_buf()))?,
+    };
+    Ok((parse_pages(&bytes, format, page_size)?, format))
+}
+
+/// The bytes of `path`, decompressed as its name says.
+fn read_bytes(path: &Path) -> Result<Vec<u8>, TraceError> {
     let bytes = std::fs::read(path).map_err(|source| TraceError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_pages(&bytes, format, page_size)
+    let compression = Compression::from_path(path);
+    compression
+        .decode(bytes)
+        .map_err(|source| TraceError::Decompress {
+            path: path.to_path_buf(),
+            compression,
+            source,
+        })
 }
 
 /// Parses an in-memory trace into page accesses in trace order.
@@ -183,6 +278,14 @@ pub fn parse_pages(
             })?;
         }
         TraceFormat::Lines => parse_lines(bytes, &mut out)?,
+        TraceFormat::Lis => parse_lis(bytes, &mut out)?,
+        TraceFormat::U32 => {
+            out.reserve(bytes.len() / 4);
+            for_records(bytes, 4, |rec, _, _| {
+                out.push(u32::from_le_bytes(rec.try_into().unwrap()) as u64);
+                Ok(())
+            })?;
+        }
     }
     Ok(out)
 }
@@ -314,7 +417,7 @@ fn parse_lines(bytes: &[u8], out: &mut Vec<PageKey>) -> Result<(), TraceError> {
     for (offset, line) in lines(bytes) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
-        if text.is_empty() || text.starts_with('#') {
+        if text.is_empty() || text.starts_with('#') || text.starts_with('*') {
             continue;
         }
         record += 1;
@@ -324,6 +427,42 @@ fn parse_lines(bytes: &[u8], out: &mut Vec<PageKey>) -> Result<(), TraceError> {
             reason: format!("not a page number: {text:?}"),
         })?;
         out.push(page);
+    }
+    Ok(())
+}
+
+/// Longest run one `.lis` line may name: 2^24 blocks (8 GiB of 512-byte blocks), far past any
+/// real request, so that a corrupt line cannot ask for an unbounded allocation.
+const LIS_RUN_MAX: u64 = 1 << 24;
+
+fn parse_lis(bytes: &[u8], out: &mut Vec<PageKey>) -> Result<(), TraceError> {
+    let mut record = 0u64;
+    for (offset, line) in lines(bytes) {
+        let text = String::from_utf8_lossy(line);
+        let mut fields = text.split_ascii_whitespace();
+        let Some(start) = fields.next() else {
+            continue;
+        };
+        record += 1;
+        let malformed = |reason: String| TraceError::Malformed {
+            record,
+            offset,
+            reason,
+        };
+        let start: u64 = start
+            .parse()
+            .map_err(|_| malformed(format!("bad start block {start:?}")))?;
+        let n = fields.next().unwrap_or("");
+        let n: u64 = n
+            .parse()
+            .map_err(|_| malformed(format!("bad block count {n:?}")))?;
+        if n > LIS_RUN_MAX {
+            return Err(malformed(format!("block count {n} over {LIS_RUN_MAX}")));
+        }
+        let end = start
+            .checked_add(n)
+            .ok_or_else(|| malformed(format!("blocks {start} + {n} overflow 64 bits")))?;
+        out.extend(start..end);
     }
     Ok(())
 }
@@ -413,5 +552,78 @@ mod tests {
             "oracle-general".parse::<TraceFormat>().unwrap(),
             TraceFormat::OracleGeneral
         );
+    }
+
+    #[test]
+    fn lis_u32_and_lirs_text() {
+        let lis = b"110765 3 0 0\n7 1 0 1\n\n9 0 0 2\n";
+        assert_eq!(
+            parse_pages(lis, TraceFormat::Lis, 4096).unwrap(),
+            vec![110765, 110766, 110767, 7]
+        );
+        for (bad, record) in [
+            (&b"1 1 0 0\n2 x 0 1\n"[..], 2),
+            (b"18446744073709551615 2\n", 1),
+        ] {
+            assert!(matches!(
+                parse_pages(bad, TraceFormat::Lis, 1),
+                Err(TraceError::Malformed { record: r, .. }) if r == record
+            ));
+        }
+        assert!(parse_pages(b"0 99999999999 0 0\n", TraceFormat::Lis, 1).is_err());
+        let mut u = Vec::new();
+        for k in [192513u32, 0, u32::MAX] {
+            u.extend_from_slice(&k.to_le_bytes());
+        }
+        assert_eq!(
+            parse_pages(&u, TraceFormat::U32, 4096).unwrap(),
+            vec![192513, 0, u32::MAX as u64]
+        );
+        assert!(matches!(
+            parse_pages(&u[..11], TraceFormat::U32, 1),
+            Err(TraceError::Truncated {
+                record: 3,
+                offset: 8,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_pages(b"0\n1\n*\n2\n", TraceFormat::Lines, 1).unwrap(),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn inference_by_name_and_content() {
+        let f = |p: &str, head: &[u8]| TraceFormat::infer(Path::new(p), head);
+        assert_eq!(f("OLTP.lis.zst", b""), Some(TraceFormat::Lis));
+        assert_eq!(f("x.u32.gz", b""), Some(TraceFormat::U32));
+        assert_eq!(f("multi3.trace.gz", b"0\n1\n*\n"), Some(TraceFormat::Lines));
+        assert_eq!(f("w106.trace.xz", &[1, 0xf0, 2, 0]), Some(TraceFormat::U32));
+        assert_eq!(f("a.csv.xz", b""), Some(TraceFormat::Csv));
+        assert_eq!(f("a.zst", b"1\n"), None);
+        assert_eq!(
+            Compression::from_path(Path::new("a.b.ZST")),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::from_path(Path::new("a.gz")), Compression::Gzip);
+        assert_eq!(Compression::from_path(Path::new("a.xz")), Compression::Xz);
+        assert_eq!(
+            Compression::from_path(Path::new("a.lis")),
+            Compression::None
+        );
+        assert_eq!("lis".parse::<TraceFormat>().unwrap(), TraceFormat::Lis);
+        assert_eq!("u32".parse::<TraceFormat>().unwrap(), TraceFormat::U32);
+    }
+
+    #[cfg(feature = "compressed-traces")]
+    #[test]
+    fn corrupt_compressed_input_is_an_error() {
+        for c in [Compression::Gzip, Compression::Xz, Compression::Zstd] {
+            assert!(
+                c.decode(b"not compressed at all".to_vec()).is_err(),
+                "{c:?}"
+            );
+        }
     }
 }
