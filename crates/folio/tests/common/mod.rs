@@ -1,4 +1,6 @@
-//! Test backends: a wrapper over `MemoryBackend` that can slow down, count, block and fail I/O.
+//! Test backends: a wrapper over `MemoryBackend` that can slow down, count, block and fail I/O;
+//! where the optional dependencies (io_uring, O_DIRECT) are checked (visibly, see
+//! `folio-testkit`); and waits on events instead of sleeps.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +27,12 @@ pub struct TestBackend {
     gate_cv: Condvar,
     /// Number of writes currently blocked at the gate.
     pub waiting_at_gate: AtomicU64,
+    /// While true, reads block until `open_read_gate` is called.
+    pub read_gate_closed: AtomicBool,
+    read_gate: Mutex<bool>,
+    read_gate_cv: Condvar,
+    /// Number of reads currently blocked at the read gate.
+    pub waiting_at_read_gate: AtomicU64,
 }
 
 impl TestBackend {
@@ -46,6 +54,17 @@ impl TestBackend {
         self.gate_cv.notify_all();
     }
 
+    pub fn close_read_gate(&self) {
+        *self.read_gate.lock() = false;
+        self.read_gate_closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open_read_gate(&self) {
+        self.read_gate_closed.store(false, Ordering::SeqCst);
+        *self.read_gate.lock() = true;
+        self.read_gate_cv.notify_all();
+    }
+
     fn injected(op: IoOp) -> Error {
         Error::io(op, 0, std::io::Error::other("injected failure"))
     }
@@ -59,6 +78,14 @@ impl PageCacheBackend for TestBackend {
         let d = self.read_delay_ms.load(Ordering::SeqCst);
         if d > 0 {
             std::thread::sleep(Duration::from_millis(d));
+        }
+        if self.read_gate_closed.load(Ordering::SeqCst) {
+            self.waiting_at_read_gate.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.read_gate.lock();
+            while !*open {
+                self.read_gate_cv.wait(&mut open);
+            }
+            self.waiting_at_read_gate.fetch_sub(1, Ordering::SeqCst);
         }
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(Self::injected(IoOp::Read));
@@ -115,3 +142,92 @@ pub fn pattern(p: u64, v: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 pub mod device;
+
+/// Whether this process can use io_uring. If not, the calling test's io_uring part is skipped
+/// visibly (and fails under `FOLIO_REQUIRE_ALL=1`; a stray `FOLIO_DISABLE_URING` is reported the
+/// same way, never silently obeyed).
+pub fn uring_available() -> bool {
+    folio_testkit::require("io_uring", folio::backend::uring_support())
+}
+
+/// A temporary directory on a filesystem that accepts `O_DIRECT` (the system's temporary
+/// directory, or the build's own when that is tmpfs). Where none does, the O_DIRECT part is
+/// skipped visibly (failing under `FOLIO_REQUIRE_ALL=1`) and `None` is returned.
+pub fn direct_io_dir() -> Option<tempfile::TempDir> {
+    match folio_testkit::direct_io_tempdir(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))) {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            folio_testkit::require("O_DIRECT", Err(why));
+            None
+        }
+    }
+}
+
+/// Polls `cond` every 2 ms until it holds, for up to `max` (a bound against hangs, not a
+/// timing assumption: callers wait for an event, and `max` is minutes-long in spirit).
+pub fn wait_for(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= max {
+            return cond();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The kernel's id of the calling thread.
+pub fn thread_id() -> i32 {
+    // SAFETY: `gettid` has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Waits (up to 60 s) until thread `tid` of this process is asleep in the kernel (state `S` or
+/// `D` in `/proc/self/task/<tid>/stat`): a thread that can only sleep by waiting for what the
+/// test holds back (a page under write-back, a read at a closed gate) is then waiting for it.
+pub fn wait_until_asleep(tid: i32) {
+    assert!(
+        std::path::Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "thread {tid} has exited"
+    );
+    wait_until_asleep_or_gone(tid);
+}
+
+/// Waits (up to 60 s) until every thread of this process named `name` (e.g. the cache's
+/// `folio-readahead` workers) has been seen asleep at least once from now on: work they had
+/// been handed before the call has then been taken off their queue and finished (a worker
+/// sleeps only on an empty queue or waiting for a page, which nothing holds in the callers).
+pub fn wait_until_named_threads_asleep(name: &str) {
+    let tasks: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|tid: &i32| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect();
+    for tid in tasks {
+        // A thread that has exited meanwhile reads as asleep (its stat is gone).
+        if std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            wait_until_asleep_or_gone(tid);
+        }
+    }
+}
+
+fn wait_until_asleep_or_gone(tid: i32) {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let asleep = wait_for(Duration::from_secs(60), || {
+        match std::fs::read_to_string(&path) {
+            Err(_) => true,
+            Ok(stat) => {
+                // The state follows the command name, which is in parentheses and may contain
+                // spaces.
+                let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                matches!(state.and_then(|s| s.chars().next()), Some('S' | 'D'))
+            }
+        }
+    });
+    assert!(asleep, "thread {tid} never went to sleep");
+}
