@@ -1,8 +1,9 @@
 //! `folio serve` driven by real NBD clients: qemu-io, qemu-img, nbdinfo, nbdcopy.
 //!
 //! Each test spawns the real `folio` binary on a free loopback port or a Unix socket in a
-//! temporary directory; a guard kills it on drop. A test whose client binary is missing prints
-//! why and returns (CI installs qemu-utils, libnbd-bin and fio, so there they all run).
+//! temporary directory; a guard kills it on drop. A test whose client binary is missing skips
+//! visibly, and fails under `FOLIO_REQUIRE_ALL=1` (CI installs qemu-utils, libnbd-bin and fio
+//! and sets it; see `folio-testkit`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,18 +13,9 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
+/// Whether `bin` is installed: a visible skip if not, a failure under `FOLIO_REQUIRE_ALL=1`.
 fn have(bin: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        println!("SKIPPED: `{bin}` is not installed");
-    }
-    found
+    folio_testkit::require_bin(bin)
 }
 
 fn free_port() -> u16 {
