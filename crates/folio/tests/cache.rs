@@ -58,7 +58,7 @@ fn read_write_round_trip_across_pages() {
 fn concurrent_misses_on_one_page_read_the_backend_once() {
     let backend = TestBackend::new(pattern(0, 0, 8 * PS));
     // The first miss's read is held at the gate until the seven others wait for the page.
-    backend.close_read_gate();
+    backend.read_gate.close();
     let cache = Arc::new(cache_over(backend.clone(), 4));
     let (tids_tx, tids_rx) = std::sync::mpsc::channel();
     let handles: Vec<_> = (0..8)
@@ -74,7 +74,8 @@ fn concurrent_misses_on_one_page_read_the_backend_once() {
         .collect();
     let tids: Vec<i32> = tids_rx.iter().take(8).collect();
     assert!(wait_for(Duration::from_secs(60), || backend
-        .waiting_at_read_gate
+        .read_gate
+        .waiting
         .load(Ordering::SeqCst)
         == 1));
     // Every reader is asleep: one at the gate, seven parked on the loading page (none of them
@@ -82,7 +83,7 @@ fn concurrent_misses_on_one_page_read_the_backend_once() {
     for &tid in &tids {
         wait_until_asleep(tid);
     }
-    backend.open_read_gate();
+    backend.read_gate.open();
     let expect = pattern(0, 0, 8 * PS)[3 * PS..4 * PS].to_vec();
     for h in handles {
         assert_eq!(h.join().unwrap(), expect);
@@ -104,7 +105,7 @@ fn write_during_writeback_is_not_lost() {
         let cache = cache.clone();
         thread::spawn(move || cache.flush_range(0..PS as u64))
     };
-    while backend.waiting_at_gate.load(Ordering::SeqCst) == 0 {
+    while backend.waiting_at_gate() == 0 {
         thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(cache.page_state(0), Some(PageState::Writeback));

@@ -456,7 +456,7 @@ fn parallel_flush_through_uring_writes_every_run() {
 #[test]
 fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     let backend = TestBackend::new(vec![1u8; 32 * PS]);
-    backend.close_read_gate();
+    backend.read_gate.close();
     let cache = Arc::new(
         PageCache::new(
             backend.clone(),
@@ -470,13 +470,14 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     let reader = thread::spawn(move || c.read_exact_at(&mut vec![0u8; 16 * PS], 0).unwrap());
     // The run's one read is held at the gate: every page of it is loading until it opens.
     assert!(wait_for(Duration::from_secs(60), || backend
-        .waiting_at_read_gate
+        .read_gate
+        .waiting
         .load(Ordering::SeqCst)
         == 1));
     for p in 0..16 {
         assert_eq!(cache.page_state(p), Some(PageState::Uninit), "page {p}");
     }
-    backend.open_read_gate();
+    backend.read_gate.open();
     reader.join().unwrap();
     assert_eq!(
         backend.reads.load(Ordering::SeqCst),
@@ -491,7 +492,7 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     backend.close_gate();
     let c = cache.clone();
     let flusher = thread::spawn(move || c.sync().unwrap());
-    while backend.waiting_at_gate.load(Ordering::SeqCst) == 0 {
+    while backend.waiting_at_gate() == 0 {
         thread::sleep(Duration::from_millis(1));
     }
     for p in 0..16 {

@@ -402,6 +402,14 @@ fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<
     Ok(())
 }
 
+/// One case of the 1-to-8-page proptests over `kind`: 512- or 4096-byte pages.
+fn small(kind: Kind, budget: usize, small_pages: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+    if !kind.available() {
+        return Ok(());
+    }
+    run(kind, budget, if small_pages { 512 } else { 4096 }, ops)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
 
@@ -411,8 +419,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::Memory, budget, ps, &ops)?;
+        small(Kind::Memory, budget, small_pages, &ops)?;
     }
 
     #[test]
@@ -421,8 +428,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::File, budget, ps, &ops)?;
+        small(Kind::File, budget, small_pages, &ops)?;
     }
 
     #[test]
@@ -431,11 +437,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        if !Kind::Uring.available() {
-            return Ok(());
-        }
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::Uring, budget, ps, &ops)?;
+        small(Kind::Uring, budget, small_pages, &ops)?;
     }
 
     /// The recommended configuration: io_uring over an O_DIRECT file (page sizes are multiples
@@ -446,11 +448,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        if !Kind::UringDirect.available() {
-            return Ok(());
-        }
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::UringDirect, budget, ps, &ops)?;
+        small(Kind::UringDirect, budget, small_pages, &ops)?;
     }
 
     /// Positional I/O over an O_DIRECT file (the fallback of `open_best` without io_uring).
@@ -460,11 +458,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        if !Kind::FileDirect.available() {
-            return Ok(());
-        }
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::FileDirect, budget, ps, &ops)?;
+        small(Kind::FileDirect, budget, small_pages, &ops)?;
     }
 
     /// 32 to 64 pages of 512 bytes: the budget holds the whole file and readahead is on (its

@@ -250,10 +250,7 @@ fn throttling_is_bounded_when_the_flusher_cannot_progress() {
     backend.close_gate();
     // 3 > 2: the flusher takes the two oldest (down to half the threshold, 1) and blocks.
     cache.write_all_at(&[1u8; 3 * PS], 0).unwrap();
-    assert!(eventually(HANG, || backend
-        .waiting_at_gate
-        .load(Ordering::SeqCst)
-        == 1));
+    assert!(eventually(HANG, || backend.waiting_at_gate() == 1));
     assert_eq!(cache.stats().writeback_pages_in_flight, 2);
     assert_eq!(cache.stats().dirty_pages, 1);
     cache.write_all_at(&[2u8; 8], 10 * PS as u64).unwrap(); // 1 dirty + 2 in flight < 4

@@ -10,6 +10,41 @@ use std::time::Duration;
 use folio::{Error, Frame, FrameMut, IoOp, IoWaiter, MemoryBackend, PageCacheBackend, Result};
 use parking_lot::{Condvar, Mutex};
 
+/// Where calls of one kind can be held: while closed, a call waits at it until it opens.
+#[derive(Default)]
+pub struct Gate {
+    closed: AtomicBool,
+    open: Mutex<bool>,
+    opened: Condvar,
+    /// Calls waiting at the gate now.
+    pub waiting: AtomicU64,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        *self.open.lock() = false;
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        *self.open.lock() = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits here while the gate is closed.
+    fn pass(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let mut open = self.open.lock();
+            while !*open {
+                self.opened.wait(&mut open);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// A scriptable backend for tests.
 #[derive(Default)]
 pub struct TestBackend {
@@ -21,18 +56,10 @@ pub struct TestBackend {
     pub fail_writes: AtomicBool,
     pub fail_reads: AtomicBool,
     pub fail_syncs: AtomicBool,
-    /// While true, writes block until `open_gate` is called.
-    pub gate_closed: AtomicBool,
-    gate: Mutex<bool>,
-    gate_cv: Condvar,
-    /// Number of writes currently blocked at the gate.
-    pub waiting_at_gate: AtomicU64,
-    /// While true, reads block until `open_read_gate` is called.
-    pub read_gate_closed: AtomicBool,
-    read_gate: Mutex<bool>,
-    read_gate_cv: Condvar,
-    /// Number of reads currently blocked at the read gate.
-    pub waiting_at_read_gate: AtomicU64,
+    /// Holds writes while closed (`close_gate`, `open_gate`).
+    pub write_gate: Gate,
+    /// Holds reads while closed.
+    pub read_gate: Gate,
 }
 
 impl TestBackend {
@@ -44,25 +71,16 @@ impl TestBackend {
     }
 
     pub fn close_gate(&self) {
-        *self.gate.lock() = false;
-        self.gate_closed.store(true, Ordering::SeqCst);
+        self.write_gate.close();
     }
 
     pub fn open_gate(&self) {
-        self.gate_closed.store(false, Ordering::SeqCst);
-        *self.gate.lock() = true;
-        self.gate_cv.notify_all();
+        self.write_gate.open();
     }
 
-    pub fn close_read_gate(&self) {
-        *self.read_gate.lock() = false;
-        self.read_gate_closed.store(true, Ordering::SeqCst);
-    }
-
-    pub fn open_read_gate(&self) {
-        self.read_gate_closed.store(false, Ordering::SeqCst);
-        *self.read_gate.lock() = true;
-        self.read_gate_cv.notify_all();
+    /// Writes waiting at the write gate now.
+    pub fn waiting_at_gate(&self) -> u64 {
+        self.write_gate.waiting.load(Ordering::SeqCst)
     }
 
     fn injected(op: IoOp) -> Error {
@@ -79,14 +97,7 @@ impl PageCacheBackend for TestBackend {
         if d > 0 {
             std::thread::sleep(Duration::from_millis(d));
         }
-        if self.read_gate_closed.load(Ordering::SeqCst) {
-            self.waiting_at_read_gate.fetch_add(1, Ordering::SeqCst);
-            let mut open = self.read_gate.lock();
-            while !*open {
-                self.read_gate_cv.wait(&mut open);
-            }
-            self.waiting_at_read_gate.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.read_gate.pass();
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(Self::injected(IoOp::Read));
         }
@@ -95,14 +106,7 @@ impl PageCacheBackend for TestBackend {
 
     fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        if self.gate_closed.load(Ordering::SeqCst) {
-            self.waiting_at_gate.fetch_add(1, Ordering::SeqCst);
-            let mut open = self.gate.lock();
-            while !*open {
-                self.gate_cv.wait(&mut open);
-            }
-            self.waiting_at_gate.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.write_gate.pass();
         if self.fail_writes.load(Ordering::SeqCst) {
             return Ok(IoWaiter::ready(Err(Self::injected(IoOp::Write))));
         }
