@@ -2,9 +2,11 @@
 # Write-back benchmark: folio against fio on the same file, in the same invocation, at equal
 # depths (writes in flight on each side).
 #
-#   1. random 4 KiB writes over a 1 GiB file, a sync every 1,000 writes
+#   1. RAND_OPS (default 65,536: 256 MiB) random 4 KiB writes over a 1 GiB file, a sync every
+#      1,000 writes
 #        folio bench --workload uniform --read-ratio 0 --sync-every 1000 --direct --queue-depth D
 #        fio --rw=randwrite --bs=4k --direct=1 --iodepth=D --ioengine=io_uring --fsync=1000
+#            --number_ios=RAND_OPS
 #      (and, for context, the same fio job without fsync)
 #   2. sequential 4 KiB writes of 1 GiB, then one sync
 #        folio bench --workload seq --read-ratio 0 --final-sync --direct --queue-depth D
@@ -18,8 +20,9 @@
 # left out of the verdicts).
 #
 # Usage: scripts/bench-writeback.sh [DIR] (default: a temp dir under /var/tmp).
-# Env: RUNS, DEPTHS, SIZE (default 1GiB), BUDGET (folio cache budget, default 25%), THREADS (1),
-# FOLIO (path of the folio binary; default: build it with --release), RESULTS, SMOKE.
+# Env: RUNS, DEPTHS, SIZE (default 1GiB), RAND_OPS, BUDGET (folio cache budget, default 25%),
+# THREADS (1), FOLIO (path of the folio binary; default: build it with --release), RESULTS, SMOKE.
+# About 2-3 minutes per run of all four depths on the development VM.
 set -euo pipefail
 
 RUNS=${RUNS:-5}
@@ -49,6 +52,7 @@ trap cleanup EXIT
 bytes() { numfmt --from=iec-i "${1%B}" 2>/dev/null || numfmt --from=iec "${1%B}"; }
 SIZE_B=$(bytes "$SIZE")
 PAGES=$((SIZE_B / 4096))
+RAND_OPS=${RAND_OPS:-$((PAGES < 65536 ? PAGES : 65536))}
 
 # A fully written image, so neither tool measures allocation of holes.
 if [[ ! -f $IMG ]] || [[ $(stat -c %s "$IMG") -ne $SIZE_B ]]; then
@@ -79,13 +83,14 @@ for ((r = 1; r <= RUNS; r++)); do
     for d in $DEPTHS; do
         echo "run $r/$RUNS, depth $d" >&2
         rw="randwrite 4KiB, sync every 1000, $d in flight"
-        note "$rw" folio IOPS "$(folio_run "$d" --workload uniform --ops "$PAGES" --sync-every 1000)"
-        note "$rw" "fio randwrite fsync=1000" IOPS \
-            "$(fio_run --rw=randwrite --bs=4k --iodepth="$d" --fsync=1000 --randrepeat=0)"
+        note "$rw" folio IOPS \
+            "$(folio_run "$d" --workload uniform --ops "$RAND_OPS" --sync-every 1000)"
+        note "$rw" "fio randwrite fsync=1000" IOPS "$(fio_run --rw=randwrite --bs=4k \
+            --iodepth="$d" --fsync=1000 --randrepeat=0 --number_ios="$RAND_OPS")"
         # Context: fio queues its fsync beside the writes in flight instead of draining them
         # first; sync() must wait for every earlier write.
-        note "$rw" "fio randwrite, no fsync (context)" IOPS \
-            "$(fio_run --rw=randwrite --bs=4k --iodepth="$d" --randrepeat=0)"
+        note "$rw" "fio randwrite, no fsync (context)" IOPS "$(fio_run --rw=randwrite --bs=4k \
+            --iodepth="$d" --randrepeat=0 --number_ios="$RAND_OPS")"
         sw="seqwrite $SIZE then sync, $d in flight"
         ops=$(folio_run "$d" --workload seq --ops "$PAGES" --final-sync)
         note "$sw" folio MiB/s "$(awk -v x="$ops" 'BEGIN {print x * 4096 / 1048576}')"
@@ -96,14 +101,16 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # Medians and ratios, then one results line for the whole invocation.
-python3 - "$RUNS_TSV" "$SIZE" "$BUDGET" "$THREADS" "$RUNS" "$DEPTHS" "$SMOKE" > "$DIR/wb.json" <<'EOF'
+python3 - "$RUNS_TSV" "$SIZE" "$BUDGET" "$THREADS" "$RUNS" "$DEPTHS" "$SMOKE" "$RAND_OPS" \
+    > "$DIR/wb.json" <<'EOF'
 import json, statistics, sys
-tsv, size, budget, threads, runs, depths, smoke = sys.argv[1:]
+tsv, size, budget, threads, runs, depths, smoke, rand_ops = sys.argv[1:]
 rows = {}
 for line in open(tsv):
     w, c, unit, v = line.rstrip("\n").split("\t")
     rows.setdefault((w, c, unit), []).append(float(v))
 out = {"params": {"size": size, "budget": budget, "threads": int(threads), "runs": int(runs),
+                  "rand_ops": int(rand_ops),
                   "depths": [int(d) for d in depths.split()], "direct": True,
                   "backend": "io_uring", "folio_page_contents": "random", "smoke": smoke == "1"},
        "rows": [{"workload": w, "contender": c, "unit": u, "higher_is_better": True, "runs": v}

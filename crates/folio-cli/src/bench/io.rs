@@ -678,12 +678,15 @@ fn flush(
                 fio_bw.push(bw / 1048576.0);
             }
             drop_os_cache(path)?;
-            // Room for every dirty page, plus slack; writes of at most 1 MiB, as fio's.
+            // Room for every dirty page, plus slack; writes of at most 1 MiB, as fio's; one
+            // flushing thread, so at most `depth` writes are in flight (with a queue depth of
+            // 1 the cache would otherwise split a flush over `writeback_threads` threads).
             let opened = open_backend(path, &depth_args)?;
             backend_name = opened.name;
             let config = CacheConfig::new(size + (16 << 20))
                 .readahead_max_bytes(args.readahead_max as usize)
                 .max_io_bytes(1 << 20)
+                .writeback_threads(1)
                 .background_writeback(false);
             let cache = PageCache::new(opened.backend, config)?;
             // Random page contents, as fio's buffers (untimed).
@@ -694,9 +697,24 @@ fn flush(
                 cache.write_all_at(&page, pos)?;
                 pos += PS as u64;
             }
+            // The timed sync must write every page: none may have been written back before.
+            let before = cache.stats();
+            if before.dirty_pages != size / PS as u64 || before.writeback_pages != 0 {
+                return Err(format!(
+                    "flush: {} of {} pages dirty before the timed sync ({} written back early)",
+                    before.dirty_pages,
+                    size / PS as u64,
+                    before.writeback_pages
+                )
+                .into());
+            }
             let started = Instant::now();
             cache.sync()?;
             let secs = started.elapsed().as_secs_f64();
+            let after = cache.stats();
+            if after.writeback_pages - before.writeback_pages != size / PS as u64 {
+                return Err("flush: the sync did not write every page once".into());
+            }
             folio_bw.push(size as f64 / secs / 1048576.0);
         }
         let workload = format!("flush {}MiB, {depth} in flight", size >> 20);

@@ -124,8 +124,8 @@ pub struct BenchArgs {
     /// thresholds and throttles writers; `off` leaves write-back to eviction and syncs.
     #[arg(long, value_enum, default_value_t = Flusher::On)]
     pub flusher: Flusher,
-    /// With `--direct`: io_uring queue depth, the most write-back (and read) I/Os in flight
-    /// (default: the backend's own).
+    /// With `--direct`: io_uring queue depth, the most write-back (and read) I/Os in flight,
+    /// with one flushing thread (default: the backend's own depth and the cache's threads).
     #[arg(long)]
     pub queue_depth: Option<usize>,
     /// Where the invocation's results line goes: a directory (`<dir>/<bench>.jsonl`, bench
@@ -307,10 +307,15 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
         return Err(format!("the image ({len} bytes) is smaller than one I/O").into());
     }
     let budget = args.budget.resolve(len).max(args.page_size as u64);
-    let config = CacheConfig::new(budget)
+    let mut config = CacheConfig::new(budget)
         .page_size(args.page_size)
         .policy(policy)
         .background_writeback(args.flusher == Flusher::On);
+    if args.queue_depth.is_some() {
+        // At most `--queue-depth` write-backs in flight: one flushing thread (at depth 1 the
+        // cache would otherwise split a flush over its write-back threads).
+        config = config.writeback_threads(1);
+    }
     let cache = open_cache(&image, config, args.direct, args.queue_depth)?;
     let report = mixed::run(&cache, args, len)?;
     let stats = cache.stats();
