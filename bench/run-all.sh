@@ -5,8 +5,9 @@
 # bench/results/<bench>.jsonl, then regenerates the README's table and docs/benchmarks.md.
 #
 #   bench/run-all.sh              # the real thing: run it on a quiet machine (about 45 min)
-#   SMOKE=1 bench/run-all.sh      # tiny sizes, one run each: checks the machinery (about 3 min);
-#                                 # results go to a temporary directory, never to bench/results
+#   SMOKE=1 bench/run-all.sh      # tiny sizes, one run each: checks the machinery (under a
+#                                 # minute after the build); results go to a temporary
+#                                 # directory, never to bench/results
 #
 # Env: INVOCATIONS (5), BENCHES ("io hot writeback"), WORK (scratch directory on a disk that
 # accepts O_DIRECT; default a new one under /var/tmp), RESULTS (default bench/results; another
@@ -22,9 +23,14 @@ for bin in fio python3; do
     command -v "$bin" >/dev/null || { echo "missing $bin" >&2; exit 1; }
 done
 
-WORK=${WORK:-$(mktemp -d /var/tmp/folio-bench.XXXXXX)}
-mkdir -p "$WORK"
-cleanup() { rm -rf "$WORK"; }
+if [[ -z ${WORK:-} ]]; then
+    WORK=$(mktemp -d /var/tmp/folio-bench.XXXXXX)
+    cleanup() { rm -rf "$WORK"; }
+else
+    # A directory given by the caller: only what this script puts there is removed.
+    mkdir -p "$WORK"
+    cleanup() { rm -rf "$WORK/io.img" "$WORK/hot.img" "$WORK/results" "$WORK/root"; }
+fi
 trap cleanup EXIT
 
 if [[ $SMOKE == 1 ]]; then
