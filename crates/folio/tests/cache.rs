@@ -3,11 +3,13 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{pattern, TestBackend};
+use common::{
+    direct_io_dir, pattern, thread_id, uring_available, wait_for, wait_until_asleep, TestBackend,
+};
 use folio::{
     CacheConfig, Error, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend, PageState,
     Pager, PolicyKind,
@@ -55,20 +57,33 @@ fn read_write_round_trip_across_pages() {
 #[test]
 fn concurrent_misses_on_one_page_read_the_backend_once() {
     let backend = TestBackend::new(pattern(0, 0, 8 * PS));
-    backend.read_delay_ms.store(50, Ordering::SeqCst);
+    // The first miss's read is held at the gate until the seven others wait for the page.
+    backend.read_gate.close();
     let cache = Arc::new(cache_over(backend.clone(), 4));
-    let barrier = Arc::new(Barrier::new(8));
+    let (tids_tx, tids_rx) = std::sync::mpsc::channel();
     let handles: Vec<_> = (0..8)
         .map(|_| {
-            let (cache, barrier) = (cache.clone(), barrier.clone());
+            let (cache, tids_tx) = (cache.clone(), tids_tx.clone());
             thread::spawn(move || {
-                barrier.wait();
+                tids_tx.send(thread_id()).unwrap();
                 let mut buf = vec![0u8; PS];
                 cache.read_exact_at(&mut buf, 3 * PS as u64).unwrap();
                 buf
             })
         })
         .collect();
+    let tids: Vec<i32> = tids_rx.iter().take(8).collect();
+    assert!(wait_for(Duration::from_secs(60), || backend
+        .read_gate
+        .waiting
+        .load(Ordering::SeqCst)
+        == 1));
+    // Every reader is asleep: one at the gate, seven parked on the loading page (none of them
+    // could sleep for anything else).
+    for &tid in &tids {
+        wait_until_asleep(tid);
+    }
+    backend.read_gate.open();
     let expect = pattern(0, 0, 8 * PS)[3 * PS..4 * PS].to_vec();
     for h in handles {
         assert_eq!(h.join().unwrap(), expect);
@@ -90,16 +105,22 @@ fn write_during_writeback_is_not_lost() {
         let cache = cache.clone();
         thread::spawn(move || cache.flush_range(0..PS as u64))
     };
-    while backend.waiting_at_gate.load(Ordering::SeqCst) == 0 {
+    while backend.waiting_at_gate() == 0 {
         thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(cache.page_state(0), Some(PageState::Writeback));
     // A write to the page under write-back: it waits for the I/O, then re-dirties the page.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let writer = {
         let cache = cache.clone();
-        thread::spawn(move || cache.write_all_at(&[2u8; 10], 0))
+        thread::spawn(move || {
+            tid_tx.send(thread_id()).unwrap();
+            cache.write_all_at(&[2u8; 10], 0)
+        })
     };
-    thread::sleep(Duration::from_millis(20));
+    // The writer can only sleep waiting for the write-back held at the gate: it is waiting.
+    wait_until_asleep(tid_rx.recv().unwrap());
+    assert!(!writer.is_finished(), "the write waits for the write-back");
     backend.open_gate();
     flusher.join().unwrap().unwrap();
     writer.join().unwrap().unwrap();
@@ -323,16 +344,15 @@ fn flush_merges_contiguous_dirty_pages_into_one_write() {
 #[test]
 fn file_backend_with_partial_last_page_and_direct_io() {
     // With both file backends: positional I/O, and io_uring where the kernel has it.
-    let dir = tempfile::tempdir().unwrap();
-    let uring = match folio::backend::uring_support() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping the io_uring backend: {why}");
-            false
-        }
-    };
+    let dir = direct_io_dir();
+    let direct = dir.is_some();
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let uring = uring_available();
     let kinds = [false, true].into_iter().filter(|&u| !u || uring);
-    for (use_uring, mode) in kinds.flat_map(|u| [(u, IoMode::Buffered), (u, IoMode::Direct)]) {
+    let modes = [IoMode::Buffered, IoMode::Direct]
+        .into_iter()
+        .filter(|&m| m == IoMode::Buffered || direct);
+    for (use_uring, mode) in kinds.flat_map(|u| modes.clone().map(move |m| (u, m))) {
         let path = dir.path().join(format!("{mode:?}-{use_uring}.img"));
         std::fs::write(&path, pattern(9, 9, 3 * PS + 1000)).unwrap();
         let opened: folio::Result<Arc<dyn PageCacheBackend>> = if use_uring {
@@ -340,15 +360,7 @@ fn file_backend_with_partial_last_page_and_direct_io() {
         } else {
             FileBackend::open(&path, mode).map(|b| Arc::new(b) as _)
         };
-        let backend = match opened {
-            Ok(b) => b,
-            // tmpfs has no O_DIRECT.
-            Err(e) if mode == IoMode::Direct => {
-                eprintln!("skipping O_DIRECT on this filesystem: {e}");
-                continue;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        let backend = opened.unwrap_or_else(|e| panic!("{mode:?}, io_uring {use_uring}: {e}"));
         let cache = PageCache::new(backend, CacheConfig::with_budget_pages(2)).unwrap();
         assert_eq!(cache.len(), 3 * PS as u64 + 1000);
         let mut buf = vec![0u8; 3 * PS + 1000];

@@ -1,5 +1,7 @@
 //! The fast I/O path: the io_uring backend, multi-page I/O states, parallel flush, readahead and
-//! access hints. Tests that need io_uring print a message and return where the kernel lacks it.
+//! access hints. Tests that need io_uring (and O_DIRECT, the recommended configuration) skip
+//! visibly where the machine lacks it, and fail under `FOLIO_REQUIRE_ALL=1` (see
+//! `folio-testkit`).
 //!
 //! The background flusher is off in these tests: they check the shape of the I/O (runs, page
 //! states under write-back, bytes read), and the flusher would add writes of its own
@@ -12,8 +14,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, TestBackend};
-use folio::backend::uring_support;
+use common::{
+    direct_io_dir, pattern, uring_available, wait_for, wait_until_named_threads_asleep, TestBackend,
+};
 use folio::{
     Advice, CacheConfig, Error, Frame, FrameMut, IoMode, IoOp, IoWaiter, MemoryBackend, PageCache,
     PageCacheBackend, PageState, Result, UringBackend,
@@ -21,14 +24,9 @@ use folio::{
 
 const PS: usize = 4096;
 
-fn uring_or_skip(what: &str) -> bool {
-    match uring_support() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping {what}: io_uring unavailable ({why})");
-            false
-        }
-    }
+/// A temporary directory for the io_uring files: one that accepts O_DIRECT where there is one.
+fn uring_dir() -> tempfile::TempDir {
+    direct_io_dir().unwrap_or_else(|| tempfile::tempdir().unwrap())
 }
 
 /// Drops `backend`, which must drain what it has in flight and join its threads in bounded
@@ -39,14 +37,15 @@ fn drops_within_bounds(backend: UringBackend) {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A uring backend over a temp file holding `bytes`, direct if the filesystem allows it.
+/// A uring backend over a temp file holding `bytes`, with O_DIRECT (falling back to buffered
+/// I/O with a visible skip, or failing under `FOLIO_REQUIRE_ALL=1`).
 fn uring_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (UringBackend, IoMode) {
     let path = dir.path().join(name);
     std::fs::write(&path, bytes).unwrap();
     match UringBackend::open_with_depth(&path, IoMode::Direct, 8) {
         Ok(b) => (b, IoMode::Direct),
         Err(e) => {
-            eprintln!("O_DIRECT unavailable here ({e}); buffered io_uring");
+            folio_testkit::require("O_DIRECT", Err(e.to_string()));
             (
                 UringBackend::open_with_depth(&path, IoMode::Buffered, 8).unwrap(),
                 IoMode::Buffered,
@@ -57,10 +56,10 @@ fn uring_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (UringBacken
 
 #[test]
 fn uring_reads_and_writes_runs_and_zero_fills_past_the_end() {
-    if !uring_or_skip("uring test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let len = 5 * PS + 300;
     let data = pattern(1, 1, len);
     let (b, _) = uring_file(&dir, "a.img", &data);
@@ -89,10 +88,10 @@ fn uring_reads_and_writes_runs_and_zero_fills_past_the_end() {
 
 #[test]
 fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
-    if !uring_or_skip("uring drop test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let (b, _) = uring_file(&dir, "d.img", &pattern(2, 2, 64 * PS));
     // Many reads whose waiters are dropped at once: the frames stay with the in-flight ops.
     for i in 0..200u64 {
@@ -127,10 +126,10 @@ fn uring_dropped_waiters_keep_buffers_and_drop_joins_cleanly() {
 
 #[test]
 fn uring_local_waiters_read_right_and_a_ring_dropped_off_its_thread_leaks_rather_than_hangs() {
-    if !uring_or_skip("uring local-waiter test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let data = pattern(3, 3, 64 * PS);
     let (b, _) = uring_file(&dir, "l.img", &data);
     let b = Arc::new(b);
@@ -201,7 +200,7 @@ fn uring_local_waiters_read_right_and_a_ring_dropped_off_its_thread_leaks_rather
 
 #[test]
 fn a_batch_ring_that_keeps_failing_fails_its_ops_instead_of_hanging() {
-    if !uring_or_skip("uring failing-ring test") {
+    if !uring_available() {
         return;
     }
     // On a thread of its own, so that a hang fails the test instead of stalling the suite.
@@ -217,7 +216,7 @@ fn a_batch_ring_that_keeps_failing_fails_its_ops_instead_of_hanging() {
 }
 
 fn failing_ring_body() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let (b, _) = uring_file(&dir, "f.img", &pattern(4, 4, 16 * PS));
     // Ops queued (not yet submitted) on this thread's two batch rings, then every
     // `io_uring_enter` on them fails.
@@ -253,10 +252,10 @@ fn failing_ring_body() {
 
 #[test]
 fn a_threads_batch_rings_leave_with_it_so_later_threads_get_their_own() {
-    if !uring_or_skip("uring ring-lifetime test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let (b, _) = uring_file(&dir, "t.img", &pattern(5, 5, 16 * PS));
     let b = Arc::new(b);
     // More short-lived threads than there are ring slots (16): each gets rings of its own.
@@ -316,10 +315,10 @@ fn lcg(x: &mut u64) -> u64 {
 
 #[test]
 fn uring_many_threads_through_the_cache() {
-    if !uring_or_skip("uring concurrency test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let pages = 256u64;
     let cache = patterned_uring_cache(&dir, pages, 64);
     let handles: Vec<_> = (0..8u64)
@@ -365,10 +364,10 @@ fn batched_reads_from_more_threads_than_batch_rings() {
 /// crossing a page boundary) of a 256-page patterned file through a cache of `frames` frames,
 /// and check every byte.
 fn batched_reads(threads: u64, frames: usize, rounds: usize) {
-    if !uring_or_skip("batched read test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let pages = 256u64;
     let cache = patterned_uring_cache(&dir, pages, frames); // queue depth 8
     let handles: Vec<_> = (0..threads)
@@ -420,10 +419,10 @@ fn data_at(offset: usize) -> Vec<u8> {
 
 #[test]
 fn parallel_flush_through_uring_writes_every_run() {
-    if !uring_or_skip("uring flush test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let (b, _) = uring_file(&dir, "f.img", &vec![0u8; 600 * PS]);
     let cache = PageCache::new(
         Arc::new(b),
@@ -457,7 +456,7 @@ fn parallel_flush_through_uring_writes_every_run() {
 #[test]
 fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     let backend = TestBackend::new(vec![1u8; 32 * PS]);
-    backend.read_delay_ms.store(300, Ordering::SeqCst);
+    backend.read_gate.close();
     let cache = Arc::new(
         PageCache::new(
             backend.clone(),
@@ -469,13 +468,16 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     );
     let c = cache.clone();
     let reader = thread::spawn(move || c.read_exact_at(&mut vec![0u8; 16 * PS], 0).unwrap());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while cache.page_state(15).is_none() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
+    // The run's one read is held at the gate: every page of it is loading until it opens.
+    assert!(wait_for(Duration::from_secs(60), || backend
+        .read_gate
+        .waiting
+        .load(Ordering::SeqCst)
+        == 1));
     for p in 0..16 {
         assert_eq!(cache.page_state(p), Some(PageState::Uninit), "page {p}");
     }
+    backend.read_gate.open();
     reader.join().unwrap();
     assert_eq!(
         backend.reads.load(Ordering::SeqCst),
@@ -490,7 +492,7 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
     backend.close_gate();
     let c = cache.clone();
     let flusher = thread::spawn(move || c.sync().unwrap());
-    while backend.waiting_at_gate.load(Ordering::SeqCst) == 0 {
+    while backend.waiting_at_gate() == 0 {
         thread::sleep(Duration::from_millis(1));
     }
     for p in 0..16 {
@@ -553,7 +555,8 @@ fn sequential_reader_triggers_large_reads_and_random_reads_do_not() {
         cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
         distinct.insert(p);
     }
-    thread::sleep(Duration::from_millis(50)); // any (wrong) background readahead lands
+    // Any (wrong) background readahead the reads started has been taken and done.
+    wait_until_named_threads_asleep("folio-readahead");
     let pages_read = backend.pages_read.load(Ordering::SeqCst);
     let extra = pages_read - distinct.len() as u64;
     // A random miss may land exactly after a recent one (a candidate stream); allow 1 window.
@@ -729,10 +732,10 @@ fn failed_asynchronous_readahead_is_not_cached_and_does_not_poison_reads() {
 
 #[test]
 fn uring_short_read_of_a_file_truncated_behind_its_back_is_an_error() {
-    if !uring_or_skip("uring short-read test") {
+    if !uring_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = uring_dir();
     let (b, _) = uring_file(&dir, "t.img", &pattern(4, 4, 8 * PS));
     // Truncated by someone else: the backend still believes 8 pages.
     std::fs::OpenOptions::new()

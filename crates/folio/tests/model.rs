@@ -1,12 +1,15 @@
 //! Model-based property tests: random sequences of operations on a cache with a budget of 1 to 8
 //! pages (so eviction happens constantly) against a plain `Vec<u8>`, over the memory and the file
 //! backend. Every read must agree with the model; after sync and reopen, the backing store must
-//! equal the model. The io_uring backend runs the same sequences (where the kernel has io_uring),
-//! and a variant with a budget large enough to turn readahead on covers the readahead paths.
+//! equal the model. The io_uring backend runs the same sequences, buffered and with O_DIRECT (the
+//! recommended configuration: `open_best(path, IoMode::Direct)`), and so does the positional file
+//! backend with O_DIRECT; a variant with a budget large enough to turn readahead on covers the
+//! readahead paths. Where io_uring or O_DIRECT is missing these skip visibly (once per test), and
+//! fail under `FOLIO_REQUIRE_ALL=1` (see `folio-testkit`).
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use folio::backend::uring_support;
 use folio::{
@@ -87,11 +90,55 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Memory,
     File,
+    /// The file backend with O_DIRECT.
+    FileDirect,
     Uring,
+    /// io_uring with O_DIRECT: what `open_best(path, IoMode::Direct)` gives.
+    UringDirect,
+}
+
+impl Kind {
+    fn mode(self) -> IoMode {
+        match self {
+            Kind::FileDirect | Kind::UringDirect => IoMode::Direct,
+            _ => IoMode::Buffered,
+        }
+    }
+
+    /// Whether this process can run the kind: checked once per test binary and kind, a visible
+    /// skip (or, under `FOLIO_REQUIRE_ALL=1`, a failure) when it cannot.
+    fn available(self) -> bool {
+        static URING: OnceLock<bool> = OnceLock::new();
+        static DIRECT: OnceLock<bool> = OnceLock::new();
+        let uring = || *URING.get_or_init(|| folio_testkit::require("io_uring", uring_support()));
+        let direct = || {
+            *DIRECT
+                .get_or_init(|| folio_testkit::require("O_DIRECT", direct_dir_parent().map(|_| ())))
+        };
+        match self {
+            Kind::Memory | Kind::File => true,
+            Kind::FileDirect => direct(),
+            Kind::Uring => uring(),
+            Kind::UringDirect => uring() && direct(),
+        }
+    }
+}
+
+/// A directory whose filesystem accepts O_DIRECT (the system's temporary directory, or the
+/// build's own if that is tmpfs), found once.
+fn direct_dir_parent() -> Result<PathBuf, String> {
+    static PARENT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PARENT
+        .get_or_init(|| {
+            let fallback = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+            folio_testkit::direct_io_tempdir(fallback)
+                .map(|d| d.path().parent().map(PathBuf::from).unwrap_or_default())
+        })
+        .clone()
 }
 
 struct Harness {
@@ -114,8 +161,14 @@ impl Harness {
                 budget_pages,
                 page_size,
             },
-            Kind::File | Kind::Uring => {
-                let dir = tempfile::tempdir().unwrap();
+            Kind::File | Kind::Uring | Kind::FileDirect | Kind::UringDirect => {
+                let dir = match kind.mode() {
+                    IoMode::Direct => {
+                        tempfile::tempdir_in(direct_dir_parent().expect("checked by available"))
+                            .unwrap()
+                    }
+                    _ => tempfile::tempdir().unwrap(),
+                };
                 let path = dir.path().join("model.img");
                 Harness {
                     kind,
@@ -132,11 +185,11 @@ impl Harness {
     fn open(&self) -> PageCache {
         let backend: Arc<dyn PageCacheBackend> = match self.kind {
             Kind::Memory => self.memory.clone().unwrap(),
-            Kind::File => {
-                Arc::new(FileBackend::open(self.path.as_ref().unwrap(), IoMode::Buffered).unwrap())
+            Kind::File | Kind::FileDirect => {
+                Arc::new(FileBackend::open(self.path.as_ref().unwrap(), self.kind.mode()).unwrap())
             }
-            Kind::Uring => {
-                Arc::new(UringBackend::open(self.path.as_ref().unwrap(), IoMode::Buffered).unwrap())
+            Kind::Uring | Kind::UringDirect => {
+                Arc::new(UringBackend::open(self.path.as_ref().unwrap(), self.kind.mode()).unwrap())
             }
         };
         PageCache::new(
@@ -155,7 +208,7 @@ impl Harness {
     fn backing(&self) -> Vec<u8> {
         match self.kind {
             Kind::Memory => self.memory.as_ref().unwrap().image(),
-            Kind::File | Kind::Uring => std::fs::read(self.path.as_ref().unwrap()).unwrap(),
+            _ => std::fs::read(self.path.as_ref().unwrap()).unwrap(),
         }
     }
 }
@@ -349,6 +402,14 @@ fn run(kind: Kind, budget_pages: usize, page_size: usize, ops: &[Op]) -> Result<
     Ok(())
 }
 
+/// One case of the 1-to-8-page proptests over `kind`: 512- or 4096-byte pages.
+fn small(kind: Kind, budget: usize, small_pages: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+    if !kind.available() {
+        return Ok(());
+    }
+    run(kind, budget, if small_pages { 512 } else { 4096 }, ops)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
 
@@ -358,8 +419,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::Memory, budget, ps, &ops)?;
+        small(Kind::Memory, budget, small_pages, &ops)?;
     }
 
     #[test]
@@ -368,8 +428,7 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::File, budget, ps, &ops)?;
+        small(Kind::File, budget, small_pages, &ops)?;
     }
 
     #[test]
@@ -378,12 +437,28 @@ proptest! {
         small_pages in any::<bool>(),
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        if let Err(why) = uring_support() {
-            eprintln!("skipping the io_uring model test: {why}");
-            return Ok(());
-        }
-        let ps = if small_pages { 512 } else { 4096 };
-        run(Kind::Uring, budget, ps, &ops)?;
+        small(Kind::Uring, budget, small_pages, &ops)?;
+    }
+
+    /// The recommended configuration: io_uring over an O_DIRECT file (page sizes are multiples
+    /// of the 512-byte direct I/O alignment).
+    #[test]
+    fn direct_uring_backend_agrees_with_model(
+        budget in 1usize..=8,
+        small_pages in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        small(Kind::UringDirect, budget, small_pages, &ops)?;
+    }
+
+    /// Positional I/O over an O_DIRECT file (the fallback of `open_best` without io_uring).
+    #[test]
+    fn direct_file_backend_agrees_with_model(
+        budget in 1usize..=8,
+        small_pages in any::<bool>(),
+        ops in prop::collection::vec(op(700), 1..40),
+    ) {
+        small(Kind::FileDirect, budget, small_pages, &ops)?;
     }
 
     /// 32 to 64 pages of 512 bytes: the budget holds the whole file and readahead is on (its
@@ -391,10 +466,12 @@ proptest! {
     #[test]
     fn readahead_agrees_with_model(
         budget in 32usize..=64,
-        uring in any::<bool>(),
+        kind in prop_oneof![Just(Kind::File), Just(Kind::Uring), Just(Kind::UringDirect)],
         ops in prop::collection::vec(op(700), 1..40),
     ) {
-        let kind = if uring && uring_support().is_ok() { Kind::Uring } else { Kind::File };
+        if !kind.available() {
+            return Ok(());
+        }
         run(kind, budget, 512, &ops)?;
     }
 }

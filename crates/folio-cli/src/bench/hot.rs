@@ -8,10 +8,15 @@
 //! - `folio read_at 4K`: [`PageCache::read_at`] of one whole page (a copy);
 //! - `pread 4K`: `pread(2)` of the same file, which the OS page cache holds;
 //! - `mmap copy 4K`: a 4 KiB copy out of an `mmap` of the file (the memcpy limit);
-//! - `Mutex<LruCache> 4K`: the seed's design, `Mutex<lru::LruCache<usize, Box<[u8]>>>`, copying
-//!   the page out under the lock;
+//! - `Mutex<LruCache> 4K`: the seed's design, `Mutex<lru::LruCache<usize, Arc<[u8]>>>`: as the
+//!   seed clones a frame handle under its lock, a hit clones the page's `Arc` under the lock and
+//!   copies after releasing it;
 //! - `quick_cache 4K`, `moka 4K`: concurrent in-memory caches of `Arc<[u8]>` pages (a hit clones
-//!   the `Arc`, then copies), for context;
+//!   the `Arc`, then copies), for context, each sized to hold exactly the image's pages;
+//!
+//! Every contender's misses during the timed runs are counted and reported (a cache contender
+//! that misses reads the page with `pread` and inserts it), and the file's pages are checked
+//! resident in the OS page cache (`mincore`) before the `pread` and `mmap` contenders are timed.
 //! - `folio guard 64B`: [`PageCache::read_page`] and a 64-byte copy out of the guard (zero-copy
 //!   access); `folio slice 64B`: [`PageCache::read_slice`] of those 64 bytes (a guard that knows
 //!   its bytes, so they are prefetched while the hold is taken); `folio slices 64B x16`:
@@ -22,6 +27,8 @@
 //!
 //! Each thread count from 1 up to `--threads` (doubling) is measured, so `--threads 2` gives the
 //! 1- and 2-thread figures side by side.
+//!
+//! size: eight hit contenders, each a few lines, sharing one timed loop and its CPU accounting
 
 use std::fs::File;
 use std::hint::black_box;
@@ -94,6 +101,23 @@ impl Contender {
         }
     }
 
+    /// The workload and contender names of the results file.
+    fn record_names(self) -> (&'static str, &'static str) {
+        match self {
+            Contender::FolioReadAt => ("4KiB", "folio read_at"),
+            Contender::Pread => ("4KiB", "pread (OS page cache)"),
+            Contender::Mmap => ("4KiB", "mmap copy"),
+            Contender::MutexLru => ("4KiB", "Mutex<LruCache> (the seed)"),
+            Contender::QuickCache => ("4KiB", "quick_cache"),
+            Contender::Moka => ("4KiB", "moka"),
+            Contender::FolioGuard64 => ("64B", "folio read_page guard"),
+            Contender::FolioSlice64 => ("64B", "folio read_slice guard"),
+            Contender::FolioSlices64 => ("64B", "folio read_slices x16"),
+            Contender::FolioReadAt64 => ("64B", "folio read_at 64B"),
+            Contender::Mmap64 => ("64B", "mmap copy 64B"),
+        }
+    }
+
     fn key(self) -> &'static str {
         match self {
             Contender::FolioReadAt => "folio_read_at_4k",
@@ -116,11 +140,26 @@ struct Hot {
     cache: PageCache,
     file: File,
     map: memmap2::Mmap,
-    lru: Mutex<lru::LruCache<usize, Box<[u8]>>>,
+    lru: Mutex<lru::LruCache<usize, Arc<[u8]>>>,
     quick: quick_cache::sync::Cache<usize, Arc<[u8]>>,
     moka: moka::sync::Cache<usize, Arc<[u8]>>,
     pages: usize,
     fill_misses: u64,
+    /// Misses of the in-memory cache contenders during timed runs, by contender index.
+    misses: [AtomicU64; CONTENDERS.len()],
+}
+
+/// The pages of `map` that are resident in memory (`mincore`), and how many it has.
+fn resident_pages(map: &memmap2::Mmap) -> Result<(usize, usize), BoxError> {
+    let pages = map.len().div_ceil(PAGE);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping of `map.len()` bytes, and `vec` has one byte for each of
+    // its pages, as `mincore` writes.
+    let r = unsafe { libc::mincore(map.as_ptr() as *mut _, map.len(), vec.as_mut_ptr()) };
+    if r != 0 {
+        return Err(format!("mincore: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok((vec.iter().filter(|&&b| b & 1 != 0).count(), pages))
 }
 
 /// A per-thread xorshift64* generator: cheap, so the timing is the contender's.
@@ -155,14 +194,16 @@ impl Hot {
                 .page_size(PAGE)
                 .policy(PolicyKind::default()),
             false,
+            None,
         )?;
         let file = File::open(image.path())?;
         // SAFETY: the benchmark's image is not modified while it is mapped.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         let cap = std::num::NonZeroUsize::new(pages).ok_or("no pages")?;
         let mut lru = lru::LruCache::new(cap);
+        // Both sized to the image's pages, as Folio's budget and the LRU are.
         let quick = quick_cache::sync::Cache::new(pages);
-        let moka = moka::sync::Cache::new(2 * pages as u64);
+        let moka = moka::sync::Cache::new(pages as u64);
         let bar = super::progress(len, "loading hot set", quiet);
         let mut chunk = vec![0u8; 1 << 20];
         let mut pos = 0u64;
@@ -171,7 +212,7 @@ impl Hot {
             cache.read_exact_at(&mut chunk[..n], pos)?;
             for (i, page) in chunk[..n].chunks_exact(PAGE).enumerate() {
                 let p = (pos / PAGE as u64) as usize + i;
-                lru.put(p, Box::<[u8]>::from(page));
+                lru.put(p, Arc::<[u8]>::from(page));
                 quick.insert(p, Arc::<[u8]>::from(page));
                 moka.insert(p, Arc::<[u8]>::from(page));
             }
@@ -196,7 +237,13 @@ impl Hot {
             quick,
             moka,
             pages,
+            misses: std::array::from_fn(|_| AtomicU64::new(0)),
         })
+    }
+
+    fn miss(&self, c: Contender) {
+        let i = CONTENDERS.iter().position(|&x| x == c).unwrap_or(0);
+        self.misses[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One operation of contender `c` on a random page; returns a byte of what it read.
@@ -215,15 +262,22 @@ impl Hot {
                 buf.copy_from_slice(&self.map[off..off + PAGE]);
             }
             Contender::MutexLru => {
-                let mut lru = self.lru.lock().map_err(|_| "poisoned")?;
-                match lru.get(&p) {
-                    Some(page) => buf.copy_from_slice(page),
-                    None => return Err("Mutex<LruCache> lost a page".into()),
+                // As the seed: a handle cloned under the lock, the bytes copied after it.
+                let hit = self.lru.lock().map_err(|_| "poisoned")?.get(&p).cloned();
+                match hit {
+                    Some(page) => buf.copy_from_slice(&page),
+                    None => {
+                        self.miss(c);
+                        self.file.read_exact_at(buf, off as u64)?;
+                        let page = Arc::<[u8]>::from(&buf[..]);
+                        self.lru.lock().map_err(|_| "poisoned")?.put(p, page);
+                    }
                 }
             }
             Contender::QuickCache => match self.quick.get(&p) {
                 Some(page) => buf.copy_from_slice(&page),
                 None => {
+                    self.miss(c);
                     self.file.read_exact_at(buf, off as u64)?;
                     self.quick.insert(p, Arc::<[u8]>::from(&buf[..]));
                 }
@@ -231,6 +285,7 @@ impl Hot {
             Contender::Moka => match self.moka.get(&p) {
                 Some(page) => buf.copy_from_slice(&page),
                 None => {
+                    self.miss(c);
                     self.file.read_exact_at(buf, off as u64)?;
                     self.moka.insert(p, Arc::<[u8]>::from(&buf[..]));
                 }
@@ -293,13 +348,17 @@ impl Hot {
                 .map(|t| {
                     let (barrier, left) = (&barrier, &left);
                     scope.spawn(move || -> Result<(u64, f64), BoxError> {
-                        let mut rng = Rng(seed ^ (0x9E37_79B9_7F4A_7C15 * (t as u64 + 1)) | 1);
+                        // Whatever happens in the warm-up (an error, a panic), this thread
+                        // reaches the barrier, or the others would wait for it forever.
+                        let arrive = ArriveOnDrop(Some(barrier));
+                        let seed = seed ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(t as u64 + 1);
+                        let mut rng = Rng(seed | 1);
                         let mut buf = Box::new([0u8; PAGE]);
                         let mut acc = 0u8;
                         for _ in 0..warmup {
                             acc ^= self.op(c, &mut rng, &mut buf)?;
                         }
-                        barrier.wait();
+                        drop(arrive);
                         let cpu0 = thread_cpu_seconds();
                         let mut done = 0u64;
                         // Bounded: each round takes at least one call from a count that only
@@ -342,6 +401,17 @@ impl Hot {
             wall: total as f64 / seconds,
             cpu,
         })
+    }
+}
+
+/// Waits at its barrier when dropped (once).
+struct ArriveOnDrop<'a>(Option<&'a Barrier>);
+
+impl Drop for ArriveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.wait();
+        }
     }
 }
 
@@ -393,10 +463,27 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
     }
     // samples[threads][contender] = each run's measurement (NaN if not run).
     let mut samples = vec![vec![Vec::new(); CONTENDERS.len()]; thread_counts.len()];
+    // Folio's misses during each contender's timed runs.
+    let mut folio_misses = [0u64; CONTENDERS.len()];
+    // The fewest of the file's pages found resident before a pread or mmap measurement.
+    let mut resident_min = usize::MAX;
     for run in 0..args.runs {
         for (ti, &threads) in thread_counts.iter().enumerate() {
             for (ci, &c) in CONTENDERS.iter().enumerate() {
                 let seed = args.seed.wrapping_add(run as u64 * 1000 + threads as u64);
+                if wanted(c) && matches!(c, Contender::Pread | Contender::Mmap | Contender::Mmap64)
+                {
+                    let (resident, pages) = resident_pages(&hot.map)?;
+                    resident_min = resident_min.min(resident);
+                    if resident < pages {
+                        eprintln!(
+                            "folio: warning: only {resident} of {pages} pages of the image are \
+                             in the OS page cache before {}: its figure includes misses",
+                            c.name()
+                        );
+                    }
+                }
+                let misses_before = hot.cache.stats().misses;
                 let sample = if wanted(c) {
                     hot.measure(c, threads, args.ops, seed)?
                 } else {
@@ -406,8 +493,84 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
                     }
                 };
                 samples[ti][ci].push(sample);
+                folio_misses[ci] += hot.cache.stats().misses - misses_before;
             }
         }
+    }
+    // Misses during the timed runs, per contender: Folio's own for its contenders, the cache's
+    // for the in-memory caches; `pread` and `mmap` have none by the residency check.
+    let misses_of = |ci: usize| -> u64 {
+        match CONTENDERS[ci] {
+            Contender::MutexLru | Contender::QuickCache | Contender::Moka => {
+                hot.misses[ci].load(Ordering::Relaxed)
+            }
+            Contender::Pread | Contender::Mmap | Contender::Mmap64 => 0,
+            _ => folio_misses[ci],
+        }
+    };
+    if let Some(dir) = super::record::results_dir(args.results.as_deref()) {
+        let mut rows = Vec::new();
+        let threads_name = |t: usize| {
+            if t == 1 {
+                "1 thread".to_string()
+            } else {
+                format!("{t} threads")
+            }
+        };
+        for (ti, &threads) in thread_counts.iter().enumerate() {
+            for (ci, &c) in CONTENDERS.iter().enumerate() {
+                if !wanted(c) {
+                    continue;
+                }
+                let (size, name) = c.record_names();
+                let runs = &samples[ti][ci];
+                rows.push(
+                    super::record::Row::new(
+                        &format!("hit {size}, {}", threads_name(threads)),
+                        name,
+                        "ops/s",
+                        runs.iter().map(|s| s.wall).collect(),
+                    )
+                    .extra(serde_json::json!({
+                        "runs_ops_per_cpu_sec": runs.iter().map(|s| s.cpu).collect::<Vec<_>>(),
+                        "misses_timed_all_thread_counts": misses_of(ci),
+                    })),
+                );
+            }
+        }
+        if thread_counts.len() > 1 && wanted(Contender::FolioReadAt) {
+            let last = thread_counts.len() - 1;
+            let folio = CONTENDERS
+                .iter()
+                .position(|&x| x == Contender::FolioReadAt)
+                .unwrap_or(0);
+            let runs = |ti: usize| samples[ti][folio].iter().map(|s| s.wall).collect();
+            rows.push(super::record::Row::new(
+                "hit 4KiB read_at, scaling",
+                &threads_name(thread_counts[last]),
+                "ops/s",
+                runs(last),
+            ));
+            rows.push(super::record::Row::new(
+                "hit 4KiB read_at, scaling",
+                &threads_name(1),
+                "ops/s",
+                runs(0),
+            ));
+        }
+        let params = serde_json::json!({
+            "image_bytes": len,
+            "page_size": PAGE,
+            "ops": args.ops,
+            "runs": args.runs,
+            "threads": thread_counts,
+            "metadata_bytes_per_page":
+                hot.cache.metadata_bytes() as f64 / hot.cache.capacity_pages() as f64,
+            "resident_pages_min": (resident_min != usize::MAX).then_some(resident_min),
+            "image_pages": hot.pages,
+            "smoke": args.smoke,
+        });
+        super::record::append(&dir, "hot", params, &rows)?;
     }
     let med = |f: fn(&Sample) -> f64| -> Vec<Vec<f64>> {
         samples
@@ -436,6 +599,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
                     "ops_per_cpu_sec": cpu[ti][ci],
                     "runs_ops_per_sec": runs.iter().map(|s| s.wall).collect::<Vec<_>>(),
                     "runs_ops_per_cpu_sec": runs.iter().map(|s| s.cpu).collect::<Vec<_>>(),
+                    "misses_timed_all_thread_counts": misses_of(ci),
                     "folio_over_this": wall[ti][folio] / wall[ti][ci],
                     "folio_over_this_cpu": cpu[ti][folio] / cpu[ti][ci],
                 }));
@@ -507,6 +671,16 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         "  metadata: {:.1} bytes per page; folio misses during timing: {}",
         hot.cache.metadata_bytes() as f64 / hot.cache.capacity_pages() as f64,
         stats.misses - hot.fill_misses
+    );
+    let counted: Vec<String> = CONTENDERS
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| wanted(c))
+        .map(|(ci, c)| format!("{} {}", c.key(), misses_of(ci)))
+        .collect();
+    println!(
+        "  misses during timing, per contender: {}",
+        counted.join(", ")
     );
     Ok(())
 }

@@ -3,22 +3,27 @@
 //!
 //! Each run of a scenario drops the OS page cache for the image (`posix_fadvise(DONTNEED)`)
 //! before each side and starts Folio with an empty cache. The figure printed is the median of
-//! `--runs` runs (default 3).
+//! `--runs` runs (default 3); every run of every contender goes to the results file (see
+//! [`super::record`]), one line per invocation.
 //!
 //! - `seq-read`: one thread reads the whole image in 4 KiB `read_at` calls. Baselines: fio
 //!   `--rw=read --bs=1M --direct=1 --ioengine=io_uring --iodepth=8`, and a plain 4 KiB `pread`
-//!   loop through the OS page cache (buffered, its own readahead).
-//! - `rand-read`: `--threads` threads (default 32) read distinct random 4 KiB pages (a shuffled
-//!   permutation, so every read is a miss) until `--ops` reads. Baseline: fio `--rw=randread
-//!   --bs=4k --direct=1 --iodepth=32 --ioengine=io_uring`. A second Folio row does the same reads
-//!   from one thread with `--outstanding` (default 32) in flight, as fio does: `read_exact_many`
-//!   on batches of `--batch-reads` (default 2048) reads, through a ring of depth 32; it is the
-//!   row the target compares. Both sides read `--ops` distinct pages (default: every page once,
-//!   as fio's random map does with `--number_ios`). Also reports the per-run ratios and the
+//!   loop through the OS page cache (buffered, its own readahead), once as is and once after
+//!   `posix_fadvise(POSIX_FADV_SEQUENTIAL)` (the kernel's larger readahead).
+//! - `rand-read`: every page of the image (or `--ops` of them), once each in random order, on
+//!   both sides. One thread with `--outstanding` (default 32) reads in flight
+//!   (`read_exact_many` on batches of `--batch-reads` through a ring of that depth) against fio
+//!   `--rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=32`; and `--threads`
+//!   (default 32) threads of blocking `read_at` against fio's blocking engine with as many jobs
+//!   (`--ioengine=psync --numjobs=32`, each job its own slice of the file). Also reports the
 //!   bytes read from the device over bytes returned (readahead must stay off for random access).
-//! - `flush`: writes `--flush-size` (default 256 MiB) sequentially in 4 KiB `write_at` calls into
-//!   an empty cache, then times `sync()` (write-back and `fdatasync`). Baseline: fio
-//!   `--rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1`.
+//! - `flush`: writes `--flush-size` (default 256 MiB) of random pages sequentially in 4 KiB
+//!   `write_at` calls into an empty cache, then times `sync()` (write-back and `fdatasync`),
+//!   at each depth of `--flush-depths` (default 1, 8, 32, 64): Folio's ring has that depth (so at
+//!   most that many writes of at most 1 MiB in flight) and fio runs `--rw=write --bs=1M
+//!   --direct=1 --ioengine=io_uring --iodepth=<depth> --end_fsync=1`.
+//!
+//! size: three scenarios (seq-read, rand-read, flush) each beside its fio and OS page cache baselines; to split into one file per scenario
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,7 +36,7 @@ use std::time::Instant;
 use clap::ValueEnum;
 use folio::{CacheConfig, FileBackend, IoMode, PageCache, PageCacheBackend, UringBackend};
 
-use super::{drop_os_cache, BoxError, Image};
+use super::{drop_os_cache, record, BoxError, Image};
 use crate::units::parse_size;
 
 /// A cold I/O scenario.
@@ -123,9 +128,19 @@ pub struct IoArgs {
     /// Bytes written and flushed by `flush`.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub flush_size: u64,
+    /// Depths of the flush scenario: writes in flight on each side.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    pub flush_depths: Vec<usize>,
     /// Print one JSON object per scenario instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Where the invocation's results line goes: a directory (`<dir>/io.jsonl`), or `none`.
+    /// Default: `bench/results` when run from the repository's root, else nowhere.
+    #[arg(long)]
+    pub results: Option<String>,
+    /// Mark the results line as a smoke run (left out of every verdict).
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 const PS: usize = 4096;
@@ -145,12 +160,19 @@ fn fio_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs fio with `args` on `path` and returns (bytes/s, IOPS) of the `rw` side ("read"/"write").
+/// Runs fio with `args` on `path` (io_uring, O_DIRECT unless `args` say otherwise) and returns
+/// (bytes/s, IOPS) of the `rw` side ("read"/"write"), over all jobs.
 fn fio(path: &Path, args: &[&str], rw: &str) -> Result<(f64, f64), BoxError> {
+    let engine = if args.iter().any(|a| a.starts_with("--ioengine=")) {
+        None
+    } else {
+        Some("--ioengine=io_uring")
+    };
     let out = Command::new("fio")
         .arg("--name=folio-baseline")
         .arg(format!("--filename={}", path.display()))
-        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .args(["--direct=1", "--output-format=json", "--group_reporting"])
+        .args(engine)
         .args(args)
         .output()?;
     if !out.status.success() {
@@ -213,6 +235,11 @@ fn cache(path: &Path, args: &IoArgs, budget: u64) -> Result<(PageCache, &'static
     Ok((PageCache::new(opened.backend, config)?, opened.name))
 }
 
+/// A contender's runs for the results file.
+fn rec(workload: &str, contender: &str, unit: &'static str, runs: &[f64]) -> record::Row {
+    record::Row::new(workload, contender, unit, runs.to_vec())
+}
+
 /// One line of the report.
 struct Row {
     what: String,
@@ -252,10 +279,50 @@ fn print_rows(scenario: &str, rows: &[Row], target: Option<(&str, &str, f64)>, a
     }
 }
 
-fn seq_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+/// MiB/s of reading `path` whole in 4 KiB `pread`s through the OS page cache, after `advice`.
+fn os_sequential(
+    path: &Path,
+    len: u64,
+    advice: Option<rustix::fs::Advice>,
+) -> Result<f64, BoxError> {
+    let f = File::open(path)?;
+    if let Some(advice) = advice {
+        rustix::fs::fadvise(&f, 0, None, advice)?;
+    }
+    let secs = read_whole(len, |buf, pos| f.read_at(buf, pos))?;
+    Ok(len as f64 / secs / 1048576.0)
+}
+
+/// Seconds to read `len` bytes from offset 0 in 4 KiB `read_at` calls (stopping early at EOF).
+fn read_whole<E: Into<BoxError>>(
+    len: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> Result<usize, E>,
+) -> Result<f64, BoxError> {
+    let mut buf = vec![0u8; PS];
+    let started = Instant::now();
+    let mut pos = 0u64;
+    while pos < len {
+        let n = read_at(&mut buf, pos).map_err(Into::into)?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+const SEQ_WORKLOAD: &str = "seq-read 4KiB reads, 1 thread";
+
+fn seq_read(
+    image: &Image,
+    args: &IoArgs,
+    with_fio: bool,
+    out: &mut Vec<record::Row>,
+) -> Result<(), BoxError> {
     let path = image.path();
     let len = image.len()?;
     let (mut folio_bw, mut os_bw, mut fio_bw, mut overhead) = (vec![], vec![], vec![], vec![]);
+    let mut os_seq_bw = vec![];
     let mut backend_name = "";
     for _ in 0..args.runs {
         if with_fio {
@@ -273,36 +340,47 @@ fn seq_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError
             )?;
             fio_bw.push(bw / 1048576.0);
             drop_os_cache(path)?;
-            let f = File::open(path)?;
-            let mut buf = vec![0u8; PS];
-            let started = Instant::now();
-            let mut pos = 0u64;
-            while pos < len {
-                let n = f.read_at(&mut buf, pos)?;
-                if n == 0 {
-                    break;
-                }
-                pos += n as u64;
-            }
-            os_bw.push(len as f64 / started.elapsed().as_secs_f64() / 1048576.0);
+            os_bw.push(os_sequential(path, len, None)?);
+            drop_os_cache(path)?;
+            os_seq_bw.push(os_sequential(
+                path,
+                len,
+                Some(rustix::fs::Advice::Sequential),
+            )?);
         }
         drop_os_cache(path)?;
         let (cache, name) = cache(path, args, args.budget)?;
         backend_name = name;
-        let mut buf = vec![0u8; PS];
-        let started = Instant::now();
-        let mut pos = 0u64;
-        while pos < len {
-            let n = cache.read_at(&mut buf, pos)?;
-            if n == 0 {
-                break;
-            }
-            pos += n as u64;
-        }
-        let secs = started.elapsed().as_secs_f64();
+        let secs = read_whole(len, |buf, pos| cache.read_at(buf, pos))?;
         folio_bw.push(len as f64 / secs / 1048576.0);
         overhead.push(cache.stats().bytes_read as f64 / len as f64);
         drop(cache);
+    }
+    out.push(
+        rec(SEQ_WORKLOAD, "folio", "MiB/s", &folio_bw).extra(serde_json::json!({
+            "backend": backend_name,
+            "device_bytes_per_byte_returned": overhead.clone(),
+        })),
+    );
+    if with_fio {
+        out.push(rec(
+            SEQ_WORKLOAD,
+            "fio read bs=1M iodepth=8",
+            "MiB/s",
+            &fio_bw,
+        ));
+        out.push(rec(
+            SEQ_WORKLOAD,
+            "OS page cache pread 4KiB",
+            "MiB/s",
+            &os_bw,
+        ));
+        out.push(rec(
+            SEQ_WORKLOAD,
+            "OS page cache pread 4KiB + FADV_SEQUENTIAL",
+            "MiB/s",
+            &os_seq_bw,
+        ));
     }
     let mut rows = vec![Row {
         what: format!("folio ({backend_name}) 4K read_at"),
@@ -320,6 +398,11 @@ fn seq_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError
             value: median(os_bw),
             unit: "MiB/s",
         });
+        rows.push(Row {
+            what: "OS page cache 4K pread, FADV_SEQ".into(),
+            value: median(os_seq_bw),
+            unit: "MiB/s",
+        });
     }
     rows.push(Row {
         what: "device bytes / bytes returned".into(),
@@ -333,10 +416,10 @@ fn seq_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError
         with_fio.then_some((a.as_str(), "fio read 1M qd8 direct", 0.9)),
         args,
     );
-    if with_fio {
-        let f = rows[0].value / rows[2].value;
-        if !args.json {
-            println!("  ratio folio / OS page cache: {f:.2} (target >= 1.00)");
+    if with_fio && !args.json {
+        for (i, what) in [(2, "OS page cache"), (3, "OS page cache, FADV_SEQ")] {
+            let f = rows[0].value / rows[i].value;
+            println!("  ratio folio / {what}: {f:.2} (target >= 1.00)");
         }
     }
     Ok(())
@@ -356,14 +439,20 @@ fn shuffled(n: u64, seed: u64) -> Vec<u64> {
     v
 }
 
-fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+fn rand_read(
+    image: &Image,
+    args: &IoArgs,
+    with_fio: bool,
+    out: &mut Vec<record::Row>,
+) -> Result<(), BoxError> {
     let path = image.path();
     let len = image.len()?;
     let pages = len / PS as u64;
     let ops = args.ops.unwrap_or(pages).clamp(1, pages);
     let threads = args.threads;
+    let depth = args.outstanding.max(1);
     let (mut folio_iops, mut fio_iops, mut ratio) = (vec![], vec![], vec![]);
-    let mut batched_iops = vec![];
+    let (mut batched_iops, mut fio_psync_iops) = (vec![], vec![]);
     let mut backend_name = "";
     for run in 0..args.runs {
         if with_fio {
@@ -373,7 +462,7 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
                 &[
                     "--rw=randread",
                     "--bs=4k",
-                    "--iodepth=32",
+                    &format!("--iodepth={depth}"),
                     "--readonly",
                     &format!("--number_ios={ops}"),
                     &format!("--size={len}"),
@@ -381,6 +470,29 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
                 "read",
             )?;
             fio_iops.push(iops);
+            if threads > 0 {
+                // Blocking reads from `threads` jobs, like Folio's blocking threads: each job
+                // reads its own slice of the file, every page of it once in random order.
+                let slice = len / threads as u64 / PS as u64 * PS as u64;
+                let per_job = (ops / threads as u64).clamp(1, slice / PS as u64);
+                drop_os_cache(path)?;
+                let (_, iops) = fio(
+                    path,
+                    &[
+                        "--rw=randread",
+                        "--bs=4k",
+                        "--ioengine=psync",
+                        &format!("--numjobs={threads}"),
+                        "--thread",
+                        "--readonly",
+                        &format!("--size={slice}"),
+                        &format!("--offset_increment={slice}"),
+                        &format!("--number_ios={per_job}"),
+                    ],
+                    "read",
+                )?;
+                fio_psync_iops.push(iops);
+            }
         }
         drop_os_cache(path)?;
         let order = Arc::new(shuffled(pages, 0x9E37_79B9 + run as u64));
@@ -413,7 +525,6 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
         }
 
         drop_os_cache(path)?;
-        let depth = args.outstanding.max(1);
         let batched_args = IoArgs {
             queue_depth: depth,
             ..args.clone()
@@ -432,6 +543,34 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
         }
         batched_iops.push(ops as f64 / started.elapsed().as_secs_f64());
         ratio.push(one.stats().bytes_read as f64 / (ops * PS as u64) as f64);
+    }
+    let one = format!("rand-read 4KiB, 1 thread, {depth} in flight");
+    out.push(
+        rec(&one, "folio", "IOPS", &batched_iops).extra(serde_json::json!({
+            "backend": backend_name,
+            "device_bytes_per_byte_returned": ratio.clone(),
+            "reads_per_call": args.batch_reads,
+        })),
+    );
+    let many = format!("rand-read 4KiB, {threads} threads blocking");
+    if threads > 0 {
+        out.push(rec(&many, "folio", "IOPS", &folio_iops));
+    }
+    if with_fio {
+        out.push(rec(
+            &one,
+            &format!("fio randread io_uring iodepth={depth}"),
+            "IOPS",
+            &fio_iops,
+        ));
+        if threads > 0 {
+            out.push(rec(
+                &many,
+                &format!("fio randread psync numjobs={threads}"),
+                "IOPS",
+                &fio_psync_iops,
+            ));
+        }
     }
     let mut rows = Vec::new();
     if threads > 0 {
@@ -454,18 +593,24 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
     if with_fio {
         // Ratios within each run, fio's job just before Folio's, are steadier than the ratio
         // of medians on a host whose device speed drifts between runs.
-        let per_run =
-            |folio: &[f64]| median(folio.iter().zip(&fio_iops).map(|(f, o)| f / o).collect());
+        let per_run = |folio: &[f64], base: &[f64]| {
+            median(folio.iter().zip(base).map(|(f, o)| f / o).collect())
+        };
         if threads > 0 {
             rows.push(Row {
-                what: format!("{threads} threads / fio, median of per-run ratios"),
-                value: per_run(&folio_iops),
+                what: format!("{threads} threads / fio psync, per-run ratios"),
+                value: per_run(&folio_iops, &fio_psync_iops),
                 unit: "",
+            });
+            rows.push(Row {
+                what: format!("fio randread psync {threads} jobs"),
+                value: median(fio_psync_iops),
+                unit: "IOPS",
             });
         }
         rows.push(Row {
             what: "1 thread / fio, median of per-run ratios".into(),
-            value: per_run(&batched_iops),
+            value: per_run(&batched_iops, &fio_iops),
             unit: "",
         });
         rows.push(Row {
@@ -488,62 +633,121 @@ fn rand_read(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxErro
     Ok(())
 }
 
-fn flush(image: &Image, args: &IoArgs, with_fio: bool) -> Result<(), BoxError> {
+/// Fills `page` with random bytes (xorshift64 from `x`, which moves on).
+fn random_page(page: &mut [u8], x: &mut u64) {
+    for word in page.chunks_exact_mut(8) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn flush(
+    image: &Image,
+    args: &IoArgs,
+    with_fio: bool,
+    out: &mut Vec<record::Row>,
+) -> Result<(), BoxError> {
     let path = image.path();
     let len = image.len()?;
     let size = args.flush_size.min(len) / PS as u64 * PS as u64;
-    let (mut folio_bw, mut fio_bw) = (vec![], vec![]);
-    let mut backend_name = "";
-    for _ in 0..args.runs {
-        if with_fio {
+    if args.flush_depths.is_empty() || args.flush_depths.contains(&0) {
+        return Err("--flush-depths must be positive".into());
+    }
+    for &depth in &args.flush_depths {
+        let (mut folio_bw, mut fio_bw) = (vec![], vec![]);
+        let mut backend_name = "";
+        let depth_args = IoArgs {
+            queue_depth: depth,
+            ..args.clone()
+        };
+        let mut x = 0x005E_EDF1_u64 ^ depth as u64;
+        for _ in 0..args.runs {
+            if with_fio {
+                drop_os_cache(path)?;
+                let (bw, _) = fio(
+                    path,
+                    &[
+                        "--rw=write",
+                        "--bs=1M",
+                        &format!("--iodepth={depth}"),
+                        "--end_fsync=1",
+                        &format!("--size={size}"),
+                    ],
+                    "write",
+                )?;
+                fio_bw.push(bw / 1048576.0);
+            }
             drop_os_cache(path)?;
-            let (bw, _) = fio(
-                path,
-                &[
-                    "--rw=write",
-                    "--bs=1M",
-                    "--iodepth=8",
-                    "--end_fsync=1",
-                    &format!("--size={size}"),
-                ],
-                "write",
-            )?;
-            fio_bw.push(bw / 1048576.0);
+            // Room for every dirty page, plus slack; writes of at most 1 MiB, as fio's; one
+            // flushing thread, so at most `depth` writes are in flight (with a queue depth of
+            // 1 the cache would otherwise split a flush over `writeback_threads` threads).
+            let opened = open_backend(path, &depth_args)?;
+            backend_name = opened.name;
+            let config = CacheConfig::new(size + (16 << 20))
+                .readahead_max_bytes(args.readahead_max as usize)
+                .max_io_bytes(1 << 20)
+                .writeback_threads(1)
+                .background_writeback(false);
+            let cache = PageCache::new(opened.backend, config)?;
+            // Random page contents, as fio's buffers (untimed).
+            let mut page = vec![0u8; PS];
+            let mut pos = 0u64;
+            while pos < size {
+                random_page(&mut page, &mut x);
+                cache.write_all_at(&page, pos)?;
+                pos += PS as u64;
+            }
+            // The timed sync must write every page: none may have been written back before.
+            let before = cache.stats();
+            if before.dirty_pages != size / PS as u64 || before.writeback_pages != 0 {
+                return Err(format!(
+                    "flush: {} of {} pages dirty before the timed sync ({} written back early)",
+                    before.dirty_pages,
+                    size / PS as u64,
+                    before.writeback_pages
+                )
+                .into());
+            }
+            let started = Instant::now();
+            cache.sync()?;
+            let secs = started.elapsed().as_secs_f64();
+            let after = cache.stats();
+            if after.writeback_pages - before.writeback_pages != size / PS as u64 {
+                return Err("flush: the sync did not write every page once".into());
+            }
+            folio_bw.push(size as f64 / secs / 1048576.0);
         }
-        drop_os_cache(path)?;
-        // Room for every dirty page, plus slack.
-        let (cache, name) = cache(path, args, size + (16 << 20))?;
-        backend_name = name;
-        let page = vec![0x5Au8; PS];
-        let mut pos = 0u64;
-        while pos < size {
-            cache.write_all_at(&page, pos)?;
-            pos += PS as u64;
+        let workload = format!("flush {}MiB, {depth} in flight", size >> 20);
+        out.push(
+            rec(&workload, "folio", "MiB/s", &folio_bw)
+                .extra(serde_json::json!({ "backend": backend_name })),
+        );
+        let fio_name = "fio write bs=1M + fsync";
+        if with_fio {
+            out.push(rec(&workload, fio_name, "MiB/s", &fio_bw));
         }
-        let started = Instant::now();
-        cache.sync()?;
-        let secs = started.elapsed().as_secs_f64();
-        folio_bw.push(size as f64 / secs / 1048576.0);
-    }
-    let mut rows = vec![Row {
-        what: format!("folio ({backend_name}) sync()"),
-        value: median(folio_bw),
-        unit: "MiB/s",
-    }];
-    if with_fio {
-        rows.push(Row {
-            what: "fio write 1M qd8 direct+fsync".into(),
-            value: median(fio_bw),
+        let mut rows = vec![Row {
+            what: format!("folio ({backend_name}) sync()"),
+            value: median(folio_bw),
             unit: "MiB/s",
-        });
+        }];
+        if with_fio {
+            rows.push(Row {
+                what: fio_name.into(),
+                value: median(fio_bw),
+                unit: "MiB/s",
+            });
+        }
+        let a = rows[0].what.clone();
+        print_rows(
+            &format!("flush of {} MiB, {depth} writes in flight", size >> 20),
+            &rows,
+            with_fio.then_some((a.as_str(), fio_name, 0.9)),
+            args,
+        );
     }
-    let a = rows[0].what.clone();
-    print_rows(
-        &format!("flush of {} MiB", size >> 20),
-        &rows,
-        with_fio.then_some((a.as_str(), "fio write 1M qd8 direct+fsync", 0.9)),
-        args,
-    );
     Ok(())
 }
 
@@ -561,14 +765,36 @@ pub fn run(args: &IoArgs) -> Result<(), BoxError> {
     };
     let image = Image::prepare(args.image.as_deref(), args.size, args.json)?;
     let all = args.scenario == Scenario::All;
+    let mut rows = Vec::new();
     if all || args.scenario == Scenario::SeqRead {
-        seq_read(&image, args, with_fio)?;
+        seq_read(&image, args, with_fio, &mut rows)?;
     }
     if all || args.scenario == Scenario::RandRead {
-        rand_read(&image, args, with_fio)?;
+        rand_read(&image, args, with_fio, &mut rows)?;
     }
     if all || args.scenario == Scenario::Flush {
-        flush(&image, args, with_fio)?;
+        flush(&image, args, with_fio, &mut rows)?;
+    }
+    if let Some(dir) = record::results_dir(args.results.as_deref()) {
+        let params = serde_json::json!({
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "runs": args.runs,
+            "image_bytes": image.len()?,
+            "budget_bytes": args.budget,
+            "readahead_max_bytes": args.readahead_max,
+            "queue_depth": args.queue_depth,
+            "outstanding": args.outstanding,
+            "batch_reads": args.batch_reads,
+            "threads": args.threads,
+            "ops": args.ops,
+            "flush_bytes": args.flush_size,
+            "flush_depths": args.flush_depths,
+            "direct": !args.buffered,
+            "backend": format!("{:?}", args.backend).to_lowercase(),
+            "baselines": with_fio,
+            "smoke": args.smoke,
+        });
+        record::append(&dir, "io", params, &rows)?;
     }
     Ok(())
 }

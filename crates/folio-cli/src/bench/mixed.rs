@@ -88,7 +88,10 @@ pub fn run(cache: &PageCache, args: &BenchArgs, len: u64) -> Result<Report, BoxE
                     let mut picker =
                         Picker::new(args.workload, slots, args.zipf_theta, t, args.threads)?;
                     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+                    // Random contents, as fio's write buffers (a device or filesystem that
+                    // compresses or skips zeros must not favour either side).
                     let mut buf = vec![0u8; args.io_size];
+                    rng.fill(&mut buf[..]);
                     // Its own error cursor: a write-back failure reaches every syncing thread.
                     let syncer = cache.sync_handle();
                     for i in 0..per_thread {
@@ -98,7 +101,11 @@ pub fn run(cache: &PageCache, args: &BenchArgs, len: u64) -> Result<Report, BoxE
                         if read {
                             cache.read_exact_at(&mut buf, offset)?;
                         } else {
-                            buf[0] = buf[0].wrapping_add(1);
+                            // Each write differs from the last (a read may have left an
+                            // image page in `buf`, which is random too).
+                            let stamp = (i + 1).to_le_bytes();
+                            let n = stamp.len().min(buf.len());
+                            buf[..n].copy_from_slice(&stamp[..n]);
                             cache.write_all_at(&buf, offset)?;
                         }
                         if args.sync_every > 0 && (i + 1) % args.sync_every == 0 {

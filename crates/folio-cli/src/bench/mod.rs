@@ -11,6 +11,7 @@ pub mod io;
 mod mixed;
 pub mod nbd;
 mod nbd_servers;
+pub mod record;
 mod results;
 
 use std::fs::File;
@@ -37,9 +38,23 @@ pub enum Workload {
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum BenchCommand {
     /// Cold I/O: sequential and random reads and flush, beside fio and the OS page cache.
-    Io(io::IoArgs),
+    Io(Box<io::IoArgs>),
     /// NBD servers side by side: folio serve, qemu-nbd and nbdkit under fio's nbd engine.
     Nbd(nbd::NbdArgs),
+    /// Appends one results line built by a script: `{"params": {...}, "rows": [...]}` on stdin
+    /// (schema: bench/README.md); the commit, date and machine are added.
+    Record(RecordArgs),
+}
+
+/// Arguments of `folio bench record`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The benchmark's name: the line goes to `<results>/<bench>.jsonl`.
+    #[arg(long)]
+    pub bench: String,
+    /// The results directory (default: `bench/results` when run from the repository's root).
+    #[arg(long)]
+    pub results: Option<String>,
 }
 
 /// Arguments of `folio bench`.
@@ -114,6 +129,18 @@ pub struct BenchArgs {
     /// thresholds and throttles writers; `off` leaves write-back to eviction and syncs.
     #[arg(long, value_enum, default_value_t = Flusher::On)]
     pub flusher: Flusher,
+    /// With `--direct`: io_uring queue depth, the most write-back (and read) I/Os in flight,
+    /// with one flushing thread (default: the backend's own depth and the cache's threads).
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Where the invocation's results line goes: a directory (`<dir>/<bench>.jsonl`, bench
+    /// `mixed` or `hot`), or `none`. Default: `bench/results` when run from the repository's
+    /// root, else nowhere.
+    #[arg(long)]
+    pub results: Option<String>,
+    /// Mark the results line as a smoke run (left out of every verdict).
+    #[arg(long)]
+    pub smoke: bool,
 }
 
 /// Whether the cache runs its background flusher (`--flusher`).
@@ -223,7 +250,12 @@ pub fn drop_os_cache(path: &Path) -> Result<(), BoxError> {
 }
 
 /// Opens the image as a cache backend and builds the cache.
-pub fn open_cache(image: &Image, config: CacheConfig, direct: bool) -> Result<PageCache, BoxError> {
+pub fn open_cache(
+    image: &Image,
+    config: CacheConfig,
+    direct: bool,
+    queue_depth: Option<usize>,
+) -> Result<PageCache, BoxError> {
     let mode = if direct {
         IoMode::Direct
     } else {
@@ -234,7 +266,13 @@ pub fn open_cache(image: &Image, config: CacheConfig, direct: bool) -> Result<Pa
     // pwrite into the OS page cache is a copy, and the hop to the ring thread costs more
     // (the default mixed run: 523k ops/s instead of 294k).
     let backend: std::sync::Arc<dyn folio::PageCacheBackend> = if direct {
-        folio::backend::open_best(image.path(), mode)?
+        match queue_depth {
+            Some(depth) if folio::backend::uring_support().is_ok() => std::sync::Arc::new(
+                folio::UringBackend::open_with_depth(image.path(), mode, depth)?,
+            ),
+            Some(_) => return Err("--queue-depth needs io_uring, which is unavailable".into()),
+            None => folio::backend::open_best(image.path(), mode)?,
+        }
     } else {
         std::sync::Arc::new(folio::FileBackend::open(image.path(), mode)?)
     };
@@ -250,6 +288,9 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
     match &args.command {
         Some(BenchCommand::Io(io_args)) => return io::run(io_args),
         Some(BenchCommand::Nbd(nbd_args)) => return nbd::run(nbd_args),
+        Some(BenchCommand::Record(r)) => {
+            return record::record_from_stdin(&r.bench, r.results.as_deref())
+        }
         None => {}
     }
     if args.hot {
@@ -272,15 +313,57 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
         return Err(format!("the image ({len} bytes) is smaller than one I/O").into());
     }
     let budget = args.budget.resolve(len).max(args.page_size as u64);
-    let config = CacheConfig::new(budget)
+    let mut config = CacheConfig::new(budget)
         .page_size(args.page_size)
         .policy(policy)
         .background_writeback(args.flusher == Flusher::On);
-    let cache = open_cache(&image, config, args.direct)?;
+    if args.queue_depth.is_some() {
+        // At most `--queue-depth` write-backs in flight: one flushing thread (at depth 1 the
+        // cache would otherwise split a flush over its write-back threads).
+        config = config.writeback_threads(1);
+    }
+    let cache = open_cache(&image, config, args.direct, args.queue_depth)?;
     let report = mixed::run(&cache, args, len)?;
     let stats = cache.stats();
     cache.close().map_err(folio::Error::from)?;
     let hit_ratio = stats.hit_ratio();
+    if let Some(dir) = record::results_dir(args.results.as_deref()) {
+        let workload = format!(
+            "{:?} {:.0}% reads of {} B, {} thread(s)",
+            args.workload,
+            args.read_ratio * 100.0,
+            args.io_size,
+            args.threads
+        )
+        .to_lowercase();
+        let row = record::Row::new(
+            &workload,
+            "folio",
+            "ops/s",
+            vec![report.ops as f64 / report.seconds],
+        )
+        .extra(serde_json::json!({
+            "hit_ratio": hit_ratio,
+            "p50_us": report.p50_us,
+            "p99_us": report.p99_us,
+            "syncs": stats.syncs,
+            "throttled_ms": stats.throttled_ns as f64 / 1e6,
+        }));
+        let params = serde_json::json!({
+            "image_bytes": len,
+            "budget_bytes": budget,
+            "policy": policy.name(),
+            "ops": report.ops,
+            "sync_every": args.sync_every,
+            "final_sync": args.final_sync,
+            "flusher": args.flusher == Flusher::On,
+            "direct": args.direct,
+            "queue_depth": args.queue_depth,
+            "seed": args.seed,
+            "smoke": args.smoke,
+        });
+        record::append(&dir, "mixed", params, &[row])?;
+    }
     if args.json {
         let obj = serde_json::json!({
             "workload": format!("{:?}", args.workload).to_lowercase(),

@@ -13,21 +13,8 @@ pub const MIB: u64 = 1 << 20;
 /// Whether `bin` is installed. A missing client is a visible skip (on stderr), and a failure
 /// under `FOLIO_REQUIRE_ALL=1` (CI installs every client).
 pub fn have(bin: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var_os("FOLIO_REQUIRE_ALL").is_none_or(|v| v != "1"),
-            "`{bin}` is not installed and FOLIO_REQUIRE_ALL=1"
-        );
-        eprintln!("SKIPPED: `{bin}` is not installed");
-    }
-    found
+    // A visible skip if it is missing, a failure under FOLIO_REQUIRE_ALL=1 (folio-testkit).
+    folio_testkit::require_bin(bin)
 }
 
 pub fn free_port() -> u16 {
