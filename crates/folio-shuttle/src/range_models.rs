@@ -1,5 +1,5 @@
 //! Models of the range operations against write-backs in flight (issue 13): discard, zero and
-//! resize racing a flush of the same pages, with and without the background flusher running,
+//! resize racing a flush or an eviction of the same pages, with and without the background flusher running,
 //! under CLOCK and under S3-FIFO.
 //!
 //! The backend here is a device model: a write's extent is fixed when it is submitted (cut at the
@@ -266,6 +266,73 @@ fn shrink_racing_a_flush_in_flight_then_grow_reads_zeros() {
             &backend.written()[PS..],
             &want[..],
             "truncated bytes came back on the device"
+        );
+        cache.check_invariants().expect("invariants");
+    });
+}
+
+/// Zero / eviction of the dirty page: a miss on another page in a one-frame cache evicts page 0,
+/// writing it back, while page 0 is zeroed. Once both are done the page reads zeros, in the cache
+/// and on the device: the eviction's write must not land after the hole (the evictor claims its
+/// victim before it marks it under write-back; a discard that orphans the page in between must
+/// stop that write). Found by review: 28 of 3,000 random schedules lost before the fix.
+#[test]
+fn zero_racing_an_eviction_of_the_page_stays_zero() {
+    check(|setup| {
+        let backend = LateBackend::new(vec![0xAA; 2 * PS]);
+        let cache = cache(&backend, 1, setup);
+        cache.write_all_at(&[0x11; PS], 0).expect("write");
+        let evictor = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                read(&cache, 1);
+            })
+        };
+        let zeroer = {
+            let cache = cache.clone();
+            thread::spawn(move || cache.zero_range(0..PSU).expect("zero"))
+        };
+        evictor.join().expect("evictor");
+        zeroer.join().expect("zeroer");
+        assert_eq!(read(&cache, 0), vec![0; PS], "the zeroed page came back");
+        cache.sync().expect("sync");
+        assert_eq!(
+            &backend.durable()[..PS],
+            &[0; PS][..],
+            "old bytes on the device"
+        );
+        cache.check_invariants().expect("invariants");
+    });
+}
+
+/// Shrink to nothing and grow / eviction of the dirty page: the page reads zeros afterwards.
+#[test]
+fn shrink_and_grow_racing_an_eviction_of_the_page_reads_zeros() {
+    check(|setup| {
+        let backend = LateBackend::new(vec![0xAA; 2 * PS]);
+        let cache = cache(&backend, 1, setup);
+        cache.write_all_at(&[0x11; PS], 0).expect("write");
+        let evictor = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                read(&cache, 1);
+            })
+        };
+        let resizer = {
+            let cache = cache.clone();
+            thread::spawn(move || {
+                cache.resize(0).expect("shrink");
+                cache.resize(2 * PSU).expect("grow");
+            })
+        };
+        evictor.join().expect("evictor");
+        resizer.join().expect("resizer");
+        assert_eq!(read(&cache, 0), vec![0; PS], "truncated bytes came back");
+        cache.sync().expect("sync");
+        assert_eq!(
+            &backend.durable()[..PS],
+            &[0; PS][..],
+            "old bytes on the device"
         );
         cache.check_invariants().expect("invariants");
     });

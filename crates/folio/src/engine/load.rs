@@ -76,33 +76,11 @@ impl Engine {
         let f = held.frame();
         let key = self.frames[f as usize].tag();
         if held.state() & DIRTY != 0 {
-            // Under write-back while the write is in flight, so that range operations wait
-            // for it as for any other write-back.
-            held.set_writeback(true);
-            if self.fenced_after_writeback_began(key) {
-                // Not now: its bytes may be from before a hole being punched under it. Put it
-                // back and let the caller try another frame.
-                held.set_writeback(false);
-                self.readmit(f, key);
-                return Ok(None);
+            match self.write_victim(f, key, &held) {
+                Ok(Victim::Clean) => {}
+                Ok(Victim::Fenced) => return Ok(None),
+                Err(e) => return Err(e),
             }
-            self.wb.in_flight_add(1);
-            let end = (key + 1) << self.page_shift;
-            self.data_end.fetch_max(end, Ordering::AcqRel);
-            let written = self.write_exclusive(key, &held);
-            if let Err(e) = &written {
-                // Recorded while the page is still under write-back: a sync that waits for it
-                // sees the failure.
-                self.errseq.record(e);
-                self.counters.add(Counter::WritebackErrors, 1);
-            }
-            held.set_writeback(false);
-            self.wb.in_flight_add(-1);
-            if let Err(e) = written {
-                self.readmit(f, key);
-                return Err(e);
-            }
-            held.clear_dirty();
         }
         {
             let mut g = self.index.lock();
@@ -113,6 +91,48 @@ impl Engine {
         self.counters.add(Counter::Evictions, 1);
         // The caller puts a page in it, or frees it.
         Ok(Some(held))
+    }
+
+    /// Writes back the dirty victim `key` in frame `f` (claimed by [`evict_one`]) under
+    /// write-back, so that range operations wait for it as for any other write-back.
+    /// `Fenced`: not written, given back to the policy (a hole is being punched under it).
+    /// `Err`: the write failed, recorded; the page stays cached, dirty.
+    fn write_victim(&self, f: FrameId, key: u64, held: &ExclusiveHold<'_>) -> Result<Victim> {
+        held.set_writeback(true);
+        // A discard may have orphaned the page between our claim and the line above (`orphan`
+        // refuses only pages under write-back). Both are read-modify-writes of the state word,
+        // so either the orphan came first and we see it now, or it comes after and waits for
+        // this write. An orphan's bytes were discarded (and it is no longer dirty): writing
+        // them would land after the hole or truncation that discarded them.
+        if kind(held.state()) != VALID {
+            held.set_writeback(false);
+            return Ok(Victim::Clean);
+        }
+        if self.fenced_after_writeback_began(key) {
+            // Not now: its bytes may be from before a hole being punched under it. Put it
+            // back and let the caller try another frame.
+            held.set_writeback(false);
+            self.readmit(f, key);
+            return Ok(Victim::Fenced);
+        }
+        self.wb.in_flight_add(1);
+        let end = (key + 1) << self.page_shift;
+        self.data_end.fetch_max(end, Ordering::AcqRel);
+        let written = self.write_exclusive(key, held);
+        if let Err(e) = &written {
+            // Recorded while the page is still under write-back: a sync that waits for it sees
+            // the failure.
+            self.errseq.record(e);
+            self.counters.add(Counter::WritebackErrors, 1);
+        }
+        held.set_writeback(false);
+        self.wb.in_flight_add(-1);
+        if let Err(e) = written {
+            self.readmit(f, key);
+            return Err(e);
+        }
+        held.clear_dirty();
+        Ok(Victim::Clean)
     }
 
     /// Gives the policy back a victim that could not be evicted (held `EXCLUSIVE` by the
@@ -367,4 +387,12 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// What became of a dirty victim: see [`Engine::write_victim`].
+enum Victim {
+    /// Written back (or discarded meanwhile): the frame may be reused.
+    Clean,
+    /// Not written: a range operation's fence covers it.
+    Fenced,
 }
