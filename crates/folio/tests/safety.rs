@@ -274,6 +274,63 @@ fn a_failed_write_back_reaches_a_sync_even_after_flush_and_evict_reported_it() {
     assert_eq!(&dev.durable()[..PS], &page(0x11)[..]);
 }
 
+/// Two threads sync through one cursor (the cache's own, or one `SyncHandle` shared by an NBD
+/// connection's workers). Thread 1's own write of page 0 fails; before it reads the error
+/// sequence, thread 2's sync of an unrelated range takes the report. Thread 1 must still get an
+/// error: the page it was asked to make durable is not.
+fn own_write_back_failure_reaches_the_sync_that_did_it(shared_handle: bool) {
+    // Queue depth 2: runs are submitted two at a time, in page order.
+    let dev = Device::with_queue_depth(page(0xAA).repeat(16), 2);
+    let c = cache(&dev, 16);
+    for p in [0u64, 2, 4, 6] {
+        c.write_all_at(&page(0x11), p * PSU).unwrap();
+    }
+    let handle = Arc::new(c.sync_handle());
+    dev.fail(Call::Write, 0); // page 0's write fails...
+    let held = dev.hold(Call::Write, 2); // ...and is recorded before page 4's write, held here.
+    let t1 = spawn({
+        let (c, handle) = (c.clone(), handle.clone());
+        move || match shared_handle {
+            true => handle.sync(),
+            false => c.sync(),
+        }
+    });
+    held.arrived();
+    let r2 = match shared_handle {
+        true => handle.sync_range(10 * PSU..11 * PSU),
+        false => c.sync_range(10 * PSU..11 * PSU),
+    };
+    held.release();
+    let r1 = t1.join().unwrap();
+    assert!(r2.is_err(), "the other sync was told first");
+    assert_ne!(
+        &dev.durable()[..PS],
+        &page(0x11)[..],
+        "page 0 is not durable"
+    );
+    assert!(
+        r1.is_err(),
+        "sync() returned Ok but its own write-back failed"
+    );
+    // The failure was reported to both (and, once, to any cursor that has not seen it); the
+    // data is kept and the next sync makes it durable.
+    if shared_handle {
+        assert!(c.sync().is_err(), "the cache's own cursor was not told");
+    }
+    c.sync().unwrap();
+    assert_eq!(&dev.durable()[..PS], &page(0x11)[..]);
+}
+
+#[test]
+fn a_sync_whose_own_write_back_failed_fails_although_another_sync_reported_it_first() {
+    own_write_back_failure_reaches_the_sync_that_did_it(false);
+}
+
+#[test]
+fn a_shared_handles_sync_whose_own_write_back_failed_fails_although_another_reported_it() {
+    own_write_back_failure_reaches_the_sync_that_did_it(true);
+}
+
 #[test]
 fn an_extending_write_never_zeroes_a_page_written_meanwhile() {
     let dev = Device::new(page(0xAA).repeat(2));

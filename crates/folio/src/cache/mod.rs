@@ -176,11 +176,13 @@ impl PageCache {
     /// [`sync`](Self::sync)); a failure reported here is reported again by the next `sync`,
     /// since a flush does not make data durable.
     pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
-        // Its own failures are in the error sequence, reported just below.
-        let _ = self
+        // Everyone's failures since the last report, then this call's own (whose report
+        // another thread may have taken meanwhile).
+        let own = self
             .engine
             .flush_pages(self.engine.pages_overlapping(&range));
-        self.engine.check_errors()
+        self.engine.check_errors()?;
+        own
     }
 
     /// Writes back the pages overlapping `range`, then drops those nobody holds. Reports
@@ -188,9 +190,10 @@ impl PageCache {
     /// back stays cached (dirty).
     pub fn evict_range(&self, range: Range<u64>) -> Result<()> {
         let pages = self.engine.pages_overlapping(&range);
-        let _ = self.engine.flush_pages(pages.clone());
+        let own = self.engine.flush_pages(pages.clone());
         self.engine.drop_clean(pages);
-        self.engine.check_errors()
+        self.engine.check_errors()?;
+        own
     }
 
     /// Drops the pages that lie wholly inside `range` (cut at the length the file has when the

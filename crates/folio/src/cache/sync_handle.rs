@@ -53,9 +53,11 @@ impl SyncHandle {
     /// next [`sync`](Self::sync): a flush does not make data durable.
     pub fn flush_range(&self, range: Range<u64>) -> Result<()> {
         let s = &self.engine;
-        // Its own failures are in the error sequence, reported just below.
-        let _ = s.flush_pages_parallel(s.pages_overlapping(&range));
-        s.errseq.check(&self.cursor, Check::Flush)
+        // Everyone's failures this handle has not seen, then this call's own (whose report
+        // another thread sharing the handle may have taken meanwhile).
+        let own = s.flush_pages_parallel(s.pages_overlapping(&range));
+        s.errseq.check(&self.cursor, Check::Flush)?;
+        own
     }
 
     /// Reports a failure this handle has not seen yet, without any I/O (as a flush does: the

@@ -383,9 +383,10 @@ impl Engine {
     /// and the cache cannot know which, so it never again says the data is durable. Reads and
     /// writes go on; reopening the backend (and checking the data) is the way back.
     pub(crate) fn sync_with(&self, range: &Range<u64>, cursor: &Cursor) -> Result<()> {
-        // This call's own write-back failures reach it through the error sequence, with
-        // everyone else's since this cursor's last sync.
-        let _ = self.flush_pages_parallel(self.pages_overlapping(range));
+        // Everyone's write-back failures since this cursor's last sync reach it through the
+        // error sequence; this call's own are returned even if another thread sharing the
+        // cursor consumed their report meanwhile (the pages it was asked for are not durable).
+        let own = self.flush_pages_parallel(self.pages_overlapping(range));
         {
             // One backend sync at a time, its failure recorded before the next starts: a sync
             // that succeeds right after another failed (which may have dropped the writes this
@@ -399,7 +400,9 @@ impl Engine {
             }
         }
         self.counters.add(crate::stats::Counter::Syncs, 1);
+        // The cursor moves first, so a failure reported here is not reported again.
         self.errseq.check(cursor, Check::Sync)?;
+        own?;
         match &*self.durability_lost.lock() {
             Some(e) => Err(Error::DurabilityLost {
                 source: Box::new(e.clone()),
