@@ -192,6 +192,59 @@ fn shrinking_then_growing_reads_zeros_although_an_older_write_landed_late() {
     assert_eq!(dev.image(), page(0).repeat(2));
 }
 
+/// `resize` holds the partial last page before it takes the size lock, but a concurrent
+/// `discard_range` can orphan that page meanwhile and a reader load it again from the device.
+/// The shrink then zeroes the tail of the orphan, not of the page in the cache: bytes past the
+/// new end stay cached, and a growth brings them back.
+#[test]
+fn a_shrink_whose_tail_page_was_discarded_meanwhile_leaves_no_bytes_past_the_end() {
+    let len = 3 * PSU - 100; // page 2 is partial
+    let dev = Device::new(page(0xAA).repeat(3)[..len as usize].to_vec());
+    let c = cache(&dev, 8);
+    let mut buf = page(0);
+    c.read_exact_at(&mut buf, PSU).unwrap(); // page 1 cached
+                                             // Keep the size lock busy: a discard of the partial last page waits, under the size lock,
+                                             // for the write-back of that page, held in flight.
+    c.write_all_at(&[0x33; 10], 2 * PSU).unwrap();
+    let held = dev.hold(Call::Write, 0);
+    let flush = spawn({
+        let c = c.clone();
+        move || c.flush_range(2 * PSU..3 * PSU)
+    });
+    held.arrived();
+    let tail_discard = spawn({
+        let c = c.clone();
+        move || c.discard_range(2 * PSU..u64::MAX)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // The shrink takes page 1 (its new partial last page), then waits for the size lock.
+    let shrink = spawn({
+        let c = c.clone();
+        move || c.resize(PSU + 10)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!shrink.is_finished());
+    // Meanwhile page 1 is discarded (the shrink's hold becomes an orphan) and read again.
+    c.discard_range(PSU..2 * PSU).unwrap();
+    c.read_exact_at(&mut buf, PSU).unwrap();
+    held.release();
+    flush.join().unwrap().unwrap();
+    tail_discard.join().unwrap().unwrap();
+    shrink.join().unwrap().unwrap();
+    assert_eq!(c.len(), PSU + 10);
+    let inv = c.check_invariants();
+    c.resize(2 * PSU).unwrap();
+    let mut want = page(0);
+    want[..10].fill(0xAA);
+    c.read_exact_at(&mut buf, PSU).unwrap();
+    let stale = buf.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        stale, 0,
+        "{stale} bytes cut off by the shrink came back after a growth"
+    );
+    assert!(inv.is_ok(), "{inv:?}");
+}
+
 #[test]
 fn zeroing_to_the_end_of_the_file_keeps_a_page_appended_meanwhile() {
     let dev = Device::new(page(0xAA).repeat(2));

@@ -9,6 +9,9 @@
 //! - a shrink cuts the backend *after* the write-backs of the pages it drops have landed, so a
 //!   late write cannot bring truncated bytes back, and loads zero every byte past the cache's
 //!   length, so a page read while the backend still held them is zeros there;
+//! - a shrink keeps the new partial last page in the cache while it cuts (`keep_tail`): marked
+//!   under write-back, so a discard waits for it instead of dropping it and letting a reader
+//!   load the bytes being cut again;
 //! - ranges are cut at the length the call started with: pages appended meanwhile are outside.
 //!
 //! May block: on loads and write-backs in flight (I/O, which never waits for anything here),
@@ -50,17 +53,40 @@ impl Engine {
                 None
             };
             let g = self.size_lock.lock();
-            let result = if self.len() == planned {
-                Some(self.shrink_locked(new_len, tail.as_mut()))
-            } else {
-                None
-            };
-            drop(g);
-            drop(tail);
-            if let Some(r) = result {
-                return r;
+            if self.len() != planned || !self.keep_tail(tail.as_ref()) {
+                // The length changed, or a discard dropped the tail page we hold while we
+                // waited for the lock (and someone may have loaded it again): plan again.
+                // Nothing was changed yet. (Each pass that starts over lost to an operation
+                // that completed.)
+                continue;
             }
+            let result = self.shrink_locked(new_len, tail.as_mut());
+            if let Some(t) = &tail {
+                t.set_writeback(false);
+            }
+            drop(g);
+            return result;
         }
+    }
+
+    /// Under the size lock: makes sure the shrink's hold on the new partial last page is the
+    /// page in the cache, and keeps it there until the shrink is over. The page is marked
+    /// under write-back (the shrink is about to cut the backend under it, and zero its tail),
+    /// so that a discard or a hole punched over it waits as for any write-back instead of
+    /// dropping it; both marks and drops are read-modify-writes of its state word, so either the
+    /// drop came first and we see it here (false: start over), or it waits for us. Without
+    /// this a page read again after such a drop, still holding the bytes past the new end,
+    /// would stay cached while the shrink zeroed the tail of the dropped copy.
+    fn keep_tail(&self, tail: Option<&ExclusiveHold<'_>>) -> bool {
+        let Some(t) = tail else {
+            return true;
+        };
+        t.set_writeback(true);
+        if kind(t.state()) == VALID {
+            return true;
+        }
+        t.set_writeback(false);
+        false
     }
 
     /// Grows the file to `end` (the caller holds the size lock).
