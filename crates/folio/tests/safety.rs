@@ -729,3 +729,70 @@ fn a_relay_of_read_guards_does_not_starve_a_writer() {
         assert_eq!(&buf, b"writer");
     });
 }
+
+/// A read that misses while the file is shrunk and grown again: it may return the old bytes,
+/// zeros or fewer bytes, never an error. Counts the errors seen over a bounded run.
+fn short_io_errors_under_resize(backend: Arc<dyn folio::PageCacheBackend>) -> (u64, u64, String) {
+    let pages = 64u64;
+    let c = Arc::new(
+        PageCache::new(
+            backend,
+            CacheConfig::with_budget_pages(8)
+                .background_writeback(false)
+                .readahead_workers(0),
+        )
+        .unwrap(),
+    );
+    c.advise(0..pages * PSU, folio::Advice::Random).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resizer = spawn({
+        let (c, stop) = (c.clone(), stop.clone());
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.resize(PSU).unwrap();
+                c.resize(pages * PSU).unwrap();
+            }
+        }
+    });
+    let (mut reads, mut errors, mut last) = (0u64, 0u64, String::new());
+    let started = std::time::Instant::now();
+    let mut buf = page(0);
+    let mut k = 1;
+    while started.elapsed() < Duration::from_secs(1) {
+        match c.read_at(&mut buf, k * PSU) {
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                last = e.to_string();
+            }
+        }
+        reads += 1;
+        k = if k + 1 == pages { 1 } else { k + 1 };
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    resizer.join().unwrap();
+    (reads, errors, last)
+}
+
+fn temp_file(pages: u64) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("folio-safety-shrink-{}", std::process::id()));
+    std::fs::write(&path, vec![0xAAu8; (pages * PSU) as usize]).unwrap();
+    path
+}
+
+#[test]
+fn a_miss_racing_a_shrink_is_never_an_error_on_either_file_backend() {
+    let path = temp_file(64);
+    let file = Arc::new(folio::FileBackend::open(&path, folio::IoMode::Buffered).unwrap());
+    let (r, e, last) = short_io_errors_under_resize(file);
+    eprintln!("FileBackend: {e} errors in {r} reads {last}");
+    assert_eq!(e, 0, "FileBackend: {e} of {r} reads failed: {last}");
+    if uring_or_skip("a_miss_racing_a_shrink_is_never_an_error (io_uring)") {
+        std::fs::write(&path, vec![0xAAu8; (64 * PSU) as usize]).unwrap();
+        let uring = Arc::new(folio::UringBackend::open(&path, folio::IoMode::Buffered).unwrap());
+        let (r, e, last) = short_io_errors_under_resize(uring);
+        eprintln!("UringBackend: {e} errors in {r} reads {last}");
+        assert_eq!(e, 0, "io_uring: {e} of {r} reads failed: {last}");
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -41,6 +41,9 @@ pub struct FileBackend {
     tail_file: Option<File>,
     mode: IoMode,
     len: AtomicU64,
+    /// Resizes begun plus resizes ended: odd while one is under way. A read that comes back
+    /// short while this moved was cut by our own shrink, not by someone else's truncation.
+    resizes: AtomicU64,
 }
 
 impl FileBackend {
@@ -79,6 +82,7 @@ impl FileBackend {
             tail_file,
             mode,
             len: AtomicU64::new(len),
+            resizes: AtomicU64::new(0),
         })
     }
 
@@ -199,6 +203,33 @@ pub(crate) fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std:
     Ok(())
 }
 
+impl FileBackend {
+    /// The resize epoch (see `resizes`), sampled before an I/O whose shortness may be ours.
+    pub(crate) fn resize_epoch(&self) -> u64 {
+        self.resizes.load(Ordering::SeqCst)
+    }
+
+    /// True if a resize ran, or is running, since `epoch` was sampled.
+    pub(crate) fn resized_since(&self, epoch: u64) -> bool {
+        let now = self.resizes.load(Ordering::SeqCst);
+        now != epoch || now % 2 == 1
+    }
+
+    /// `ftruncate`, then the new length for writes to clip at.
+    fn set_len_now(&self, len: u64) -> Result<()> {
+        rustix::fs::ftruncate(&self.file, len).map_err(|e| match e {
+            rustix::io::Errno::INVAL | rustix::io::Errno::PERM
+                if len != self.len.load(Ordering::Acquire) =>
+            {
+                Error::Unsupported("resizing this file or device")
+            }
+            e => Error::io(IoOp::Resize, len, e.into()),
+        })?;
+        self.len.store(len, Ordering::Release);
+        Ok(())
+    }
+}
+
 impl PageCacheBackend for FileBackend {
     fn read_pages(&self, idx: u64, mut frames: Vec<FrameMut>) -> Result<IoWaiter> {
         let (page_size, offset) = io_geometry(idx, frames.iter().map(|f| f.len()))?;
@@ -207,6 +238,7 @@ impl PageCacheBackend for FileBackend {
         // The length before the read: a file that grows meanwhile (an append) may give more,
         // never less; one that shrinks (a truncation) may give less, checked below.
         let len_before = self.len.load(Ordering::Acquire);
+        let resizes_before = self.resize_epoch();
         let mut bufs: Vec<&mut [u8]> = frames.iter_mut().map(|f| f.as_mut_slice()).collect();
         let done = preadv_full(&self.file, &mut bufs, offset)
             .map_err(|e| Error::io(IoOp::Read, offset, e))?;
@@ -222,8 +254,10 @@ impl PageCacheBackend for FileBackend {
         }
         let len = len_before.min(self.len.load(Ordering::Acquire));
         let expected = len.saturating_sub(offset).min(wanted as u64) as usize;
-        if done < expected {
-            // The file is shorter than we believe: someone truncated it behind our back.
+        if done < expected && !self.resized_since(resizes_before) {
+            // The file is shorter than we believe: someone truncated it behind our back. (Cut
+            // by a resize of ours racing the read, it reads as zeros past the cut, as the
+            // pages past the new end do.)
             return Err(Error::ShortIo {
                 op: IoOp::Read,
                 offset,
@@ -280,16 +314,10 @@ impl PageCacheBackend for FileBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        rustix::fs::ftruncate(&self.file, len).map_err(|e| match e {
-            rustix::io::Errno::INVAL | rustix::io::Errno::PERM
-                if len != self.len.load(Ordering::Acquire) =>
-            {
-                Error::Unsupported("resizing this file or device")
-            }
-            e => Error::io(IoOp::Resize, len, e.into()),
-        })?;
-        self.len.store(len, Ordering::Release);
-        Ok(())
+        self.resizes.fetch_add(1, Ordering::SeqCst);
+        let result = self.set_len_now(len);
+        self.resizes.fetch_add(1, Ordering::SeqCst);
+        result
     }
 
     fn sync(&self) -> Result<()> {

@@ -98,6 +98,7 @@ impl Inner {
             offset,
             submitted,
             expected,
+            resizes_before,
             completer,
             ..
         } = op;
@@ -106,7 +107,7 @@ impl Inner {
                 if res < 0 {
                     Err(errno_error(IoOp::Read, offset, res))
                 } else {
-                    self.finish_read(&mut frames, offset, res as usize, expected)
+                    self.finish_read(&mut frames, offset, res as usize, expected, resizes_before)
                 }
             }
             Buffers::Write(frames) => {
@@ -126,6 +127,7 @@ impl Inner {
         offset: u64,
         mut done: usize,
         expected: usize,
+        resizes_before: u64,
     ) -> Result<()> {
         if done < expected {
             // A short read inside the file (rare): read the rest synchronously, buffered, since
@@ -139,7 +141,7 @@ impl Inner {
         for b in sub_slices_mut(frames, done) {
             b.fill(0);
         }
-        if done < expected {
+        if done < expected && !self.file.resized_since(resizes_before) {
             return Err(Error::ShortIo {
                 op: IoOp::Read,
                 offset,

@@ -105,6 +105,9 @@ pub(super) struct Op {
     pub(super) submitted: usize,
     /// Bytes that must come back (reads: up to the end of the file; writes: all).
     pub(super) expected: usize,
+    /// The file's resize epoch when the op was prepared: a read cut short by our own resize
+    /// meanwhile reads zeros past the cut, not an error.
+    pub(super) resizes_before: u64,
     pub(super) completer: IoCompleter,
 }
 
@@ -119,6 +122,7 @@ fn prepared(
     expected: usize,
     waiter: impl FnOnce(IoOp, u64) -> (IoWaiter, IoCompleter),
 ) -> Prepared {
+    let resizes_before = backend.inner.file.resize_epoch();
     let dir = buffers.op();
     let fd = types::Fd(backend.inner.file.file().as_raw_fd());
     let (sqe, iovecs) = rw_sqe(fd, iovecs, offset, dir);
@@ -129,6 +133,7 @@ fn prepared(
         offset,
         submitted,
         expected,
+        resizes_before,
         completer,
     };
     Prepared::Op(op, sqe, waiter)
