@@ -278,7 +278,7 @@ fn pinned_page_is_never_evicted() {
             thread::spawn(move || {
                 let pin = cache.pin_page(0).expect("pin");
                 for _ in 0..2 {
-                    assert_page(&pin.read(), 0, &[0]);
+                    assert_page(&pin.read().expect("read"), 0, &[0]);
                     thread::yield_now();
                 }
                 assert!(cache.page_state(0).is_some(), "pinned page left the cache");

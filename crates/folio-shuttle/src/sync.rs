@@ -192,6 +192,10 @@ pub(crate) fn spawn<T: Send + 'static>(
 
 pub(crate) use shuttle::thread::scope;
 
+/// Thread-local storage: one per logical thread (std's would be shared by all of them, since
+/// shuttle runs them on one OS thread).
+pub(crate) use shuttle::thread_local;
+
 /// No scoped threads in the model build: the caller does the work itself (a flush split over
 /// threads writes every slice on the calling thread). Shuttle 0.9's scoped threads wake the
 /// scope's owner when one of them ends, even while the owner waits on a condition variable,

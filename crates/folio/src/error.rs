@@ -145,6 +145,14 @@ pub enum Error {
         /// The page index.
         page: u64,
     },
+    /// The call would wait for a guard this thread holds on the page (a `sync` or a write of a
+    /// page the caller holds a write guard on, say): it would wait for itself for ever. Drop
+    /// the guard first.
+    #[error("page {page} is held by a guard of this thread: the call would wait for itself")]
+    HeldByCaller {
+        /// The page index.
+        page: u64,
+    },
     /// The cache has been closed.
     #[error("the cache is closed")]
     Closed,
@@ -183,6 +191,7 @@ impl Error {
             }
             Error::OutOfRange { .. } | Error::CrossesPage { .. } => ErrorKind::InvalidInput,
             Error::NoFreeFrame { .. } | Error::TooManyHolds { .. } => ErrorKind::OutOfMemory,
+            Error::HeldByCaller { .. } => ErrorKind::Deadlock,
             Error::WritebackFailed { source, .. } | Error::DurabilityLost { source } => {
                 return source.to_io_error()
             }

@@ -115,6 +115,9 @@ pub(crate) fn spawn<T: Send + 'static>(
 /// `std::thread::scope`, for flushes split over threads.
 pub(crate) use std::thread::scope;
 
+/// Thread-local storage (per logical thread in the model build).
+pub(crate) use std::thread_local;
+
 /// Starts a named scoped thread.
 pub(crate) fn spawn_scoped<'scope, T: Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,

@@ -213,7 +213,7 @@ fn pager_commit_update_decommit() {
     let cache = cache_over(backend.clone(), 4);
     {
         let page = cache.commit_page(1).unwrap();
-        page.write()[0] = 9;
+        page.write().unwrap()[0] = 9;
     }
     cache.update_page(1).unwrap();
     assert!(matches!(
@@ -451,12 +451,12 @@ fn pinned_pages_are_never_evicted_and_survive_discard() {
         cache.read_exact_at(&mut buf, p * PS as u64).unwrap();
     }
     assert!(cache.page_state(0).is_some(), "the pinned page stayed");
-    assert_eq!(&pin.read()[..], &pattern(3, 3, 16 * PS)[..PS]);
+    assert_eq!(&pin.read().unwrap()[..], &pattern(3, 3, 16 * PS)[..PS]);
     // Discarded while pinned: it leaves the cache but the pin still reads and writes its frame.
     cache.discard_range(0..PS as u64).unwrap();
     assert_eq!(cache.page_state(0), None);
-    pin.write()[0] ^= 0xFF;
-    assert_eq!(pin.read()[0], pattern(3, 3, 1)[0] ^ 0xFF);
+    pin.write().unwrap()[0] ^= 0xFF;
+    assert_eq!(pin.read().unwrap()[0], pattern(3, 3, 1)[0] ^ 0xFF);
     drop(pin);
     // The orphan's frame was returned: both frames serve new pages, and page 0 reads the backend.
     for p in 0..16u64 {

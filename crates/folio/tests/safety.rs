@@ -485,6 +485,86 @@ fn more_holds_on_one_page_than_the_holder_count_allows_is_an_error_not_a_hang() 
 }
 
 #[test]
+fn pinned_page_reads_past_the_reader_count_are_an_error_not_a_hang() {
+    bounded(Duration::from_secs(60), || {
+        let dev = Device::new(page(0xAA));
+        let c = cache(&dev, 8);
+        let pin = c.pin_page(0).unwrap();
+        let mut guards = Vec::new();
+        let err = loop {
+            match pin.read() {
+                Ok(g) => guards.push(g),
+                Err(e) => break e,
+            }
+            assert!(guards.len() <= 1 << 16, "readers never saturate");
+        };
+        assert!(matches!(err, Error::TooManyHolds { page: 0 }), "{err}");
+        assert_eq!(guards[0][..], page(0xAA)[..]);
+        drop(guards);
+        assert_eq!(pin.read().unwrap()[..], page(0xAA)[..]);
+    });
+}
+
+/// A thread that holds a guard of a page and then calls something that must wait for that
+/// page's holders would wait for itself: each such call fails with `HeldByCaller` instead, and
+/// the page keeps the guard's bytes.
+#[test]
+fn waiting_for_a_guard_this_thread_holds_is_an_error_not_a_hang() {
+    bounded(Duration::from_secs(30), || {
+        let dev = Device::new(page(0xAA).repeat(2));
+        let c = cache(&dev, 8);
+        c.write_all_at(&page(0x11), 0).unwrap();
+        let mut g = c.write_page(0).unwrap();
+        g[0] = 0x22;
+        let held = |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: 0 }));
+        let held_1 = |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: 1 }));
+        assert!(held(c.sync()), "sync of a page this thread holds");
+        assert!(
+            held(c.flush_range(0..PSU)),
+            "flush of a page this thread holds"
+        );
+        let mut buf = [0u8; 1];
+        assert!(
+            held(c.read_exact_at(&mut buf, 0)),
+            "read of a page this thread writes"
+        );
+        assert!(
+            held(c.write_all_at(&[1], 0)),
+            "write of a page this thread writes"
+        );
+        assert!(matches!(
+            c.pin_page(0),
+            Err(Error::HeldByCaller { page: 0 })
+        ));
+        // The other page is not held: it is read and written as usual.
+        c.write_all_at(&[7], PSU).unwrap();
+        drop(g);
+        // A pinned page's guards: a second one of this thread waits for the first.
+        let pin = c.pin_page(0).unwrap();
+        let w = pin.write().unwrap();
+        assert!(matches!(pin.read(), Err(Error::HeldByCaller { page: 0 })));
+        assert!(matches!(pin.write(), Err(Error::HeldByCaller { page: 0 })));
+        drop(w);
+        // Once the guards are gone, everything goes through and the guard's byte is kept.
+        assert_eq!(pin.read().unwrap()[0], 0x22);
+        drop(pin);
+        c.sync().unwrap();
+        assert_eq!(dev.durable()[0], 0x22);
+        assert_eq!(dev.durable()[PS], 7);
+
+        // A reader hold: a write (which waits for readers) of the page fails; a read does not.
+        let r = c.read_page(1).unwrap();
+        assert!(
+            held_1(c.write_all_at(&[8], PSU)),
+            "write of a page this thread reads"
+        );
+        assert_eq!(read(&c, 1)[0], 7);
+        drop(r);
+        c.write_all_at(&[8], PSU).unwrap();
+    });
+}
+
+#[test]
 fn a_batch_of_misses_succeeds_where_serial_reads_succeed() {
     let dev = Device::with_queue_depth(page(0xAA).repeat(200), 32);
     let c = cache_with(

@@ -6,6 +6,7 @@
 use std::ops::{Deref, DerefMut, Range};
 
 use crate::engine::{Dirty, Engine, ExclusiveHold, SharedHold, Took};
+use crate::error::{Error, Result};
 use crate::page::{EXCLUSIVE, READERS_MASK, WRITEBACK, WRITER_WAITING};
 use crate::policy::FrameId;
 
@@ -93,31 +94,46 @@ impl PinnedPage<'_> {
     }
 
     /// Shared access to the bytes (waits for a writer). If the page was discarded while pinned,
-    /// these are the bytes it had.
-    pub fn read(&self) -> PageReadGuard<'_> {
+    /// these are the bytes it had. Fails with `TooManyHolds` if the page already has the most
+    /// readers its state word counts, and with `HeldByCaller` if this thread holds the page's
+    /// write guard (it would wait for itself).
+    pub fn read(&self) -> Result<PageReadGuard<'_>> {
         let meta = &self.engine.frames[self.frame as usize];
+        let blocking = EXCLUSIVE | WRITER_WAITING;
         // A pinned frame keeps its tag and is VALID or ORPHAN: it can only be busy (a writer)
-        // or have the most readers the state word counts. Bounded by those holders.
+        // or have the most readers the state word counts. Bounded by its writers.
         loop {
             match self.engine.acquire_shared(self.frame, self.page, true) {
-                Took::Held(h) => return PageReadGuard::new(h, 0..self.engine.page_size),
-                Took::Not(_) => meta.wait_while(|s| {
-                    s & (EXCLUSIVE | WRITER_WAITING) != 0 || s & READERS_MASK == READERS_MASK
-                }),
+                Took::Held(h) => return Ok(PageReadGuard::new(h, 0..self.engine.page_size)),
+                Took::Not(_) if meta.state() & READERS_MASK == READERS_MASK => {
+                    return Err(Error::TooManyHolds { page: self.page })
+                }
+                Took::Not(_) if self.engine.waits_for_itself(self.frame, blocking) => {
+                    return Err(Error::HeldByCaller { page: self.page })
+                }
+                Took::Not(_) => {
+                    meta.wait_while(|s| s & blocking != 0 && s & READERS_MASK != READERS_MASK)
+                }
             }
         }
     }
 
     /// Exclusive access to the bytes (waits for readers and write-back); marks the page dirty.
-    pub fn write(&self) -> PageWriteGuard<'_> {
+    /// Fails with `HeldByCaller` if this thread holds a guard of the page (it would wait for
+    /// itself).
+    pub fn write(&self) -> Result<PageWriteGuard<'_>> {
         let meta = &self.engine.frames[self.frame as usize];
+        let blocking = EXCLUSIVE | READERS_MASK | WRITEBACK;
         // Bounded by the page's other holders and its write-back.
         loop {
             match self.engine.acquire_exclusive(self.frame, self.page, true) {
-                Took::Held(h) => return PageWriteGuard::new(self.engine, h, self.page),
+                Took::Held(h) => return Ok(PageWriteGuard::new(self.engine, h, self.page)),
+                Took::Not(_) if self.engine.waits_for_itself(self.frame, blocking) => {
+                    return Err(Error::HeldByCaller { page: self.page })
+                }
                 Took::Not(_) => {
                     meta.announce_writer();
-                    meta.wait_while(|s| s & (EXCLUSIVE | READERS_MASK | WRITEBACK) != 0)
+                    meta.wait_while(|s| s & blocking != 0)
                 }
             }
         }

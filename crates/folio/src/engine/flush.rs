@@ -124,7 +124,12 @@ impl Engine {
                     for r in in_flight.drain(..) {
                         note(self.complete_run(r));
                     }
-                    self.wait_for(f, key, EXCLUSIVE | WRITEBACK);
+                    if let Err(e) = self.wait_for(f, key, EXCLUSIVE | WRITEBACK) {
+                        // This thread holds the page (a write guard): it stays dirty, and this
+                        // flush fails rather than wait for itself.
+                        note(Err(e));
+                        i += 1;
+                    }
                 }
                 Took::Not(_) => {
                     i += 1;

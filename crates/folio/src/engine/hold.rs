@@ -23,21 +23,82 @@ use crate::backend::{Frame, FrameMut};
 use crate::page::{Acquire, Released, EXCLUSIVE};
 use crate::policy::FrameId;
 
-std::thread_local! {
-    /// Read and exclusive holds this thread has (tokens are `!Send`, so they are released on
-    /// the thread that took them). A thread with none defers to waiting writers; one with some
-    /// must not (it may be taking a second hold on the page a writer waits for). In the model
-    /// build all logical threads share one OS thread and this count: a thread may then defer
-    /// less than it could, never more, which is the safe side.
-    static HOLDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+/// Holds tracked by frame per thread; more are only counted.
+const HELD_TRACKED: usize = 16;
+
+/// The holds this thread has (tokens are `!Send`, so they are released on the thread that took
+/// them): the first [`HELD_TRACKED`] by engine and frame, the rest counted. A thread with none
+/// defers to waiting writers; one with some must not (it may be taking a second hold on the
+/// page a writer waits for). A thread about to wait for the holders of a frame it holds itself
+/// would wait for ever: [`held_here`] lets it fail instead (`Error::HeldByCaller`).
+#[derive(Clone, Copy)]
+struct Held {
+    /// (engine address, frame) of each tracked hold; the first `tracked` are in use.
+    keys: [(usize, FrameId); HELD_TRACKED],
+    tracked: usize,
+    untracked: u32,
 }
 
-fn holds_add(delta: i32) {
-    HOLDS.with(|h| h.set(h.get().wrapping_add_signed(delta)));
+crate::sync::thread_local! {
+    // In the model build this is shuttle's thread-local: one per logical thread.
+    static HELD: std::cell::RefCell<Held> = const {
+        std::cell::RefCell::new(Held { keys: [(0, 0); HELD_TRACKED], tracked: 0, untracked: 0 })
+    };
+}
+
+fn engine_key(engine: &Engine) -> usize {
+    engine as *const Engine as usize
+}
+
+/// Counts a hold on `f` of `engine` taken by this thread.
+fn held_add(engine: &Engine, f: FrameId) {
+    let key = (engine_key(engine), f);
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.tracked < HELD_TRACKED {
+            let i = h.tracked;
+            h.keys[i] = key;
+            h.tracked += 1;
+        } else {
+            h.untracked += 1;
+        }
+    });
+}
+
+/// Forgets a hold on `f` of `engine` released by this thread.
+fn held_remove(engine: &Engine, f: FrameId) {
+    let key = (engine_key(engine), f);
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let n = h.tracked;
+        match h.keys[..n].iter().rposition(|&k| k == key) {
+            Some(i) => {
+                h.keys[i] = h.keys[n - 1];
+                h.tracked -= 1;
+            }
+            None => {
+                crate::page::state_assert!(h.untracked > 0, "a hold released twice");
+                h.untracked = h.untracked.saturating_sub(1);
+            }
+        }
+    });
+}
+
+/// True if this thread holds frame `f` of `engine` (among its first [`HELD_TRACKED`] holds):
+/// waiting for the frame's holders would then wait for itself.
+pub(crate) fn held_here(engine: &Engine, f: FrameId) -> bool {
+    let key = (engine_key(engine), f);
+    HELD.with(|h| {
+        let h = h.borrow();
+        h.keys[..h.tracked].contains(&key)
+    })
 }
 
 fn defer() -> crate::page::Defer {
-    if HOLDS.with(|h| h.get()) == 0 {
+    if HELD.with(|h| {
+        let h = h.borrow();
+        h.tracked == 0 && h.untracked == 0
+    }) {
         crate::page::Defer::ToWriters
     } else {
         crate::page::Defer::No
@@ -82,7 +143,7 @@ impl<'e> SharedHold<'e> {
     /// # Safety
     /// The caller has just taken a reader hold on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> SharedHold<'e> {
-        holds_add(1);
+        held_add(engine, f);
         crate::page::state_assert!(crate::page::readers(engine.frames[f as usize].state()) > 0);
         SharedHold {
             engine,
@@ -106,7 +167,7 @@ impl<'e> SharedHold<'e> {
 
 impl Drop for SharedHold<'_> {
     fn drop(&mut self) {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         let r = self.engine.frames[self.f as usize].unlock_shared();
         self.engine.released(self.f, r);
     }
@@ -116,7 +177,7 @@ impl<'e> ExclusiveHold<'e> {
     /// # Safety
     /// The caller has just set `EXCLUSIVE` on `f` (a successful acquisition).
     unsafe fn mint(engine: &'e Engine, f: FrameId) -> ExclusiveHold<'e> {
-        holds_add(1);
+        held_add(engine, f);
         crate::page::state_assert!(engine.frames[f as usize].state() & EXCLUSIVE != 0);
         ExclusiveHold {
             engine,
@@ -202,14 +263,14 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Releases the hold, making the page dirty if `dirty` says so.
     pub(crate) fn release(self, dirty: Dirty) {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.unlock_exclusive(this.f, dirty);
     }
 
     /// Turns the hold into a reader hold (after a load or a write).
     pub(crate) fn downgrade(self) -> SharedHold<'e> {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.frames[this.f as usize].downgrade();
         // SAFETY: `downgrade` turned our `EXCLUSIVE` into a reader hold.
@@ -218,7 +279,7 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Puts the frame (holding no page: out of the index) on the free list.
     pub(crate) fn free(self) {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         let this = std::mem::ManuallyDrop::new(self);
         crate::page::state_assert!(
             !this.engine.policy.contains(this.f),
@@ -229,7 +290,7 @@ impl<'e> ExclusiveHold<'e> {
 
     /// Takes the frame (out of the index) out of use for good: see `Engine::quarantine`.
     pub(crate) fn quarantine(self) {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         let this = std::mem::ManuallyDrop::new(self);
         this.engine.quarantine(this.f);
     }
@@ -237,7 +298,7 @@ impl<'e> ExclusiveHold<'e> {
 
 impl Drop for ExclusiveHold<'_> {
     fn drop(&mut self) {
-        holds_add(-1);
+        held_remove(self.engine, self.f);
         self.engine.unlock_exclusive(self.f, Dirty::No);
     }
 }

@@ -493,11 +493,30 @@ impl Engine {
 
     // ---- lookups ------------------------------------------------------------------------
 
-    pub(crate) fn wait_for(&self, f: FrameId, key: u64, blocking: u64) {
+    /// Waits while page `key` in frame `f` is loading or has one of the `blocking` bits. Fails
+    /// with `HeldByCaller` instead of waiting for a hold of this thread's own (see
+    /// [`waits_for_itself`](Self::waits_for_itself)).
+    pub(crate) fn wait_for(&self, f: FrameId, key: u64, blocking: u64) -> Result<()> {
         let meta = &self.frames[f as usize];
+        if self.waits_for_itself(f, blocking) {
+            return Err(Error::HeldByCaller { page: key });
+        }
         meta.wait_while(|s| {
             meta.tag() == key && (kind(s) == LOADING || (kind(s) == VALID && s & blocking != 0))
         });
+        Ok(())
+    }
+
+    /// True if waiting for frame `f` to lose the `blocking` bits would wait for a hold this
+    /// thread has: its `EXCLUSIVE` (no other holder can have it while we hold the frame), or,
+    /// when readers block, its reader hold. (A write-back or a writer's announcement alone
+    /// ends without us: a thread that holds a page never defers to writers.)
+    pub(crate) fn waits_for_itself(&self, f: FrameId, blocking: u64) -> bool {
+        if !hold::held_here(self, f) {
+            return false;
+        }
+        let s = self.frames[f as usize].state();
+        s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0)
     }
 
     /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
@@ -535,7 +554,7 @@ impl Engine {
                     // A loader or a writer holds it, or a writer waits for it: readers wait
                     // only for that writer, not for other readers.
                     waited = Waited::Yes;
-                    self.wait_for(f, p, EXCLUSIVE | WRITER_WAITING);
+                    self.wait_for(f, p, EXCLUSIVE | WRITER_WAITING)?;
                     continue;
                 }
                 Probe::Saturated => return Err(Error::TooManyHolds { page: p }),
@@ -572,7 +591,7 @@ impl Engine {
                     Took::Not(Acquire::Wait | Acquire::Saturated) => {
                         // New readers defer to us while we wait for the current ones.
                         self.frames[f as usize].announce_writer();
-                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK);
+                        self.wait_for(f, p, EXCLUSIVE | READERS_MASK | WRITEBACK)?;
                         continue;
                     }
                     Took::Not(_) => {}
@@ -597,7 +616,7 @@ impl Engine {
                         return Ok(f);
                     }
                     Acquire::Wait => {
-                        self.wait_for(f, p, EXCLUSIVE);
+                        self.wait_for(f, p, EXCLUSIVE)?;
                         continue;
                     }
                     Acquire::Saturated => return Err(Error::TooManyHolds { page: p }),
