@@ -23,6 +23,8 @@
 pub mod backend;
 #[path = "../../folio/src/cache/mod.rs"]
 pub mod cache;
+#[path = "../../folio/src/config.rs"]
+mod config;
 #[path = "../../folio/src/cpu.rs"]
 mod cpu;
 #[path = "../../folio/src/engine/mod.rs"]

@@ -71,25 +71,15 @@ struct KnownEdge {
     why: &'static str,
 }
 
-const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[
-    KnownEdge {
-        krate: "folio",
-        level: "",
-        from: "engine",
-        to: "cache",
-        why: "the engine takes `CacheConfig` from the facade (engine/mod.rs); issue 17 puts \
-              the configuration below the engine (the lead's)",
-    },
-    KnownEdge {
-        krate: "folio-object",
-        level: "",
-        from: "image",
-        to: "chunk",
-        why: "image.rs keeps the table of chunk `Cell`s, whose type is in chunk.rs, and \
+const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[KnownEdge {
+    krate: "folio-object",
+    level: "",
+    from: "image",
+    to: "chunk",
+    why: "image.rs keeps the table of chunk `Cell`s, whose type is in chunk.rs, and \
               chunk.rs implements `Image`'s chunk operations: one concern over two top-level \
               files (an `image/` folder holding chunk.rs, or `Cell` in image.rs, ends it)",
-    },
-];
+}];
 
 /// A file over [`LINES_MAX`] lines whose split is known to be pending, with its owner.
 struct KnownLong {

@@ -83,7 +83,7 @@ use std::time::Duration;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 use crate::backend::{LocalIoWaiter, PageCacheBackend, Region};
-use crate::cache::CacheConfig;
+use crate::config::CacheConfig;
 pub(crate) use crate::cpu::prefetch;
 use crate::error::{Error, Result};
 use crate::index::PageIndex;
