@@ -33,7 +33,7 @@ mod engine;
 pub mod error;
 #[path = "../../folio/src/index.rs"]
 mod index;
-#[path = "../../folio/src/page.rs"]
+#[path = "../../folio/src/page/mod.rs"]
 pub mod page;
 #[path = "../../folio/src/pager.rs"]
 pub mod pager;

@@ -41,7 +41,7 @@
 //!   [`Advice::Sequential`] starts a stream at once.
 //! - A miss that continues a stream starts a window: the requested pages are read synchronously
 //!   (the caller needs them), and the rest of the window, up to its size, is read ahead
-//!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (page.rs). The
+//!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (`page/`). The
 //!   window starts at 128 KiB and doubles with each window to the configured maximum (2 MiB by
 //!   default) and at most 1/16 of the cache, both doubled under [`Advice::Sequential`]; the
 //!   window being read plus those in flight ahead of it stay within 1/8 of the cache, or two

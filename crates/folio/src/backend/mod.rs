@@ -123,7 +123,7 @@ pub(crate) struct Region {
 }
 
 // SAFETY: `Region` is an owned heap allocation; access to its bytes is coordinated by the frame
-// protocol (see `Frame`/`FrameMut` and `page.rs`), not by `Region` itself.
+// protocol (see `Frame`/`FrameMut` and `page/`), not by `Region` itself.
 unsafe impl Send for Region {}
 // SAFETY: as above; `Region` itself exposes only raw pointers.
 unsafe impl Sync for Region {}
