@@ -87,10 +87,7 @@ struct KnownLong {
     why: &'static str,
 }
 
-const KNOWN_LONG_FILES: &[KnownLong] = &[KnownLong {
-    path: "crates/folio-shuttle/src/sim.rs",
-    why: "the shuttle model of the seeded simulation; not split yet",
-}];
+const KNOWN_LONG_FILES: &[KnownLong] = &[];
 
 /// What the check found in one workspace.
 #[derive(Default)]
