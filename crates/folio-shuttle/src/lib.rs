@@ -39,7 +39,7 @@ pub mod page;
 pub mod pager;
 #[path = "../../folio/src/policy/mod.rs"]
 pub mod policy;
-#[path = "../../folio/src/readahead.rs"]
+#[path = "../../folio/src/readahead/mod.rs"]
 pub mod readahead;
 #[path = "../../folio/src/readaround.rs"]
 mod readaround;

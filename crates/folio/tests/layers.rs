@@ -20,7 +20,7 @@
 //! # What a node is, and what a cycle is
 //! Cycles are looked for at each level of the tree, among the parts of one module:
 //! - in a crate, each top-level module with everything under it is one node (`cache/` is one
-//!   node, `readahead.rs` another), as is the crate root file;
+//!   node, `index.rs` another), as is the crate root file;
 //! - in a folder module below the top level (`backend/`, `backend/uring/`), the folder's own
 //!   files (its `mod.rs` and the child files that have no children of their own) are one node,
 //!   and each child folder is a node. So the files of one folder, which are parts of one thing

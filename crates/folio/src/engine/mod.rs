@@ -5,7 +5,7 @@
 //! The facade (`crate::cache`) checks arguments and calls the engine; the engine drives, and is
 //! never called back by: `PageIndex` (page → frame, lock-free lookups), `FrameMeta` (one atomic
 //! state word per frame, `page/`), [`EvictionPolicy`] (victim choice), [`PageCacheBackend`]
-//! (I/O), `readahead.rs` and `writeback.rs` (which drive it through two small traits). One
+//! (I/O), `readahead/` and `writeback.rs` (which drive it through two small traits). One
 //! `impl Engine` per concern: `hold.rs` (hold tokens: the only code here that touches frame
 //! bytes unsafely), `load.rs` (frames, eviction, loads), `io.rs` (byte reads and writes),
 //! `range.rs` (resize, zero, discard), `fence.rs` (ranges being zeroed), `flush.rs` (write-back
