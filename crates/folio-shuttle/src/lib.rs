@@ -23,6 +23,8 @@
 pub mod backend;
 #[path = "../../folio/src/cache/mod.rs"]
 pub mod cache;
+#[path = "../../folio/src/config.rs"]
+mod config;
 #[path = "../../folio/src/cpu.rs"]
 mod cpu;
 #[path = "../../folio/src/engine/mod.rs"]
@@ -31,13 +33,13 @@ mod engine;
 pub mod error;
 #[path = "../../folio/src/index.rs"]
 mod index;
-#[path = "../../folio/src/page.rs"]
+#[path = "../../folio/src/page/mod.rs"]
 pub mod page;
 #[path = "../../folio/src/pager.rs"]
 pub mod pager;
 #[path = "../../folio/src/policy/mod.rs"]
 pub mod policy;
-#[path = "../../folio/src/readahead.rs"]
+#[path = "../../folio/src/readahead/mod.rs"]
 pub mod readahead;
 #[path = "../../folio/src/readaround.rs"]
 mod readaround;

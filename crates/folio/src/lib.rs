@@ -31,6 +31,7 @@ pub struct ReadmeDoctests;
 
 pub mod backend;
 pub mod cache;
+mod config;
 mod cpu;
 mod engine;
 pub mod error;

@@ -12,7 +12,7 @@
 //! 4-page cluster so that locality coming back is seen. Truly random access over more than the
 //! cache can hold reaches few markers, so it soon stops reading around.
 //!
-//! Does not own: sequential streams or the background workers (`readahead.rs`), loading
+//! Does not own: sequential streams or the background workers (`readahead/`), loading
 //! (the engine). Never blocks beyond its own short mutex.
 
 use std::collections::{HashSet, VecDeque};

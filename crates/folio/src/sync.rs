@@ -1,6 +1,6 @@
 //! The concurrency primitives of the page state machine, in one place.
 //!
-//! `page.rs`, `index.rs`, `cache.rs` and the CLOCK policy take their atomics, mutex, parking and
+//! `page/`, `index.rs`, `cache.rs` and the CLOCK policy take their atomics, mutex, parking and
 //! yielding from here and nowhere else. The model-checking crate (`crates/folio-shuttle`)
 //! compiles those same source files against its own `sync` module, built on shuttle's atomics,
 //! mutex and threads, with parking replaced by a yield to shuttle's scheduler. This module is the

@@ -20,7 +20,7 @@
 //! # What a node is, and what a cycle is
 //! Cycles are looked for at each level of the tree, among the parts of one module:
 //! - in a crate, each top-level module with everything under it is one node (`cache/` is one
-//!   node, `readahead.rs` another), as is the crate root file;
+//!   node, `index.rs` another), as is the crate root file;
 //! - in a folder module below the top level (`backend/`, `backend/uring/`), the folder's own
 //!   files (its `mod.rs` and the child files that have no children of their own) are one node,
 //!   and each child folder is a node. So the files of one folder, which are parts of one thing
@@ -71,25 +71,15 @@ struct KnownEdge {
     why: &'static str,
 }
 
-const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[
-    KnownEdge {
-        krate: "folio",
-        level: "",
-        from: "engine",
-        to: "cache",
-        why: "the engine takes `CacheConfig` from the facade (engine/mod.rs); issue 17 puts \
-              the configuration below the engine (the lead's)",
-    },
-    KnownEdge {
-        krate: "folio-object",
-        level: "",
-        from: "image",
-        to: "chunk",
-        why: "image.rs keeps the table of chunk `Cell`s, whose type is in chunk.rs, and \
+const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[KnownEdge {
+    krate: "folio-object",
+    level: "",
+    from: "image",
+    to: "chunk",
+    why: "image.rs keeps the table of chunk `Cell`s, whose type is in chunk.rs, and \
               chunk.rs implements `Image`'s chunk operations: one concern over two top-level \
               files (an `image/` folder holding chunk.rs, or `Cell` in image.rs, ends it)",
-    },
-];
+}];
 
 /// A file over [`LINES_MAX`] lines whose split is known to be pending, with its owner.
 struct KnownLong {
@@ -97,27 +87,7 @@ struct KnownLong {
     why: &'static str,
 }
 
-const KNOWN_LONG_FILES: &[KnownLong] = &[
-    KnownLong {
-        path: "crates/folio/src/page.rs",
-        why: "the state word, its transitions and the optimistic copy; the lead is reshaping \
-              it (hold tokens, issue 17)",
-    },
-    KnownLong {
-        path: "crates/folio/src/engine/mod.rs",
-        why: "the engine's state, its constructor and module docs with the concurrency matrix \
-              (63 lines); the lead's, reported rather than changed here",
-    },
-    KnownLong {
-        path: "crates/folio/src/backend/mod.rs",
-        why: "frame regions, frames, waiters and the backend trait in one file; to split with \
-              the smaller backend trait of issue 17 (the lead's)",
-    },
-    KnownLong {
-        path: "crates/folio-shuttle/src/sim.rs",
-        why: "the shuttle model of the seeded simulation; not split yet",
-    },
-];
+const KNOWN_LONG_FILES: &[KnownLong] = &[];
 
 /// What the check found in one workspace.
 #[derive(Default)]

@@ -3,12 +3,11 @@
 //! This is the facade: the public API, its argument checks and its documentation. The work is
 //! done by the engine (`crate::engine`), which this module drives and which never calls back up.
 
-mod config;
 mod guards;
 mod resident;
 mod sync_handle;
 
-pub use config::{Budget, CacheConfig, FRAMES_MAX, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
+pub use crate::config::{Budget, CacheConfig, FRAMES_MAX, PAGE_SIZE_MAX, PAGE_SIZE_MIN};
 pub use guards::{PageReadGuard, PageWriteGuard, PinnedPage};
 pub use sync_handle::SyncHandle;
 

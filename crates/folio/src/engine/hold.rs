@@ -12,7 +12,7 @@
 //! the hold back when dropped (or consumed by an explicit release). So a token in hand *is* the
 //! hold: the `unsafe` byte access lives in this file, and its argument is the type invariant.
 //!
-//! Owns the tokens and their release. Does not own the state word's transitions (`page.rs`)
+//! Owns the tokens and their release. Does not own the state word's transitions (`page/`)
 //! nor the index, the policy or the counters (the engine's, which the releases call into).
 //! Never blocks.
 

@@ -4,13 +4,13 @@
 //! # Layers and files
 //! The facade (`crate::cache`) checks arguments and calls the engine; the engine drives, and is
 //! never called back by: `PageIndex` (page → frame, lock-free lookups), `FrameMeta` (one atomic
-//! state word per frame, `page.rs`), [`EvictionPolicy`] (victim choice), [`PageCacheBackend`]
-//! (I/O), `readahead.rs` and `writeback.rs` (which drive it through two small traits). One
+//! state word per frame, `page/`), [`EvictionPolicy`] (victim choice), [`PageCacheBackend`]
+//! (I/O), `readahead/` and `writeback.rs` (which drive it through two small traits). One
 //! `impl Engine` per concern: `hold.rs` (hold tokens: the only code here that touches frame
 //! bytes unsafely), `load.rs` (frames, eviction, loads), `io.rs` (byte reads and writes),
 //! `range.rs` (resize, zero, discard), `fence.rs` (ranges being zeroed), `flush.rs` (write-back
 //! runs, flusher rounds, sync), `errseq.rs` (failure reporting), `verify.rs` (the invariant
-//! checker).
+//! checker); `new.rs` builds the engine, `types.rs` holds the small types these share.
 //!
 //! # Which operations may run concurrently, and what protects each pair
 //! Every public method takes `&self` and may be called from any number of threads. The matrix
@@ -68,22 +68,26 @@ mod flush;
 mod hold;
 mod io;
 mod load;
+mod new;
 mod range;
+mod types;
 mod verify;
 
 pub(crate) use errseq::{Check, Cursor, ErrSeq};
 pub(crate) use hold::{Dirty, ExclusiveHold, SharedHold, Took, WritebackHold};
+pub(crate) use types::{
+    checked_end, in_file, take_completed, Begun, DirtyCount, Extend, Fill, FrameWait, Loaded,
+    Loading, Piece, Probe, Submit, SubmittedRun,
+};
 pub(crate) use verify::Held;
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
-use crate::backend::{LocalIoWaiter, PageCacheBackend, Region};
-use crate::cache::CacheConfig;
+use crate::backend::{PageCacheBackend, Region};
 pub(crate) use crate::cpu::prefetch;
 use crate::error::{Error, Result};
 use crate::index::PageIndex;
@@ -95,152 +99,6 @@ use crate::policy::{EvictionPolicy, FrameId};
 use crate::readahead::{Readahead, Waited};
 use crate::stats::{Counter, Counters, Stats};
 use crate::writeback::Writeback;
-
-/// A change of the dirty-page count ([`Engine::count_dirty`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DirtyCount {
-    /// A page became dirty (a write): may kick the flusher.
-    Dirtied,
-    /// A page is dirty again after its write-back failed or was given up: counted, without
-    /// kicking the flusher (it is the flusher's own page, or a failed write it backs off from).
-    Restored,
-    /// A page stopped being dirty.
-    Cleaned,
-}
-
-/// Whether a write may grow the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Extend {
-    /// Bytes past the end grow the file.
-    Yes,
-    /// Bytes past the end are not written.
-    No,
-}
-
-/// How a newly allocated frame gets its bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fill {
-    /// From the backend.
-    Read,
-    /// Zeros: the caller writes the start of the page, the rest lies past the end of the file.
-    Zero,
-    /// Nothing: the caller overwrites every byte of the page before releasing it, so the stale
-    /// bytes of the frame's previous page are never seen (no read, no zeroing).
-    Overwrite,
-}
-
-/// A run of pages under write-back whose write has been submitted.
-pub(crate) struct SubmittedRun<'e> {
-    pages: Vec<(u64, WritebackHold<'e>)>,
-    waiter: Result<LocalIoWaiter>,
-}
-
-/// Whether [`Engine::begin_load`] may wait for a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FrameWait {
-    /// Up to `frame_wait_max`, then [`Error::NoFreeFrame`].
-    Wait,
-    /// Not at all: a caller that holds loads of its own must finish one of them instead, or
-    /// it could wait for frames only it can free.
-    NoWait,
-}
-
-/// What [`Engine::begin_load`] did.
-pub(crate) enum Begun<'e> {
-    /// The load is under way: pass it to [`Engine::finish_load`].
-    Loading(Loading<'e>),
-    /// Someone else inserted the page first.
-    Present,
-    /// No frame without waiting (only with [`FrameWait::NoWait`]).
-    NoFrame,
-    /// Page `p` is fenced: wait for the fence (`Fences::wait`), then try again.
-    Fenced,
-}
-
-/// How [`Engine::begin_load`] hands its read to the backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Submit {
-    /// `read_pages`: the caller waits for it next.
-    Now,
-    /// `start_read_pages_local`: the caller submits more reads before it waits.
-    Queued,
-}
-
-/// A run of pages whose load [`Engine::begin_load`] started: the frames are in the index, held
-/// `EXCLUSIVE` in state `LOADING`, until [`Engine::finish_load`].
-pub(crate) struct Loading<'e> {
-    p: u64,
-    frames: Vec<ExclusiveHold<'e>>,
-    fill: Fill,
-    waiter: Result<LocalIoWaiter>,
-}
-
-/// Something in flight with an I/O to wait for: a load, a run under write-back.
-pub(crate) trait InFlight {
-    /// The I/O's waiter, or `None` if it failed to start (finishing it will not block).
-    fn waiter(&self) -> Option<&LocalIoWaiter>;
-}
-
-impl<T> InFlight for (Loading<'_>, T) {
-    fn waiter(&self) -> Option<&LocalIoWaiter> {
-        self.0.waiter.as_ref().ok()
-    }
-}
-
-impl InFlight for SubmittedRun<'_> {
-    fn waiter(&self) -> Option<&LocalIoWaiter> {
-        self.waiter.as_ref().ok()
-    }
-}
-
-/// Removes an entry of `in_flight` whose I/O has completed, blocking until one has: the first
-/// completed one in submission order, waiting (on the oldest, which on a self-reaped ring also
-/// completes others) while none has. Finishing the oldest instead, whatever else completed
-/// first, left slots idle behind a slow I/O (head-of-line blocking). `None` if empty.
-pub(crate) fn take_completed<T: InFlight>(in_flight: &mut VecDeque<T>) -> Option<T> {
-    // Bounded: each `wait_progress` completes at least one I/O of the window (or the oldest).
-    loop {
-        let done = in_flight
-            .iter()
-            .position(|e| e.waiter().is_none_or(|w| w.is_complete()));
-        if let Some(i) = done {
-            return in_flight.remove(i);
-        }
-        in_flight.front()?.waiter()?.wait_progress();
-    }
-}
-
-/// One page's part of one read of [`PageCache::read_exact_many`](crate::PageCache::read_exact_many).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Piece {
-    /// Index of the read.
-    read: usize,
-    /// Offset of the piece in the read's buffer.
-    at: usize,
-    /// Byte position in the file.
-    pos: u64,
-    /// Length (within one page).
-    n: usize,
-}
-
-/// What [`Engine::try_shared`] found.
-pub(crate) enum Probe<'e> {
-    /// A hit: the caller holds the frame shared.
-    Held(SharedHold<'e>),
-    /// The page is in this frame, held exclusively (being loaded or written).
-    Busy(FrameId),
-    /// The page is in this frame, with as many readers as the state word can count.
-    Saturated,
-    /// Not cached.
-    Absent,
-}
-
-pub(crate) enum Loaded<'e> {
-    /// The first page of the run is loaded and held exclusive by the caller.
-    Exclusive(ExclusiveHold<'e>),
-    /// Somebody else has the page; look it up again.
-    Present,
-}
 
 pub(crate) struct Engine {
     pub(crate) backend: Arc<dyn PageCacheBackend>,
@@ -286,109 +144,6 @@ pub(crate) struct Engine {
     pub(crate) frame_wait_max: Duration,
     pub(crate) readahead: Readahead,
     pub(crate) wb: Writeback,
-}
-
-/// `Ok` if `start..end` lies within a file of `size` bytes, else [`Error::OutOfRange`].
-#[inline]
-pub(crate) fn in_file(start: u64, end: u64, size: u64) -> Result<()> {
-    if end > size {
-        return Err(Error::OutOfRange { start, end, size });
-    }
-    Ok(())
-}
-
-#[inline]
-pub(crate) fn checked_end(offset: u64, len: usize) -> Result<u64> {
-    offset.checked_add(len as u64).ok_or(Error::Overflow {
-        offset,
-        len: len as u64,
-    })
-}
-
-impl Engine {
-    /// A new engine over `backend`: allocates every frame up front and starts the flusher.
-    pub(crate) fn new(
-        backend: Arc<dyn PageCacheBackend>,
-        config: CacheConfig,
-    ) -> Result<Arc<Engine>> {
-        let frames = config.frames()?;
-        config.validate_writeback()?;
-        let page_size = config.page_size;
-        let align = backend.alignment();
-        if align > 1 && page_size % align != 0 {
-            return Err(Error::Misaligned {
-                offset: 0,
-                len: page_size,
-                align,
-            });
-        }
-        let region_len = frames.checked_mul(page_size).ok_or_else(|| {
-            Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
-        })?;
-        let region = Region::new(region_len, page_size, config.commit)?;
-        let max_io_pages = (config.max_io_bytes / page_size)
-            .clamp(1, backend.max_io_pages().max(1))
-            .min(frames);
-        let engine = Arc::new_cyclic(|weak| Engine {
-            readahead: Readahead::new(
-                weak.clone() as std::sync::Weak<dyn crate::readahead::Prefetcher>,
-                page_size,
-                frames,
-                config.readahead_max_bytes,
-                config.readahead_workers,
-                max_io_pages,
-            ),
-            len: AtomicU64::new(backend.len()),
-            page_size,
-            page_shift: page_size.trailing_zeros(),
-            frames: (0..frames).map(|_| FrameMeta::default()).collect(),
-            region,
-            index: PageIndex::new(frames),
-            free: Mutex::new((0..frames as FrameId).rev().collect()),
-            policy: config.policy.build(frames),
-            size_lock: Mutex::new(()),
-            truncate_pending: AtomicBool::new(false),
-            data_end: AtomicU64::new(backend.len()),
-            errseq: ErrSeq::default(),
-            cursor: Cursor::at(0),
-            durability_lost: Mutex::new(None),
-            sync_lock: Mutex::new(()),
-            quarantined: Mutex::new(Vec::new()),
-            background: crate::sync::RwLock::new(()),
-            fences: fence::Fences::default(),
-            counters: Counters::default(),
-            dirty_pages: AtomicU64::new(0),
-            max_io_pages,
-            frame_wait_max: config.frame_wait_max,
-            wb: Writeback::new(&config.writeback, frames),
-            backend,
-        });
-        let weak: std::sync::Weak<dyn crate::writeback::FlushTarget> = Arc::downgrade(&engine) as _;
-        crate::writeback::start(&engine.wb, weak)?;
-        Ok(engine)
-    }
-}
-
-impl crate::writeback::FlushTarget for Engine {
-    fn writeback(&self) -> &Writeback {
-        &self.wb
-    }
-
-    fn writeback_round(&self) -> bool {
-        let _busy = self.background.read();
-        Engine::writeback_round(self)
-    }
-}
-
-impl crate::readahead::Prefetcher for Engine {
-    fn readahead(&self) -> &Readahead {
-        &self.readahead
-    }
-
-    fn prefetch(&self, p: u64, run: usize, mark: bool) -> Result<()> {
-        let _busy = self.background.read();
-        Engine::prefetch(self, p, run, mark)
-    }
 }
 
 impl Engine {

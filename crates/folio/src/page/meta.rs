@@ -1,138 +1,32 @@
-//! Frames and the atomic page state word.
+//! [`FrameMeta`]: one frame's tag and state word, and every transition of that word.
 //!
-//! The cache owns a fixed pool of frames, allocated up front. Each frame has a `FrameMeta`: the
-//! page it holds (`tag`) and one 64-bit state word that carries everything concurrent code needs
-//! to agree on, so that every transition is one compare-and-swap:
+//! # Owns
+//! - the tag and the state word of a frame, and every change of them, each one
+//!   compare-and-swap checked by `state_assert!` against the word it replaced;
+//! - holds (readers, pins, `EXCLUSIVE`) and their release, claims for eviction, taking a frame
+//!   off the free list and marking it free, the start and end of a write-back, orphaning, the
+//!   readahead marker, the two reads around an optimistic copy;
+//! - parking on a frame (`wait_while`) and waking the parked (`WAITERS`).
 //!
-//! ```text
-//!  bits  0..16  readers    shared holders: read_at copies, read guards, write-back I/O
-//!  bits 16..32  pins       PinnedPage handles (keep the page resident, no access right)
-//!  bit  32      EXCLUSIVE  one holder: the loader of a page, a writer, an evictor
-//!  bit  33      WAITERS    someone is parked on this frame (wake on release)
-//!  bits 34..36  kind       FREE | LOADING | VALID | ORPHAN
-//!  bit  36      DIRTY      the bytes differ from the backend
-//!  bit  37      WRITEBACK  a write-back of the bytes is in flight
-//!  bit  38      READAHEAD  marker: reaching this page should start the next readahead window
-//!  bit  39      WRITER_WAITING  a writer waits for the readers to leave: new readers defer
-//!  bits 40..64  sequence   bumped (wrapping) by every acquisition of EXCLUSIVE; never reset
-//! ```
+//! # Does not own
+//! - the layout of the word and the types of the outcomes ([`page`](super)), the racy copy
+//!   (`copy.rs`);
+//! - which frame holds which page (the index), the free list, the dirty-page count and the hold
+//!   tokens: the engine's, which calls these transitions.
 //!
-//! # Optimistic reads
-//! A copy out of a valid page need not take a hold at all: `FrameMeta::optimistic_begin` reads
-//! the word, the caller copies the bytes without any store, and `FrameMeta::optimistic_end`
-//! reads the word again. Bytes only change under `EXCLUSIVE`, and every acquisition of
-//! `EXCLUSIVE` bumps the sequence, so if neither read saw `EXCLUSIVE`, both saw the same
-//! sequence and the page still `VALID` under the same tag, no writer, loader or evictor touched
-//! the bytes in between and the copy is exact; otherwise the caller throws it away and takes a
-//! reader hold instead. This is a seqlock (Linux's `seqcount_t`, Lameter's "SLUB" and vmcache's
-//! optimistic latches work the same way) and it is what lets a hit run with plain loads only: a
-//! locked read-modify-write is a full barrier on x86, and three of them per hit (hold, release,
-//! hit counter) kept one hit's cache misses from overlapping the next one's.
-//!
-//! The sequence has 24 bits. A copy is wrongly accepted only if exactly a multiple of 2^24
-//! (16.8 million) exclusive acquisitions of that one frame ran during it and left the page valid
-//! under the same tag; at tens of nanoseconds each, that is a reader stalled mid-copy for
-//! seconds while another thread does nothing but lock that page, and then a 1 in 2^24 chance.
-//! Linux's 32-bit `seqcount_t` accepts the same kind of bound.
-//!
-//! # Page states and what may be done in each
-//! - **Free** (`FREE`): no page; the frame is on the free list or held `EXCLUSIVE` by the thread
-//!   that took it from there or evicted its page. Only that thread touches it.
-//! - **Uninitialised** (`LOADING`, always with `EXCLUSIVE`): the frame is in the index under its
-//!   page but its bytes are being filled by the loader. Nobody else may read or write it; others
-//!   who want the page park until it becomes valid or free.
-//! - **Up to date** (`VALID`, not `DIRTY`): bytes equal the backend. Readers share it, one writer
-//!   excludes readers, the evictor may claim it when it has no holder.
-//! - **Dirty** (`VALID | DIRTY`): bytes are newer than the backend. As up to date, and eviction
-//!   must write it back before reusing the frame.
-//! - **Under write-back** (`WRITEBACK`, with one reader count held by the I/O): the bytes are being
-//!   written. Readers may share it; writers wait for the I/O to complete (stable pages), so the
-//!   bytes on disk are a snapshot and a write that arrives meanwhile re-dirties the page after it.
-//!   `DIRTY` was cleared when write-back began; a failure sets it again.
-//! - **Orphan** (`ORPHAN`): discarded or truncated while somebody still held it. No longer in the
-//!   index, never written back; the last holder to release it returns it to the free list.
-//!
-//! Bytes of a frame are written only by the `EXCLUSIVE` holder, and read by holders (readers, the
-//! `EXCLUSIVE` holder) and by optimistic readers, which use a copy the compiler cannot see into
-//! (`copy_racy`) and keep it only if the sequence says no `EXCLUSIVE` holder ran meanwhile.
-//! That is the whole soundness argument of the `unsafe` byte access in `cache.rs`.
+//! # May block
+//! - `wait_while`: parks the calling thread until the word changes (at most `PARK_RECHECK` per
+//!   call; callers loop). The other methods never wait: their compare-and-swap loops retry only
+//!   when another thread changed the word meanwhile.
 
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Ordering};
-
-/// `tag` of a frame that holds no page.
-pub(crate) const NO_PAGE: u64 = u64::MAX;
-
-pub(crate) const READER: u64 = 1;
-pub(crate) const READERS_MASK: u64 = (1 << 16) - 1;
-pub(crate) const PIN: u64 = 1 << 16;
-pub(crate) const PINS_MASK: u64 = ((1 << 16) - 1) << 16;
-pub(crate) const EXCLUSIVE: u64 = 1 << 32;
-pub(crate) const WAITERS: u64 = 1 << 33;
-pub(crate) const KIND_MASK: u64 = 3 << 34;
-pub(crate) const FREE: u64 = 0;
-pub(crate) const LOADING: u64 = 1 << 34;
-pub(crate) const VALID: u64 = 2 << 34;
-pub(crate) const ORPHAN: u64 = 3 << 34;
-pub(crate) const DIRTY: u64 = 1 << 36;
-pub(crate) const WRITEBACK: u64 = 1 << 37;
-pub(crate) const READAHEAD: u64 = 1 << 38;
-/// A writer waits for the readers of a valid page to leave: readers that hold nothing else
-/// defer to it (writer preference), so a stream of overlapping readers cannot starve a write.
-/// Readers that already hold a page do not defer (they may be taking a second hold on this
-/// very page, and deferring would deadlock them against the writer that waits for them).
-pub(crate) const WRITER_WAITING: u64 = 1 << 39;
-/// One step of the sequence (the top field: adding wraps it without touching the others).
-const SEQ_ONE: u64 = 1 << 40;
-const SEQ_MASK: u64 = !(SEQ_ONE - 1);
-
-/// An assertion on the state machine: checked in debug builds, and in optimized builds too with
-/// the `strict-asserts` feature (stress and simulation runs) and in the model-checking build.
-macro_rules! state_assert {
-    ($($arg:tt)*) => {
-        if cfg!(any(debug_assertions, feature = "strict-asserts", folio_model)) {
-            assert!($($arg)*);
-        }
-    };
-}
-pub(crate) use state_assert;
-
-// The fields of the state word are disjoint and cover all 64 bits.
-const _: () = {
-    let fields = [
-        READERS_MASK,
-        PINS_MASK,
-        EXCLUSIVE,
-        WAITERS,
-        KIND_MASK,
-        DIRTY,
-        WRITEBACK,
-        READAHEAD,
-        WRITER_WAITING,
-        SEQ_MASK,
-    ];
-    let mut union = 0u64;
-    let mut i = 0;
-    while i < fields.len() {
-        assert!(union & fields[i] == 0, "state-word fields overlap");
-        union |= fields[i];
-        i += 1;
-    }
-    assert!(union == u64::MAX, "state-word fields leave bits unused");
-    // The kinds fit their field, and adding a reader or a pin cannot carry out of its field
-    // while it is below its maximum.
-    assert!(FREE & !KIND_MASK == 0 && LOADING & !KIND_MASK == 0);
-    assert!(VALID & !KIND_MASK == 0 && ORPHAN & !KIND_MASK == 0);
-    assert!(READER == READERS_MASK & READERS_MASK.wrapping_neg());
-    assert!(PIN == PINS_MASK & PINS_MASK.wrapping_neg());
+use super::{
+    kind, readers, state_assert, Acquire, Defer, Orphaned, Released, DIRTY, EXCLUSIVE, FREE,
+    HOLDERS, KIND_MASK, LOADING, NO_PAGE, ORPHAN, PIN, PINS_MASK, READAHEAD, READER, READERS_MASK,
+    SEQ_MASK, SEQ_ONE, STABLE, VALID, WAITERS, WRITEBACK, WRITER_WAITING,
 };
-
-/// Anyone holding the frame in any way.
-const HOLDERS: u64 = READERS_MASK | PINS_MASK | EXCLUSIVE;
-
-/// What must be unchanged between the two reads of an optimistic copy.
-const STABLE: u64 = SEQ_MASK | KIND_MASK | EXCLUSIVE;
+use crate::sync::{AtomicU64, Ordering};
 
 /// `s` with `EXCLUSIVE` taken: the only way any code sets it, so the sequence moves every time.
 #[inline]
@@ -145,92 +39,6 @@ fn take_exclusive(s: u64) -> u64 {
 /// The longest a parked thread sleeps before it re-checks the state word on its own. Wake-ups are
 /// explicit; this only bounds the damage of a missed one.
 const PARK_RECHECK: Duration = Duration::from_millis(20);
-
-/// Outcome of trying to take a frame for a given page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Acquire {
-    /// Taken.
-    Acquired,
-    /// The frame holds the page but is busy in a way that ends soon: park, then retry.
-    Wait,
-    /// The frame does not hold the page (any more).
-    Absent,
-    /// The frame holds the page, but its count of this kind of holder (readers or pins) is at
-    /// its maximum: the caller gets [`Error::TooManyHolds`](crate::Error::TooManyHolds) rather
-    /// than waiting for holds that may all be its own.
-    Saturated,
-    /// The frame does not hold the page, and giving back the hold taken on it by mistake freed
-    /// it (it was another page's orphan): the caller must put it on the free list.
-    Stray,
-}
-
-/// Whether a new reader defers to a waiting writer ([`WRITER_WAITING`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Defer {
-    /// It holds nothing else: it waits for the writer to go first.
-    ToWriters,
-    /// It already holds a page (maybe this one): it must not wait for a writer that may be
-    /// waiting for it.
-    No,
-}
-
-/// Outcome of a release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
-pub(crate) enum Released {
-    /// Nothing more to do.
-    Held,
-    /// The frame was an orphan and this was its last holder: it is now free and must be put on
-    /// the free list by the caller.
-    Freed,
-}
-
-/// Outcome of [`FrameMeta::orphan`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
-pub(crate) enum Orphaned {
-    /// The page is an orphan now; it was dirty (its changes are dropped) or not.
-    Done {
-        /// It was dirty.
-        was_dirty: bool,
-        /// Whether the caller must put the frame on the free list.
-        released: Released,
-    },
-    /// A write-back of the page is in flight: wait for it and try again (an orphan is never
-    /// written back, and no write of it may land after it left the cache).
-    WritebackInFlight,
-}
-
-/// The public name of a page state, for docs, debugging and tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PageState {
-    /// The frame holds no page.
-    Free,
-    /// Allocated for a page whose bytes are being loaded.
-    Uninit,
-    /// Bytes equal the backend's.
-    UpToDate,
-    /// Bytes are newer than the backend's.
-    Dirty,
-    /// A write-back is in flight (the page may be dirty again afterwards).
-    Writeback,
-    /// Dropped from the cache while still held.
-    Orphan,
-}
-
-impl PageState {
-    pub(crate) fn from_word(s: u64) -> PageState {
-        match s & KIND_MASK {
-            FREE => PageState::Free,
-            LOADING => PageState::Uninit,
-            ORPHAN => PageState::Orphan,
-            _ if s & WRITEBACK != 0 => PageState::Writeback,
-            _ if s & DIRTY != 0 => PageState::Dirty,
-            _ => PageState::UpToDate,
-        }
-    }
-}
 
 /// Metadata of one frame.
 #[derive(Debug)]
@@ -246,14 +54,6 @@ impl Default for FrameMeta {
             tag: AtomicU64::new(NO_PAGE),
         }
     }
-}
-
-pub(crate) fn readers(s: u64) -> u64 {
-    s & READERS_MASK
-}
-
-pub(crate) fn kind(s: u64) -> u64 {
-    s & KIND_MASK
 }
 
 impl FrameMeta {
@@ -289,7 +89,7 @@ impl FrameMeta {
         );
     }
 
-    /// Starts an optimistic read of page `key` (see the [module docs](self)): the word to hand
+    /// Starts an optimistic read of page `key` (see the [module docs](super)): the word to hand
     /// to [`optimistic_end`](Self::optimistic_end), or `None` if the page is not valid here, is
     /// held `EXCLUSIVE`, or carries a readahead marker (whose reader must take a hold to start
     /// the next window). No store, no hold.
@@ -687,149 +487,5 @@ impl FrameMeta {
             "DIRTY cleared without EXCLUSIVE: {prev:x?}"
         );
         prev.is_some_and(|p| p & DIRTY != 0)
-    }
-}
-
-/// Whether this target has [`copy_racy`], and so optimistic reads; elsewhere every hit takes a
-/// reader hold.
-pub(crate) const OPTIMISTIC_READS: bool = cfg!(any(target_arch = "x86_64", folio_model));
-
-/// Copies `src[..dst.len()]` into `dst` while an `EXCLUSIVE` holder may be writing `src`: the
-/// copy in the middle of an optimistic read, whose result is used only if
-/// [`FrameMeta::optimistic_end`] then says no writer ran.
-///
-/// # Safety
-/// `src..src + dst.len()` is mapped and readable for the whole call (frames are never unmapped
-/// while the cache lives).
-#[cfg(all(target_arch = "x86_64", not(folio_model)))]
-#[inline(always)]
-pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
-    // SAFETY: `rep movsb` reads `rcx` bytes at `rsi` and writes them at `rdi`: the caller
-    // vouches for the source range, `dst` is a unique borrow of the destination, and the ABI
-    // guarantees the direction flag is clear. The source may be written concurrently. In the
-    // language's memory model that is a data race, and stable Rust has no byte-wise atomic copy
-    // to express what a seqlock reader needs (C++ proposal P1478). The assembly block is opaque
-    // to the optimiser, though: it cannot assume the bytes stable or derive anything from them,
-    // so the block does what the hardware does, which is to store some mix of old and new bytes
-    // in `dst`. The caller throws those away unless the sequence check proves no writer ran.
-    // (crossbeam's `AtomicCell` and Linux's seqlocks rest on the same argument.) `rep movsb`
-    // is also what glibc's memcpy uses for copies of this size on CPUs with fast string moves.
-    unsafe {
-        std::arch::asm!(
-            "rep movsb",
-            inout("rcx") dst.len() => _,
-            inout("rdi") dst.as_mut_ptr() => _,
-            inout("rsi") src => _,
-            options(nostack, preserves_flags),
-        );
-    }
-}
-
-/// The model-checking build's copy: two halves with a scheduling point between them, so that
-/// the models can run a writer in the middle of a copy and show the sequence check rejects it.
-///
-/// # Safety
-/// As the real one. Shuttle runs one thread at a time, so nothing races here.
-#[cfg(folio_model)]
-pub(crate) unsafe fn copy_racy(src: *const u8, dst: &mut [u8]) {
-    let half = dst.len() / 2;
-    let (a, b) = dst.split_at_mut(half);
-    // SAFETY: the caller vouches for `src[..dst.len()]`; `a` and `b` are disjoint borrows.
-    unsafe { std::ptr::copy_nonoverlapping(src, a.as_mut_ptr(), a.len()) };
-    crate::sync::yield_now();
-    // SAFETY: as above.
-    unsafe { std::ptr::copy_nonoverlapping(src.add(half), b.as_mut_ptr(), b.len()) };
-}
-
-/// [`copy_racy`] on every target: where there is no assembly copy, a loop of volatile byte
-/// loads, which the optimiser cannot merge, split or assume stable either.
-///
-/// # Safety
-/// As [`copy_racy`].
-pub(crate) unsafe fn copy_racy_any(src: *const u8, dst: &mut [u8]) {
-    if OPTIMISTIC_READS {
-        // SAFETY: the caller's contract is `copy_racy`'s.
-        unsafe { copy_racy(src, dst) };
-        return;
-    }
-    for (i, d) in dst.iter_mut().enumerate() {
-        // SAFETY: `src + i` is within the range the caller vouches for.
-        *d = unsafe { std::ptr::read_volatile(src.add(i)) };
-    }
-}
-
-/// Never called: [`OPTIMISTIC_READS`] is false on this target.
-///
-/// # Safety
-/// None needed; it does nothing.
-#[cfg(not(any(target_arch = "x86_64", folio_model)))]
-#[inline(always)]
-pub(crate) unsafe fn copy_racy(_src: *const u8, _dst: &mut [u8]) {
-    unreachable!("optimistic reads are off on this target")
-}
-
-// Unit tests run on std's atomics only; `folio_model` is set by the model-checking crate,
-// which compiles this file against shuttle's (usable only inside a shuttle test).
-#[cfg(all(test, not(folio_model)))]
-mod tests {
-    use super::*;
-
-    fn owned_valid(tag: u64) -> FrameMeta {
-        let m = FrameMeta::default();
-        m.state.store(EXCLUSIVE | LOADING, Ordering::Release);
-        m.set_tag(tag);
-        m.set_owned_state(EXCLUSIVE | VALID);
-        let _ = m.unlock_exclusive(false);
-        m
-    }
-
-    #[test]
-    fn readers_exclude_writer_and_claim() {
-        let m = owned_valid(7);
-        assert_eq!(m.lock_shared(7), Acquire::Acquired);
-        assert_eq!(m.lock_exclusive(7), Acquire::Wait);
-        assert!(!m.claim());
-        assert_eq!(m.unlock_shared(), Released::Held);
-        assert_eq!(m.lock_exclusive(7), Acquire::Acquired);
-        assert_eq!(m.lock_shared(7), Acquire::Wait);
-        assert_eq!(m.unlock_exclusive(true), (true, Released::Held));
-        assert_eq!(PageState::from_word(m.state()), PageState::Dirty);
-        assert_eq!(m.lock_shared(8), Acquire::Absent);
-    }
-
-    #[test]
-    fn writeback_clears_dirty_and_failure_restores_it() {
-        let m = owned_valid(3);
-        assert_eq!(m.lock_exclusive(3), Acquire::Acquired);
-        let _ = m.unlock_exclusive(true);
-        assert_eq!(m.begin_writeback(3), Acquire::Acquired);
-        assert_eq!(PageState::from_word(m.state()), PageState::Writeback);
-        // A writer waits for the I/O; a second write-back waits too.
-        assert_eq!(m.lock_exclusive(3), Acquire::Wait);
-        assert_eq!(m.begin_writeback(3), Acquire::Wait);
-        assert_eq!(m.end_writeback(false), (true, Released::Held));
-        assert_eq!(PageState::from_word(m.state()), PageState::Dirty);
-        assert_eq!(m.begin_writeback(3), Acquire::Acquired);
-        assert_eq!(m.end_writeback(true), (false, Released::Held));
-        assert_eq!(PageState::from_word(m.state()), PageState::UpToDate);
-        assert_eq!(m.begin_writeback(3), Acquire::Absent);
-    }
-
-    #[test]
-    fn orphan_is_freed_by_last_holder() {
-        let m = owned_valid(1);
-        assert_eq!(m.pin(1), Acquire::Acquired);
-        assert_eq!(m.lock_shared(1), Acquire::Acquired);
-        assert_eq!(
-            m.orphan(),
-            Orphaned::Done {
-                was_dirty: false,
-                released: Released::Held
-            }
-        );
-        assert_eq!(m.lock_shared(1), Acquire::Absent);
-        assert_eq!(m.unlock_shared(), Released::Held);
-        assert_eq!(m.unpin(), Released::Freed);
-        assert_eq!(kind(m.state()), FREE);
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Owns the configuration values and their validation; owns no state. The write-back settings
 //! are documented in [`writeback`](crate::writeback).
+//!
+//! It sits below the engine, which takes its settings from here (`crate::config`); the facade
+//! re-exports it as [`cache`](crate::cache)'s (`folio::CacheConfig`, `folio::cache::CacheConfig`).
+//! Never blocks.
 
 use std::time::Duration;
 

@@ -1,15 +1,12 @@
 //! Readahead per stream of sequential access, and access hints (`posix_fadvise`).
 //!
-//! size: about 410 lines of code; the rest are docs and comments (150 lines) and the unit tests
-//! of the window arithmetic (65), which belong beside it.
-//!
 //! # Owns
 //! - the table of streams (detecting sequential misses, window sizes, markers, windows in
 //!   flight ahead of a reader) and the access hints of [`Advice`] (64 ranges);
 //! - turning a miss or a reached marker into work: the pages to read at once and background
 //!   jobs (`MissPlan`, `Job`), cut at the largest backend I/O;
-//! - the worker pool: started on first use, a bounded job queue (jobs beyond it are dropped and
-//!   counted), stale jobs skipped, workers stopped and joined with the cache.
+//! - the worker pool (`pool.rs`): started on first use, a bounded job queue (jobs beyond it are
+//!   dropped and counted), stale jobs skipped, workers stopped and joined with the cache.
 //!
 //! # Does not own
 //! - loading pages: a worker calls `Prefetcher::prefetch` (the engine, which this module
@@ -41,7 +38,7 @@
 //!   [`Advice::Sequential`] starts a stream at once.
 //! - A miss that continues a stream starts a window: the requested pages are read synchronously
 //!   (the caller needs them), and the rest of the window, up to its size, is read ahead
-//!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (page.rs). The
+//!   asynchronously. The first page read ahead carries the `READAHEAD` marker bit (`page/`). The
 //!   window starts at 128 KiB and doubles with each window to the configured maximum (2 MiB by
 //!   default) and at most 1/16 of the cache, both doubled under [`Advice::Sequential`]; the
 //!   window being read plus those in flight ahead of it stay within 1/8 of the cache, or two
@@ -67,12 +64,14 @@
 //! Readahead pages enter the policy with [`Admission::Speculative`](crate::Admission), so a
 //! scan-resistant policy keeps them from pushing out the hot set.
 
-use std::collections::VecDeque;
+mod pool;
+
 use std::ops::Range;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
-use crate::sync::{Condvar, JoinHandle, Mutex, RwLock};
+use crate::sync::{Mutex, RwLock};
 
+use self::pool::{Pool, QUEUE_MAX};
 use crate::readaround::ReadAround;
 
 /// What the readahead workers drive: the engine, seen from below (so this module never names it).
@@ -127,8 +126,6 @@ pub(crate) enum Waited {
     /// The page was being loaded, or had to be.
     Yes,
 }
-/// Readahead jobs queued at most (beyond this readahead is dropped).
-const QUEUE_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Stream {
@@ -217,17 +214,6 @@ pub(crate) struct MissPlan {
     pub(crate) run: usize,
     /// Background runs to start after the synchronous load.
     pub(crate) jobs: Vec<Job>,
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    stop: bool,
-}
-
-struct Pool {
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-    workers: Vec<JoinHandle<()>>,
 }
 
 /// The readahead state of one cache.
@@ -514,115 +500,13 @@ impl Readahead {
                 .iter()
                 .any(|s| s.used != 0 && s.size != 0 && s.start <= job.start && job.start <= s.end)
     }
-
-    /// Queues background loads. Readahead is best effort: jobs beyond the queue's bound are
-    /// dropped (`force` queues them anyway: `WillNeed`).
-    pub(crate) fn dispatch(&self, jobs: Vec<Job>, force: bool) {
-        if jobs.is_empty() {
-            return;
-        }
-        let mut pool = self.pool.lock();
-        if pool.is_none() {
-            *pool = self.start_pool();
-        }
-        let Some(pool) = pool.as_ref() else {
-            return;
-        };
-        let (q, cv) = &*pool.queue;
-        let mut q = q.lock();
-        if q.stop {
-            return;
-        }
-        let max = if force { self.forced_max } else { QUEUE_MAX };
-        let room = max.saturating_sub(q.jobs.len());
-        let dropped = jobs.len().saturating_sub(room);
-        q.jobs.extend(jobs.into_iter().take(room));
-        debug_assert!(q.jobs.len() <= self.forced_max);
-        if dropped > 0 {
-            self.dropped
-                .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        cv.notify_all();
-    }
-
-    /// Jobs dropped so far because the queue was full.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn start_pool(&self) -> Option<Pool> {
-        let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
-        let mut workers = Vec::new();
-        for i in 0..self.workers.max(1) {
-            let queue = queue.clone();
-            let cache = self.cache.clone();
-            let spawned = crate::sync::spawn("folio-readahead", move || worker(queue, cache));
-            match spawned {
-                Ok(h) => workers.push(h),
-                Err(e) => {
-                    tracing::warn!(error = %e, worker = i, "cannot start a readahead worker");
-                    break;
-                }
-            }
-        }
-        if workers.is_empty() {
-            return None;
-        }
-        Some(Pool { queue, workers })
-    }
-
-    /// Stops and joins the workers (pending jobs are dropped). Called when the cache is dropped,
-    /// from the dropping thread, so a worker never holds the last reference to the cache.
-    pub(crate) fn shutdown(&self) {
-        let Some(pool) = self.pool.lock().take() else {
-            return;
-        };
-        {
-            let (q, cv) = &*pool.queue;
-            let mut q = q.lock();
-            q.stop = true;
-            q.jobs.clear();
-            cv.notify_all();
-        }
-        for h in pool.workers {
-            if h.join().is_err() {
-                tracing::error!("a readahead worker panicked");
-            }
-        }
-    }
-}
-
-fn worker(queue: Arc<(Mutex<Queue>, Condvar)>, cache: Weak<dyn Prefetcher>) {
-    let (q, cv) = &*queue;
-    loop {
-        let job = {
-            let mut g = q.lock();
-            loop {
-                if g.stop {
-                    return;
-                }
-                if let Some(j) = g.jobs.pop_front() {
-                    break j;
-                }
-                g = cv.wait(g);
-            }
-        };
-        let Some(cache) = cache.upgrade() else {
-            return;
-        };
-        if cache.readahead().is_stale(&job) {
-            continue;
-        }
-        if let Err(e) = cache.prefetch(job.start, job.len, job.mark) {
-            // Nothing was cached; a reader that needs these pages reads them itself.
-            tracing::debug!(error = %e, start = job.start, len = job.len, "readahead failed");
-        }
-    }
 }
 
 // The model-checking build's primitives need a shuttle test: these run on std's only.
 #[cfg(all(test, not(folio_model)))]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
     /// A prefetcher that is never called: these tests only plan windows.
