@@ -192,6 +192,23 @@ fn shrinking_then_growing_reads_zeros_although_an_older_write_landed_late() {
     assert_eq!(dev.image(), page(0).repeat(2));
 }
 
+/// A shrink cuts the backend twice (before and after the late writes of the dropped pages
+/// land); if the second cut fails, the shrink succeeds (the cache is cut) but the backend may
+/// still hold bytes past the end: the next sync cuts it, and fails while it cannot.
+#[test]
+fn a_sync_after_a_shrink_whose_cut_failed_cuts_the_backend_or_fails() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache(&dev, 8);
+    dev.fail(Call::SetLen, 1); // the shrink's second cut
+    c.resize(PSU).unwrap();
+    dev.fail(Call::SetLen, 0); // the sync's retry of the cut
+    assert!(c.sync().is_err(), "a sync cannot be Ok while the cut is not done");
+    c.sync().unwrap();
+    assert_eq!(dev.durable().len(), PS, "the cut is durable");
+    c.resize(2 * PSU).unwrap();
+    assert_eq!(read(&c, 1), page(0));
+}
+
 /// `resize` holds the partial last page before it takes the size lock, but a concurrent
 /// `discard_range` can orphan that page meanwhile and a reader load it again from the device.
 /// The shrink then zeroes the tail of the orphan, not of the page in the cache: bytes past the

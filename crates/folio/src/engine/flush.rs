@@ -392,6 +392,9 @@ impl Engine {
         // error sequence; this call's own are returned even if another thread sharing the
         // cursor consumed their report meanwhile (the pages it was asked for are not durable).
         let own = self.flush_pages_parallel(self.pages_overlapping(range));
+        // A shrink that could not cut the backend the second time left bytes past the end
+        // there (see `shrink_locked`): a sync makes the cut durable too, or fails.
+        let cut = self.cut_pending();
         {
             // One backend sync at a time, its failure recorded before the next starts: a sync
             // that succeeds right after another failed (which may have dropped the writes this
@@ -408,12 +411,27 @@ impl Engine {
         // The cursor moves first, so a failure reported here is not reported again.
         self.errseq.check(cursor, Check::Sync)?;
         own?;
+        cut?;
         match &*self.durability_lost.lock() {
             Some(e) => Err(Error::DurabilityLost {
                 source: Box::new(e.clone()),
             }),
             None => Ok(()),
         }
+    }
+
+    /// Cuts the backend at the length if a shrink's cut failed (under the size lock, so no
+    /// resize runs meanwhile); the cut's error if it fails again (the next sync retries).
+    fn cut_pending(&self) -> Result<()> {
+        if !self.truncate_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _g = self.size_lock.lock();
+        if self.truncate_pending.load(Ordering::Acquire) {
+            self.backend.set_len(self.len())?;
+            self.truncate_pending.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// `close()`: flush, sync, stop the flusher; returns the first error not yet reported.

@@ -118,9 +118,10 @@ impl Engine {
                 self.data_end.fetch_min(new_len, Ordering::AcqRel);
             }
             Err(e) => {
-                // The next growth cuts it first (see `grow_locked`).
+                // The next growth cuts it first (see `grow_locked`), and a sync does or fails
+                // (`cut_pending`).
                 self.truncate_pending.store(true, Ordering::Release);
-                tracing::warn!(error = %e, "could not cut the backend after a shrink; retried on the next growth");
+                tracing::warn!(error = %e, "could not cut the backend after a shrink; retried by the next sync or growth");
             }
         }
         if let Some(h) = tail {
