@@ -581,6 +581,25 @@ fn waiting_for_a_guard_this_thread_holds_is_an_error_not_a_hang() {
     });
 }
 
+/// A victim whose write-back fails stays cached and dirty; the read that needed its frame
+/// takes another victim instead of failing for a page it never touched.
+#[test]
+fn a_failed_eviction_write_tries_another_victim() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache_with(
+        &dev,
+        CacheConfig::with_budget_pages(2).policy(PolicyKind::Lru),
+    );
+    c.write_all_at(&page(0x11), 0).unwrap(); // the least recently used: the first victim
+    assert_eq!(read(&c, 1), page(0xAA));
+    dev.fail(Call::Write, 0);
+    assert_eq!(read(&c, 2), page(0xAA), "a read of another page does not fail");
+    assert_eq!(read(&c, 0), page(0x11), "the page whose write failed is still cached");
+    assert!(c.sync().is_err(), "the failed write-back reaches the sync");
+    c.sync().unwrap();
+    assert_eq!(&dev.durable()[..PS], &page(0x11)[..]);
+}
+
 #[test]
 fn a_batch_of_misses_succeeds_where_serial_reads_succeed() {
     let dev = Device::with_queue_depth(page(0xAA).repeat(200), 32);

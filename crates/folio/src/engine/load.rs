@@ -11,6 +11,10 @@ use crate::page::{kind, DIRTY, EXCLUSIVE, FREE, LOADING, NO_PAGE, VALID};
 use crate::policy::{Admission, FrameId};
 use crate::stats::Counter;
 
+/// Victims one eviction tries when their write-backs fail, before it gives up with the last
+/// failure.
+const VICTIM_TRIES: usize = 4;
+
 impl Engine {
     // ---- loading and eviction -----------------------------------------------------------
 
@@ -52,45 +56,55 @@ impl Engine {
     }
 
     /// Evicts one page chosen by the policy, writing it back first if dirty, and returns its
-    /// frame, held and `FREE`. `Ok(None)` if no frame could be claimed; `Err` if the victim's
-    /// write-back failed (it stays cached, dirty).
+    /// frame, held and `FREE`. `Ok(None)` if no frame could be claimed; `Err` if the write-backs
+    /// of [`VICTIM_TRIES`] victims failed (they stay cached, dirty).
     pub(crate) fn evict_one(&self) -> Result<Option<ExclusiveHold<'_>>> {
-        let mut claimed: Option<ExclusiveHold<'_>> = None;
-        let victim = self
-            .policy
-            .choose_victim(&mut |f| match self.acquire_unheld(f) {
-                Some(h) => {
-                    claimed = Some(h);
-                    true
+        let mut failure = None;
+        // A victim whose write-back fails stays cached, dirty (the failure is recorded for the
+        // syncs): another victim is tried, so that a read or write of another page does not
+        // fail for it while clean or writable pages remain. Bounded by `VICTIM_TRIES`.
+        for _ in 0..VICTIM_TRIES {
+            let mut claimed: Option<ExclusiveHold<'_>> = None;
+            let victim = self
+                .policy
+                .choose_victim(&mut |f| match self.acquire_unheld(f) {
+                    Some(h) => {
+                        claimed = Some(h);
+                        true
+                    }
+                    None => false,
+                });
+            let Some(held) = claimed else {
+                return failure.map_or(Ok(None), Err);
+            };
+            debug_assert_eq!(
+                victim,
+                Some(held.frame()),
+                "the policy chose the frame it claimed"
+            );
+            let f = held.frame();
+            let key = self.frames[f as usize].tag();
+            if held.state() & DIRTY != 0 {
+                match self.write_victim(f, key, &held) {
+                    Ok(Victim::Clean) => {}
+                    Ok(Victim::Fenced) => return Ok(None),
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
                 }
-                None => false,
-            });
-        let Some(held) = claimed else {
-            return Ok(None);
-        };
-        debug_assert_eq!(
-            victim,
-            Some(held.frame()),
-            "the policy chose the frame it claimed"
-        );
-        let f = held.frame();
-        let key = self.frames[f as usize].tag();
-        if held.state() & DIRTY != 0 {
-            match self.write_victim(f, key, &held) {
-                Ok(Victim::Clean) => {}
-                Ok(Victim::Fenced) => return Ok(None),
-                Err(e) => return Err(e),
             }
+            {
+                let mut g = self.index.lock();
+                self.index.remove(&mut g, key, f, &self.frames);
+            }
+            held.set_state(EXCLUSIVE | FREE);
+            held.set_tag(NO_PAGE);
+            self.counters.add(Counter::Evictions, 1);
+            // The caller puts a page in it, or frees it.
+            return Ok(Some(held));
         }
-        {
-            let mut g = self.index.lock();
-            self.index.remove(&mut g, key, f, &self.frames);
-        }
-        held.set_state(EXCLUSIVE | FREE);
-        held.set_tag(NO_PAGE);
-        self.counters.add(Counter::Evictions, 1);
-        // The caller puts a page in it, or frees it.
-        Ok(Some(held))
+        failure.map_or(Ok(None), Err)
     }
 
     /// Writes back the dirty victim `key` in frame `f` (claimed by [`evict_one`]) under
