@@ -202,7 +202,10 @@ fn a_sync_after_a_shrink_whose_cut_failed_cuts_the_backend_or_fails() {
     dev.fail(Call::SetLen, 1); // the shrink's second cut
     c.resize(PSU).unwrap();
     dev.fail(Call::SetLen, 0); // the sync's retry of the cut
-    assert!(c.sync().is_err(), "a sync cannot be Ok while the cut is not done");
+    assert!(
+        c.sync().is_err(),
+        "a sync cannot be Ok while the cut is not done"
+    );
     c.sync().unwrap();
     assert_eq!(dev.durable().len(), PS, "the cut is durable");
     c.resize(2 * PSU).unwrap();
@@ -593,8 +596,16 @@ fn a_failed_eviction_write_tries_another_victim() {
     c.write_all_at(&page(0x11), 0).unwrap(); // the least recently used: the first victim
     assert_eq!(read(&c, 1), page(0xAA));
     dev.fail(Call::Write, 0);
-    assert_eq!(read(&c, 2), page(0xAA), "a read of another page does not fail");
-    assert_eq!(read(&c, 0), page(0x11), "the page whose write failed is still cached");
+    assert_eq!(
+        read(&c, 2),
+        page(0xAA),
+        "a read of another page does not fail"
+    );
+    assert_eq!(
+        read(&c, 0),
+        page(0x11),
+        "the page whose write failed is still cached"
+    );
     assert!(c.sync().is_err(), "the failed write-back reaches the sync");
     c.sync().unwrap();
     assert_eq!(&dev.durable()[..PS], &page(0x11)[..]);
@@ -911,4 +922,20 @@ fn a_miss_racing_a_shrink_is_never_an_error_on_either_file_backend() {
         assert_eq!(e, 0, "io_uring: {e} of {r} reads failed: {last}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// A length the memory backend cannot hold is a typed error (it aborted the process).
+#[test]
+fn growing_a_memory_backend_past_memory_is_a_typed_error() {
+    let backend = Arc::new(folio::MemoryBackend::from_bytes(vec![0u8; PS]));
+    let c = PageCache::new(backend, CacheConfig::with_budget_pages(4)).unwrap();
+    let err = c.resize(1 << 62).unwrap_err();
+    assert_eq!(
+        err.to_io_error().kind(),
+        std::io::ErrorKind::OutOfMemory,
+        "{err}"
+    );
+    assert_eq!(c.len(), PSU, "the length is unchanged");
+    c.write_all_at(&[1], 0).unwrap();
+    c.sync().unwrap();
 }

@@ -114,9 +114,25 @@ impl PageCacheBackend for MemoryBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
-        let len =
-            usize::try_from(len).map_err(|_| crate::Error::Unsupported("lengths over usize"))?;
-        self.images.lock().written.resize(len, 0);
+        let out_of_memory = |op| {
+            crate::Error::io(
+                op,
+                len,
+                std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "the memory backend cannot hold an image this long",
+                ),
+            )
+        };
+        let len = usize::try_from(len).map_err(|_| out_of_memory(crate::error::IoOp::Resize))?;
+        let mut images = self.images.lock();
+        let more = len.saturating_sub(images.written.len());
+        // A typed error, not an abort, when the memory is not there.
+        images
+            .written
+            .try_reserve_exact(more)
+            .map_err(|_| out_of_memory(crate::error::IoOp::Resize))?;
+        images.written.resize(len, 0);
         Ok(())
     }
 
