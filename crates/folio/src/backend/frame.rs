@@ -20,7 +20,7 @@
 //!   the first touch of a frame with [`Commit::Lazy`] takes a page fault. Nothing else blocks.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -55,11 +55,14 @@ pub enum Commit {
 /// path); [`FrameMut::alloc`] makes a one-frame region for callers that use a backend directly.
 /// It is cut into slots of one frame each; per slot it counts the [`FrameMut`]s alive, so the
 /// cache can tell that every writable handle it lent came back (see the [`backend`](super) module docs).
+/// The count at which a slot reads as lent for good (see [`Region::lend`]).
+pub(crate) const LENT_FOR_GOOD: u32 = u8::MAX as u32;
+
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
     slot_shift: u32,
-    lent: Box<[AtomicU32]>,
+    lent: Box<[AtomicU8]>,
 }
 
 // SAFETY: `Region` is an owned heap allocation; access to its bytes is coordinated by the frame
@@ -104,7 +107,7 @@ impl Region {
             ptr,
             len,
             slot_shift: slot.trailing_zeros(),
-            lent: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            lent: (0..slots).map(|_| AtomicU8::new(0)).collect(),
         });
         if commit == Commit::UpFront {
             region.populate()?;
@@ -151,14 +154,39 @@ impl Region {
         self.len
     }
 
-    /// [`FrameMut`]s alive in slot `slot` (the frame at `slot << slot_shift`).
+    /// Heap bytes of the per-slot counts (for `metadata_bytes`).
+    pub(crate) const LENT_BYTES_PER_SLOT: usize = std::mem::size_of::<AtomicU8>();
+
+    /// [`FrameMut`]s alive in slot `slot` (the frame at `slot << slot_shift`), or
+    /// [`LENT_FOR_GOOD`] once that many were.
     pub(crate) fn lent(&self, slot: usize) -> u32 {
         // Acquire: whatever the last handle's owner wrote happens before our use of the bytes.
-        self.lent[slot].load(Ordering::Acquire)
+        u32::from(self.lent[slot].load(Ordering::Acquire))
     }
 
-    fn lend(&self, offset: usize) -> &AtomicU32 {
-        &self.lent[offset >> self.slot_shift]
+    /// Counts a handle of the slot at `offset` lent. One byte per slot: a count that reaches
+    /// [`LENT_FOR_GOOD`] stays there, so the slot reads as lent for good (the cache then never
+    /// reuses its frame) rather than wrap to "nothing lent" while handles live. The cache
+    /// lends one handle per slot at a time; only a backend that keeps handles gets near it.
+    fn lend(&self, offset: usize) {
+        let _ = self.lent[offset >> self.slot_shift].fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |n| (u32::from(n) < LENT_FOR_GOOD).then(|| n + 1),
+        );
+    }
+
+    /// Counts a handle of the slot at `offset` back (Release: the handle's writes to the bytes
+    /// happen before the cache sees the count drop).
+    fn give_back(&self, offset: usize) {
+        let _ = self.lent[offset >> self.slot_shift].fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |n| {
+                debug_assert!(n > 0, "a handle given back twice");
+                (u32::from(n) < LENT_FOR_GOOD).then(|| n.saturating_sub(1))
+            },
+        );
     }
 }
 
@@ -220,7 +248,7 @@ impl FrameMut {
     /// reference or handle may access those bytes.
     pub(crate) unsafe fn from_region(region: &Arc<Region>, offset: usize, len: usize) -> FrameMut {
         debug_assert!(offset + len <= region.len());
-        region.lend(offset).fetch_add(1, Ordering::AcqRel);
+        region.lend(offset);
         FrameMut {
             // SAFETY: in bounds per the caller's contract; the base pointer is non-null.
             ptr: unsafe { NonNull::new_unchecked(region.base().add(offset)) },
@@ -260,7 +288,7 @@ impl FrameMut {
     pub fn freeze(self) -> Frame {
         let this = std::mem::ManuallyDrop::new(self);
         let offset = this.ptr.as_ptr() as usize - this._region.base() as usize;
-        this._region.lend(offset).fetch_sub(1, Ordering::AcqRel);
+        this._region.give_back(offset);
         Frame {
             ptr: this.ptr,
             len: this.len,
@@ -333,8 +361,7 @@ impl Frame {
 impl Drop for FrameMut {
     fn drop(&mut self) {
         let offset = self.ptr.as_ptr() as usize - self._region.base() as usize;
-        // Release: our writes to the bytes happen before the cache sees the count drop.
-        self._region.lend(offset).fetch_sub(1, Ordering::AcqRel);
+        self._region.give_back(offset);
     }
 }
 
@@ -378,5 +405,20 @@ mod tests {
         let kept = unsafe { FrameMut::from_region(&region, 512, 512) };
         std::mem::forget(kept);
         assert_eq!(region.lent(1), 1, "a leaked handle stays lent for good");
+    }
+
+    #[cfg(not(folio_model))]
+    #[test]
+    fn a_slot_that_lent_the_most_handles_its_count_holds_stays_lent_for_good() {
+        let region = Region::new(2 * 512, 512, Commit::Lazy).unwrap();
+        // SAFETY: slot 1 of a region only this test uses; none of the handles is ever used to
+        // access the bytes (they are only counted and dropped).
+        let handles: Vec<FrameMut> = (0..LENT_FOR_GOOD + 10)
+            .map(|_| unsafe { FrameMut::from_region(&region, 512, 512) })
+            .collect();
+        assert_eq!(region.lent(1), LENT_FOR_GOOD);
+        drop(handles);
+        assert_eq!(region.lent(1), LENT_FOR_GOOD, "never wraps to nothing lent");
+        assert_eq!(region.lent(0), 0, "other slots are not touched");
     }
 }

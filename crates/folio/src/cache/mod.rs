@@ -470,6 +470,7 @@ impl PageCache {
             + frames * s.policy.metadata_bytes_per_page()
             + frames * std::mem::size_of::<FrameId>()
             + frames * Writeback::BYTES_PER_PAGE
+            + frames * crate::backend::Region::LENT_BYTES_PER_SLOT
     }
 }
 
