@@ -2,7 +2,7 @@
 //!
 //! Owns: [`ServerConfig`], [`Export`], [`TlsMode`] and their defaults (with the reason for each
 //! bound). Does not own: parsing command lines (`folio serve` in folio-cli), loading
-//! certificates (`tls.rs`) or enforcing the limits (`limits.rs`, `conn.rs`, `server.rs`).
+//! certificates (`tls.rs`) or enforcing the limits (`limits.rs`, `conn/`, `server.rs`).
 //! Never blocks.
 
 use std::sync::Arc;
@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Bytes that `TRIM`, `WRITE_ZEROES` and `CACHE` requests in flight may cover, over all
     /// connections (a 4 GiB zeroing is real work even with no payload).
     pub effect_bytes_max: u64,
+    /// Bytes of payload buffers kept for reuse after inline writes, over all connections (each
+    /// connection keeps at most 4, of at most 1 MiB each); beside `global_inflight_bytes_max`,
+    /// the server's payload memory is bounded by the sum of the two. 0 keeps none.
+    pub spare_bytes_max: u64,
     /// Reply bytes queued for a client that is not reading before the server stops reading
     /// that client's requests.
     pub unsent_bytes_max: usize,
@@ -103,6 +107,8 @@ impl Default for ServerConfig {
             inflight_bytes_max: 64 << 20,
             global_inflight_bytes_max: 1 << 30,
             effect_bytes_max: 16 << 30,
+            // Four 1 MiB buffers for each of 8 connections writing 1 MiB blocks.
+            spare_bytes_max: 32 << 20,
             unsent_bytes_max: 8 << 20,
             connections_max: 64,
             connections_per_address_max: 16,

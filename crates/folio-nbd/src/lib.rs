@@ -9,7 +9,7 @@
 //!
 //! Layers, each pointing only down: `server` (accept loop, shutdown) → `conn` (one
 //! connection's transmission phase, run to completion on its thread) → `handshake`, `outq`,
-//! `exec`, `pool`, `mailbox`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`,
+//! `exec`, `pool`, `mailbox`, `spare`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`,
 //! `listener`, `tls`. `session` wires memory into the same handshake and connection code for the fuzz
 //! target and property tests.
 #![warn(missing_docs)]
@@ -28,6 +28,7 @@ mod pool;
 pub mod proto;
 pub mod server;
 mod session;
+mod spare;
 pub mod tls;
 mod wire;
 
