@@ -203,9 +203,34 @@ impl BlockDevice for MemDevice {
 
 /// A regular file accessed with positional I/O and no cache of ours (the kernel's page cache
 /// still applies). The baseline `folio serve --no-cache` serves.
+///
+/// **A failed sync is latched.** Every connection shares the one open file, and Linux reports
+/// a write-back error once per open file: the first `fdatasync` after the failure returns it,
+/// later ones return 0 although the pages whose write failed may have been marked clean and
+/// never reach the disk. So the first failure is kept and every later `FLUSH` or `FUA`, on every
+/// connection, fails with it until the server restarts (as qemu's file driver does: after a
+/// failed `fdatasync` nothing tells which writes are on disk). The bytes stay readable through
+/// the kernel's page cache while it keeps them; the final flush at shutdown fails too, so the
+/// server exits with an error instead of reporting a clean stop. Syncs run one at a time, so a
+/// sync that overlaps a failing one cannot return Ok before the failure is latched. With the
+/// latch, `CAN_MULTI_CONN` holds: a flush on any connection covers every write completed on
+/// any connection, and no connection's flush can succeed after a failure.
 pub struct FileDevice {
     file: File,
     len: u64,
+    /// `fdatasync`, or a replacement for fault-injection tests.
+    sync: Box<SyncFn>,
+    /// The first sync that failed (held while a sync runs: syncs run one at a time).
+    failed: parking_lot::Mutex<Option<Latched>>,
+}
+
+/// How a [`FileDevice`] syncs its file.
+type SyncFn = dyn Fn(&File) -> io::Result<()> + Send + Sync;
+
+/// What a failed sync said, kept to fail every later sync.
+struct Latched {
+    kind: io::ErrorKind,
+    message: String,
 }
 
 impl FileDevice {
@@ -213,9 +238,52 @@ impl FileDevice {
     /// The size is where the file ends (`lseek(SEEK_END)`), which is right for block devices
     /// too, whose `st_size` is 0.
     pub fn new(file: File) -> io::Result<FileDevice> {
+        FileDevice::with_sync_fn(file, |f| f.sync_data())
+    }
+
+    /// As [`FileDevice::new`], syncing with `sync` instead of `fdatasync`: for tests that
+    /// inject sync failures (e.g. one that fails once, as Linux reports a write-back error once
+    /// per open file).
+    pub fn with_sync_fn(
+        file: File,
+        sync: impl Fn(&File) -> io::Result<()> + Send + Sync + 'static,
+    ) -> io::Result<FileDevice> {
         use std::io::Seek;
         let len = (&file).seek(io::SeekFrom::End(0))?;
-        Ok(FileDevice { file, len })
+        Ok(FileDevice {
+            file,
+            len,
+            sync: Box::new(sync),
+            failed: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// Syncs the file, or fails with the first failure if a sync ever failed (see the type's
+    /// docs).
+    fn sync_latched(&self) -> io::Result<()> {
+        let mut failed = self.failed.lock();
+        if let Some(l) = &*failed {
+            return Err(io::Error::new(
+                l.kind,
+                format!(
+                    "an earlier sync of this file failed ({}); writes since the last \
+                     successful sync may not be on disk, and no later sync can tell",
+                    l.message
+                ),
+            ));
+        }
+        let r = (self.sync)(&self.file);
+        if let Err(e) = &r {
+            tracing::error!(
+                error = %e,
+                "syncing the file failed: every later FLUSH and FUA fails until restart"
+            );
+            *failed = Some(Latched {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        }
+        r
     }
 }
 
@@ -235,10 +303,10 @@ impl BlockDevice for FileDevice {
         self.file.write_all_at(buf, offset)
     }
     fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.sync_latched()
     }
     fn flush_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        self.file.sync_data()
+        self.sync_latched()
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.len, offset, len)?;
