@@ -236,7 +236,10 @@ fn seconds(s: f64) -> Duration {
 }
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests, flushes, syncs
-/// and returns `Ok`.
+/// and returns `Ok`. A final flush that still fails after its retries (a store or disk that
+/// stays down) returns the error naming each export whose acknowledged writes were not written
+/// and how many bytes ([`folio_nbd::NotFlushed`]): `folio` exits with status 1 and prints it.
+/// A second signal while the server drains or retries exits at once (status 130), unflushed.
 pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(args.verbose);
     let exports = exports(args)?;

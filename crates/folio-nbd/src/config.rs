@@ -92,6 +92,12 @@ pub struct ServerConfig {
     pub keepalive: Option<Duration>,
     /// After shutdown begins, connections still open this long are closed by force.
     pub shutdown_grace: Duration,
+    /// Flushes of each export at shutdown before the server gives up on it and reports the
+    /// data not written ([`NotFlushed`](crate::NotFlushed)); at least 1.
+    pub final_flush_attempts: u32,
+    /// Wait before the second attempt of a failed final flush; doubled before each later one
+    /// (at most 8 s).
+    pub final_flush_retry_wait: Duration,
     /// TLS negotiation (`OPT_STARTTLS`); the certificates are given to the server separately.
     pub tls: TlsMode,
 }
@@ -117,6 +123,9 @@ impl Default for ServerConfig {
             idle_timeout: None,
             keepalive: Some(Duration::from_secs(60)),
             shutdown_grace: Duration::from_secs(10),
+            // 0.5 + 1 + 2 + 4 s of waiting: a store or disk back within ~8 s loses nothing.
+            final_flush_attempts: 5,
+            final_flush_retry_wait: Duration::from_millis(500),
             tls: TlsMode::Off,
         }
     }

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use folio::backend::{Allocation, Extent};
@@ -104,6 +105,12 @@ pub trait BlockDevice: Send + Sync + 'static {
             len,
             allocation: Allocation::Data,
         }])
+    }
+    /// Bytes written by clients that may not be durable yet (dirty in the device's cache, or
+    /// written since its last successful sync), if the device keeps count: what a failed final
+    /// flush reports as not written. Default: `None` (unknown).
+    fn unsynced_bytes(&self) -> Option<u64> {
+        None
     }
     /// Loads the range into the device's cache, if it has one (`CMD_CACHE`). Default: nothing.
     fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -222,6 +229,8 @@ pub struct FileDevice {
     sync: Box<SyncFn>,
     /// The first sync that failed (held while a sync runs: syncs run one at a time).
     failed: parking_lot::Mutex<Option<Latched>>,
+    /// Bytes written or zeroed since the last successful sync (overlaps counted twice).
+    unsynced_bytes: AtomicU64,
 }
 
 /// How a [`FileDevice`] syncs its file.
@@ -255,6 +264,7 @@ impl FileDevice {
             len,
             sync: Box::new(sync),
             failed: parking_lot::Mutex::new(None),
+            unsynced_bytes: AtomicU64::new(0),
         })
     }
 
@@ -272,7 +282,12 @@ impl FileDevice {
                 ),
             ));
         }
+        // Writes counted before the sync are covered by it if it succeeds.
+        let covered = self.unsynced_bytes.load(Ordering::Acquire);
         let r = (self.sync)(&self.file);
+        if r.is_ok() {
+            self.unsynced_bytes.fetch_sub(covered, Ordering::AcqRel);
+        }
         if let Err(e) = &r {
             tracing::error!(
                 error = %e,
@@ -300,7 +315,12 @@ impl BlockDevice for FileDevice {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len() as u64)?;
-        self.file.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)?;
+        // Counted once written: a sync that counted it started after the write completed, so
+        // covers it (one that started before may count it still: more, never less).
+        self.unsynced_bytes
+            .fetch_add(buf.len() as u64, Ordering::AcqRel);
+        Ok(())
     }
     fn flush(&self) -> io::Result<()> {
         self.sync_latched()
@@ -314,7 +334,10 @@ impl BlockDevice for FileDevice {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], offset + done)?;
+            let r = self.file.write_all_at(&zeros[..n], offset + done);
+            // As in `write_at`: counted once written (partly, if it failed on the way).
+            self.unsynced_bytes.fetch_add(n as u64, Ordering::AcqRel);
+            r?;
             done += n as u64;
         }
         Ok(())
@@ -325,6 +348,9 @@ impl BlockDevice for FileDevice {
     }
     fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
         Box::new(DeviceCursor(self))
+    }
+    fn unsynced_bytes(&self) -> Option<u64> {
+        Some(self.unsynced_bytes.load(Ordering::Acquire))
     }
     fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> io::Result<Vec<Extent>> {
         Ok(folio::backend::extents::file_extents(

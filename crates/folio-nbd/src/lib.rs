@@ -7,7 +7,7 @@
 //! commands `READ`, `WRITE`, `FLUSH`, `TRIM`, `WRITE_ZEROES` (`NO_HOLE`, `FAST_ZERO`),
 //! `CACHE`, `BLOCK_STATUS` and `DISC`, `FUA` on all of them; several exports; TLS (rustls).
 //!
-//! Layers, each pointing only down: `server` (accept loop, shutdown) → `conn` (one
+//! Layers, each pointing only down: `server` (accept loop, shutdown, `final_flush`) → `conn` (one
 //! connection's transmission phase, run to completion on its thread) → `handshake`, `outq`,
 //! `exec`, `pool`, `mailbox`, `spare`, `limits`, `wire` → `device`, `cache_device`, `proto`, `config`,
 //! `listener`, `tls`. `session` wires memory into the same handshake and connection code for the fuzz
@@ -19,6 +19,7 @@ pub mod config;
 mod conn;
 pub mod device;
 mod exec;
+mod final_flush;
 mod handshake;
 mod limits;
 pub mod listener;
@@ -35,6 +36,7 @@ mod wire;
 pub use cache_device::CacheDevice;
 pub use config::{Export, ServerConfig, TlsMode};
 pub use device::{BlockDevice, FileDevice, MemDevice, Resident, SyncCursor};
+pub use final_flush::{ExportNotFlushed, NotFlushed};
 pub use listener::{Listener, Peer, Stream};
 pub use server::{Server, ShutdownHandle};
 pub use session::run_session;

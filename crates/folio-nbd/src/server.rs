@@ -121,6 +121,10 @@ impl Server {
     }
 
     /// Serves until [`ShutdownHandle::shutdown`], then drains, closes and flushes every export.
+    ///
+    /// A final flush that keeps failing (after `final_flush_attempts`) returns an error of
+    /// kind `Other` holding a [`NotFlushed`](crate::NotFlushed) that names the exports whose
+    /// acknowledged writes may not be durable; exit non-zero on it.
     pub fn serve(&self, listener: Listener) -> io::Result<()> {
         if self.cfg.tls != TlsMode::Off && self.tls.is_none() {
             return Err(io::Error::new(
@@ -218,17 +222,9 @@ impl Server {
         }
         drop(pool);
         listener.remove_socket_file();
-        let mut result = Ok(());
-        for e in self.exports.iter() {
-            if let Err(err) = e.dev.flush() {
-                warn!(export = %e.name, error = %err, "final flush failed");
-                result = Err(err);
-            }
-        }
-        if result.is_ok() {
-            info!("flushed; stopped");
-        }
-        result
+        crate::final_flush::flush_exports(&self.exports, &self.cfg).map_err(io::Error::other)?;
+        info!("flushed; stopped");
+        Ok(())
     }
 
     fn spawn(

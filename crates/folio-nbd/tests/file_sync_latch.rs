@@ -45,6 +45,8 @@ fn a_failed_sync_fails_every_later_flush_on_every_connection() {
         ServerConfig {
             export_name: "test".into(),
             handshake_deadline: Duration::from_secs(5),
+            // A latched failure fails every attempt: no need to wait between them here.
+            final_flush_retry_wait: Duration::from_millis(1),
             ..ServerConfig::default()
         },
     );
