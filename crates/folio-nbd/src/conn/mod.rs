@@ -34,7 +34,7 @@ pub(crate) use crate::mailbox::Mailbox;
 use crate::outq::{Out, OutQueue};
 use crate::pool::{Job, Pool};
 use crate::proto::*;
-use crate::spare::Spares;
+use crate::spare::{Payload, Spares};
 use crate::wire::Wire;
 
 mod ending;
@@ -58,7 +58,7 @@ enum Input {
     /// Receiving a write's payload.
     Payload {
         req: Request,
-        buf: Vec<u8>,
+        buf: Payload,
         got: usize,
         tokens: Tokens,
     },
@@ -475,7 +475,7 @@ impl<'a, 'd> Conn<'a, 'd> {
 
     /// A write whose payload is here: inline if the device can do it without waiting (and
     /// no FUA asks for I/O), else to the pool.
-    fn write(&mut self, req: Request, buf: Vec<u8>, tokens: Tokens) {
+    fn write(&mut self, req: Request, buf: Payload, tokens: Tokens) {
         if req.flags & CMD_FLAG_FUA == 0 {
             let dev = &self.ctx.export.dev;
             if let Some(done) = inline(&req, || dev.try_write_at(&buf, req.offset)) {
@@ -494,13 +494,21 @@ impl<'a, 'd> Conn<'a, 'd> {
     }
 
     /// Hands a request to the pool (or runs it inline without one).
-    fn dispatch(&mut self, req: Request, payload: Option<Vec<u8>>, tokens: Tokens) {
+    fn dispatch(&mut self, req: Request, payload: Option<Payload>, tokens: Tokens) {
         let dev = self.ctx.export.dev.clone();
         let cursor = self.cursor.clone();
         let mailbox = self.mailbox.clone();
         let structured = self.neg.structured;
         let cost = tokens_cost(&req);
         let job: Job = Box::new(move || {
+            // A kept buffer's share of the spare budget lasts as long as its bytes.
+            let (payload, _share) = match payload {
+                Some(p) => {
+                    let (bytes, share) = p.into_parts();
+                    (Some(bytes), Some(share))
+                }
+                None => (None, None),
+            };
             let run = std::panic::AssertUnwindSafe(|| {
                 execute(&*dev, &*cursor, &req, payload, structured)
             });
