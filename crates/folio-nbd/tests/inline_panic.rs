@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use folio_nbd::proto::*;
-use folio_nbd::{BlockDevice, MemDevice, Resident, ServerConfig, SyncCursor};
+use folio_nbd::{MemDevice, Resident, ServerConfig};
 
 mod common;
 use common::*;
@@ -26,10 +26,6 @@ enum Bug {
     LentBytes,
 }
 
-/// A device whose inline paths (run on the connection's own thread) panic at offset 8192: a
-/// bug in the device or in the cache's `try_read_range` / `try_write_range`.
-struct InlinePanic(Arc<MemDevice>, Bug);
-
 /// Lent bytes whose first part panics.
 struct PanickingParts;
 
@@ -39,59 +35,33 @@ impl Resident for PanickingParts {
     }
 }
 
-impl BlockDevice for InlinePanic {
-    fn len(&self) -> u64 {
-        self.0.len()
-    }
-    fn block_size(&self) -> usize {
-        4096
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-    fn flush_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.flush_range(offset, len)
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.write_zeroes(offset, len)
-    }
-    fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.trim(offset, len)
-    }
-    fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
-        self.0.clone().sync_cursor()
-    }
-    fn read_resident(
-        &self,
-        offset: u64,
-        _len: usize,
-    ) -> Option<std::io::Result<Box<dyn Resident + '_>>> {
-        match self.1 {
-            Bug::ReadResident => assert_ne!(offset, 8192, "a bug on the inline path"),
-            Bug::LentBytes if offset == 8192 => return Some(Ok(Box::new(PanickingParts))),
-            _ => {}
-        }
-        None
-    }
-    fn try_write_at(&self, _buf: &[u8], offset: u64) -> Option<std::io::Result<()>> {
-        if self.1 == Bug::TryWrite {
-            assert_ne!(offset, 8192, "a bug on the inline write path");
-        }
-        None
-    }
-}
-
+/// A server over a device whose inline paths (run on the connection's own thread) panic at
+/// offset 8192, as `bug` says: a bug in the device or in the cache's `try_read_range` /
+/// `try_write_range`.
 fn server(bug: Bug) -> TestServer {
     let mem = Arc::new(MemDevice::new(SIZE));
+    let mut dev = Hooked::new(mem.clone());
+    match bug {
+        Bug::ReadResident => {
+            dev.resident = Some(Box::new(|offset| {
+                assert_ne!(offset, 8192, "a bug on the inline path");
+                None
+            }))
+        }
+        Bug::TryWrite => {
+            dev.try_write = Some(Box::new(|offset| {
+                assert_ne!(offset, 8192, "a bug on the inline write path")
+            }))
+        }
+        Bug::LentBytes => {
+            dev.resident = Some(Box::new(|offset| {
+                (offset == 8192).then(|| Ok(Box::new(PanickingParts) as Box<dyn Resident>))
+            }))
+        }
+    }
     TestServer::with_device(
-        mem.clone(),
-        Arc::new(InlinePanic(mem, bug)),
+        mem,
+        Arc::new(dev),
         ServerConfig {
             export_name: "test".into(),
             handshake_deadline: Duration::from_secs(5),

@@ -16,10 +16,10 @@ use common::*;
 #[test]
 fn a_reset_while_paused_with_a_request_on_a_worker_does_not_spin() {
     let mem = Arc::new(MemDevice::new(SIZE));
-    let gated = Arc::new(Gated::new(mem.clone()));
+    let gate = Gate::new();
     let srv = TestServer::with_device(
-        mem,
-        gated.clone(),
+        mem.clone(),
+        Arc::new(gate.device(mem)),
         ServerConfig {
             export_name: "test".into(),
             handshake_deadline: Duration::from_secs(5),
@@ -32,7 +32,7 @@ fn a_reset_while_paused_with_a_request_on_a_worker_does_not_spin() {
     // A miss (MemDevice lends nothing), held on a worker by the gate; then a request the
     // connection may not start yet: it stops reading.
     c.request(CMD_READ, 0, 1, 0, 4096);
-    gated.wait_arrived(1);
+    gate.wait_arrived(1);
     c.request(CMD_READ, 0, 2, 4096, 4096);
     std::thread::sleep(Duration::from_millis(100));
     // The client goes away with a reset (SO_LINGER 0), which the paused connection sees only
@@ -43,7 +43,7 @@ fn a_reset_while_paused_with_a_request_on_a_worker_does_not_spin() {
     let before = thread_cpu(name).expect("the connection's thread is alive");
     std::thread::sleep(Duration::from_secs(1));
     let used = thread_cpu(name).expect("the connection waits for its worker") - before;
-    gated.open();
+    gate.open();
     // A spinning thread burns most of a core for the whole second (hundreds of ms even on a
     // loaded machine); a waiting one wakes a few times (0 ticks of 10 ms, maybe 1).
     assert!(
