@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use folio::{FileBackend, IoMode, PageCache, PageCacheBackend, PolicyKind, UringBackend};
 use folio_nbd::{
-    load_tls, BlockDevice, CacheDevice, Export, FileDevice, Listener, Server, ServerConfig, TlsMode,
+    check_distinct_images, load_tls, lock_image, BlockDevice, CacheDevice, Export, FileDevice,
+    ImageAccess, ImageLockError, Listener, Server, ServerConfig, TlsMode,
 };
 use folio_object::Access;
 
@@ -119,9 +120,20 @@ fn init_logging(verbose: bool) {
         .try_init();
 }
 
+/// How `--read-only` opens and locks images.
+fn access(read_only: bool) -> ImageAccess {
+    if read_only {
+        ImageAccess::ReadOnly
+    } else {
+        ImageAccess::ReadWrite
+    }
+}
+
 /// Opens an image (file or block device) as a page-cache backend: O_DIRECT through io_uring
 /// by default, falling back (with a warning) to positional I/O, and to buffered I/O where the
-/// file system refuses O_DIRECT (tmpfs). The one place an image is opened.
+/// file system refuses O_DIRECT (tmpfs). The one place a cached image is opened; it is locked
+/// (`folio_nbd::image_lock`: another server over it is refused) for as long as the backend
+/// keeps it open.
 fn open_image(
     path: &Path,
     read_only: bool,
@@ -153,8 +165,10 @@ fn open_image(
     };
     let Some(file) = file else {
         let file = open(false).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        lock_image(&file, path, access(read_only))?;
         return Ok(Arc::new(FileBackend::from_file(file, IoMode::Buffered)?));
     };
+    lock_image(&file, path, access(read_only))?;
     let backend = FileBackend::from_file(file, IoMode::Direct)?;
     match folio::backend::uring_support() {
         Ok(()) => Ok(Arc::new(UringBackend::from_file_backend(backend, 128)?)),
@@ -182,6 +196,7 @@ fn open_device(
             .write(!args.read_only)
             .open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        lock_image(&file, path, access(args.read_only))?;
         return Ok(Arc::new(FileDevice::new(file)?));
     }
     let backend = if remote {
@@ -218,6 +233,27 @@ fn exports(args: &ServeArgs) -> Result<Vec<Export>, Box<dyn std::error::Error>> 
         };
         named.push((name.to_string(), PathBuf::from(path)));
     }
+    // One image behind two exports would be two caches over one file (the second's lock
+    // would refuse it too, but as "in use"; say what is wrong).
+    check_distinct_images(named.iter().map(|(n, p)| (n.as_str(), p.as_path())))?;
+    for (i, (name, path)) in named.iter().enumerate() {
+        let spec = path.to_string_lossy();
+        if !crate::target::is_remote(&spec) {
+            continue;
+        }
+        let spec = spec.trim_end_matches('/');
+        if let Some((first, _)) = named[..i]
+            .iter()
+            .find(|(_, p)| p.to_string_lossy().trim_end_matches('/') == spec)
+        {
+            return Err(ImageLockError::ExportedTwice {
+                path: path.clone(),
+                first: first.clone(),
+                second: name.clone(),
+            }
+            .into());
+        }
+    }
     named
         .into_iter()
         .map(|(name, path)| {
@@ -236,7 +272,10 @@ fn seconds(s: f64) -> Duration {
 }
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests, flushes, syncs
-/// and returns `Ok`.
+/// and returns `Ok`. A final flush that still fails after its retries (a store or disk that
+/// stays down) returns the error naming each export whose acknowledged writes were not written
+/// and how many bytes ([`folio_nbd::NotFlushed`]): `folio` exits with status 1 and prints it.
+/// A second signal while the server drains or retries exits at once (status 130), unflushed.
 pub fn run(args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(args.verbose);
     let exports = exports(args)?;

@@ -22,7 +22,7 @@ fn bench_nbd_runs_every_workload_and_appends_one_results_line() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let results = dir.path().join("nbd.jsonl");
+    let results_dir = dir.path().join("results");
     let out = Command::new(env!("CARGO_BIN_EXE_folio"))
         .args([
             "bench",
@@ -45,13 +45,13 @@ fn bench_nbd_runs_every_workload_and_appends_one_results_line() {
         .arg("--image")
         .arg(dir.path().join("img.raw"))
         .arg("--results")
-        .arg(&results)
+        .arg(&results_dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("nbdkit: nbdkit filters: none"), "{stderr}");
-    let text = std::fs::read_to_string(&results).unwrap();
+    let text = std::fs::read_to_string(results_dir.join("nbd.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 1);
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(line["bench"], "nbd");

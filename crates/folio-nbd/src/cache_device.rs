@@ -144,6 +144,10 @@ impl BlockDevice for CacheDevice {
         }
         Ok(extents)
     }
+    /// Dirty bytes (pages written back whose sync failed are not counted: at least this much).
+    fn unsynced_bytes(&self) -> Option<u64> {
+        Some(self.cache.stats().dirty_pages * self.cache.page_size() as u64)
+    }
     fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
         let end = self.end(offset, len)?;
         Ok(self.cache.advise(offset..end, Advice::WillNeed)?)

@@ -2,7 +2,7 @@
 //!
 //! Owns: [`ServerConfig`], [`Export`], [`TlsMode`] and their defaults (with the reason for each
 //! bound). Does not own: parsing command lines (`folio serve` in folio-cli), loading
-//! certificates (`tls.rs`) or enforcing the limits (`limits.rs`, `conn.rs`, `server.rs`).
+//! certificates (`tls.rs`) or enforcing the limits (`limits.rs`, `conn/`, `server.rs`).
 //! Never blocks.
 
 use std::sync::Arc;
@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Bytes that `TRIM`, `WRITE_ZEROES` and `CACHE` requests in flight may cover, over all
     /// connections (a 4 GiB zeroing is real work even with no payload).
     pub effect_bytes_max: u64,
+    /// Bytes of payload buffers kept for reuse after inline writes, over all connections (each
+    /// connection keeps at most 4, of at most 1 MiB each); beside `global_inflight_bytes_max`,
+    /// the server's payload memory is bounded by the sum of the two. 0 keeps none.
+    pub spare_bytes_max: u64,
     /// Reply bytes queued for a client that is not reading before the server stops reading
     /// that client's requests.
     pub unsent_bytes_max: usize,
@@ -88,6 +92,12 @@ pub struct ServerConfig {
     pub keepalive: Option<Duration>,
     /// After shutdown begins, connections still open this long are closed by force.
     pub shutdown_grace: Duration,
+    /// Flushes of each export at shutdown before the server gives up on it and reports the
+    /// data not written ([`NotFlushed`](crate::NotFlushed)); at least 1.
+    pub final_flush_attempts: u32,
+    /// Wait before the second attempt of a failed final flush; doubled before each later one
+    /// (at most 8 s).
+    pub final_flush_retry_wait: Duration,
     /// TLS negotiation (`OPT_STARTTLS`); the certificates are given to the server separately.
     pub tls: TlsMode,
 }
@@ -103,6 +113,8 @@ impl Default for ServerConfig {
             inflight_bytes_max: 64 << 20,
             global_inflight_bytes_max: 1 << 30,
             effect_bytes_max: 16 << 30,
+            // Four 1 MiB buffers for each of 8 connections writing 1 MiB blocks.
+            spare_bytes_max: 32 << 20,
             unsent_bytes_max: 8 << 20,
             connections_max: 64,
             connections_per_address_max: 16,
@@ -111,6 +123,9 @@ impl Default for ServerConfig {
             idle_timeout: None,
             keepalive: Some(Duration::from_secs(60)),
             shutdown_grace: Duration::from_secs(10),
+            // 0.5 + 1 + 2 + 4 s of waiting: a store or disk back within ~8 s loses nothing.
+            final_flush_attempts: 5,
+            final_flush_retry_wait: Duration::from_millis(500),
             tls: TlsMode::Off,
         }
     }

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use folio::backend::{Allocation, Extent};
@@ -104,6 +105,12 @@ pub trait BlockDevice: Send + Sync + 'static {
             len,
             allocation: Allocation::Data,
         }])
+    }
+    /// Bytes written by clients that may not be durable yet (dirty in the device's cache, or
+    /// written since its last successful sync), if the device keeps count: what a failed final
+    /// flush reports as not written. Default: `None` (unknown).
+    fn unsynced_bytes(&self) -> Option<u64> {
+        None
     }
     /// Loads the range into the device's cache, if it has one (`CMD_CACHE`). Default: nothing.
     fn prefetch(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -203,9 +210,36 @@ impl BlockDevice for MemDevice {
 
 /// A regular file accessed with positional I/O and no cache of ours (the kernel's page cache
 /// still applies). The baseline `folio serve --no-cache` serves.
+///
+/// **A failed sync is latched.** Every connection shares the one open file, and Linux reports
+/// a write-back error once per open file: the first `fdatasync` after the failure returns it,
+/// later ones return 0 although the pages whose write failed may have been marked clean and
+/// never reach the disk. So the first failure is kept and every later `FLUSH` or `FUA`, on every
+/// connection, fails with it until the server restarts (as qemu's file driver does: after a
+/// failed `fdatasync` nothing tells which writes are on disk). The bytes stay readable through
+/// the kernel's page cache while it keeps them; the final flush at shutdown fails too, so the
+/// server exits with an error instead of reporting a clean stop. Syncs run one at a time, so a
+/// sync that overlaps a failing one cannot return Ok before the failure is latched. With the
+/// latch, `CAN_MULTI_CONN` holds: a flush on any connection covers every write completed on
+/// any connection, and no connection's flush can succeed after a failure.
 pub struct FileDevice {
     file: File,
     len: u64,
+    /// `fdatasync`, or a replacement for fault-injection tests.
+    sync: Box<SyncFn>,
+    /// The first sync that failed (held while a sync runs: syncs run one at a time).
+    failed: parking_lot::Mutex<Option<Latched>>,
+    /// Bytes written or zeroed since the last successful sync (overlaps counted twice).
+    unsynced_bytes: AtomicU64,
+}
+
+/// How a [`FileDevice`] syncs its file.
+type SyncFn = dyn Fn(&File) -> io::Result<()> + Send + Sync;
+
+/// What a failed sync said, kept to fail every later sync.
+struct Latched {
+    kind: io::ErrorKind,
+    message: String,
 }
 
 impl FileDevice {
@@ -213,9 +247,58 @@ impl FileDevice {
     /// The size is where the file ends (`lseek(SEEK_END)`), which is right for block devices
     /// too, whose `st_size` is 0.
     pub fn new(file: File) -> io::Result<FileDevice> {
+        FileDevice::with_sync_fn(file, |f| f.sync_data())
+    }
+
+    /// As [`FileDevice::new`], syncing with `sync` instead of `fdatasync`: for tests that
+    /// inject sync failures (e.g. one that fails once, as Linux reports a write-back error once
+    /// per open file).
+    pub fn with_sync_fn(
+        file: File,
+        sync: impl Fn(&File) -> io::Result<()> + Send + Sync + 'static,
+    ) -> io::Result<FileDevice> {
         use std::io::Seek;
         let len = (&file).seek(io::SeekFrom::End(0))?;
-        Ok(FileDevice { file, len })
+        Ok(FileDevice {
+            file,
+            len,
+            sync: Box::new(sync),
+            failed: parking_lot::Mutex::new(None),
+            unsynced_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Syncs the file, or fails with the first failure if a sync ever failed (see the type's
+    /// docs).
+    fn sync_latched(&self) -> io::Result<()> {
+        let mut failed = self.failed.lock();
+        if let Some(l) = &*failed {
+            return Err(io::Error::new(
+                l.kind,
+                format!(
+                    "an earlier sync of this file failed ({}); writes since the last \
+                     successful sync may not be on disk, and no later sync can tell",
+                    l.message
+                ),
+            ));
+        }
+        // Writes counted before the sync are covered by it if it succeeds.
+        let covered = self.unsynced_bytes.load(Ordering::Acquire);
+        let r = (self.sync)(&self.file);
+        if r.is_ok() {
+            self.unsynced_bytes.fetch_sub(covered, Ordering::AcqRel);
+        }
+        if let Err(e) = &r {
+            tracing::error!(
+                error = %e,
+                "syncing the file failed: every later FLUSH and FUA fails until restart"
+            );
+            *failed = Some(Latched {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        }
+        r
     }
 }
 
@@ -232,13 +315,18 @@ impl BlockDevice for FileDevice {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len() as u64)?;
-        self.file.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)?;
+        // Counted once written: a sync that counted it started after the write completed, so
+        // covers it (one that started before may count it still: more, never less).
+        self.unsynced_bytes
+            .fetch_add(buf.len() as u64, Ordering::AcqRel);
+        Ok(())
     }
     fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.sync_latched()
     }
     fn flush_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        self.file.sync_data()
+        self.sync_latched()
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.len, offset, len)?;
@@ -246,7 +334,10 @@ impl BlockDevice for FileDevice {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], offset + done)?;
+            let r = self.file.write_all_at(&zeros[..n], offset + done);
+            // As in `write_at`: counted once written (partly, if it failed on the way).
+            self.unsynced_bytes.fetch_add(n as u64, Ordering::AcqRel);
+            r?;
             done += n as u64;
         }
         Ok(())
@@ -257,6 +348,9 @@ impl BlockDevice for FileDevice {
     }
     fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
         Box::new(DeviceCursor(self))
+    }
+    fn unsynced_bytes(&self) -> Option<u64> {
+        Some(self.unsynced_bytes.load(Ordering::Acquire))
     }
     fn allocation(&self, offset: u64, len: u64, extents_max: usize) -> io::Result<Vec<Extent>> {
         Ok(folio::backend::extents::file_extents(

@@ -3,7 +3,7 @@
 //!
 //! Owns: the meaning of each command (FUA after the operation on every command that changes
 //! data, `FAST_ZERO`, `NO_HOLE`, block status descriptors) and the reply bytes. Does not own:
-//! checking requests (`proto.rs`), budgets or sockets (`conn.rs`). May block: on the device
+//! checking requests (`proto.rs`), budgets or sockets (`conn/`). May block: on the device
 //! (I/O, waiting for pages).
 
 use std::io;

@@ -1,8 +1,8 @@
-//! Server-wide limits: bytes in flight, range effects in flight, connections in all and per
-//! address.
+//! Server-wide limits: bytes in flight, range effects in flight, payload buffers kept for reuse,
+//! connections in all and per address.
 //!
 //! Owns: the counters and the tokens that give their share back when dropped. Does not own:
-//! the per-connection bounds (`conn.rs`) or the configuration (`config.rs`). Never blocks:
+//! the per-connection bounds (`conn/`) or the configuration (`config.rs`). Never blocks:
 //! every acquisition is a try; whoever cannot get a share stops reading and retries.
 
 use std::collections::HashMap;
@@ -50,7 +50,13 @@ impl Budget {
         }
     }
 
-    fn give_back(&self, n: u64) {
+    /// Takes exactly `n` if that stays within the maximum (never the whole budget in place of
+    /// more than it: for memory that is really held, like kept buffers).
+    pub(crate) fn try_take_exact(&self, n: u64) -> bool {
+        n <= self.max && self.try_take(n).is_some()
+    }
+
+    pub(crate) fn give_back(&self, n: u64) {
         let before = self.used.fetch_sub(n, Ordering::AcqRel);
         debug_assert!(before >= n, "budget released more than it lent");
     }
@@ -69,6 +75,19 @@ pub(crate) struct Limits {
     pub(crate) bytes: Budget,
     /// Bytes covered by `TRIM`, `WRITE_ZEROES` and `CACHE` in flight.
     pub(crate) effect: Budget,
+    /// Bytes of payload buffers connections keep for their next writes (`spare.rs`).
+    pub(crate) spare: Budget,
+}
+
+impl Limits {
+    /// The server-wide budgets of `cfg`.
+    pub(crate) fn new(cfg: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            bytes: Budget::new(cfg.global_inflight_bytes_max),
+            effect: Budget::new(cfg.effect_bytes_max),
+            spare: Budget::new(cfg.spare_bytes_max),
+        }
+    }
 }
 
 /// A share of the server-wide budgets, given back when dropped (when its reply has been sent,
@@ -167,6 +186,7 @@ mod tests {
         let limits = Arc::new(Limits {
             bytes: Budget::new(100),
             effect: Budget::new(1000),
+            spare: Budget::new(1),
         });
         let a = Tokens::take(&limits, 60, 0).unwrap();
         assert!(Tokens::take(&limits, 50, 0).is_none());

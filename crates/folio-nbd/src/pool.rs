@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 use tracing::warn;
 
-/// A unit of work. Its own code turns a panic into an error reply (see `conn.rs`).
+/// A unit of work. Its own code turns a panic into an error reply (see `conn/`).
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 struct Queue {

@@ -2,7 +2,7 @@
 //!
 //! Threads: the accept loop (the caller's thread, polling the listener and a stop event), one
 //! thread per connection that runs its handshake and then its transmission phase to completion
-//! (hits answered inline, see `conn.rs`), and a shared pool of workers for whatever may block
+//! (hits answered inline, see `conn/`), and a shared pool of workers for whatever may block
 //! (`pool.rs`). Owns: admitting connections (global and per-address caps), the whole-handshake
 //! deadline, the warning about plain text beyond loopback, and shutdown: stop accepting, let
 //! connections answer what they started (`ESHUTDOWN` for requests read but not started), close
@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Export, ServerConfig, TlsMode};
 use crate::conn::{serve as serve_conn, ConnCtx};
 use crate::device::BlockDevice;
 use crate::handshake::{handshake, HsCtx, Outcome};
-use crate::limits::{Budget, Connections, Limits, Seat};
+use crate::limits::{Connections, Limits, Seat};
 use crate::listener::{Listener, Peer, Stream};
 use crate::mailbox::Mailbox;
 use crate::pool::Pool;
@@ -121,6 +121,10 @@ impl Server {
     }
 
     /// Serves until [`ShutdownHandle::shutdown`], then drains, closes and flushes every export.
+    ///
+    /// A final flush that keeps failing (after `final_flush_attempts`) returns an error of
+    /// kind `Other` holding a [`NotFlushed`](crate::NotFlushed) that names the exports whose
+    /// acknowledged writes may not be durable; exit non-zero on it.
     pub fn serve(&self, listener: Listener) -> io::Result<()> {
         if self.cfg.tls != TlsMode::Off && self.tls.is_none() {
             return Err(io::Error::new(
@@ -142,10 +146,7 @@ impl Server {
         }
         listener.set_nonblocking()?;
         let pool = Arc::new(Pool::new(self.cfg.workers, self.cfg.queue_depth)?);
-        let limits = Arc::new(Limits {
-            bytes: Budget::new(self.cfg.global_inflight_bytes_max),
-            effect: Budget::new(self.cfg.effect_bytes_max),
-        });
+        let limits = Arc::new(Limits::new(&self.cfg));
         let conns = Arc::new(Connections::default());
         let next_id = AtomicU64::new(0);
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -221,17 +222,9 @@ impl Server {
         }
         drop(pool);
         listener.remove_socket_file();
-        let mut result = Ok(());
-        for e in self.exports.iter() {
-            if let Err(err) = e.dev.flush() {
-                warn!(export = %e.name, error = %err, "final flush failed");
-                result = Err(err);
-            }
-        }
-        if result.is_ok() {
-            info!("flushed; stopped");
-        }
-        result
+        crate::final_flush::flush_exports(&self.exports, &self.cfg).map_err(io::Error::other)?;
+        info!("flushed; stopped");
+        Ok(())
     }
 
     fn spawn(
@@ -243,7 +236,7 @@ impl Server {
         pool: &Arc<Pool>,
         limits: &Arc<Limits>,
     ) -> io::Result<JoinHandle<()>> {
-        self.shared.conns.lock().insert(id, stream.try_clone()?);
+        let entry = TableEntry::insert(&self.shared, id, stream.try_clone()?);
         let (exports, cfg, tls, shared, pool, limits) = (
             self.exports.clone(),
             self.cfg.clone(),
@@ -255,6 +248,8 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name(format!("nbd-conn-{id}"))
             .spawn(move || {
+                // Dropped last, also when a panic unwinds this thread.
+                let _entry = entry;
                 let _seat = seat;
                 info!(?peer, id, "connection opened");
                 let hs = HsCtx {
@@ -268,11 +263,44 @@ impl Server {
                     Ok(()) => info!(?peer, id, "connection closed"),
                     Err(e) => info!(?peer, id, error = %e, "connection closed"),
                 }
-                shared.conns.lock().remove(&id);
             });
-        spawned.inspect_err(|_| {
-            self.shared.conns.lock().remove(&id);
-        })
+        // A thread that did not start dropped its closure, and with it the table entry.
+        spawned
+    }
+}
+
+/// A connection's entry in the server's table of sockets (through which shutdown closes the
+/// connections still open after the grace period). Removed when the connection's thread ends,
+/// however it ends: a panic that unwinds the thread drops this guard too, after the thread's
+/// own socket, and the socket is shut down, so the client sees the end of the stream instead
+/// of waiting on a socket the table kept open.
+struct TableEntry {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl TableEntry {
+    fn insert(shared: &Arc<Shared>, id: u64, stream: Stream) -> TableEntry {
+        shared.conns.lock().insert(id, stream);
+        TableEntry {
+            shared: shared.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for TableEntry {
+    fn drop(&mut self) {
+        let stream = self.shared.conns.lock().remove(&self.id);
+        if std::thread::panicking() {
+            error!(
+                id = self.id,
+                "the connection's thread panicked; connection closed"
+            );
+        }
+        if let Some(s) = stream {
+            s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::config::{Export, ServerConfig};
 use crate::conn::{serve, ConnCtx};
 use crate::device::BlockDevice;
 use crate::handshake::{handshake, HsCtx, Outcome};
-use crate::limits::{Budget, Limits};
+use crate::limits::Limits;
 use crate::mailbox::Mailbox;
 use crate::wire::{HsStream, MemOut};
 
@@ -35,10 +35,7 @@ pub fn run_session(dev: Arc<dyn BlockDevice>, cfg: ServerConfig, input: &[u8]) -
         stopping: &stopping,
     };
     if let Ok(Outcome::Go(agreed)) = handshake(&hs, &mut s) {
-        let limits = Arc::new(Limits {
-            bytes: Budget::new(cfg.global_inflight_bytes_max),
-            effect: Budget::new(cfg.effect_bytes_max),
-        });
+        let limits = Arc::new(Limits::new(&cfg));
         let ctx = ConnCtx {
             export: &exports[agreed.export],
             agreed,

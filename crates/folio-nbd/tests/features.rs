@@ -315,7 +315,12 @@ fn shutdown_reports_only_write_back_failures_nobody_was_told_about() {
         let cache = PageCache::new(Arc::new(faulty), CacheConfig::new(1 << 20)).unwrap();
         let listener = Listener::tcp("127.0.0.1:0").unwrap();
         let addr = listener.tcp_addr().unwrap();
-        let server = Server::new(Arc::new(CacheDevice::new(Arc::new(cache))), cfg());
+        // One attempt: a retry would write the data and stop cleanly (tests/final_flush.rs).
+        let one_attempt = ServerConfig {
+            final_flush_attempts: 1,
+            ..cfg()
+        };
+        let server = Server::new(Arc::new(CacheDevice::new(Arc::new(cache))), one_attempt);
         let stop = server.shutdown_handle();
         let t = std::thread::spawn(move || server.serve(listener));
         let (mut c, _, _) = Client::go(addr, "test");

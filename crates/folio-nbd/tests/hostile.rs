@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use folio::{CacheConfig, MemoryBackend, PageCache};
 use folio_nbd::proto::*;
-use folio_nbd::{BlockDevice, CacheDevice, MemDevice, ServerConfig, SyncCursor};
+use folio_nbd::{CacheDevice, MemDevice, ServerConfig};
 
 mod common;
 use common::*;
@@ -198,44 +198,17 @@ fn an_idle_connection_is_closed() {
     );
 }
 
-/// A device whose reads at one offset panic.
-struct PanicDevice(Arc<MemDevice>);
-
-impl BlockDevice for PanicDevice {
-    fn len(&self) -> u64 {
-        self.0.len()
-    }
-    fn block_size(&self) -> usize {
-        4096
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        assert_ne!(offset, 8192, "a bug in the device");
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-    fn flush_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.flush_range(offset, len)
-    }
-    fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.write_zeroes(offset, len)
-    }
-    fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.trim(offset, len)
-    }
-    fn sync_cursor(self: Arc<Self>) -> Box<dyn SyncCursor> {
-        self.0.clone().sync_cursor()
-    }
-}
-
 #[test]
 fn a_request_that_panics_is_answered_eio_and_the_session_goes_on() {
     let mem = Arc::new(MemDevice::new(SIZE));
-    let srv = TestServer::with_device(mem.clone(), Arc::new(PanicDevice(mem)), cfg());
+    // A device whose reads at one offset panic.
+    let dev = Hooked {
+        read: Some(Box::new(|offset| {
+            assert_ne!(offset, 8192, "a bug in the device")
+        })),
+        ..Hooked::new(mem.clone())
+    };
+    let srv = TestServer::with_device(mem, Arc::new(dev), cfg());
     let (mut c, _, _) = Client::go(srv.addr, "test");
     assert_eq!(c.read(1, 8192, 100), Err(EIO));
     assert_eq!(c.read(2, 4096, 100).unwrap().len(), 100);

@@ -12,7 +12,6 @@ mod mixed;
 pub mod nbd;
 mod nbd_servers;
 pub mod record;
-mod results;
 
 use std::fs::File;
 use std::io::Write;

@@ -10,7 +10,7 @@
 //! limit). Warm cells follow a full sequential read of the image through the same server.
 //!
 //! Owns: the workloads, their order, and the results. Does not own: the servers' command lines
-//! (`nbd_servers.rs`) or the results envelope (`results.rs`). May block: for as long as the runs
+//! (`nbd_servers.rs`) or the results envelope (`record.rs`). May block: for as long as the runs
 //! take (bounded by `--runtime` per time-based cell and by the image size per cold cell).
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use super::nbd_servers::{Contender, Running};
-use super::results::{append, line, Row};
+use super::record::{append_line, line, results_dir, Row};
 use super::{BoxError, Image};
 use crate::units::parse_size;
 
@@ -59,12 +59,10 @@ pub struct NbdArgs {
     /// Queue depth per connection.
     #[arg(long, default_value_t = 16)]
     pub iodepth: usize,
-    /// Where the raw runs are appended (one JSON line per invocation).
-    #[arg(long, default_value = "bench/results/nbd.jsonl")]
-    pub results: PathBuf,
-    /// Do not append to the results file.
+    /// Where the invocation's results line goes: a directory (`<dir>/nbd.jsonl`), or `none`.
+    /// Default: `bench/results` when run from the repository's root, else nowhere.
     #[arg(long)]
-    pub no_results: bool,
+    pub results: Option<String>,
     /// Run cold cells without dropping the OS page cache (recorded in the results' params);
     /// without this flag, failing to drop it is an error.
     #[arg(long)]
@@ -379,9 +377,8 @@ pub fn run(args: &NbdArgs) -> Result<(), BoxError> {
         "qemu_nbd": "--cache=writeback --aio=io_uring", "folio": "O_DIRECT, io_uring",
     });
     let l = line("nbd", params, &rows);
-    if !args.no_results {
-        append(&args.results, &l)?;
-        eprintln!("appended to {}", args.results.display());
+    if let Some(dir) = results_dir(args.results.as_deref()) {
+        append_line(&dir, "nbd", &l)?;
     }
     if args.json {
         println!("{l}");

@@ -73,17 +73,26 @@ pub fn results_dir(arg: Option<&str>) -> Option<PathBuf> {
     }
 }
 
-/// Appends one line for an invocation of `bench` with `params` and `rows` to
-/// `<dir>/<bench>.jsonl`, and says where on stderr.
-pub fn append(dir: &Path, bench: &str, params: Value, rows: &[Row]) -> Result<(), BoxError> {
-    let line = json!({
+/// The line for an invocation of `bench` with `params` and `rows`, with its provenance.
+pub fn line(bench: &str, params: Value, rows: &[Row]) -> Value {
+    json!({
         "bench": bench,
         "commit": commit(),
         "date": rfc3339_now(),
         "machine": machine(),
         "params": params,
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
-    });
+    })
+}
+
+/// Appends one line for an invocation of `bench` with `params` and `rows` to
+/// `<dir>/<bench>.jsonl`, and says where on stderr.
+pub fn append(dir: &Path, bench: &str, params: Value, rows: &[Row]) -> Result<(), BoxError> {
+    append_line(dir, bench, &line(bench, params, rows))
+}
+
+/// Appends `line` (made by [`line()`]) to `<dir>/<bench>.jsonl`, and says where on stderr.
+pub fn append_line(dir: &Path, bench: &str, line: &Value) -> Result<(), BoxError> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{bench}.jsonl"));
     let mut f = std::fs::OpenOptions::new()

@@ -227,3 +227,156 @@ pub fn assert_serving(addr: SocketAddr) {
     assert_eq!(c.write(1, 777, &p, 0), 0);
     assert_eq!(c.read(2, 777, 3000).unwrap(), p);
 }
+
+/// What a [`Hooked`] device's `read_resident` returns for an offset (`None`: not resident).
+pub type ResidentHook =
+    dyn Fn(u64) -> Option<std::io::Result<Box<dyn folio_nbd::Resident>>> + Send + Sync;
+
+/// A memory device whose chosen methods first run a test's hook, which may panic or wait: the
+/// tests' faulty devices. Everything else goes to `mem`.
+pub struct Hooked {
+    pub mem: Arc<MemDevice>,
+    /// Run before `read_at` (the blocking path, on the pool), with the offset.
+    pub read: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// `read_resident` (the inline hit path); by default nothing is resident.
+    pub resident: Option<Box<ResidentHook>>,
+    /// Run before `try_write_at` (the inline write path), which then declines.
+    pub try_write: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Hooked {
+    /// No hooks yet.
+    pub fn new(mem: Arc<MemDevice>) -> Hooked {
+        Hooked {
+            mem,
+            read: None,
+            resident: None,
+            try_write: None,
+        }
+    }
+}
+
+impl BlockDevice for Hooked {
+    fn len(&self) -> u64 {
+        self.mem.len()
+    }
+    fn block_size(&self) -> usize {
+        4096
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if let Some(hook) = &self.read {
+            hook(offset);
+        }
+        self.mem.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.mem.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.mem.flush()
+    }
+    fn flush_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.mem.flush_range(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.mem.write_zeroes(offset, len)
+    }
+    fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.mem.trim(offset, len)
+    }
+    fn sync_cursor(self: Arc<Self>) -> Box<dyn folio_nbd::SyncCursor> {
+        self.mem.clone().sync_cursor()
+    }
+    fn read_resident(
+        &self,
+        offset: u64,
+        _len: usize,
+    ) -> Option<std::io::Result<Box<dyn folio_nbd::Resident + '_>>> {
+        let hook = self.resident.as_ref()?;
+        hook(offset).map(|r| r.map(|b| b as Box<dyn folio_nbd::Resident + '_>))
+    }
+    fn try_write_at(&self, _buf: &[u8], offset: u64) -> Option<std::io::Result<()>> {
+        if let Some(hook) = &self.try_write {
+            hook(offset);
+        }
+        None
+    }
+}
+
+/// A gate that reads wait at while it is closed, at most 20 s (a test never hangs on it): holds
+/// a request in flight on a worker (see [`Gate::device`]).
+pub struct Gate {
+    closed: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+    /// Reads that reached the gate.
+    arrived: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            closed: std::sync::Mutex::new(true),
+            cv: std::sync::Condvar::new(),
+            arrived: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A device over `mem` whose `read_at` waits at this gate.
+    pub fn device(self: &Arc<Gate>, mem: Arc<MemDevice>) -> Hooked {
+        let gate = self.clone();
+        Hooked {
+            read: Some(Box::new(move |_| gate.pass())),
+            ..Hooked::new(mem)
+        }
+    }
+
+    fn pass(&self) {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let g = self.closed.lock().unwrap();
+        let _ = self
+            .cv
+            .wait_timeout_while(g, Duration::from_secs(20), |closed| *closed)
+            .unwrap();
+    }
+
+    pub fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.cv.notify_all();
+    }
+
+    /// Waits until `n` reads reached the gate (at most 10 s).
+    pub fn wait_arrived(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.arrived.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reads never reached the gate"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// CPU time (user + system) a thread of this process named `name` has used so far, from
+/// `/proc/self/task/*/stat` (10 ms resolution); `None` if no such thread is alive.
+pub fn thread_cpu(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ppid ..." : comm may hold spaces; fields after the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after comm.
+        let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+        return Some(Duration::from_millis(ticks * 10));
+    }
+    None
+}

@@ -5,13 +5,18 @@
 //! everything that may block to the pool, sending
 //! replies (many per vectored write), and every per-connection bound: requests and bytes in
 //! flight, reply bytes a client leaves unread (past which the connection stops reading its
-//! requests), the idle timeout, and stopping (`ESHUTDOWN` for requests read but not started).
-//! Does not own: the handshake, the device's semantics (`exec.rs`), the server-wide budgets
-//! (`limits.rs`) or accepting connections (`server.rs`). May block: only in `poll` on its own
-//! socket and mailbox; never on the device, the pool or another connection.
+//! requests), the idle timeout, and stopping (`ESHUTDOWN` for requests whose header was read
+//! but that were not started, after the payload they carry is in). A panic of the device on the
+//! inline paths answers that request `EIO`, as a pool job's panic does. A peer that is gone
+//! (reset) is not polled again: the connection waits only for its jobs with the pool (how a
+//! connection ends is in `ending.rs`). Does not own: the handshake, the device's semantics
+//! (`exec.rs`), the server-wide budgets (`limits.rs`), kept payload buffers (`spare.rs`) or
+//! accepting connections (`server.rs`). May block: only in `poll` on its own socket and
+//! mailbox; never on the device, the pool or another connection.
 
 use std::io;
 use std::os::fd::AsFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +34,10 @@ pub(crate) use crate::mailbox::Mailbox;
 use crate::outq::{Out, OutQueue};
 use crate::pool::{Job, Pool};
 use crate::proto::*;
+use crate::spare::{Payload, Spares};
 use crate::wire::Wire;
+
+mod ending;
 
 /// What a connection needs to know.
 pub(crate) struct ConnCtx<'a> {
@@ -50,20 +58,31 @@ enum Input {
     /// Receiving a write's payload.
     Payload {
         req: Request,
-        buf: Vec<u8>,
+        buf: Payload,
         got: usize,
         tokens: Tokens,
     },
-    /// Skipping the payload of a refused write; then this reply is sent.
-    Skip { left: usize, reply: Vec<u8> },
+    /// Skipping the payload of a refused write (or of a write shutdown came before); then this
+    /// reply is sent, counting `cost` of the connection's in-flight bytes.
+    Skip {
+        left: usize,
+        reply: Vec<u8>,
+        cost: usize,
+    },
 }
 
 /// Whether requests are still read.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reading {
     Open,
-    /// The client is gone, disconnected, broke the protocol, or the server stopped.
+    /// The server is stopping: the payload being received or skipped is read to its end,
+    /// then every request whose header is buffered is answered `ESHUTDOWN`; then `Closed`.
+    Finishing,
+    /// The client disconnected, broke the protocol, or the server stopped.
     Closed,
+    /// The peer is gone (reset, or both directions shut): nothing can be read or sent, and the
+    /// socket is not polled again (it would wake every `poll` at once).
+    PeerGone,
 }
 
 /// Why reading paused.
@@ -99,12 +118,8 @@ struct Conn<'a, 'd> {
     /// Since when the socket has refused replies (none: it takes them).
     blocked_since: Option<Instant>,
     /// Payload buffers of inline writes, kept for the next writes.
-    spare: Vec<Vec<u8>>,
+    spare: Spares,
 }
-
-/// Payload buffers kept per connection, and the largest kept (4 MiB in all at most).
-const SPARES_MAX: usize = 4;
-const SPARE_BYTES_MAX: usize = 1 << 20;
 
 /// How long lent page bytes may wait for a socket that takes nothing before they are copied
 /// out and their holds released (a client slow to read must not pin pages).
@@ -143,7 +158,7 @@ pub(crate) fn serve(ctx: &ConnCtx<'_>, wire: &mut Wire, mailbox: &Arc<Mailbox>) 
         stalled: None,
         last_request: Instant::now(),
         blocked_since: None,
-        spare: Vec::new(),
+        spare: Spares::new(ctx.limits),
     };
     let result = c.run(wire);
     wire.close();
@@ -159,9 +174,12 @@ impl<'a, 'd> Conn<'a, 'd> {
             if self.ctx.forced.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            if self.reading == Reading::PeerGone {
+                return self.wait_for_jobs();
+            }
             self.collect();
             if self.ctx.stopping.load(Ordering::Relaxed) && self.reading == Reading::Open {
-                self.stop_reading_with_eshutdown();
+                self.begin_finishing();
             }
             let pause = self.process()?;
             let sent = self.out.send(wire)?;
@@ -189,7 +207,12 @@ impl<'a, 'd> Conn<'a, 'd> {
             if pause == Pause::Replies && sent.replies > 0 {
                 continue; // replies left: the bound may allow more requests now
             }
-            let want_input = self.reading == Reading::Open && pause == Pause::No;
+            let want_input = match self.reading {
+                Reading::Open => pause == Pause::No,
+                // Only the rest of the request under way.
+                Reading::Finishing => !matches!(self.input, Input::Header),
+                Reading::Closed | Reading::PeerGone => false,
+            };
             if want_input && self.fill(wire)? {
                 continue;
             }
@@ -219,21 +242,17 @@ impl<'a, 'd> Conn<'a, 'd> {
             } else {
                 TICK
             };
-            let ts = rustix::event::Timespec {
-                tv_sec: wait.as_secs() as i64,
-                tv_nsec: wait.subsec_nanos() as _,
-            };
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+            poll_for(&mut fds, wait)?;
             let hup = fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR);
             if fds.len() > 1 && !fds[1].revents().is_empty() {
                 self.mailbox.clear_event();
             }
-            if hup && !want_input && !want_output && self.dispatched == 0 {
-                // The peer is gone and nothing is owed to it that could still be sent.
-                return Ok(());
+            if hup && !want_input && !want_output {
+                // The peer is gone (a reset, or both directions shut): nothing owed to it can
+                // be sent. A read or write would have reported it; this connection wanted
+                // neither (paused, or closed with jobs still out).
+                debug!("peer gone; waiting for the jobs still with the pool");
+                self.reading = Reading::PeerGone;
             }
         }
     }
@@ -285,38 +304,6 @@ impl<'a, 'd> Conn<'a, 'd> {
         }
     }
 
-    /// Answers `ESHUTDOWN` to every request whose header was read, and stops reading.
-    fn stop_reading_with_eshutdown(&mut self) {
-        let s = self.neg.structured;
-        if let Input::Header = self.input {
-            // Bounded by the buffered bytes.
-            while self.re - self.rs >= REQUEST_LEN {
-                let hdr: &[u8; REQUEST_LEN] = self.rbuf[self.rs..self.rs + REQUEST_LEN]
-                    .try_into()
-                    .expect("28 bytes");
-                let Ok(req) = parse_request(hdr) else { break };
-                self.rs += REQUEST_LEN;
-                if req.kind == CMD_DISC {
-                    break;
-                }
-                self.pending += 1;
-                self.out.push(Out::owned(
-                    encode_status_reply(s, req.handle, ESHUTDOWN),
-                    0,
-                    None,
-                ));
-                if req.kind == CMD_WRITE {
-                    let avail = self.re - self.rs;
-                    if (req.len as usize) > avail {
-                        break; // its payload is not here: nothing after it can be parsed
-                    }
-                    self.rs += req.len as usize;
-                }
-            }
-        }
-        self.reading = Reading::Closed;
-    }
-
     /// Handles every complete request in the receive buffer, as far as the bounds allow.
     fn process(&mut self) -> io::Result<Pause> {
         if let Some(job) = self.stalled.take() {
@@ -351,12 +338,18 @@ impl<'a, 'd> Conn<'a, 'd> {
                     if *left > 0 {
                         return Ok(Pause::No);
                     }
-                    let Input::Skip { reply, .. } =
+                    let Input::Skip { reply, cost, .. } =
                         std::mem::replace(&mut self.input, Input::Header)
                     else {
                         unreachable!("matched above")
                     };
-                    self.out.push(Out::owned(reply, 0, None));
+                    self.out.push(Out::owned(reply, cost, None));
+                }
+                Input::Header if self.reading == Reading::Finishing => {
+                    self.answer_buffered_with_eshutdown();
+                    if matches!(self.input, Input::Header) {
+                        return Ok(Pause::No);
+                    }
                 }
                 Input::Header => {
                     if self.reading != Reading::Open || self.re - self.rs < REQUEST_LEN {
@@ -408,6 +401,7 @@ impl<'a, 'd> Conn<'a, 'd> {
                     self.input = Input::Skip {
                         left: req.len as usize,
                         reply,
+                        cost: 0,
                     };
                 } else {
                     self.out.push(Out::owned(reply, 0, None));
@@ -452,7 +446,8 @@ impl<'a, 'd> Conn<'a, 'd> {
         match req.kind {
             CMD_READ => {
                 let len = req.len as usize;
-                match self.ctx.export.dev.read_resident(req.offset, len) {
+                let dev = &self.ctx.export.dev;
+                match inline(&req, || dev.read_resident(req.offset, len)) {
                     Some(Ok(held)) => {
                         let head = encode_read_header(s, req.handle, req.offset, req.len);
                         self.out
@@ -468,7 +463,7 @@ impl<'a, 'd> Conn<'a, 'd> {
             CMD_WRITE => {
                 self.input = Input::Payload {
                     req,
-                    buf: self.payload_buffer(req.len as usize),
+                    buf: self.spare.take(req.len as usize),
                     got: 0,
                     tokens,
                 };
@@ -480,9 +475,10 @@ impl<'a, 'd> Conn<'a, 'd> {
 
     /// A write whose payload is here: inline if the device can do it without waiting (and
     /// no FUA asks for I/O), else to the pool.
-    fn write(&mut self, req: Request, buf: Vec<u8>, tokens: Tokens) {
+    fn write(&mut self, req: Request, buf: Payload, tokens: Tokens) {
         if req.flags & CMD_FLAG_FUA == 0 {
-            if let Some(done) = self.ctx.export.dev.try_write_at(&buf, req.offset) {
+            let dev = &self.ctx.export.dev;
+            if let Some(done) = inline(&req, || dev.try_write_at(&buf, req.offset)) {
                 let err = match done {
                     Ok(()) => 0,
                     Err(e) => errno_of(&e),
@@ -490,39 +486,29 @@ impl<'a, 'd> Conn<'a, 'd> {
                 let reply = encode_status_reply(self.neg.structured, req.handle, err);
                 self.out
                     .push(Out::owned(reply, tokens_cost(&req), Some(tokens)));
-                if buf.capacity() <= SPARE_BYTES_MAX && self.spare.len() < SPARES_MAX {
-                    self.spare.push(buf);
-                }
+                self.spare.keep(buf);
                 return;
             }
         }
         self.dispatch(req, Some(buf), tokens);
     }
 
-    /// A buffer of `len` bytes for a write's payload, which the payload then overwrites
-    /// whole: a spare one kept from an inline write if it is large enough (no allocation and
-    /// no zeroing), else a new one.
-    fn payload_buffer(&mut self, len: usize) -> Vec<u8> {
-        match self.spare.iter().position(|b| b.capacity() >= len) {
-            Some(i) => {
-                let mut b = self.spare.swap_remove(i);
-                // Shrinking keeps the old bytes; growing within the capacity zeroes only the
-                // new tail. Either way every byte is overwritten by the payload before use.
-                b.resize(len, 0);
-                b
-            }
-            None => vec![0u8; len],
-        }
-    }
-
     /// Hands a request to the pool (or runs it inline without one).
-    fn dispatch(&mut self, req: Request, payload: Option<Vec<u8>>, tokens: Tokens) {
+    fn dispatch(&mut self, req: Request, payload: Option<Payload>, tokens: Tokens) {
         let dev = self.ctx.export.dev.clone();
         let cursor = self.cursor.clone();
         let mailbox = self.mailbox.clone();
         let structured = self.neg.structured;
         let cost = tokens_cost(&req);
         let job: Job = Box::new(move || {
+            // A kept buffer's share of the spare budget lasts as long as its bytes.
+            let (payload, _share) = match payload {
+                Some(p) => {
+                    let (bytes, share) = p.into_parts();
+                    (Some(bytes), Some(share))
+                }
+                None => (None, None),
+            };
             let run = std::panic::AssertUnwindSafe(|| {
                 execute(&*dev, &*cursor, &req, payload, structured)
             });
@@ -551,6 +537,34 @@ impl<'a, 'd> Conn<'a, 'd> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Runs a device call of the inline paths on the connection's own thread. A panic becomes an
+/// error (the request is answered `EIO`, as a pool job's panic is) instead of unwinding the
+/// connection with its requests unanswered.
+fn inline<'r, T>(
+    req: &Request,
+    call: impl FnOnce() -> Option<io::Result<T>> + 'r,
+) -> Option<io::Result<T>> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        warn!(
+            ?req,
+            "the device panicked on the inline path; answering EIO"
+        );
+        Some(Err(io::Error::other("the device panicked")))
+    })
+}
+
+/// Waits in `poll` for at most `wait` (an interrupted wait counts as done).
+fn poll_for(fds: &mut [PollFd<'_>], wait: Duration) -> io::Result<()> {
+    let ts = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: wait.subsec_nanos() as _,
+    };
+    match rustix::event::poll(fds, Some(&ts)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
