@@ -58,3 +58,36 @@ fn a_reset_while_paused_with_a_request_on_a_worker_does_not_spin() {
     }
     srv.stop().unwrap();
 }
+
+/// A reset met while reading (not paused) with a request on a worker: the connection waits
+/// for the job before its place is given back (it returned at once, its slot free while the
+/// job ran on). About 0.5 s.
+#[test]
+fn a_reset_while_reading_waits_for_the_jobs_before_giving_the_place_back() {
+    let mem = Arc::new(MemDevice::new(SIZE));
+    let gate = Gate::new();
+    let srv = TestServer::with_device(
+        mem.clone(),
+        Arc::new(gate.device(mem)),
+        ServerConfig {
+            export_name: "test".into(),
+            handshake_deadline: Duration::from_secs(5),
+            connections_max: 1,
+            ..ServerConfig::default()
+        },
+    );
+    let (mut c, _, _) = Client::go(srv.addr, "test");
+    // A miss held on a worker; the connection is not paused: it keeps reading its socket.
+    c.request(CMD_READ, 0, 1, 0, 4096);
+    gate.wait_arrived(1);
+    rustix::net::sockopt::set_socket_linger(c.s.as_fd(), Some(Duration::ZERO)).unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = thread_cpu("nbd-conn-0").is_some();
+    gate.open();
+    assert!(
+        alive,
+        "the connection's thread ended (its slot given back) while its request was still on a worker"
+    );
+    srv.stop().unwrap();
+}

@@ -153,6 +153,15 @@ pub enum Error {
         /// The page index.
         page: u64,
     },
+    /// This thread holds a guard, and page `page` stayed held by another holder for
+    /// `frame_wait_max` while the call waited for it: the two may be waiting for each other
+    /// (two threads that each hold a guard and sync, say), so the call fails instead of
+    /// waiting on. Drop the guards and retry.
+    #[error("page {page} stayed held while this thread holds a guard: the wait could deadlock")]
+    WouldDeadlock {
+        /// The page index.
+        page: u64,
+    },
     /// The cache has been closed.
     #[error("the cache is closed")]
     Closed,
@@ -191,7 +200,7 @@ impl Error {
             }
             Error::OutOfRange { .. } | Error::CrossesPage { .. } => ErrorKind::InvalidInput,
             Error::NoFreeFrame { .. } | Error::TooManyHolds { .. } => ErrorKind::OutOfMemory,
-            Error::HeldByCaller { .. } => ErrorKind::Deadlock,
+            Error::HeldByCaller { .. } | Error::WouldDeadlock { .. } => ErrorKind::Deadlock,
             Error::WritebackFailed { source, .. } | Error::DurabilityLost { source } => {
                 return source.to_io_error()
             }

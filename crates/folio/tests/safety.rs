@@ -939,3 +939,104 @@ fn growing_a_memory_backend_past_memory_is_a_typed_error() {
     c.write_all_at(&[1], 0).unwrap();
     c.sync().unwrap();
 }
+
+/// A cache whose waits for another holder, from a thread that holds a guard, give up quickly.
+fn cache_quick_to_give_up(dev: &Arc<Device>, frames: usize, threads: usize) -> Arc<PageCache> {
+    Arc::new(
+        PageCache::new(
+            dev.clone(),
+            CacheConfig::with_budget_pages(frames)
+                .background_writeback(false)
+                .readahead_workers(0)
+                .writeback_threads(threads)
+                .frame_wait_max(Duration::from_millis(300)),
+        )
+        .unwrap(),
+    )
+}
+
+/// A sync large enough to be split over write-back helper threads, from a thread that holds a
+/// write guard: the helpers must not wait for the caller's guard (they would for ever, and the
+/// caller for them). The caller flushes alone and fails for its own page.
+#[test]
+fn a_sync_holding_a_guard_is_not_split_over_helpers_that_would_wait_for_it() {
+    bounded(Duration::from_secs(30), || {
+        // 80 pages, every other one dirty: 40 runs of one page, which a parallel flush splits.
+        let dev = Device::new(page(0xAA).repeat(80));
+        let c = cache_quick_to_give_up(&dev, 128, 4);
+        for p in (0..80u64).step_by(2) {
+            c.write_all_at(&page(p as u8), p * PSU).unwrap();
+        }
+        // The last dirty page: in the last slice, which a helper would write.
+        let mut g = c.write_page(78).unwrap();
+        g[0] = 0x55;
+        let r = c.sync();
+        assert!(matches!(r, Err(Error::HeldByCaller { page: 78 })), "{r:?}");
+        drop(g);
+        c.sync().unwrap();
+        assert_eq!(dev.durable()[78 * PS], 0x55);
+        assert_eq!(dev.durable()[76 * PS], 76);
+    });
+}
+
+/// Two threads that each hold a write guard and sync wait for each other's page: each wait is
+/// bounded (`WouldDeadlock`), so both return, and a later sync writes both guards' bytes.
+#[test]
+fn two_threads_syncing_while_each_holds_a_guard_do_not_deadlock() {
+    bounded(Duration::from_secs(30), || {
+        let dev = Device::new(page(0xAA).repeat(4));
+        let c = cache_quick_to_give_up(&dev, 8, 1);
+        c.write_all_at(&page(0x11), 0).unwrap();
+        c.write_all_at(&page(0x22), PSU).unwrap();
+        let both = Arc::new(std::sync::Barrier::new(2));
+        let run = |p: u64| {
+            let (c, both) = (c.clone(), both.clone());
+            spawn(move || {
+                let mut g = c.write_page(p).unwrap();
+                g[1] = 0x77;
+                both.wait();
+                let r = c.sync();
+                // Both wait for the other's page until one gives up; then the other may go on.
+                both.wait();
+                drop(g);
+                r
+            })
+        };
+        let (a, b) = (run(0), run(1));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        for r in [&a, &b] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::HeldByCaller { .. } | Error::WouldDeadlock { .. })
+                ),
+                "{r:?}"
+            );
+        }
+        c.sync().unwrap();
+        assert_eq!(dev.durable()[1], 0x77);
+        assert_eq!(dev.durable()[PS + 1], 0x77);
+    });
+}
+
+/// A thread holds more guards than it tracks by frame (16); a write of the page of its last
+/// guard waits for itself without knowing it: the wait is bounded, a typed error, not a hang.
+#[test]
+fn a_write_of_a_page_held_as_a_threads_seventeenth_guard_is_an_error_not_a_hang() {
+    bounded(Duration::from_secs(30), || {
+        let dev = Device::new(page(0xAA).repeat(20));
+        let c = cache_quick_to_give_up(&dev, 32, 1);
+        let guards: Vec<_> = (0..17).map(|p| c.read_page(p).unwrap()).collect();
+        let r = c.write_all_at(&[1], 16 * PSU);
+        assert!(
+            matches!(
+                r,
+                Err(Error::HeldByCaller { page: 16 } | Error::WouldDeadlock { page: 16 })
+            ),
+            "{r:?}"
+        );
+        drop(guards);
+        c.write_all_at(&[1], 16 * PSU).unwrap();
+        assert_eq!(read(&c, 16)[0], 1);
+    });
+}

@@ -161,6 +161,12 @@ pub(crate) fn serve(ctx: &ConnCtx<'_>, wire: &mut Wire, mailbox: &Arc<Mailbox>) 
         spare: Spares::new(ctx.limits),
     };
     let result = c.run(wire);
+    if result.is_err() {
+        // A read or send that failed (a reset peer, say) ends the connection with jobs maybe
+        // still on the pool: its place is given back only once they are done, as for a peer
+        // found gone while paused.
+        let _ = c.wait_for_jobs();
+    }
     wire.close();
     result
 }

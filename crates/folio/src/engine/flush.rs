@@ -280,7 +280,9 @@ impl Engine {
         };
         // Tiny caches (tests) split tiny flushes too, so the simulation covers this path.
         let min = PARALLEL_MIN.min(self.wb.dirtied_at.len() / 4).max(2);
-        if threads <= 1 || dirty.len() < min {
+        // A caller that holds a page flushes alone: a helper thread would wait for its hold
+        // without knowing it is the caller's (and the caller waits for the helper).
+        if threads <= 1 || dirty.len() < min || super::hold::holds_any() {
             return self.flush_list(dirty, wait);
         }
         let per = dirty.len().div_ceil(threads).max(min / 2);

@@ -94,11 +94,16 @@ pub(crate) fn held_here(engine: &Engine, f: FrameId) -> bool {
     })
 }
 
-fn defer() -> crate::page::Defer {
-    if HELD.with(|h| {
+/// True if this thread holds any frame of any cache (tracked or not).
+pub(crate) fn holds_any() -> bool {
+    HELD.with(|h| {
         let h = h.borrow();
-        h.tracked == 0 && h.untracked == 0
-    }) {
+        h.tracked != 0 || h.untracked != 0
+    })
+}
+
+fn defer() -> crate::page::Defer {
+    if !holds_any() {
         crate::page::Defer::ToWriters
     } else {
         crate::page::Defer::No

@@ -85,7 +85,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Instant, Mutex, Ordering};
 
 use crate::backend::{PageCacheBackend, Region};
 pub(crate) use crate::cpu::prefetch;
@@ -256,10 +256,32 @@ impl Engine {
         if self.waits_for_itself(f, blocking) {
             return Err(Error::HeldByCaller { page: key });
         }
-        meta.wait_while(|s| {
+        let busy = |s: u64| {
             meta.tag() == key && (kind(s) == LOADING || (kind(s) == VALID && s & blocking != 0))
-        });
-        Ok(())
+        };
+        if !hold::holds_any() {
+            // Holding nothing, this thread is in no cycle: the holders it waits for finish.
+            meta.wait_while(busy);
+            return Ok(());
+        }
+        // Holding a page, it may be in a cycle with the holder it waits for (that holder
+        // waiting for our page, or a hold of ours past the tracked ones): a wait for another
+        // hold (not for a load or a write-back, which end on their own) is bounded by
+        // `frame_wait_max`. Bounded by that deadline and by loads and write-backs.
+        let deadline = Instant::now() + self.frame_wait_max;
+        loop {
+            let s = meta.state();
+            if !busy(s) {
+                return Ok(());
+            }
+            let held = kind(s) == VALID
+                && (s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0));
+            if held && Instant::now() >= deadline {
+                return Err(Error::WouldDeadlock { page: key });
+            }
+            // Returns at the latest after a re-check interval.
+            meta.wait_while(busy);
+        }
     }
 
     /// True if waiting for frame `f` to lose the `blocking` bits would wait for a hold this
