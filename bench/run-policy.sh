@@ -22,8 +22,9 @@
 #
 # Settings (environment): INVOCATIONS (5), RUNS (5: runs per contender inside one --hot),
 # THREADS (2), SIZE (256MiB), REPLAY_ACCESSES (10000000), NEW (default), OLD (s3fifo25),
-# FOLIO (target/release/folio), REPLAY (target/release/examples/replay_rate), OUT, SMOKE (0; 1
-# marks the lines as smoke runs, left out of every verdict).
+# FOLIO and REPLAY (default: target/release/folio and target/release/examples/replay_rate, built
+# from this checkout first), OUT, SMOKE (0; 1 marks the lines as smoke runs, left out of every
+# verdict).
 # Smoke run: INVOCATIONS=1 RUNS=1 SIZE=32MiB REPLAY_ACCESSES=1000000 SMOKE=1 OUT=/tmp/p.jsonl \
 #            bench/run-policy.sh
 set -euo pipefail
@@ -33,6 +34,8 @@ RUNS=${RUNS:-5}
 THREADS=${THREADS:-2}
 SIZE=${SIZE:-256MiB}
 REPLAY_ACCESSES=${REPLAY_ACCESSES:-10000000}
+BUILD=0
+[ -z "${FOLIO:-}" ] && [ -z "${REPLAY:-}" ] && BUILD=1
 FOLIO=${FOLIO:-$ROOT/target/release/folio}
 REPLAY=${REPLAY:-$ROOT/target/release/examples/replay_rate}
 OUT=${OUT:-$ROOT/bench/results/policy.jsonl}
@@ -40,7 +43,9 @@ NEW=${NEW:-default}
 OLD=${OLD:-s3fifo25}
 SMOKE=${SMOKE:-0}
 
-if [ ! -x "$FOLIO" ] || [ ! -x "$REPLAY" ]; then
+# The lines record the checkout's commit: unless the binaries are given, build them from it (a
+# no-op when they are up to date), never run a stale build.
+if [ "$BUILD" = 1 ]; then
   echo "run-policy: building folio and the replay_rate example (release)" >&2
   # Two builds: target flags (--example) apply to every package given, which would build no binary.
   (cd "$ROOT" && cargo build --release -p folio-cli >&2 \

@@ -13,8 +13,10 @@
 # Appends one JSON line per invocation to bench/results/s3.jsonl (schema: docs in the brief /
 # README). Settings (environment): BUDGET_MIB (256), CHUNK_MIB (1), RUNTIME_S (20), RUNS (5),
 # JOBS (16, requests in flight for the random workloads), CONTENDERS ("folio s3backer nbdkit"),
-# FOLIO (target/release/folio), OUT. A contender that cannot run here is reported and skipped.
-# Smoke run: BUDGET_MIB=32 RUNTIME_S=3 RUNS=1 bench/run-s3.sh
+# FOLIO (default: target/release/folio, built from this checkout first), OUT. A contender that
+# cannot run here is reported and skipped.
+# Smoke run (marked, and away from bench/results): SMOKE=1 OUT=/tmp/s3.jsonl BUDGET_MIB=8 RUNTIME_S=2 \
+#   RUNS=1 bench/run-s3.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUDGET_MIB=${BUDGET_MIB:-256}
@@ -24,7 +26,11 @@ RUNTIME_S=${RUNTIME_S:-20}
 RUNS=${RUNS:-5}
 JOBS=${JOBS:-16}
 CONTENDERS=${CONTENDERS:-"folio s3backer nbdkit"}
-FOLIO=${FOLIO:-$ROOT/target/release/folio}
+if [ -z "${FOLIO:-}" ]; then
+  # The line records the checkout's commit: build folio from it (a no-op when up to date).
+  (cd "$ROOT" && cargo build --release -p folio-cli >&2)
+  FOLIO=$ROOT/target/release/folio
+fi
 OUT=${OUT:-$ROOT/bench/results/s3.jsonl}
 BUCKET=folio-bench
 
