@@ -9,11 +9,17 @@ bench/results/*.jsonl (one line per benchmark invocation; schema in bench/README
 standard library only. Knows no benchmark by name: any bench with lines and target rows appears.
 
 The verdict rule, the same for every row:
-  per invocation, ratio = median(contender's runs) / median(baseline's runs);
+  per invocation, ratio = median(contender's runs) / median(baseline's runs), or, for an
+  absolute target (a row with no baseline, whose target is in the row's unit), the figure is
+  median(contender's runs) itself;
   over the invocations of the newest commit that has any for the row (lines whose params say
   "smoke": true are left out), the row is "met" when there are at least 5 invocations and the
-  median of their ratios reaches the target (>= for direction "higher", <= for "lower"),
+  median of their figures reaches the target (>= for direction "higher", <= for "lower"),
   "missed" when there are at least 5 and it does not, "not enough runs" with fewer than 5.
+
+A target's direction must agree with its rows' `higher_is_better`, and an absolute target's
+`unit` with its rows' unit: a results line that disagrees stops the generator (a target that
+compares the wrong thing is not reported).
 """
 
 import argparse
@@ -61,22 +67,52 @@ def find_row(line, workload, contender):
     return None
 
 
+def is_absolute(target):
+    """A target with no baseline: the contender's own figure, in the target's unit."""
+    return "baseline" not in target
+
+
+def check_row(target, row, where):
+    """Stops on a row the target would misread (wrong direction or, if absolute, wrong unit)."""
+    higher = target.get("direction", "higher") == "higher"
+    label = target.get("label", target["workload"])
+    if "higher_is_better" in row and bool(row["higher_is_better"]) != higher:
+        sys.exit(f"{where}: {row['workload']!r} {row['contender']!r} says higher_is_better="
+                 f"{row['higher_is_better']}, but the target {label!r} has direction "
+                 f"{target.get('direction', 'higher')!r}")
+    if is_absolute(target) and row.get("unit", "") != target["unit"]:
+        sys.exit(f"{where}: {row['workload']!r} {row['contender']!r} is in "
+                 f"{row.get('unit', '')!r}, but the absolute target {label!r} is in "
+                 f"{target['unit']!r}")
+
+
 def invocations_of(target, results):
-    """Per invocation holding both sides of the target: dict with its figures."""
+    """Per invocation holding every side of the target: dict with its figures ("ratio" is the
+    figure the target is compared with: contender over baseline, or the contender's own median
+    for an absolute target)."""
     out = []
     for fname, n, line in results:
         if line["bench"] != target["bench"]:
             continue
         c = find_row(line, target["workload"], target["contender"])
-        b = find_row(line, target["workload"], target["baseline"])
-        if c is None or b is None:
+        if c is None:
             continue
-        cm, bm = median(c["runs"]), median(b["runs"])
+        check_row(target, c, f"{fname}:{n}")
+        cm = median(c["runs"])
+        if is_absolute(target):
+            b, bm, ratio = None, float("nan"), cm
+        else:
+            b = find_row(line, target["workload"], target["baseline"])
+            if b is None:
+                continue
+            check_row(target, b, f"{fname}:{n}")
+            bm = median(b["runs"])
+            ratio = cm / bm if bm else float("nan")
         out.append({
             "file": fname, "line": n, "commit": line["commit"], "date": line["date"],
-            "machine": line["machine"], "contender": cm, "baseline": bm,
-            "ratio": cm / bm if bm else float("nan"), "unit": c.get("unit", ""),
-            "baseline_unit": b.get("unit", ""), "runs": (len(c["runs"]), len(b["runs"])),
+            "machine": line["machine"], "contender": cm, "baseline": bm, "ratio": ratio,
+            "unit": c.get("unit", ""), "baseline_unit": b.get("unit", "") if b else "",
+            "runs": (len(c["runs"]), len(b["runs"]) if b else 0),
         })
     return out
 
@@ -115,7 +151,16 @@ def anchor(text):
 
 
 def target_text(t):
-    return ("≥ " if t.get("direction", "higher") == "higher" else "≤ ") + f"{float(t['target']):g}"
+    sign = "≥ " if t.get("direction", "higher") == "higher" else "≤ "
+    unit = f" {t['unit']}" if is_absolute(t) else ""
+    return f"{sign}{float(t['target']):g}{unit}"
+
+
+def baseline_text(t, value, unit):
+    """The table's baseline cell: who and how much, or that the target is absolute."""
+    if is_absolute(t):
+        return "none (absolute target)"
+    return f"{t['baseline']}: {fmt(value, unit)}"
 
 
 def readme_table(targets, results):
@@ -132,7 +177,8 @@ def readme_table(targets, results):
         shown = v if v != "not enough runs" else f"not enough runs ({len(used)} of {INVOCATIONS_MIN})"
         lines.append(
             f"| [{t['label']}](docs/benchmarks.md#{anchor(t['label'])}) | {fmt(c, unit)} "
-            f"| {t['baseline']}: {fmt(b, bunit)} | {fmt(ratio)} | {target_text(t)} | **{shown}** "
+            f"| {baseline_text(t, b, bunit)} | {fmt(float('nan') if is_absolute(t) else ratio)} "
+            f"| {target_text(t)} | **{shown}** "
             f"| [{t['bench']}.jsonl](bench/results/{t['bench']}.jsonl) |"
         )
     return "\n".join(lines)
@@ -155,12 +201,14 @@ def benchmarks_md(config, targets, results):
         "## The verdict rule (fixed before the runs, the same for every row)",
         "",
         "For each invocation of a benchmark, the row's ratio is the median of the contender's runs",
-        "divided by the median of the baseline's runs, both measured in that invocation. Over the",
-        "invocations of the newest commit that has any for the row, the row is **met** when there",
-        f"are at least {INVOCATIONS_MIN} invocations and the median of their ratios reaches the",
-        f"target, **missed** when there are at least {INVOCATIONS_MIN} and it does not, and",
-        f"**not enough runs** with fewer than {INVOCATIONS_MIN}, never met. Smoke runs (lines whose",
-        "`params` say `\"smoke\": true`) count for nothing.",
+        "divided by the median of the baseline's runs, both measured in that invocation; a row",
+        "with no baseline has an absolute target, in its own unit, and its figure is the median of",
+        "the contender's runs. Over the invocations of the newest commit that has any for the row,",
+        f"the row is **met** when there are at least {INVOCATIONS_MIN} invocations and the median",
+        f"of their figures reaches the target, **missed** when there are at least",
+        f"{INVOCATIONS_MIN} and it does not, and **not enough runs** with fewer than",
+        f"{INVOCATIONS_MIN}, never met. Smoke runs (lines whose `params` say `\"smoke\": true`)",
+        "count for nothing.",
         "",
         "## Method",
         "",
@@ -177,10 +225,16 @@ def benchmarks_md(config, targets, results):
         v, used, ratio = verdict(t, invs)
         out.append(f"### {t['label']}")
         out.append("")
+        if is_absolute(t):
+            what, figure = f"`{t['contender']}` itself (absolute target)", "median"
+            shown = fmt(ratio, t["unit"])
+        else:
+            what, figure = f"`{t['contender']}` over `{t['baseline']}`", "median ratio"
+            shown = fmt(ratio)
         out.append(
-            f"`{t['bench']}` workload `{t['workload']}`: `{t['contender']}` over `{t['baseline']}`, "
+            f"`{t['bench']}` workload `{t['workload']}`: {what}, "
             f"target {target_text(t)} ({t.get('source', 'no source given')}). "
-            f"Verdict: **{v}** — median ratio {fmt(ratio)} over {len(used)} invocation(s) of "
+            f"Verdict: **{v}** — {figure} {shown} over {len(used)} invocation(s) of "
             f"commit `{used[0]['commit'][:12] if used else '—'}`."
         )
         out.append("")
@@ -191,7 +245,8 @@ def benchmarks_md(config, targets, results):
                 out.append(
                     f"| {i['date']} | `{i['commit'][:12]}` | {machine_text(i['machine'])} "
                     f"| {fmt(i['contender'], i['unit'])} | {fmt(i['baseline'], i['baseline_unit'])} "
-                    f"| {fmt(i['ratio'])} | {i['runs'][0]} + {i['runs'][1]} "
+                    f"| {fmt(float('nan') if is_absolute(t) else i['ratio'])} "
+                    f"| {i['runs'][0] if is_absolute(t) else '{} + {}'.format(*i['runs'])} "
                     f"| `{i['file']}:{i['line']}` |"
                 )
             out.append("")
@@ -201,11 +256,13 @@ def benchmarks_md(config, targets, results):
                 if i["commit"] not in commits:
                     commits.append(i["commit"])
             if len(commits) > 1:
-                out.append("History (per commit: invocations, median ratio):")
+                out.append("History (per commit: invocations, median "
+                           f"{'figure' if is_absolute(t) else 'ratio'}):")
                 out.append("")
                 for c in commits:
                     rs = [i["ratio"] for i in invs if i["commit"] == c]
-                    out.append(f"- `{c[:12]}`: {len(rs)}, {fmt(median(rs))}")
+                    unit = t["unit"] if is_absolute(t) else ""
+                    out.append(f"- `{c[:12]}`: {len(rs)}, {fmt(median(rs), unit)}")
                 out.append("")
         else:
             out.append("No invocation yet.")
@@ -248,9 +305,12 @@ def main():
     config = tomllib.loads((root / "bench/targets.toml").read_text())
     targets = config.get("target", [])
     for t in targets:
-        for key in ("bench", "workload", "contender", "baseline", "target", "label"):
+        for key in ("bench", "workload", "contender", "target", "label"):
             if key not in t:
                 sys.exit(f"bench/targets.toml: a target has no {key!r}: {t}")
+        if is_absolute(t) and not t.get("unit"):
+            sys.exit(f"bench/targets.toml: a target with no baseline (absolute) needs the "
+                     f"'unit' its target is in: {t}")
         if t.get("direction", "higher") not in ("higher", "lower"):
             sys.exit(f"bench/targets.toml: direction must be higher or lower: {t}")
     results = load_results(root / "bench/results", args.include_smoke)

@@ -72,7 +72,8 @@ fn bench_hot_and_record_append_one_line_per_invocation() {
     let results = dir.path().join("results");
     let mut cmd = folio();
     cmd.args(["bench", "--hot", "--size", "2MiB", "--ops", "4000"])
-        .args(["--runs", "2", "--threads", "2", "--smoke", "--results"])
+        .args(["--runs", "2", "--threads", "2", "--policy", "s3fifo25"])
+        .args(["--smoke", "--results"])
         .arg(&results)
         .arg("--image")
         .arg(dir.path().join("h.img"));
@@ -85,6 +86,8 @@ fn bench_hot_and_record_append_one_line_per_invocation() {
     let text = std::fs::read_to_string(results.join("hot.jsonl")).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(line["bench"], "hot");
+    // The cache measured runs the policy asked for (its own name, not the argument echoed).
+    assert_eq!(line["params"]["policy"], "s3fifo25");
     let rows = line["rows"].as_array().unwrap();
     let row = |workload: &str, contender: &str| {
         rows.iter()

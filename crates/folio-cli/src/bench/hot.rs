@@ -26,7 +26,8 @@
 //!   one random memory access).
 //!
 //! Each thread count from 1 up to `--threads` (doubling) is measured, so `--threads 2` gives the
-//! 1- and 2-thread figures side by side.
+//! 1- and 2-thread figures side by side. Folio's cache runs `--policy` (the default unless
+//! given; recorded in the results line as the cache names it).
 //!
 //! size: eight hit contenders, each a few lines, sharing one timed loop and its CPU accounting
 
@@ -182,7 +183,7 @@ impl Rng {
 }
 
 impl Hot {
-    fn fill(image: &Image, len: u64, quiet: bool) -> Result<Hot, BoxError> {
+    fn fill(image: &Image, len: u64, policy: PolicyKind, quiet: bool) -> Result<Hot, BoxError> {
         let pages = (len / PAGE as u64) as usize;
         if pages == 0 {
             return Err("the image is smaller than one page".into());
@@ -190,9 +191,7 @@ impl Hot {
         let budget = len.div_ceil(PAGE as u64) * PAGE as u64;
         let cache = open_cache(
             image,
-            CacheConfig::new(budget)
-                .page_size(PAGE)
-                .policy(PolicyKind::default()),
+            CacheConfig::new(budget).page_size(PAGE).policy(policy),
             false,
             None,
         )?;
@@ -448,7 +447,9 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
     let size = args.size.unwrap_or(256 << 20);
     let image = super::Image::prepare(args.image.as_deref(), size, args.json)?;
     let len = image.len()?;
-    let hot = Hot::fill(&image, len, args.json)?;
+    // `--policy` (e.g. issue 16's comparison of the default with the previous one).
+    let policy: PolicyKind = args.policy.parse()?;
+    let hot = Hot::fill(&image, len, policy, args.json)?;
     let mut thread_counts = vec![];
     let mut t = 1;
     while t < args.threads {
@@ -568,6 +569,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
                 hot.cache.metadata_bytes() as f64 / hot.cache.capacity_pages() as f64,
             "resident_pages_min": (resident_min != usize::MAX).then_some(resident_min),
             "image_pages": hot.pages,
+            "policy": hot.cache.policy_name(),
             "smoke": args.smoke,
         });
         super::record::append(&dir, "hot", params, &rows)?;
@@ -614,6 +616,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
             "metadata_bytes_per_page":
                 hot.cache.metadata_bytes() as f64 / hot.cache.capacity_pages() as f64,
             "folio_misses_timed": stats.misses - hot.fill_misses,
+            "policy": hot.cache.policy_name(),
             "results": rows,
         });
         println!("{obj}");
