@@ -9,7 +9,7 @@
 #                                 # minute after the build); results go to a temporary
 #                                 # directory, never to bench/results
 #
-# Env: INVOCATIONS (5), BENCHES ("io hot writeback"), WORK (scratch directory on a disk that
+# Env: INVOCATIONS (5), RUNS (5 per contender per invocation; 2 takes about 20 min), BENCHES ("io hot writeback"), WORK (scratch directory on a disk that
 # accepts O_DIRECT; default a new one under /var/tmp), RESULTS (default bench/results; another
 # directory leaves the tables alone). Needs fio and python3 3.11+.
 set -euo pipefail
@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 INVOCATIONS=${INVOCATIONS:-5}
+# Runs of every contender inside one invocation (each invocation's ratio is of their medians).
+RUNS=${RUNS:-5}
 BENCHES=${BENCHES:-"io hot writeback"}
 SMOKE=${SMOKE:-0}
 for bin in fio python3; do
@@ -43,9 +45,9 @@ else
     # RESULTS elsewhere (e.g. to time a round without recording it): the tables are not
     # regenerated.
     RESULTS=${RESULTS:-$ROOT/bench/results}
-    IO_ARGS=(--runs 5)
-    HOT_ARGS=(--runs 5 --threads 2)
-    WB_ENV=(RUNS=5)
+    IO_ARGS=(--runs "$RUNS")
+    HOT_ARGS=(--runs "$RUNS" --threads 2)
+    WB_ENV=(RUNS="$RUNS")
 fi
 
 echo "building the release binary" >&2
