@@ -45,19 +45,24 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod cell;
 mod chunk;
 mod error;
 pub mod faulty;
+mod fence;
 mod image;
 mod join;
 mod layout;
 mod lease;
 mod resize;
 mod retry;
+mod rewrite;
 mod s3;
 mod store;
+mod trailer;
+mod versions;
 
-pub use backend::{ObjectStoreBackend, OpenOptions};
+pub use backend::{MetadataStats, ObjectStoreBackend, OpenOptions, RECLAIM_PER_OPEN_MAX};
 pub use error::{ObjResult, ObjectError};
 pub use faulty::FaultyStore;
 pub use image::{Access, Limits};
@@ -66,6 +71,7 @@ pub use lease::LeaseMode;
 pub use retry::RetryPolicy;
 pub use s3::{s3_store, S3Location, S3Options};
 pub use store::StoreStats;
+pub use trailer::CHUNK_TRAILER_LEN;
 
 /// The object_store crate this backend is built on (for callers that build their own store).
 pub use object_store;
