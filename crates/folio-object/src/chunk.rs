@@ -59,9 +59,7 @@ impl Image {
     ) -> ObjResult<()> {
         let _geometry = self.geometry.read().await;
         let cell = self.cell(n);
-        let r = self.read_cell(n, &cell, start, &mut frames, page).await;
-        self.release(n, cell);
-        r
+        self.read_cell(n, &cell, start, &mut frames, page).await
     }
 
     async fn read_cell(
@@ -292,7 +290,7 @@ impl Image {
             }
         }
         drop(slot);
-        self.release(n, cell);
+        drop(cell);
     }
 
     /// Records a round's outcome over its changes' `spans` (start, end, is a write): on

@@ -102,6 +102,37 @@ impl Default for Limits {
     }
 }
 
+/// A holder of a chunk's cell. Dropping it gives the cell back: the cell leaves the table if
+/// nobody else holds it and its chunk is idle (every holder goes through this, so the last one
+/// out always checks).
+pub(crate) struct CellRef<'a> {
+    image: &'a Image,
+    n: u64,
+    cell: Option<Arc<Cell>>,
+}
+
+impl std::ops::Deref for CellRef<'_> {
+    type Target = Cell;
+
+    fn deref(&self) -> &Cell {
+        self.cell.as_ref().expect("held until drop")
+    }
+}
+
+impl Drop for CellRef<'_> {
+    fn drop(&mut self) {
+        let mut cells = self.image.cells.lock();
+        drop(self.cell.take());
+        if let Some(c) = cells.get(&self.n) {
+            // Only the table holds it (a holder clones under this lock, so none can appear
+            // meanwhile), and nothing is going on. Lock order: the table, then a cell's state.
+            if Arc::strong_count(c) == 1 && c.st.lock().is_idle() {
+                cells.remove(&self.n);
+            }
+        }
+    }
+}
+
 /// One open image.
 pub(crate) struct Image {
     pub(crate) req: Requests,
@@ -212,40 +243,45 @@ impl Image {
         self.versions.lock().set(n, v);
     }
 
-    /// The cell of chunk `n`, made if it has none. Give it back with [`Image::release`].
-    pub(crate) fn cell(&self, n: u64) -> Arc<Cell> {
-        self.cells.lock().entry(n).or_default().clone()
-    }
-
-    /// The cell of chunk `n` if it has one.
-    pub(crate) fn cell_if_any(&self, n: u64) -> Option<Arc<Cell>> {
-        self.cells.lock().get(&n).cloned()
-    }
-
-    /// Gives back a cell taken with [`Image::cell`]: it is dropped if nobody else holds it and
-    /// its chunk is idle.
-    pub(crate) fn release(&self, n: u64, cell: Arc<Cell>) {
-        drop(cell);
-        let mut cells = self.cells.lock();
-        if let Some(c) = cells.get(&n) {
-            // Only the table holds it (a holder clones under this lock, so none can appear
-            // meanwhile), and nothing is going on.
-            if Arc::strong_count(c) == 1 && c.st.lock().is_idle() {
-                cells.remove(&n);
-            }
+    /// The cell of chunk `n`, made if it has none; given back when the guard drops.
+    pub(crate) fn cell(&self, n: u64) -> CellRef<'_> {
+        let cell = self.cells.lock().entry(n).or_default().clone();
+        CellRef {
+            image: self,
+            n,
+            cell: Some(cell),
         }
     }
 
-    /// Chunks with a cell, and their cells (a snapshot).
-    pub(crate) fn cells(&self) -> Vec<(u64, Arc<Cell>)> {
-        let mut v: Vec<_> = self
+    /// The cell of chunk `n` if it has one.
+    pub(crate) fn cell_if_any(&self, n: u64) -> Option<CellRef<'_>> {
+        let cell = self.cells.lock().get(&n).cloned()?;
+        Some(CellRef {
+            image: self,
+            n,
+            cell: Some(cell),
+        })
+    }
+
+    /// Chunks with a cell, and their cells (a snapshot, in chunk order).
+    pub(crate) fn cells(&self) -> Vec<(u64, CellRef<'_>)> {
+        let mut v: Vec<(u64, Arc<Cell>)> = self
             .cells
             .lock()
             .iter()
             .map(|(&n, c)| (n, c.clone()))
             .collect();
         v.sort_unstable_by_key(|&(n, _)| n);
-        v
+        v.into_iter()
+            .map(|(n, c)| {
+                let r = CellRef {
+                    image: self,
+                    n,
+                    cell: Some(c),
+                };
+                (n, r)
+            })
+            .collect()
     }
 
     /// Cells alive now (chunks with something going on).

@@ -47,9 +47,7 @@ impl Image {
             gone.dedup();
             for n in gone {
                 let cell = self.cell(n);
-                let r = self.rewrite(n, &cell, &[], 0, deadline_ms).await;
-                self.release(n, cell);
-                r?;
+                self.rewrite(n, &cell, &[], 0, deadline_ms).await?;
             }
             for (n, cell) in self.cells() {
                 if n >= first_gone {
@@ -71,11 +69,8 @@ impl Image {
                 } else {
                     Ok(())
                 };
-                if r.is_ok() {
-                    self.forget_failures_from(&cell, keep);
-                }
-                self.release(n, cell);
                 r?;
+                self.forget_failures_from(&cell, keep);
             }
         }
         self.put_manifest(Manifest::new(len, cs)?, deadline_ms)

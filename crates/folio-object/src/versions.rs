@@ -23,6 +23,8 @@ enum Kind {
     Hex,
     /// A decimal number (no leading zeros).
     Decimal,
+    /// `"` + a decimal number + `"` (object_store's in-memory store).
+    QuotedDecimal,
     /// In the side table.
     Spilled,
 }
@@ -62,11 +64,15 @@ fn pack(v: &Version) -> Option<Packed> {
     } else if let Some(t) = hex(e) {
         (t, Kind::Hex)
     } else {
-        let x: u128 = e.parse().ok()?;
-        if x.to_string() != e {
+        let (digits, kind) = match e.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            Some(d) => (d, Kind::QuotedDecimal),
+            None => (e, Kind::Decimal),
+        };
+        let x: u128 = digits.parse().ok()?;
+        if x.to_string() != digits {
             return None; // leading zeros, a sign...: would not print back the same
         }
-        (x.to_be_bytes(), Kind::Decimal)
+        (x.to_be_bytes(), kind)
     };
     Some(Packed { tag, size, kind })
 }
@@ -77,6 +83,7 @@ fn unpack(p: &Packed) -> Version {
         Kind::QuotedHex => format!("\"{x:032x}\""),
         Kind::Hex => format!("{x:032x}"),
         Kind::Decimal => x.to_string(),
+        Kind::QuotedDecimal => format!("\"{x}\""),
         Kind::Spilled => unreachable!("spilled entries are not unpacked"),
     };
     Version {
@@ -206,6 +213,7 @@ mod tests {
             v("\"5d41402abc4b2a76b9719d911017c592\"", 5),
             v("5d41402abc4b2a76b9719d911017c592", 6),
             v("42", 7),
+            v("\"42\"", 7),
             v("007", 8),                                  // leading zeros: spilled
             v("\"5D41402ABC4B2A76B9719D911017C592\"", 9), // upper case: spilled
             v("\"abc-3\"", 10),                           // multipart: spilled
@@ -225,13 +233,13 @@ mod tests {
         assert_eq!(m.spilled.len(), 5);
         assert_eq!(m.len(), cases.len());
         // Replacing a spilled entry by a packed one, and removing, leave no stale side entry.
-        m.set(3, Some(v("3", 1)));
-        m.set(4, None);
+        m.set(4, Some(v("3", 1)));
+        m.set(5, None);
         assert_eq!(m.spilled.len(), 3);
-        assert_eq!(m.get(3), Some(v("3", 1)));
-        assert_eq!(m.get(4), None);
-        assert_eq!(m.chunks_from(5, 0), vec![5, 6, 7]);
-        assert_eq!(m.chunks_sized_or_from(6, 7), vec![1, 7]);
+        assert_eq!(m.get(4), Some(v("3", 1)));
+        assert_eq!(m.get(5), None);
+        assert_eq!(m.chunks_from(6, 0), vec![6, 7, 8]);
+        assert_eq!(m.chunks_sized_or_from(6, 8), vec![1, 8]);
     }
 
     #[test]
