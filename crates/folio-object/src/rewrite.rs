@@ -99,16 +99,25 @@ impl Image {
                         )))
                     }
                 },
-                Err(f) if changed(&f) => match self.look(n, gate).await? {
-                    // Ours: this write (its answer was lost), or an earlier one that landed late.
-                    Some((v, Some(t))) if t.id == id => v,
-                    Some((v, Some(t))) if self.is_ours(t.id) => {
-                        tracing::info!(chunk = n, "a write of ours landed late; writing on top");
-                        self.set_version(n, Some(v));
-                        continue;
+                Err(f) if changed(&f) => {
+                    if f.uncertain() {
+                        // An earlier attempt may have landed: unknown until the look below.
+                        cell.st.lock().unsure = true;
                     }
-                    now => return Err(self.changed_to(n, version.as_ref(), now.as_ref())),
-                },
+                    match self.look(n, gate).await? {
+                        // Ours: this write (its answer was lost), or an earlier one that landed late.
+                        Some((v, Some(t))) if t.id == id => v,
+                        Some((v, Some(t))) if self.is_ours(t.id) => {
+                            tracing::info!(
+                                chunk = n,
+                                "a write of ours landed late; writing on top"
+                            );
+                            self.set_version(n, Some(v));
+                            continue;
+                        }
+                        now => return Err(self.changed_to(n, version.as_ref(), now.as_ref())),
+                    }
+                }
                 Err(f) => {
                     if f.uncertain() {
                         cell.st.lock().unsure = true;
