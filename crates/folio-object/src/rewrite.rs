@@ -13,12 +13,13 @@
 //!   the lease fence is open (`retry.rs`).
 //! - **Unknown outcomes**: a PUT that got no answer, or whose retry failed its condition, may
 //!   have landed. If its condition fails, the chunk's trailer (the last 32 bytes, one ranged
-//!   GET) says whose write is there: this very write (its answer was lost: done), another write
-//!   of this session that landed late (adopt its version and apply the changes again on top),
-//!   or someone else's ([`ObjectError::ChunkChanged`]). A PUT that gave up marks the chunk
-//!   *unsure* (`cell.rs`): before its next request the chunk's version is resolved the same
-//!   way, and a write is made even if the chunk is absent and stays zeros, so that the late
-//!   one can no longer land. Adopting any version written by this session is safe: its writes
+//!   GET) says whose write is there: this very write (its answer was lost: done), or another
+//!   ([`ObjectError::ChunkChanged`] for this round). A PUT that gave up, or whose condition
+//!   failed after a retry, marks the chunk *unsure* (`cell.rs`): before its next request the
+//!   chunk's version is resolved — the known one is still there, or one written by this session
+//!   (it landed late) is adopted and the changes applied on top, or it is someone else's — and
+//!   a write is made even if the chunk is absent and stays zeros, so that the late one can no
+//!   longer land. Adopting any version written by this session is safe: its writes
 //!   of a chunk form one chain of compare-and-swaps from the version it listed at open, so the
 //!   one in the store is the latest of them that landed.
 //!
@@ -105,16 +106,10 @@ impl Image {
                         cell.st.lock().unsure = true;
                     }
                     match self.look(n, gate).await? {
-                        // Ours: this write (its answer was lost), or an earlier one that landed late.
+                        // This very write: an earlier attempt landed, its answer lost.
                         Some((v, Some(t))) if t.id == id => v,
-                        Some((v, Some(t))) if self.is_ours(t.id) => {
-                            tracing::info!(
-                                chunk = n,
-                                "a write of ours landed late; writing on top"
-                            );
-                            self.set_version(n, Some(v));
-                            continue;
-                        }
+                        // Another write of ours that landed late is adopted by the next
+                        // round's resolve (the chunk is unsure): this round fails.
                         now => return Err(self.changed_to(n, version.as_ref(), now.as_ref())),
                     }
                 }

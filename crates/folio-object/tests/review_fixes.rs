@@ -146,6 +146,39 @@ fn item_1_a_write_still_retrying_when_the_lease_runs_out_is_refused_and_never_la
     drop(a);
 }
 
+/// Item 1: an attempt that started inside the lease ran for its whole timeout, so its answer
+/// could come, and be acknowledged, after the lease had run out. Now each attempt is abandoned
+/// when the fence closes. Here the lease (1.2 s) cannot be renewed, and a PUT that starts at
+/// 0.8 s answers only after 0.38 s, past the fence (at most 1.08 s): it must not be acknowledged.
+#[test]
+fn item_1_an_attempt_that_would_answer_after_the_lease_ran_out_is_abandoned() {
+    let h = Hooked::new();
+    let o = OpenOptions {
+        retry: RetryPolicy {
+            attempt_timeout: Duration::from_millis(400),
+            ..policy(3)
+        },
+        lease_ttl: Duration::from_millis(1200),
+        ..OpenOptions::default()
+    };
+    let a = create(&h, 4 * MIB, 64 * KIB, &o);
+    let opened = Instant::now(); // the lease was taken before this: its fence ends by 1.08 s
+    h.set(move |kind, key| match kind {
+        Kind::Put if key.ends_with("/lock") => Act::Fail,
+        Kind::Put if key.contains("/chunks/") => Act::Delay(Duration::from_millis(380)),
+        _ => Act::Pass,
+    });
+    std::thread::sleep(Duration::from_millis(800).saturating_sub(opened.elapsed()));
+    let r = a.write_pages(0, pages(7, 1, 4096)).unwrap().wait();
+    let e = r.expect_err("acknowledged after the lease ran out");
+    assert!(
+        matches!(object_error(&e), ObjectError::LeaseLost { .. }),
+        "{e}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(data(&h.inner, 0), None, "the abandoned PUT landed");
+}
+
 /// Item 1: closing waited 60 s for the writes in flight, then released the lease anyway, so a
 /// newcomer could take the image at once while one of them might still land.
 #[test]
