@@ -293,20 +293,7 @@ impl Lease {
         let key = image.layout.lock();
         // Bounded: a second round only after adopting our own landed renewal.
         for _ in 0..2 {
-            let n = 1 + self
-                .renewals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let seen = self.version.lock().clone();
-            let put = image
-                .req
-                .put(
-                    &key,
-                    self.lock(image, false).body(n),
-                    PutMode::Update(seen.update()),
-                    Gate::Lease,
-                )
-                .await;
-            match put {
+            match self.put_lock(image, false).await {
                 Ok(sent) => {
                     *self.version.lock() = sent.value;
                     image.fence.extend(sent.started_ms + fence_ms(self.ttl));
@@ -340,6 +327,21 @@ impl Lease {
         Ok(())
     }
 
+    /// Rewrites the lock with our next renewal number (released or not), If-Match the version
+    /// we know.
+    async fn put_lock(&self, image: &Image, released: bool) -> Result<Sent<Version>, Failed> {
+        let n = 1 + self
+            .renewals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seen = self.version.lock().clone();
+        let body = self.lock(image, released).body(n);
+        let mode = PutMode::Update(seen.update());
+        image
+            .req
+            .put(&image.layout.lock(), body, mode, Gate::Lease)
+            .await
+    }
+
     /// Marks the lock released, If-Match our version (see the module docs). The caller has
     /// made sure no request of ours can still land.
     pub(crate) async fn release(&self, image: &Image) {
@@ -348,26 +350,13 @@ impl Lease {
         if image.fence.is_lost() {
             return;
         }
-        let key = image.layout.lock();
-        let seen = self.version.lock().clone();
-        let n = 1 + self
-            .renewals
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let put = image
-            .req
-            .put(
-                &key,
-                self.lock(image, true).body(n),
-                PutMode::Update(seen.update()),
-                Gate::Lease,
-            )
-            .await;
-        match put {
+        match self.put_lock(image, true).await {
             Ok(_) => tracing::info!(holder = %self.holder, "lease released"),
             Err(f) if precondition(&f) => {
                 tracing::warn!("lease not released: the lock is no longer ours")
             }
             Err(f) => {
+                let key = image.layout.lock();
                 tracing::warn!(error = %f.into_error("PUT", key.as_ref()), "lease not released")
             }
         }

@@ -2,6 +2,10 @@
 //! [`FaultyStore`] that injects latency and failures: hermetic, quick, deterministic where it
 //! matters (each test sets its own faults).
 
+mod common;
+
+use common::{block, object, opts};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +16,7 @@ use folio_object::object_store::path::Path;
 use folio_object::object_store::{ObjectStoreExt, PutPayload};
 use folio_object::{
     Access, FaultyStore, Layout, LeaseMode, Manifest, ObjectError, ObjectStoreBackend, OpenOptions,
-    RetryPolicy, CHUNK_TRAILER_LEN,
+    CHUNK_TRAILER_LEN,
 };
 use rand::{Rng, SeedableRng};
 
@@ -31,19 +35,6 @@ fn stores() -> Stores {
     Stores { inner, faulty }
 }
 
-fn opts() -> OpenOptions {
-    OpenOptions {
-        retry: RetryPolicy {
-            attempts_max: 3,
-            backoff_initial: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(4),
-            attempt_timeout: Duration::from_millis(200),
-        },
-        lease_ttl: Duration::from_millis(600),
-        ..OpenOptions::default()
-    }
-}
-
 fn create(s: &Stores, size: u64, chunk: u64) -> ObjectStoreBackend {
     let m = Manifest::new(size, chunk).unwrap();
     ObjectStoreBackend::create(s.faulty.clone(), PREFIX, m, &opts()).unwrap()
@@ -57,25 +48,13 @@ fn cache(b: ObjectStoreBackend, budget: u64) -> PageCache {
     PageCache::new(Arc::new(b), CacheConfig::new(budget)).unwrap()
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn chunk_key(n: u64) -> Path {
     Layout::new(PREFIX).unwrap().chunk(n)
 }
 
 /// The stored object of chunk `n`, if any.
 fn stored(s: &Stores, n: u64) -> Option<Vec<u8>> {
-    match block(s.inner.get(&chunk_key(n))) {
-        Ok(r) => Some(block(r.bytes()).unwrap().to_vec()),
-        Err(folio_object::object_store::Error::NotFound { .. }) => None,
-        Err(e) => panic!("{e}"),
-    }
+    object(&s.inner, &chunk_key(n))
 }
 
 /// The data part of chunk `n`'s object (without its trailer), if it has one.

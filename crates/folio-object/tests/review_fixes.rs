@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Act, Hooked, Kind};
+use common::{object, opts, policy, Act, Hooked, Kind};
 use folio::backend::{Frame, FrameMut, PageCacheBackend};
 use folio_object::object_store::memory::InMemory;
-use folio_object::object_store::ObjectStoreExt;
 use folio_object::{
     Access, Layout, Manifest, ObjectError, ObjectStoreBackend, OpenOptions, RetryPolicy,
     CHUNK_TRAILER_LEN,
@@ -20,24 +19,6 @@ use folio_object::{
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const PREFIX: &str = "images/t";
-
-fn policy(attempts_max: u32) -> RetryPolicy {
-    RetryPolicy {
-        attempts_max,
-        backoff_initial: Duration::from_millis(1),
-        backoff_max: Duration::from_millis(4),
-        attempt_timeout: Duration::from_millis(200),
-    }
-}
-
-/// A 600 ms lease (renewed every 200 ms), 200 ms attempts.
-fn opts() -> OpenOptions {
-    OpenOptions {
-        retry: policy(3),
-        lease_ttl: Duration::from_millis(600),
-        ..OpenOptions::default()
-    }
-}
 
 /// A lease long enough that no renewal happens during the test.
 fn opts_long_lease() -> OpenOptions {
@@ -52,28 +33,25 @@ fn create(h: &Arc<Hooked>, size: u64, chunk: u64, o: &OpenOptions) -> ObjectStor
     ObjectStoreBackend::create(h.clone(), PREFIX, m, o).unwrap()
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn get(inner: &InMemory, key: &folio_object::object_store::path::Path) -> Option<Vec<u8>> {
-    match block(inner.get(key)) {
-        Ok(r) => Some(block(r.bytes()).unwrap().to_vec()),
-        Err(folio_object::object_store::Error::NotFound { .. }) => None,
-        Err(e) => panic!("{e}"),
-    }
-}
-
 /// The data of chunk `n` in the store (without its trailer), if it has an object.
 fn data(inner: &InMemory, n: u64) -> Option<Vec<u8>> {
-    get(inner, &Layout::new(PREFIX).unwrap().chunk(n)).map(|mut o| {
+    object(inner, &Layout::new(PREFIX).unwrap().chunk(n)).map(|mut o| {
         o.truncate(o.len() - CHUNK_TRAILER_LEN as usize);
         o
     })
+}
+
+fn chunk_puts(kind: Kind, key: &str) -> bool {
+    kind == Kind::Put && key.contains("/chunks/")
+}
+
+fn manifest_puts(kind: Kind, key: &str) -> bool {
+    kind == Kind::Put && key.ends_with("manifest.json")
+}
+
+/// Writes `count` pages of `len` bytes of `byte` from page `idx` and waits.
+fn write(b: &ObjectStoreBackend, idx: u64, byte: u8, count: u64, len: usize) -> folio::Result<()> {
+    b.write_pages(idx, pages(byte, count, len))?.wait()
 }
 
 fn pages(byte: u8, count: u64, len: usize) -> Vec<Frame> {
@@ -169,7 +147,7 @@ fn item_1_an_attempt_that_would_answer_after_the_lease_ran_out_is_abandoned() {
         _ => Act::Pass,
     });
     std::thread::sleep(Duration::from_millis(800).saturating_sub(opened.elapsed()));
-    let r = a.write_pages(0, pages(7, 1, 4096)).unwrap().wait();
+    let r = write(&a, 0, 7, 1, 4096);
     let e = r.expect_err("acknowledged after the lease ran out");
     assert!(
         matches!(object_error(&e), ObjectError::LeaseLost { .. }),
@@ -189,16 +167,19 @@ fn item_1_closing_with_writes_in_flight_leaves_the_lease_to_expire() {
         ..opts()
     };
     let a = create(&h, 4 * MIB, 64 * KIB, &o);
-    h.set(|kind, key| match kind {
-        Kind::Put if key.contains("/chunks/") => Act::Hang,
-        _ => Act::Pass,
+    h.set(|kind, key| {
+        if chunk_puts(kind, key) {
+            Act::Hang
+        } else {
+            Act::Pass
+        }
     });
     let w = a.write_pages(0, pages(1, 1, 4096)).unwrap();
     let e = a.close().unwrap_err();
     assert!(matches!(e, ObjectError::InFlightAtClose { .. }), "{e}");
     drop(w);
     h.clear();
-    let lock = get(&h.inner, &Layout::new(PREFIX).unwrap().lock()).unwrap();
+    let lock = object(&h.inner, &Layout::new(PREFIX).unwrap().lock()).unwrap();
     let lock: serde_json::Value = serde_json::from_slice(&lock).unwrap();
     assert_eq!(lock["released"], false, "{lock}");
     // A newcomer waits it out: time to live, a tenth, and A's attempt timeout.
@@ -261,7 +242,7 @@ fn item_10_a_renewal_whose_first_attempt_hangs_does_not_stop_writes() {
     let mut refused = Vec::new();
     // Bounded: 2 s of writes.
     while t.elapsed() < Duration::from_secs(2) {
-        if let Err(e) = b.write_pages(0, pages(1, 1, 4096)).unwrap().wait() {
+        if let Err(e) = write(&b, 0, 1, 1, 4096) {
             refused.push(format!("{:?}: {e}", t.elapsed()));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -279,24 +260,14 @@ fn item_2_a_late_delete_from_a_shrink_does_not_destroy_data_written_after_it() {
     let h = Hooked::new();
     let chunk = 64 * KIB;
     let b = create(&h, 4 * chunk, chunk, &opts_long_lease());
-    b.write_pages(0, pages(1, 64, 4096))
-        .unwrap()
-        .wait()
-        .unwrap();
-    let deletes = Arc::new(AtomicU32::new(0));
-    let n = deletes.clone();
-    h.set(move |kind, _| match kind {
-        Kind::Delete if n.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Act::Late(Duration::from_millis(300))
-        }
-        _ => Act::Pass,
-    });
+    write(&b, 0, 1, 64, 4096).unwrap();
+    h.script(
+        |kind, _| kind == Kind::Delete,
+        vec![Act::Late(Duration::from_millis(300))],
+    );
     b.set_len(chunk).unwrap();
     b.set_len(4 * chunk).unwrap();
-    b.write_pages(16, pages(7, 16, 4096))
-        .unwrap()
-        .wait()
-        .unwrap();
+    write(&b, 16, 7, 16, 4096).unwrap();
     b.sync().unwrap();
     assert_eq!(b.stats().deletes, 0, "a DELETE during a session");
     std::thread::sleep(Duration::from_millis(500));
@@ -312,28 +283,18 @@ fn item_2_reclaiming_empty_chunks_at_open_waits_for_its_deletes_to_settle() {
     let h = Hooked::new();
     let chunk = 64 * KIB;
     let b = create(&h, 4 * chunk, chunk, &opts());
-    b.write_pages(16, pages(1, 1, 4096))
-        .unwrap()
-        .wait()
-        .unwrap();
+    write(&b, 16, 1, 1, 4096).unwrap();
     b.write_zeroes(chunk, chunk).unwrap();
     b.close().unwrap();
     assert_eq!(data(&h.inner, 1), Some(Vec::new()), "an empty chunk object");
     // The first DELETE at the next open reaches the store only 150 ms after its client gave up.
-    let deletes = Arc::new(AtomicU32::new(0));
-    let n = deletes.clone();
-    h.set(move |kind, _| match kind {
-        Kind::Delete if n.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Act::Late(Duration::from_millis(150))
-        }
-        _ => Act::Pass,
-    });
+    let deletes = h.script(
+        |kind, _| kind == Kind::Delete,
+        vec![Act::Late(Duration::from_millis(150))],
+    );
     let b = ObjectStoreBackend::open(h.clone(), PREFIX, &opts()).unwrap();
     assert!(deletes.load(Ordering::SeqCst) >= 2, "reclaimed, retried");
-    b.write_pages(16, pages(9, 1, 4096))
-        .unwrap()
-        .wait()
-        .unwrap();
+    write(&b, 16, 9, 1, 4096).unwrap();
     b.sync().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -352,21 +313,11 @@ fn item_3_zeroing_after_a_create_of_unknown_outcome_leaves_nothing_to_resurrect(
     let h = Hooked::new();
     let chunk = 64 * KIB;
     let b = create(&h, 4 * chunk, chunk, &opts());
-    let puts = Arc::new(AtomicU32::new(0));
-    let n = puts.clone();
-    h.set(move |kind, key| match kind {
-        Kind::Put if key.contains("/chunks/") => match n.fetch_add(1, Ordering::SeqCst) {
-            0 => Act::Late(Duration::from_millis(100)),
-            1 | 2 => Act::Fail,
-            _ => Act::Pass,
-        },
-        _ => Act::Pass,
-    });
-    assert!(b
-        .write_pages(0, pages(5, 16, 4096))
-        .unwrap()
-        .wait()
-        .is_err());
+    h.script(
+        chunk_puts,
+        vec![Act::Late(Duration::from_millis(100)), Act::Fail, Act::Fail],
+    );
+    assert!(write(&b, 0, 5, 16, 4096).is_err());
     b.write_zeroes(0, chunk).unwrap();
     b.sync().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -385,16 +336,9 @@ fn item_3_zeroing_after_a_create_of_unknown_outcome_leaves_nothing_to_resurrect(
 fn item_4_a_409_conflict_is_retried() {
     let h = Hooked::new();
     let b = create(&h, 4 * MIB, 64 * KIB, &opts());
-    let puts = Arc::new(AtomicU32::new(0));
-    let n = puts.clone();
-    h.set(move |kind, key| match kind {
-        Kind::Put if key.contains("/chunks/") && n.fetch_add(1, Ordering::SeqCst) % 2 == 0 => {
-            Act::Conflict
-        }
-        _ => Act::Pass,
-    });
-    b.write_pages(0, pages(3, 1, 4096)).unwrap().wait().unwrap(); // a create
-    b.write_pages(1, pages(4, 1, 4096)).unwrap().wait().unwrap(); // an update
+    let puts = h.script(chunk_puts, vec![Act::Conflict, Act::Pass, Act::Conflict]);
+    write(&b, 0, 3, 1, 4096).unwrap(); // a create
+    write(&b, 1, 4, 1, 4096).unwrap(); // an update
     assert_eq!(puts.load(Ordering::SeqCst), 4);
     let d = data(&h.inner, 0).unwrap();
     assert_eq!((d[0], d[4096]), (3, 4));
@@ -408,7 +352,7 @@ fn item_4_a_409_conflict_is_retried() {
 fn item_9_reads_and_close_against_a_dead_store_end_in_bounded_time() {
     let h = Hooked::new();
     let b = Arc::new(create(&h, 8 * MIB, 64 * KIB, &opts_long_lease()));
-    b.write_pages(0, pages(3, 2, 4096)).unwrap().wait().unwrap();
+    write(&b, 0, 3, 2, 4096).unwrap();
     h.set(|_, _| Act::Hang);
     let t = Instant::now();
     // 100 dirty chunks, chunk 0 among them (its rewrite needs a GET of it first).
@@ -503,13 +447,16 @@ fn idle(b: &ObjectStoreBackend) -> folio_object::MetadataStats {
 fn item_15_a_failed_page_smaller_than_4k_written_again_is_durable() {
     let h = Hooked::new();
     let b = create(&h, 4 * MIB, 64 * KIB, &opts_long_lease());
-    h.set(|kind, key| match kind {
-        Kind::Put if key.contains("/chunks/") => Act::Fail,
-        _ => Act::Pass,
+    h.set(|kind, key| {
+        if chunk_puts(kind, key) {
+            Act::Fail
+        } else {
+            Act::Pass
+        }
     });
-    assert!(b.write_pages(3, pages(1, 1, 512)).unwrap().wait().is_err());
+    assert!(write(&b, 3, 1, 1, 512).is_err());
     h.clear();
-    b.write_pages(3, pages(2, 1, 512)).unwrap().wait().unwrap();
+    write(&b, 3, 2, 1, 512).unwrap();
     b.close().unwrap();
     assert_eq!(data(&h.inner, 0).unwrap()[3 * 512], 2);
 }
@@ -523,19 +470,19 @@ fn item_15_zeroing_clears_failed_writes_and_a_failed_zeroing_is_not_counted() {
     let chunk = 64 * KIB;
     let b = create(&h, 4 * MIB, chunk, &opts_long_lease());
     let failing = |h: &Hooked| {
-        h.set(|kind, key| match kind {
-            Kind::Put if key.contains("/chunks/") => Act::Fail,
-            _ => Act::Pass,
+        h.set(|kind, key| {
+            if chunk_puts(kind, key) {
+                Act::Fail
+            } else {
+                Act::Pass
+            }
         })
     };
     failing(&h);
-    assert!(b.write_pages(0, pages(1, 1, 4096)).unwrap().wait().is_err());
+    assert!(write(&b, 0, 1, 1, 4096).is_err());
     h.clear();
     b.write_zeroes(0, 4096).unwrap();
-    b.write_pages(16, pages(1, 1, 4096))
-        .unwrap()
-        .wait()
-        .unwrap();
+    write(&b, 16, 1, 1, 4096).unwrap();
     failing(&h);
     assert!(b.write_zeroes(chunk, chunk).is_err());
     h.clear();
@@ -552,14 +499,7 @@ fn item_15_zeroing_clears_failed_writes_and_a_failed_zeroing_is_not_counted() {
 #[test]
 fn item_15_a_create_whose_answer_was_lost_succeeds() {
     let h = Hooked::new();
-    let puts = Arc::new(AtomicU32::new(0));
-    let n = puts.clone();
-    h.set(move |kind, key| match kind {
-        Kind::Put if key.ends_with("manifest.json") && n.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Act::LoseAnswer
-        }
-        _ => Act::Pass,
-    });
+    h.script(manifest_puts, vec![Act::LoseAnswer]);
     let b = create(&h, 4 * MIB, 64 * KIB, &opts());
     assert_eq!(b.manifest().size, 4 * MIB);
     // A second create of the same image is still refused.
@@ -576,17 +516,18 @@ fn item_15_a_create_whose_answer_was_lost_succeeds() {
 fn item_15_resizes_whose_manifest_answer_was_lost_or_late_are_recognised() {
     let h = Hooked::new();
     let b = create(&h, 4 * MIB, 64 * KIB, &opts_long_lease());
-    let puts = Arc::new(AtomicU32::new(0));
-    let n = puts.clone();
-    h.set(move |kind, key| match kind {
-        Kind::Put if key.ends_with("manifest.json") => match n.fetch_add(1, Ordering::SeqCst) {
-            0 => Act::LoseAnswer, // its retry (1) finds our manifest there
-            2 => Act::Late(Duration::from_millis(50)),
-            3 | 4 => Act::Fail,
-            _ => Act::Pass,
-        },
-        _ => Act::Pass,
-    });
+    // The first PUT loses its answer (its retry, the second, finds our manifest there); the
+    // third lands 50 ms after its client was told it failed, the next two fail.
+    h.script(
+        manifest_puts,
+        vec![
+            Act::LoseAnswer,
+            Act::Pass,
+            Act::Late(Duration::from_millis(50)),
+            Act::Fail,
+            Act::Fail,
+        ],
+    );
     b.set_len(5 * MIB).unwrap();
     assert_eq!(b.len(), 5 * MIB);
     assert!(b.set_len(6 * MIB).is_err(), "gave up; landed 50 ms later");

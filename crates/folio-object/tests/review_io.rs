@@ -7,6 +7,10 @@
 //!
 //! Every one of them failed against the backend the review read (commit 06c056e).
 
+mod common;
+
+use common::{object, opts};
+
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,37 +38,12 @@ const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const PREFIX: &str = "images/t";
 
-fn opts() -> OpenOptions {
-    OpenOptions {
-        retry: RetryPolicy {
-            attempts_max: 3,
-            backoff_initial: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(4),
-            attempt_timeout: Duration::from_millis(200),
-        },
-        lease_ttl: Duration::from_millis(600),
-        ..OpenOptions::default()
-    }
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn chunk_key(n: u64) -> Path {
     Layout::new(PREFIX).unwrap().chunk(n)
 }
 
 fn stored(inner: &InMemory, n: u64) -> Option<Vec<u8>> {
-    match block(inner.get(&chunk_key(n))) {
-        Ok(r) => Some(block(r.bytes()).unwrap().to_vec()),
-        Err(folio_object::object_store::Error::NotFound { .. }) => None,
-        Err(e) => panic!("{e}"),
-    }
+    object(inner, &chunk_key(n))
 }
 
 /// True if chunk `n` holds no data in the store: no object, or an empty one (its trailer alone).

@@ -1,11 +1,13 @@
-//! A scriptable store for the tests: object_store's in-memory store behind a hook that decides,
-//! request by request (kind and key), whether it goes through, fails, hangs, is delayed, is
-//! applied late (after the client was told it failed), or loses its answer.
+//! What the object-store tests share: a scriptable store (object_store's in-memory store behind
+//! a hook that decides, request by request (kind and key), whether it goes through, fails,
+//! hangs, is delayed, is applied late (after the client was told it failed), or loses its
+//! answer), and reading objects straight from the store.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +73,44 @@ impl fmt::Display for Hooked {
     }
 }
 
+/// Retries as the tests want them: quick back-off, 200 ms attempts.
+pub fn policy(attempts_max: u32) -> folio_object::RetryPolicy {
+    folio_object::RetryPolicy {
+        attempts_max,
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(4),
+        attempt_timeout: Duration::from_millis(200),
+    }
+}
+
+/// Three attempts of 200 ms, a 600 ms lease (renewed every 200 ms).
+pub fn opts() -> folio_object::OpenOptions {
+    folio_object::OpenOptions {
+        retry: policy(3),
+        lease_ttl: Duration::from_millis(600),
+        ..folio_object::OpenOptions::default()
+    }
+}
+
+/// Runs `f` to completion on a runtime of its own.
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The object at `key` in `store`, if any.
+pub fn object(store: &InMemory, key: &Path) -> Option<Vec<u8>> {
+    use folio_object::object_store::ObjectStoreExt;
+    match block(store.get(key)) {
+        Ok(r) => Some(block(r.bytes()).unwrap().to_vec()),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 fn transient(why: &'static str) -> Error {
     Error::Generic {
         store: "Hooked",
@@ -98,6 +138,25 @@ impl Hooked {
     /// Every request from now on goes through `f`.
     pub fn set(&self, f: impl Fn(Kind, &str) -> Act + Send + Sync + 'static) {
         *self.hook.lock().unwrap() = Some(Arc::new(f));
+    }
+
+    /// The `n`-th request that `matches` (from 0) gets `acts[n]`, the later ones and all others
+    /// go through. Returns the count of matching requests so far.
+    pub fn script(
+        &self,
+        matches: impl Fn(Kind, &str) -> bool + Send + Sync + 'static,
+        acts: Vec<Act>,
+    ) -> Arc<AtomicU32> {
+        let count = Arc::new(AtomicU32::new(0));
+        let n = count.clone();
+        self.set(move |kind, key| {
+            if !matches(kind, key) {
+                return Act::Pass;
+            }
+            let i = n.fetch_add(1, Ordering::SeqCst) as usize;
+            acts.get(i).copied().unwrap_or(Act::Pass)
+        });
+        count
     }
 
     /// No more faults.
