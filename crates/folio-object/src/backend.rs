@@ -184,9 +184,9 @@ impl ObjectStoreBackend {
 
     /// Opens the image under `prefix`: reads its manifest, takes the lease (read-write), and
     /// lists its chunks' versions (one LIST request per 1,000 chunks, streamed). A read-write
-    /// open then deletes, under its fresh lease, the chunks past the image's end and up to
-    /// [`RECLAIM_PER_OPEN_MAX`] empty chunk objects (`rewrite.rs`), and waits until none of
-    /// those DELETEs can still land before it returns.
+    /// open then deletes, under its fresh lease, the chunks past the image's end that hold data
+    /// and up to [`RECLAIM_PER_OPEN_MAX`] empty chunk objects (`rewrite.rs`), and waits until
+    /// none of those DELETEs can still land before it returns.
     pub fn open(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
@@ -269,8 +269,9 @@ impl ObjectStoreBackend {
         Ok(())
     }
 
-    /// Deletes the chunks past the image's end and up to [`RECLAIM_PER_OPEN_MAX`] empty chunk
-    /// objects, then waits until no DELETE of ours can still land. Only at open, under the
+    /// Deletes the chunks past the image's end that hold data and up to
+    /// [`RECLAIM_PER_OPEN_MAX`] empty chunk objects, then waits until no DELETE of ours can
+    /// still land. Only at open, under the
     /// fresh lease: nothing of this session writes meanwhile.
     async fn reclaim(&self) -> ObjResult<()> {
         let image = &self.image;
@@ -283,8 +284,11 @@ impl ObjectStoreBackend {
         let gone: Vec<u64> = found
             .into_iter()
             .filter(|&n| {
-                // Every chunk past the end; empty ones up to the bound.
-                n >= chunks || {
+                // Every chunk past the end that holds data (a later growth would show it; a
+                // shrink empties them before it cuts the manifest, so there are none unless
+                // someone else wrote them); empty ones, past the end or not, up to the bound.
+                let has_data = image.version(n).is_some_and(|v| data_len(&v) > 0);
+                (n >= chunks && has_data) || {
                     empty += 1;
                     empty <= RECLAIM_PER_OPEN_MAX
                 }
@@ -298,13 +302,12 @@ impl ObjectStoreBackend {
             "deleting empty chunk objects and chunks past the end"
         );
         let in_flight = image.puts.available_permits().max(1);
-        let deadline_ms = image.req.deadline_ms(image.req.clock.now_ms());
         let mut deletes = futures_util::stream::iter(gone)
             .map(|n| async move {
                 let key = image.layout.chunk(n);
                 let gate = Gate::Write {
                     fence: &image.fence,
-                    deadline_ms,
+                    deadline_ms: image.req.deadline_ms(image.req.clock.now_ms()),
                 };
                 let r = image.req.delete(&key, gate).await;
                 (n, r.map_err(|f| f.into_error("DELETE", key.as_ref())))

@@ -92,14 +92,18 @@ impl Image {
             let put = self.req.put(&key, body, mode, gate).await;
             let landed = match put {
                 Ok(sent) if !sent.value.e_tag.is_empty() => sent.value,
-                Ok(_) => match self.look(n, gate).await? {
-                    Some((v, Some(t))) if t.id == id => v,
-                    _ => {
-                        return Err(ObjectError::Invalid(format!(
-                            "the store returned no ETag for {key}"
-                        )))
+                Ok(_) => {
+                    // Landed, but its version is unknown until the look below.
+                    cell.st.lock().unsure = true;
+                    match self.look(n, gate).await? {
+                        Some((v, Some(t))) if t.id == id => v,
+                        _ => {
+                            return Err(ObjectError::Invalid(format!(
+                                "the store returned no ETag for {key}"
+                            )))
+                        }
                     }
-                },
+                }
                 Err(f) if changed(&f) => {
                     if f.uncertain() {
                         // An earlier attempt may have landed: unknown until the look below.
