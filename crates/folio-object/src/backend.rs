@@ -429,8 +429,10 @@ impl ObjectStoreBackend {
         Ok(waiter)
     }
 
-    /// Waits for every write issued so far, releases the lease and stops the runtime. Dropping
-    /// the backend does the same; `close` reports whether writes were still failing.
+    /// Waits (up to [`OpenOptions::close_wait`]) for every write issued so far, then, once
+    /// none of its requests can still land, releases the lease and stops the runtime. Dropping
+    /// the backend does the same; `close` reports writes still in flight (the lease is then
+    /// left to expire) or still failing.
     pub fn close(mut self) -> ObjResult<()> {
         let r = self.shutdown();
         self.runtime = None;
