@@ -40,78 +40,15 @@ use crate::fence::Clock;
 use crate::image::{Access, Image, Limits};
 use crate::join::Join;
 use crate::layout::{pieces, Layout, Manifest, Piece, Stamp};
-use crate::lease::{Lease, LeaseMode};
-use crate::retry::{Failed, Gate, RetryPolicy};
+use crate::lease::Lease;
+use crate::options::{MetadataStats, OpenOptions};
+use crate::retry::{Failed, Gate};
 use crate::store::{Requests, StoreStats, Version};
 use crate::trailer::{random_u64, CHUNK_TRAILER_LEN};
 
 /// Empty chunk objects deleted at most per open (the rest wait for a later open; they cost a
 /// listing entry and a few bytes of the versions table each, and read as zeros).
 pub const RECLAIM_PER_OPEN_MAX: usize = 1024;
-
-/// How to open an image.
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    /// Read-only (no lease) or read-write (under the single-writer lease).
-    pub access: Access,
-    /// Retries of each store request.
-    pub retry: RetryPolicy,
-    /// Requests in flight and runtime threads.
-    pub limits: Limits,
-    /// How long the lease lives without renewal (renewed every third of it). At least three
-    /// times `retry.attempt_timeout` ([`ObjectError::LeaseTooShort`]). Default 30 s.
-    pub lease_ttl: Duration,
-    /// What to do if another writer's lock is found.
-    pub lease_mode: LeaseMode,
-    /// How long closing waits for the writes in flight; past it, close fails with
-    /// [`ObjectError::InFlightAtClose`] and leaves the lease to expire. Default 60 s.
-    pub close_wait: Duration,
-}
-
-impl Default for OpenOptions {
-    fn default() -> OpenOptions {
-        OpenOptions {
-            access: Access::ReadWrite,
-            retry: RetryPolicy::default(),
-            limits: Limits::default(),
-            lease_ttl: Duration::from_secs(30),
-            lease_mode: LeaseMode::Wait,
-            close_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-impl OpenOptions {
-    /// Checks that the options make sense together: a writer's lease must outlive the store
-    /// requests made under it (`lease.rs`).
-    pub fn check(&self) -> ObjResult<()> {
-        let timeout = self.retry.attempt_timeout;
-        if self.access == Access::ReadWrite && self.lease_ttl < timeout.saturating_mul(3) {
-            return Err(ObjectError::LeaseTooShort {
-                lease_ttl: self.lease_ttl,
-                attempt_timeout: timeout,
-            });
-        }
-        if timeout.is_zero() {
-            return Err(ObjectError::Invalid(
-                "the store attempt timeout must not be zero".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// What the backend keeps per chunk, beyond the requests in flight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetadataStats {
-    /// Chunks with a stored object whose version the backend knows (one compact entry each).
-    pub chunk_versions: usize,
-    /// Chunks with transient state now: I/O in flight or queued, failed writes, or a write of
-    /// unknown outcome. Idle chunks have none.
-    pub chunk_cells: usize,
-    /// Heap bytes of both (the versions table from its capacity; cells estimated).
-    pub bytes: u64,
-}
 
 /// An image in an object store, as a page-cache backend. See the module docs.
 pub struct ObjectStoreBackend {

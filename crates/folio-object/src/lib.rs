@@ -55,8 +55,8 @@
 //! (requests, counters), `retry.rs` (retries, deadlines), `fence.rs`, `lease.rs`, `image.rs`
 //! (shared state), `cell.rs` and `versions.rs` (per-chunk state), `chunk.rs` (reads, the
 //! rewrite task), `rewrite.rs` (conditional PUTs, unknown outcomes), `resize.rs`, `join.rs`,
-//! `backend.rs` (open, close, the trait), `s3.rs` (the S3 client), `faulty.rs` (fault
-//! injection).
+//! `options.rs`, `backend.rs` (open, close, the trait), `s3.rs` (the S3 client), `faulty.rs`
+//! (fault injection).
 #![warn(missing_docs)]
 
 mod backend;
@@ -69,6 +69,7 @@ mod image;
 mod join;
 mod layout;
 mod lease;
+mod options;
 mod resize;
 mod retry;
 mod rewrite;
@@ -77,12 +78,13 @@ mod store;
 mod trailer;
 mod versions;
 
-pub use backend::{MetadataStats, ObjectStoreBackend, OpenOptions, RECLAIM_PER_OPEN_MAX};
+pub use backend::{ObjectStoreBackend, RECLAIM_PER_OPEN_MAX};
 pub use error::{ObjResult, ObjectError};
 pub use faulty::FaultyStore;
 pub use image::{Access, Limits};
 pub use layout::{Layout, Manifest, CHUNK_SIZE_DEFAULT};
 pub use lease::LeaseMode;
+pub use options::{MetadataStats, OpenOptions};
 pub use retry::RetryPolicy;
 pub use s3::{s3_store, S3Location, S3Options};
 pub use store::StoreStats;
