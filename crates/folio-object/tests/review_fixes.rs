@@ -344,6 +344,24 @@ fn item_4_a_409_conflict_is_retried() {
     assert_eq!((d[0], d[4096]), (3, 4));
 }
 
+/// Item 4: a PUT whose answer was lost is recognised in the same round (its retry's condition
+/// fails against our own landed version, whose trailer names this very write), so the write
+/// succeeds at once instead of failing a round.
+#[test]
+fn item_4_a_put_whose_answer_was_lost_succeeds_in_the_same_round() {
+    let h = Hooked::new();
+    let b = create(&h, 4 * MIB, 64 * KIB, &opts());
+    write(&b, 0, 1, 1, 4096).unwrap();
+    h.script(chunk_puts, vec![Act::LoseAnswer]); // an update
+    write(&b, 0, 2, 1, 4096).unwrap();
+    h.script(chunk_puts, vec![Act::LoseAnswer]); // a create
+    write(&b, 16, 3, 1, 4096).unwrap();
+    write(&b, 16, 4, 1, 4096).unwrap(); // the version it learned is the right one
+    assert_eq!(data(&h.inner, 0).unwrap()[0], 2);
+    assert_eq!(data(&h.inner, 1).unwrap()[0], 4);
+    b.close().unwrap();
+}
+
 /// Item 9: with the store black-holed, each chunk rewrite spent its whole retry budget holding
 /// one of the rewrite slots, and a read of a chunk waited behind its rewrite: a sync, a read
 /// and a close took (dirty chunks / slots) budgets. Now each rewrite sends nothing past its
