@@ -32,7 +32,8 @@ pub struct StoreArgs {
     /// S3 region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).
     #[arg(long, global = true)]
     pub region: Option<String>,
-    /// Time to live of the single-writer lease of an `s3://` image (renewed every third).
+    /// Time to live of the single-writer lease of an `s3://` image (renewed every third; at
+    /// least three times --store-timeout).
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
     /// Take over the lease of an `s3://` image at once instead of waiting out its time to live
@@ -42,8 +43,9 @@ pub struct StoreArgs {
     /// Attempts per store request (timeouts, 5xx, connection errors) before an I/O error.
     #[arg(long, global = true, default_value_t = 6)]
     pub store_attempts: u32,
-    /// Time limit of one store request.
-    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    /// Time limit of one store request (at most a third of --lease-ttl: a writer's requests
+    /// must end well inside its lease).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub store_timeout: Duration,
 }
 

@@ -1,7 +1,9 @@
 //! [`ObjectStoreBackend`]: a Folio [`PageCacheBackend`] over an image in an object store.
 //!
-//! Owns: opening and creating images (manifest, lease, the listing of chunk versions), the
-//! backend's own runtime, and the `PageCacheBackend` calls: each read or write of a run of pages
+//! Owns: opening and creating images (options checked, manifest, lease, the streamed listing of
+//! chunk versions, reclaiming empty chunk objects under the fresh lease), closing them (no
+//! release of the lease while a write may still land), the backend's own runtime, and the
+//! `PageCacheBackend` calls: each read or write of a run of pages
 //! is split at chunk boundaries into one piece per chunk; reads start one ranged GET per piece
 //! at once (several in flight, bounded), writes queue each piece for its chunk's rewrite
 //! (`chunk.rs`). Writes started with `start_write_pages` wait for `unplug`, so a flush's runs
@@ -12,8 +14,10 @@
 //! completing `Ok` means its pages are durable, and [`sync`](PageCacheBackend::sync) waits for
 //! the writes issued before it (failing only once the lease is lost for good). A failed write
 //! fails its waiter (the cache keeps its pages dirty and writes them again); the backend also
-//! counts the 4 KiB blocks whose latest write failed and [`close`](ObjectStoreBackend::close)
-//! reports them if they were never written since.
+//! counts the bytes whose latest write failed and [`close`](ObjectStoreBackend::close) reports
+//! them if they were never written since. Against a store that does not answer, a rewrite sends
+//! nothing past its deadline (`retry.rs`), so a sync of many dirty chunks returns its error
+//! after about two retry budgets, not one budget per few chunks.
 //!
 //! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
 //! image layout (`layout.rs`).
@@ -26,49 +30,32 @@ use std::time::Duration;
 
 use folio::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
 use folio::IoOp;
+use futures_util::StreamExt;
 use object_store::{ObjectStore, PutMode};
 
-use crate::chunk::{Kick, Op, Pending};
+use crate::cell::{Kick, Op, Pending};
+use crate::chunk::{changed, data_len};
 use crate::error::{ObjResult, ObjectError};
+use crate::fence::Clock;
 use crate::image::{Access, Image, Limits};
 use crate::join::Join;
-use crate::layout::{pieces, Layout, Manifest, Piece};
-use crate::lease::{Lease, LeaseMode};
-use crate::retry::{Failed, RetryPolicy};
-use crate::store::{Counters, Requests, StoreStats, Version};
+use crate::layout::{pieces, Layout, Manifest, Piece, Stamp};
+use crate::lease::Lease;
+use crate::options::{MetadataStats, OpenOptions};
+use crate::retry::{Failed, Gate};
+use crate::store::{Requests, StoreStats, Version};
+use crate::trailer::{random_u64, CHUNK_TRAILER_LEN};
 
-/// How to open an image.
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    /// Read-only (no lease) or read-write (under the single-writer lease).
-    pub access: Access,
-    /// Retries of each store request.
-    pub retry: RetryPolicy,
-    /// Requests in flight and runtime threads.
-    pub limits: Limits,
-    /// How long the lease lives without renewal (renewed every third of it). Default 30 s.
-    pub lease_ttl: Duration,
-    /// What to do if another writer's lock is found.
-    pub lease_mode: LeaseMode,
-}
-
-impl Default for OpenOptions {
-    fn default() -> OpenOptions {
-        OpenOptions {
-            access: Access::ReadWrite,
-            retry: RetryPolicy::default(),
-            limits: Limits::default(),
-            lease_ttl: Duration::from_secs(30),
-            lease_mode: LeaseMode::Wait,
-        }
-    }
-}
+/// Empty chunk objects deleted at most per open (the rest wait for a later open; they cost a
+/// listing entry and a few bytes of the versions table each, and read as zeros).
+pub const RECLAIM_PER_OPEN_MAX: usize = 1024;
 
 /// An image in an object store, as a page-cache backend. See the module docs.
 pub struct ObjectStoreBackend {
     image: Arc<Image>,
     lease: Option<Arc<Lease>>,
     runtime: Option<tokio::runtime::Runtime>,
+    close_wait: Duration,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -98,40 +85,56 @@ impl ObjectStoreBackend {
         manifest: Manifest,
         opts: &OpenOptions,
     ) -> ObjResult<ObjectStoreBackend> {
+        opts.check()?;
         let layout = Layout::new(prefix)?;
         let rt = runtime(&opts.limits)?;
-        let req = requests(store.clone(), opts);
+        let req = Requests::new(store.clone(), opts.retry, Clock::new());
         let key = layout.manifest();
-        let body = bytes::Bytes::from(manifest.to_json());
-        match rt.block_on(req.put(&key, body, PutMode::Create, None)) {
+        let stamp = Stamp {
+            image_id: random_u64(),
+            revision: 0,
+            writer: 0,
+        };
+        let body = bytes::Bytes::from(manifest.to_json(stamp));
+        match rt.block_on(req.put(&key, body, PutMode::Create, Gate::Open)) {
             Ok(_) => {}
-            Err(Failed::Answer {
-                error: object_store::Error::AlreadyExists { .. },
-                ..
-            }) => {
-                return Err(ObjectError::Invalid(format!(
-                    "an image already exists at {prefix} ({key})"
-                )))
+            Err(f) if changed(&f) => {
+                // Ours if an earlier attempt landed and its answer was lost.
+                let ours = rt
+                    .block_on(req.get(&key, None, None, Gate::Open))
+                    .ok()
+                    .and_then(|g| Manifest::parse_stamped(&g.bytes, key.as_ref()).ok())
+                    .is_some_and(|(m, s)| m == manifest && s == stamp);
+                if !ours {
+                    return Err(ObjectError::Invalid(format!(
+                        "an image already exists at {prefix} ({key})"
+                    )));
+                }
             }
             Err(f) => return Err(f.into_error("PUT", key.as_ref())),
         }
+        // A create attempt that got no answer may still land: wait until it cannot.
+        rt.block_on(req.settle());
         drop(rt);
         ObjectStoreBackend::open(store, prefix, opts)
     }
 
     /// Opens the image under `prefix`: reads its manifest, takes the lease (read-write), and
-    /// lists its chunks' versions (one LIST request per 1,000 chunks). A read-write open also
-    /// deletes chunks past the image's end that a crash in the middle of a shrink left behind.
+    /// lists its chunks' versions (one LIST request per 1,000 chunks, streamed). A read-write
+    /// open then deletes, under its fresh lease, the chunks past the image's end that hold data
+    /// and up to [`RECLAIM_PER_OPEN_MAX`] empty chunk objects (`rewrite.rs`), and waits until
+    /// none of those DELETEs can still land before it returns.
     pub fn open(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
         opts: &OpenOptions,
     ) -> ObjResult<ObjectStoreBackend> {
+        opts.check()?;
         let layout = Layout::new(prefix)?;
         let rt = runtime(&opts.limits)?;
-        let req = requests(store, opts);
+        let req = Requests::new(store, opts.retry, Clock::new());
         let key = layout.manifest();
-        let got = match rt.block_on(req.get(&key, None, None)) {
+        let got = match rt.block_on(req.get(&key, None, None, Gate::Open)) {
             Ok(g) => g,
             Err(Failed::Answer {
                 error: object_store::Error::NotFound { .. },
@@ -144,7 +147,12 @@ impl ObjectStoreBackend {
             }
             Err(f) => return Err(f.into_error("GET", key.as_ref())),
         };
-        let manifest = Manifest::parse(&got.bytes, key.as_ref())?;
+        let (manifest, stamp) = Manifest::parse_stamped(&got.bytes, key.as_ref())?;
+        if opts.access == Access::ReadWrite && got.version.is_none() {
+            return Err(ObjectError::Invalid(format!(
+                "the store returned no ETag for {key}: it cannot hold a writable image"
+            )));
+        }
         let image = Arc::new(Image::new(
             req,
             layout,
@@ -153,7 +161,7 @@ impl ObjectStoreBackend {
             opts.limits,
             rt.handle().clone(),
         ));
-        *image.manifest_version.lock() = got.version;
+        *image.manifest_state.lock() = (got.version, stamp);
         let lease = match opts.access {
             Access::ReadOnly => None,
             _ => {
@@ -167,6 +175,7 @@ impl ObjectStoreBackend {
             image,
             lease,
             runtime: Some(rt),
+            close_wait: opts.close_wait,
         };
         backend.block_on(backend.load_chunk_versions())?;
         Ok(backend)
@@ -175,31 +184,85 @@ impl ObjectStoreBackend {
     async fn load_chunk_versions(&self) -> ObjResult<()> {
         let image = &self.image;
         let dir = image.layout.chunks().clone();
-        let listed = image
+        image
             .req
-            .list(&dir)
-            .await
-            .map_err(|f| f.into_error("LIST", dir.as_ref()))?;
-        let chunks = image.manifest().chunks();
-        for meta in listed {
-            let Some(n) = image.layout.chunk_number(&meta.location) else {
-                continue;
-            };
-            if n >= chunks && image.access == Access::ReadWrite {
-                tracing::info!(chunk = n, "deleting a chunk past the end of the image");
-                image
-                    .req
-                    .delete(&meta.location)
-                    .await
-                    .map_err(|f| f.into_error("DELETE", meta.location.as_ref()))?;
-                continue;
-            }
-            let version = Version::from_meta(&meta).ok_or_else(|| {
-                ObjectError::Invalid(format!("the store lists {} without an ETag", meta.location))
-            })?;
-            image.cell(n).st.lock().version = Some(version);
+            .list(&dir, |meta| {
+                let Some(n) = image.layout.chunk_number(&meta.location) else {
+                    return Ok(());
+                };
+                let version = Version::from_meta(&meta).ok_or_else(|| {
+                    ObjectError::Invalid(format!(
+                        "the store lists {} without an ETag",
+                        meta.location
+                    ))
+                })?;
+                image.set_version(n, Some(version));
+                Ok(())
+            })
+            .await?;
+        if image.access == Access::ReadWrite {
+            self.reclaim().await?;
         }
         Ok(())
+    }
+
+    /// Deletes the chunks past the image's end that hold data and up to
+    /// [`RECLAIM_PER_OPEN_MAX`] empty chunk objects, then waits until no DELETE of ours can
+    /// still land. Only at open, under the
+    /// fresh lease: nothing of this session writes meanwhile.
+    async fn reclaim(&self) -> ObjResult<()> {
+        let image = &self.image;
+        let chunks = image.manifest().chunks();
+        let found = image
+            .versions
+            .lock()
+            .chunks_sized_or_from(CHUNK_TRAILER_LEN, chunks);
+        let mut empty = 0;
+        let gone: Vec<u64> = found
+            .into_iter()
+            .filter(|&n| {
+                // Every chunk past the end that holds data (a later growth would show it; a
+                // shrink empties them before it cuts the manifest, so there are none unless
+                // someone else wrote them); empty ones, past the end or not, up to the bound.
+                let has_data = image.version(n).is_some_and(|v| data_len(&v) > 0);
+                (n >= chunks && has_data) || {
+                    empty += 1;
+                    empty <= RECLAIM_PER_OPEN_MAX
+                }
+            })
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            chunks = gone.len(),
+            "deleting empty chunk objects and chunks past the end"
+        );
+        let in_flight = image.puts.available_permits().max(1);
+        let mut deletes = futures_util::stream::iter(gone)
+            .map(|n| async move {
+                let key = image.layout.chunk(n);
+                let gate = Gate::Write {
+                    fence: &image.fence,
+                    deadline_ms: image.req.deadline_ms(image.req.clock.now_ms()),
+                };
+                let r = image.req.delete(&key, gate).await;
+                (n, r.map_err(|f| f.into_error("DELETE", key.as_ref())))
+            })
+            .buffer_unordered(in_flight);
+        let mut first_error = None;
+        // Bounded: one item per chunk to delete.
+        while let Some((n, r)) = deletes.next().await {
+            match r {
+                Ok(()) => image.set_version(n, None),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drop(deletes);
+        image.req.settle().await;
+        first_error.map_or(Ok(()), Err)
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -217,6 +280,19 @@ impl ObjectStoreBackend {
     /// Requests made and bytes moved so far.
     pub fn stats(&self) -> StoreStats {
         self.image.req.counters.snapshot()
+    }
+
+    /// What the backend keeps per chunk now (see [`MetadataStats`]).
+    pub fn metadata(&self) -> MetadataStats {
+        let versions = self.image.versions.lock();
+        let cells = self.image.cells_live();
+        // A cell: its locks and state, plus its slot in the table.
+        let cell_bytes = std::mem::size_of::<crate::cell::Cell>() + 32;
+        MetadataStats {
+            chunk_versions: versions.len(),
+            chunk_cells: cells,
+            bytes: (versions.heap_bytes() + cells * cell_bytes) as u64,
+        }
     }
 
     /// Most bytes the backend holds outside the cache's frames at once: a chunk for each
@@ -283,14 +359,17 @@ impl ObjectStoreBackend {
                 join: join.clone(),
                 ticket: self.image.tickets.issue(),
                 offset: offset + piece.at,
+                queued_ms: self.image.req.clock.now_ms(),
             };
             self.image.queue(piece.chunk, pending, kick);
         }
         Ok(waiter)
     }
 
-    /// Waits for every write issued so far, releases the lease and stops the runtime. Dropping
-    /// the backend does the same; `close` reports whether writes were still failing.
+    /// Waits (up to [`OpenOptions::close_wait`]) for every write issued so far, then, once
+    /// none of its requests can still land, releases the lease and stops the runtime. Dropping
+    /// the backend does the same; `close` reports writes still in flight (the lease is then
+    /// left to expire) or still failing.
     pub fn close(mut self) -> ObjResult<()> {
         let r = self.shutdown();
         self.runtime = None;
@@ -303,27 +382,29 @@ impl ObjectStoreBackend {
         };
         let image = self.image.clone();
         let lease = self.lease.take();
+        let waited = self.close_wait;
         let r = rt.block_on(async move {
             image.unplug();
             let t = image.tickets.next();
-            let drained =
-                tokio::time::timeout(Duration::from_secs(60), image.tickets.wait_below(t)).await;
+            if tokio::time::timeout(waited, image.tickets.wait_below(t))
+                .await
+                .is_err()
+            {
+                // A write may still land: the lease is left to expire (a newcomer waits out
+                // its time to live and our attempt timeout), never released under it.
+                return Err(ObjectError::InFlightAtClose { waited });
+            }
+            // No request of ours may land after the lock says "released".
+            image.req.settle().await;
             if let Some(lease) = lease {
                 lease.release(&image).await;
             }
-            match (
-                drained,
-                image
-                    .failed_blocks
-                    .load(std::sync::atomic::Ordering::Acquire),
-            ) {
-                (Err(_), _) => Err(ObjectError::Invalid(
-                    "writes still in flight after 60 s at close".into(),
-                )),
-                (Ok(()), 0) => Ok(()),
-                (Ok(()), blocks) => Err(ObjectError::NotDurable {
-                    bytes: blocks * 4096,
-                }),
+            match image
+                .failed_bytes
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                0 => Ok(()),
+                bytes => Err(ObjectError::NotDurable { bytes }),
             }
         });
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -336,14 +417,6 @@ impl Drop for ObjectStoreBackend {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "closing the object-store image");
         }
-    }
-}
-
-fn requests(store: Arc<dyn ObjectStore>, opts: &OpenOptions) -> Requests {
-    Requests {
-        store,
-        policy: opts.retry,
-        counters: Counters::default(),
     }
 }
 
@@ -423,8 +496,14 @@ impl PageCacheBackend for ObjectStoreBackend {
         if offset >= end {
             return Ok(());
         }
-        let busy: Vec<Piece> = pieces(offset, end - offset, self.image.chunk_size)
-            .filter(|p| !self.image.cell(p.chunk).is_idle_and_absent())
+        // A chunk with no data and nothing going on reads as zeros already. One with a cell
+        // (queued writes, failures to clear, a write of unknown outcome) gets its zeroing queued.
+        let image = &self.image;
+        let busy: Vec<Piece> = pieces(offset, end - offset, image.chunk_size)
+            .filter(|p| {
+                image.cell_if_any(p.chunk).is_some()
+                    || image.version(p.chunk).is_some_and(|v| data_len(&v) > 0)
+            })
             .collect();
         if busy.is_empty() {
             return Ok(());
@@ -440,6 +519,7 @@ impl PageCacheBackend for ObjectStoreBackend {
                 join: join.clone(),
                 ticket: self.image.tickets.issue(),
                 offset: offset + p.at,
+                queued_ms: self.image.req.clock.now_ms(),
             };
             self.image.queue(p.chunk, pending, Kick::Now);
         }

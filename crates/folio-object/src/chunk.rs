@@ -1,120 +1,52 @@
-//! Chunks: reading pages out of a chunk object, and rewriting a chunk with the writes queued
-//! for it.
+//! Chunks: reading pages out of a chunk object, and the task that writes a chunk's queued
+//! changes back.
 //!
-//! Owns: each chunk's [`Cell`] — the version Folio knows (or that it is absent), the writes
-//! queued for its next rewrite, whether a rewrite task runs, and which of its blocks' latest
-//! write failed — and the two operations on a chunk:
+//! Owns:
 //! - **read** ([`Image::read_piece`]): one ranged GET for the pages asked for (the whole object,
-//!   checksum verified, when they cover it), conditional on the known ETag so a chunk changed
-//!   behind Folio's back is an error, not silently different bytes; an absent chunk, or bytes
-//!   past the object's end, read as zeros without a request.
-//! - **rewrite** ([`Image::flush_chunk`]): a task per chunk takes every write queued for it,
-//!   fetches the chunk if those writes do not cover it, applies them in order, and PUTs the
-//!   whole chunk conditionally (If-Match its ETag, or If-None-Match for a new one), or DELETEs
-//!   it if it is now all zeros. Writes queued while it runs go into its next round, so the dirty
-//!   pages of one chunk are one PUT. The writers' waiters complete only once the PUT is
-//!   acknowledged, with its error if it failed (the cache then keeps the pages dirty).
+//!   trailer and checksum verified, when they cover its data), conditional on the known ETag so
+//!   a chunk changed behind Folio's back is an error, not silently different bytes; an absent
+//!   or empty chunk, or bytes past the object's data, read as zeros without a request. If a
+//!   write of ours of unknown outcome may have landed (`cell.rs`), a failed condition is
+//!   resolved (`rewrite.rs`) and the read made again.
+//! - **queueing and the rewrite task** ([`Image::queue`], [`Image::unplug`]): a task per chunk
+//!   takes every change queued for it and rewrites the chunk (`rewrite.rs`); changes queued
+//!   while it runs go into its next round, so the dirty pages of one chunk are one PUT. The
+//!   writers' waiters complete only once the PUT is acknowledged, with its error if it failed
+//!   (the cache then keeps the pages dirty).
+//! - **failure accounting**: the bytes whose latest write-back failed, per chunk (exact byte
+//!   ranges, so pages smaller than 4 KiB count right) and in all; a later successful write or
+//!   zeroing of them, or a shrink that drops them, clears them. A failed zeroing is not counted:
+//!   its caller got the error synchronously and no cached data waits on it.
 //!
-//! A chunk's reads and rewrites exclude each other (`Cell::io`): a read never sees a half-landed
-//! rewrite, and a rewrite never races another.
+//! A chunk's reads and rewrites exclude each other (`Cell::io`): a read never races a rewrite
+//! of the same chunk (whose version it would not know yet).
 //!
-//! Does not own: splitting I/O into pieces or completing waiters (`backend.rs`), the lease.
+//! Does not own: splitting I/O into pieces or completing waiters (`backend.rs`), what a rewrite
+//! sends (`rewrite.rs`), the chunk state (`cell.rs`, `versions.rs`).
 //!
 //! May block: async, on the backend's runtime; rewrites wait for a PUT slot.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use folio::backend::{Frame, FrameMut};
-use object_store::PutMode;
-use parking_lot::Mutex;
-use tokio::sync::RwLock;
+use folio::backend::FrameMut;
+use object_store::GetRange;
 
+use crate::cell::{Cell, Kick, Op, Pending, Task};
 use crate::error::{ObjResult, ObjectError};
 use crate::image::Image;
-use crate::join::Join;
-use crate::retry::Failed;
-use crate::store::{crc32c, Got, Version};
+use crate::retry::{Failed, Gate};
+use crate::store::{Got, Version};
+use crate::trailer::{self, Bad, CHUNK_TRAILER_LEN};
 
-/// Failure tracking granularity: 4 KiB blocks of a chunk.
-const BLOCK: u64 = 4096;
-
-/// One chunk's state.
-#[derive(Default)]
-pub(crate) struct Cell {
-    /// Shared by reads, exclusive for a rewrite.
-    pub(crate) io: RwLock<()>,
-    pub(crate) st: Mutex<CellState>,
+/// Bytes of data (the image's bytes) in a chunk object of version `v`.
+pub(crate) fn data_len(v: &Version) -> u64 {
+    v.size.saturating_sub(CHUNK_TRAILER_LEN)
 }
 
-impl Cell {
-    /// True if the chunk is absent and nothing is queued or running for it: it reads as zeros
-    /// and zeroing it is a no-op.
-    pub(crate) fn is_idle_and_absent(&self) -> bool {
-        let st = self.st.lock();
-        st.version.is_none() && st.pending.is_empty() && st.task == Task::Idle
-    }
-}
-
-/// What is known about a chunk and what waits for it.
-#[derive(Default)]
-pub(crate) struct CellState {
-    /// The stored version; `None`: no object (reads as zeros).
-    pub(crate) version: Option<Version>,
-    pending: Vec<Pending>,
-    task: Task,
-    /// Bit per 4 KiB block whose latest write-back failed.
-    failed: Vec<u64>,
-}
-
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-enum Task {
-    /// No rewrite task, nothing queued.
-    #[default]
-    Idle,
-    /// Writes queued; the task starts at the next `unplug`.
-    Plugged,
-    /// A task is rewriting the chunk (and will take what is queued meanwhile).
-    Running,
-}
-
-/// A change queued for a chunk.
-pub(crate) enum Op {
-    /// Pages at byte `at` of the chunk.
-    Write { at: u64, frames: Vec<Frame> },
-    /// Zeros over `start .. end` of the chunk.
-    Zero { start: u64, end: u64 },
-}
-
-impl Op {
-    fn span(&self) -> (u64, u64) {
-        match self {
-            Op::Write { at, frames } => {
-                let len: usize = frames.iter().map(|f| f.len()).sum();
-                (*at, at + len as u64)
-            }
-            Op::Zero { start, end } => (*start, *end),
-        }
-    }
-}
-
-/// A queued change, the waiter part it completes, and its write ticket.
-pub(crate) struct Pending {
-    pub(crate) op: Op,
-    pub(crate) join: Arc<Join>,
-    pub(crate) ticket: u64,
-    pub(crate) offset: u64,
-}
-
-/// When a queued write's rewrite should start.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kick {
-    /// Now: the caller waits next.
-    Now,
-    /// At the next `unplug` (the caller queues more first).
-    Plugged,
-}
+/// Passes of a read or rewrite: a further pass only follows the adoption of a version of our
+/// own that landed without its answer.
+pub(crate) const PASSES_MAX: usize = 3;
 
 impl Image {
     /// Reads `frames` (pages of `page` bytes) from byte `start` of chunk `n`.
@@ -127,47 +59,74 @@ impl Image {
     ) -> ObjResult<()> {
         let _geometry = self.geometry.read().await;
         let cell = self.cell(n);
-        let _io = cell.io.read().await;
-        let version = cell.st.lock().version.clone();
-        let end = start + (frames.len() * page) as u64;
-        let Some(v) = version.filter(|v| v.size > start) else {
-            frames.iter_mut().for_each(|f| f.as_mut_slice().fill(0));
-            return Ok(());
-        };
-        let stop = end.min(v.size);
-        let whole = start == 0 && stop == v.size;
-        let key = self.layout.chunk(n);
-        let got = {
-            let _slot = self
-                .gets
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            let range = (!whole).then_some(start..stop);
-            self.req.get(&key, range, Some(&v.e_tag)).await
-        };
-        let got = self.checked(n, &v, got, whole)?;
-        if got.bytes.len() as u64 != stop - start {
-            return Err(self.changed(n, &v, "an object of another length"));
-        }
-        for (i, f) in frames.iter_mut().enumerate() {
-            let dst = f.as_mut_slice();
-            let from = (i * page).min(got.bytes.len());
-            let to = (from + page).min(got.bytes.len());
-            dst[..to - from].copy_from_slice(&got.bytes[from..to]);
-            dst[to - from..].fill(0);
-        }
-        Ok(())
+        self.read_cell(n, &cell, start, &mut frames, page).await
     }
 
-    /// Turns a GET's outcome into the chunk's bytes or a typed error, checking the version and
-    /// (for a whole object) the stored checksum.
-    fn checked(
+    async fn read_cell(
+        &self,
+        n: u64,
+        cell: &Cell,
+        start: u64,
+        frames: &mut [FrameMut],
+        page: usize,
+    ) -> ObjResult<()> {
+        let _io = cell.io.read().await;
+        let end = start + (frames.len() * page) as u64;
+        let key = self.layout.chunk(n);
+        for pass in 1..=PASSES_MAX {
+            let version = self.version(n);
+            let Some(v) = version.filter(|v| data_len(v) > start) else {
+                frames.iter_mut().for_each(|f| f.as_mut_slice().fill(0));
+                return Ok(());
+            };
+            let stop = end.min(data_len(&v));
+            let whole = start == 0 && stop == data_len(&v);
+            let got = {
+                let _slot = self
+                    .gets
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                let range = (!whole).then_some(GetRange::Bounded(start..stop));
+                self.req.get(&key, range, Some(&v.e_tag), Gate::Open).await
+            };
+            let got = match got {
+                Err(f) if changed(&f) && pass < PASSES_MAX && cell.st.lock().unsure => {
+                    self.resolve(n, Gate::Open).await?;
+                    continue;
+                }
+                got => self.checked(n, &v, got)?,
+            };
+            let bytes = if whole {
+                self.opened(n, &got.bytes)?
+            } else {
+                &got.bytes[..]
+            };
+            if bytes.len() as u64 != stop - start {
+                return Err(self.changed(n, &v, "an object of another length"));
+            }
+            for (i, f) in frames.iter_mut().enumerate() {
+                let dst = f.as_mut_slice();
+                let from = (i * page).min(bytes.len());
+                let to = (from + page).min(bytes.len());
+                dst[..to - from].copy_from_slice(&bytes[from..to]);
+                dst[to - from..].fill(0);
+            }
+            return Ok(());
+        }
+        Err(self.changed(
+            n,
+            &self.version(n).unwrap_or_else(absent),
+            "versions that keep changing",
+        ))
+    }
+
+    /// Turns a GET's outcome into the bytes or a typed error, checking the version.
+    pub(crate) fn checked(
         &self,
         n: u64,
         expected: &Version,
         got: Result<Got, Failed>,
-        whole: bool,
     ) -> ObjResult<Got> {
         let key = self.layout.chunk(n);
         let got = match got {
@@ -187,21 +146,25 @@ impl Image {
                 return Err(self.changed(n, expected, &v.e_tag));
             }
         }
-        if let (true, Some(stored)) = (whole, got.crc) {
-            let found = crc32c(&got.bytes);
-            if found != stored {
-                return Err(ObjectError::Checksum {
-                    chunk: n,
-                    key: key.to_string(),
-                    stored,
-                    found,
-                });
-            }
-        }
         Ok(got)
     }
 
-    fn changed(&self, n: u64, expected: &Version, found: &str) -> ObjectError {
+    /// The data of a whole chunk object, its trailer and checksum verified.
+    pub(crate) fn opened<'a>(&self, n: u64, object: &'a [u8]) -> ObjResult<&'a [u8]> {
+        let key = self.layout.chunk(n).to_string();
+        match trailer::open(object) {
+            Ok((data, _)) => Ok(data),
+            Err(Bad::Format(why)) => Err(ObjectError::BadChunk { chunk: n, key, why }),
+            Err(Bad::Checksum { stored, found }) => Err(ObjectError::Checksum {
+                chunk: n,
+                key,
+                stored,
+                found,
+            }),
+        }
+    }
+
+    pub(crate) fn changed(&self, n: u64, expected: &Version, found: &str) -> ObjectError {
         ObjectError::ChunkChanged {
             chunk: n,
             key: self.layout.chunk(n).to_string(),
@@ -247,7 +210,9 @@ impl Image {
     pub(crate) fn unplug(self: &Arc<Image>) {
         let chunks = std::mem::take(&mut *self.plugged.lock());
         for n in chunks {
-            let cell = self.cell(n);
+            let Some(cell) = self.cell_if_any(n) else {
+                continue;
+            };
             let mut st = cell.st.lock();
             if st.task == Task::Plugged {
                 st.task = Task::Running;
@@ -267,12 +232,12 @@ impl Image {
     /// nothing is queued.
     async fn flush_chunk(self: Arc<Image>, n: u64) {
         let cell = self.cell(n);
-        let _slot = self
+        let slot = self
             .puts
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        // Bounded: each round takes at least one queued write, and writers are throttled by
+        // Bounded: each round takes at least one queued change, and writers are throttled by
         // the cache (a page is under write-back until its write completes).
         loop {
             let geometry = self.geometry.read().await;
@@ -281,17 +246,28 @@ impl Image {
                 let mut st = cell.st.lock();
                 if st.pending.is_empty() {
                     st.task = Task::Idle;
-                    return;
+                    break;
                 }
                 std::mem::take(&mut st.pending)
             };
-            let spans: Vec<(u64, u64)> = batch.iter().map(|p| p.op.span()).collect();
-            let (mut ops, waits): (Vec<Op>, Vec<_>) = batch
+            let batch_queued_ms = batch.iter().map(|p| p.queued_ms).min().unwrap_or(0);
+            let spans: Vec<(u64, u64, bool)> = batch
+                .iter()
+                .map(|p| {
+                    let (s, e) = p.op.span();
+                    (s, e, matches!(p.op, Op::Write { .. }))
+                })
+                .collect();
+            let (ops, waits): (Vec<Op>, Vec<_>) = batch
                 .into_iter()
                 .map(|p| (p.op, (p.join, p.ticket, p.offset)))
                 .unzip();
             let len = self.manifest().chunk_len(n);
-            let result = self.rewrite(n, &cell, &mut ops, len).await;
+            let queued_ms = batch_queued_ms;
+            let result = self
+                .rewrite(n, &cell, &ops, len, self.req.deadline_ms(queued_ms))
+                .await;
+            drop(ops); // the frames go back to the cache before the waiters complete
             if let Err(e) = &result {
                 tracing::warn!(chunk = n, error = %e, "chunk write-back failed");
             }
@@ -313,216 +289,52 @@ impl Image {
                 self.tickets.finish(ticket);
             }
         }
+        drop(slot);
+        drop(cell);
     }
 
-    /// Applies `ops` (in order) to chunk `n`, whose object is to be `len` bytes long, in the
-    /// store. The caller excludes every other read and rewrite of the chunk.
-    pub(crate) async fn rewrite(
-        &self,
-        n: u64,
-        cell: &Cell,
-        ops: &mut [Op],
-        len: u64,
-    ) -> ObjResult<()> {
-        self.writable()?;
-        let len = len as usize;
-        let version = cell.st.lock().version.clone();
-        if len == 0 {
-            return Ok(()); // wholly past the end of the image: nothing to keep
-        }
-        let key = self.layout.chunk(n);
-        let mut buf = match &version {
-            Some(v) if v.size > 0 && !covers(ops, len as u64) => {
-                let got = self.req.get(&key, None, Some(&v.e_tag)).await;
-                let mut b = self.checked(n, v, got, true)?.bytes.to_vec();
-                b.resize(len, 0);
-                b
-            }
-            _ => vec![0; len],
-        };
-        for op in ops.iter_mut() {
-            apply(&mut buf, op);
-        }
-        if buf.iter().all(|&b| b == 0) {
-            if version.is_some() {
-                self.req
-                    .delete(&key)
-                    .await
-                    .map_err(|f| f.into_error("DELETE", key.as_ref()))?;
-                cell.st.lock().version = None;
-            }
-            return Ok(());
-        }
-        let crc = crc32c(&buf);
-        let size = buf.len() as u64;
-        let mode = match &version {
-            Some(v) => PutMode::Update(v.update()),
-            None => PutMode::Create,
-        };
-        let put = self.req.put(&key, Bytes::from(buf), mode, Some(crc)).await;
-        let landed = match put {
-            Ok(v) if !v.e_tag.is_empty() => v,
-            Ok(_) => self.current(n, crc, size).await?.ok_or_else(|| {
-                ObjectError::Invalid(format!("the store returned no ETag for {key}"))
-            })?,
-            Err(Failed::Answer {
-                error:
-                    object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
-                attempts,
-            }) => {
-                // After a retry, the precondition may have failed on our own earlier attempt,
-                // whose answer was lost: the store then holds exactly our bytes.
-                let ours = if attempts > 1 {
-                    self.current(n, crc, size).await?
-                } else {
-                    None
-                };
-                match (ours, &version) {
-                    (Some(v), _) => v,
-                    (None, Some(v)) => return Err(self.changed(n, v, "a different version")),
-                    (None, None) => {
-                        return Err(ObjectError::ChunkChanged {
-                            chunk: n,
-                            key: key.to_string(),
-                            expected: "absent".into(),
-                            found: "an object".into(),
-                        })
-                    }
-                }
-            }
-            Err(f) => return Err(f.into_error("PUT", key.as_ref())),
-        };
-        cell.st.lock().version = Some(landed);
-        Ok(())
-    }
-
-    /// The chunk's version in the store if it holds exactly `size` bytes with CRC `crc`.
-    async fn current(&self, n: u64, crc: u32, size: u64) -> ObjResult<Option<Version>> {
-        let key = self.layout.chunk(n);
-        match self.req.head(&key).await {
-            Ok((Some(v), Some(c))) if c == crc && v.size == size => Ok(Some(v)),
-            Ok(_)
-            | Err(Failed::Answer {
-                error: object_store::Error::NotFound { .. },
-                ..
-            }) => Ok(None),
-            Err(f) => Err(f.into_error("HEAD", key.as_ref())),
-        }
-    }
-
-    /// Marks the blocks of `spans` failed (or, on success, durable again).
-    fn track_failures(&self, cell: &Cell, spans: &[(u64, u64)], ok: bool) {
+    /// Records a round's outcome over its changes' `spans` (start, end, is a write): on
+    /// success every byte they covered is durable; on failure the bytes of its writes are not.
+    fn track_failures(&self, cell: &Cell, spans: &[(u64, u64, bool)], ok: bool) {
         let mut st = cell.st.lock();
-        let mut delta: i64 = 0;
-        for &(start, end) in spans {
-            // Failure marks every block touched; success clears the blocks written whole.
-            let (first, last) = if ok {
-                (start.div_ceil(BLOCK), end / BLOCK)
-            } else {
-                (start / BLOCK, end.div_ceil(BLOCK))
-            };
-            for b in first..last {
-                delta += set_bit(&mut st.failed, b, !ok);
+        let (mut added, mut removed) = (0u64, 0u64);
+        for &(start, end, write) in spans {
+            if ok {
+                removed += st.failed.remove(start, end);
+            } else if write {
+                added += st.failed.add(start, end);
             }
         }
-        if delta >= 0 {
-            self.failed_blocks.fetch_add(delta as u64, Ordering::AcqRel);
-        } else {
-            self.failed_blocks
-                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
-        }
+        drop(st);
+        self.failed_bytes.fetch_add(added, Ordering::AcqRel);
+        self.failed_bytes.fetch_sub(removed, Ordering::AcqRel);
     }
 
-    /// Forgets failures of blocks from byte `from` of chunk `n` on (dropped by a resize).
+    /// Forgets failures of bytes from `from` on in `cell` (dropped by a resize).
     pub(crate) fn forget_failures_from(&self, cell: &Cell, from: u64) {
-        let mut st = cell.st.lock();
-        let total = (st.failed.len() * 64) as u64;
-        let mut cleared = 0u64;
-        for b in from.div_ceil(BLOCK)..total {
-            cleared += set_bit(&mut st.failed, b, false).unsigned_abs();
-        }
-        self.failed_blocks.fetch_sub(cleared, Ordering::AcqRel);
+        let cleared = cell.st.lock().failed.remove(from, u64::MAX);
+        self.failed_bytes.fetch_sub(cleared, Ordering::AcqRel);
     }
 }
 
-/// Sets or clears bit `b`; returns +1, -1 or 0, the change in bits set.
-fn set_bit(bits: &mut Vec<u64>, b: u64, on: bool) -> i64 {
-    let (word, mask) = ((b / 64) as usize, 1u64 << (b % 64));
-    if word >= bits.len() {
-        if !on {
-            return 0;
+/// True if a conditional request failed its condition (the object is another version, or gone).
+pub(crate) fn changed(f: &Failed) -> bool {
+    matches!(
+        f,
+        Failed::Answer {
+            error: object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ..
         }
-        bits.resize(word + 1, 0);
-    }
-    let was = bits[word] & mask != 0;
-    match (was, on) {
-        (false, true) => {
-            bits[word] |= mask;
-            1
-        }
-        (true, false) => {
-            bits[word] &= !mask;
-            -1
-        }
-        _ => 0,
-    }
+    )
 }
 
-/// True if `ops` together cover `0 .. len`.
-fn covers(ops: &[Op], len: u64) -> bool {
-    let mut spans: Vec<(u64, u64)> = ops.iter().map(|op| op.span()).collect();
-    spans.sort_unstable();
-    let mut reached = 0;
-    for (s, e) in spans {
-        if s > reached {
-            return false;
-        }
-        reached = reached.max(e);
-    }
-    reached >= len
-}
-
-/// Applies `op` to the chunk bytes `buf` (clipped to its length) and releases its frames.
-fn apply(buf: &mut [u8], op: &mut Op) {
-    let len = buf.len() as u64;
-    match op {
-        Op::Write { at, frames } => {
-            let mut pos = *at;
-            for f in frames.drain(..) {
-                if pos >= len {
-                    break;
-                }
-                let n = (f.len() as u64).min(len - pos) as usize;
-                f.copy_to(&mut buf[pos as usize..pos as usize + n]);
-                pos += f.len() as u64;
-            }
-        }
-        Op::Zero { start, end } => {
-            let (s, e) = ((*start).min(len) as usize, (*end).min(len) as usize);
-            buf[s..e].fill(0);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_bits_count_changes() {
-        let mut bits = Vec::new();
-        assert_eq!(set_bit(&mut bits, 70, false), 0);
-        assert!(bits.is_empty());
-        assert_eq!(set_bit(&mut bits, 70, true), 1);
-        assert_eq!(set_bit(&mut bits, 70, true), 0);
-        assert_eq!(set_bit(&mut bits, 70, false), -1);
-        assert_eq!(bits, vec![0, 0]);
-    }
-
-    #[test]
-    fn zero_ops_clip_to_the_chunk() {
-        let mut buf = vec![1u8; 10];
-        apply(&mut buf, &mut Op::Zero { start: 8, end: 100 });
-        assert_eq!(buf, [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]);
+/// A stand-in version for "absent", for error messages.
+pub(crate) fn absent() -> Version {
+    Version {
+        e_tag: "absent".into(),
+        version: None,
+        size: 0,
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! Does not own: retry decisions (`retry.rs` classifies store errors).
 
+use std::time::Duration;
+
 use folio::{Error, IoOp};
 
 /// What went wrong between Folio and the object store.
@@ -97,8 +99,39 @@ pub enum ObjectError {
     /// Writes whose PUT failed have not been written again since: not durable.
     #[error("{bytes} bytes whose write-back to the store failed are not durable yet")]
     NotDurable {
-        /// Bytes in that state (whole 4 KiB blocks).
+        /// Bytes in that state.
         bytes: u64,
+    },
+    /// A chunk object that is not one Folio wrote: no trailer, or a trailer that does not
+    /// match the object (image format 2, `trailer.rs`).
+    #[error("chunk {chunk} ({key}) is not a Folio chunk object: {why}")]
+    BadChunk {
+        /// The chunk number.
+        chunk: u64,
+        /// Its object key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The lease would not outlive the requests made under it: its time to live must be at
+    /// least three attempt timeouts, so that a renewal survives an attempt that hangs for its
+    /// whole timeout, and a newcomer's wait covers the holder's requests.
+    #[error(
+        "a lease time to live of {lease_ttl:?} is too short for store requests of up to \
+         {attempt_timeout:?}: it must be at least three times the attempt timeout"
+    )]
+    LeaseTooShort {
+        /// The lease's time to live asked for.
+        lease_ttl: Duration,
+        /// The per-attempt timeout of store requests.
+        attempt_timeout: Duration,
+    },
+    /// Writes were still in flight when closing gave up waiting for them: the lease was not
+    /// released (it expires by itself), and what they carried may not be durable.
+    #[error("writes still in flight after {waited:?} at close; the lease was left to expire")]
+    InFlightAtClose {
+        /// How long closing waited.
+        waited: Duration,
     },
     /// A write or resize of an image opened read-only.
     #[error("the image is open read-only")]
@@ -114,7 +147,7 @@ impl ObjectError {
         use std::io::ErrorKind;
         let kind = match &self {
             ObjectError::ReadOnly => ErrorKind::PermissionDenied,
-            ObjectError::Invalid(_) => ErrorKind::InvalidInput,
+            ObjectError::Invalid(_) | ObjectError::LeaseTooShort { .. } => ErrorKind::InvalidInput,
             _ => ErrorKind::Other,
         };
         std::io::Error::new(kind, self)

@@ -1,26 +1,32 @@
 //! The state of one open image, shared by the backend's calls and its tasks.
 //!
-//! Owns: the image's geometry (size, chunk size, the manifest's version), the table of chunk
-//! cells (`chunk.rs`), the bounds on requests in flight, the lease fence, the write tickets that
-//! `sync` waits on, and the count of bytes whose write-back failed.
+//! Owns: the image's geometry (size, chunk size, the manifest's version and stamp), the known
+//! versions of its chunks (`versions.rs`), the cells of the chunks that have something going on
+//! (`cell.rs`; a cell is dropped as soon as its chunk is idle, so the memory beyond the versions
+//! table is bounded by the I/O in flight and the failed writes, not by the image's size), the
+//! bounds on requests in flight, the lease fence (`fence.rs`), this session's writer id and
+//! write numbers (`trailer.rs`), the write tickets that `sync` waits on, and the count of bytes
+//! whose write-back failed.
 //!
-//! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
-//! `PageCacheBackend` calls (`backend.rs`).
+//! Does not own: chunk reads and rewrites (`chunk.rs`, `rewrite.rs`), the lease protocol
+//! (`lease.rs`), the `PageCacheBackend` calls (`backend.rs`).
 //!
 //! May block: the async waits below run on the backend's runtime.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, RwLock, Semaphore};
 
-use crate::chunk::Cell;
+use crate::cell::Cell;
 use crate::error::{ObjResult, ObjectError};
-use crate::layout::{Layout, Manifest};
+use crate::fence::Fence;
+use crate::layout::{Layout, Manifest, Stamp};
 use crate::store::{Requests, Version};
+use crate::trailer::{random_u64, WriteId};
+use crate::versions::Versions;
 
 /// Whether an image is opened for writing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,63 +36,6 @@ pub enum Access {
     ReadOnly,
     /// Reads and writes under the single-writer lease.
     ReadWrite,
-}
-
-/// Whether this writer may still write: the lease is held and was renewed recently enough.
-pub(crate) struct Fence {
-    epoch: Instant,
-    /// Milliseconds after `epoch` until which the lease is surely ours (`u64::MAX`: no lease
-    /// needed, or not yet limited).
-    valid_until_ms: AtomicU64,
-    lost: Mutex<Option<String>>,
-    prefix: String,
-}
-
-impl Fence {
-    pub(crate) fn new(prefix: String) -> Fence {
-        Fence {
-            epoch: Instant::now(),
-            valid_until_ms: AtomicU64::new(u64::MAX),
-            lost: Mutex::new(None),
-            prefix,
-        }
-    }
-
-    /// Err if writes must stop.
-    pub(crate) fn check(&self) -> ObjResult<()> {
-        if let Some(why) = self.lost.lock().clone() {
-            return Err(ObjectError::LeaseLost {
-                prefix: self.prefix.clone(),
-                why,
-            });
-        }
-        if self.now_ms() > self.valid_until_ms.load(Ordering::Acquire) {
-            return Err(ObjectError::LeaseLost {
-                prefix: self.prefix.clone(),
-                why: "not renewed within its time to live".into(),
-            });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The lease is ours until `until_ms` (after `epoch`).
-    pub(crate) fn extend(&self, until_ms: u64) {
-        self.valid_until_ms.store(until_ms, Ordering::Release);
-    }
-
-    /// The lease is gone for good.
-    pub(crate) fn lose(&self, why: String) {
-        tracing::error!(prefix = %self.prefix, why = %why, "lease lost; writes are refused");
-        self.lost.lock().get_or_insert(why);
-    }
-
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost.lock().is_some()
-    }
 }
 
 /// Writes queued or in flight, numbered, so that `sync` waits for exactly those issued before it.
@@ -153,6 +102,37 @@ impl Default for Limits {
     }
 }
 
+/// A holder of a chunk's cell. Dropping it gives the cell back: the cell leaves the table if
+/// nobody else holds it and its chunk is idle (every holder goes through this, so the last one
+/// out always checks).
+pub(crate) struct CellRef<'a> {
+    image: &'a Image,
+    n: u64,
+    cell: Option<Arc<Cell>>,
+}
+
+impl std::ops::Deref for CellRef<'_> {
+    type Target = Cell;
+
+    fn deref(&self) -> &Cell {
+        self.cell.as_ref().expect("held until drop")
+    }
+}
+
+impl Drop for CellRef<'_> {
+    fn drop(&mut self) {
+        let mut cells = self.image.cells.lock();
+        drop(self.cell.take());
+        if let Some(c) = cells.get(&self.n) {
+            // Only the table holds it (a holder clones under this lock, so none can appear
+            // meanwhile), and nothing is going on. Lock order: the table, then a cell's state.
+            if Arc::strong_count(c) == 1 && c.st.lock().is_idle() {
+                cells.remove(&self.n);
+            }
+        }
+    }
+}
+
 /// One open image.
 pub(crate) struct Image {
     pub(crate) req: Requests,
@@ -161,20 +141,26 @@ pub(crate) struct Image {
     pub(crate) access: Access,
     /// Image size in bytes (the manifest's).
     size: AtomicU64,
-    /// The manifest's version, for its conditional rewrite.
-    pub(crate) manifest_version: Mutex<Option<Version>>,
+    /// The manifest's version and stamp, for its conditional rewrite.
+    pub(crate) manifest_state: Mutex<(Option<Version>, Stamp)>,
     /// Held shared by every chunk read and rewrite, exclusively by `set_len`.
     pub(crate) geometry: RwLock<()>,
+    /// The version of every stored chunk Folio knows of (absent: no object).
+    pub(crate) versions: Mutex<Versions>,
+    /// The cells of chunks with something going on (see the module docs).
     cells: Mutex<HashMap<u64, Arc<Cell>>>,
     pub(crate) gets: Semaphore,
     pub(crate) puts: Semaphore,
     pub(crate) fence: Fence,
     pub(crate) tickets: Tickets,
-    /// 4 KiB blocks whose latest write-back failed and was not redone since.
-    pub(crate) failed_blocks: AtomicU64,
+    /// Bytes whose latest write-back failed and was not redone since.
+    pub(crate) failed_bytes: AtomicU64,
     /// Chunks whose queued writes wait for `unplug`.
     pub(crate) plugged: Mutex<Vec<u64>>,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// This session's writer id (random, drawn at open) and its next write number.
+    writer: u64,
+    write_seq: AtomicU64,
 }
 
 impl Image {
@@ -187,22 +173,31 @@ impl Image {
         runtime: tokio::runtime::Handle,
     ) -> Image {
         let prefix = layout.prefix().to_string();
+        // Read-write: closed until the lease is taken (`lease.rs` opens it).
+        let fence_until = match access {
+            Access::ReadOnly => u64::MAX,
+            Access::ReadWrite => 0,
+        };
+        let fence = Fence::new(req.clock, prefix, fence_until);
         Image {
             req,
             layout,
             chunk_size: manifest.chunk_size,
             access,
             size: AtomicU64::new(manifest.size),
-            manifest_version: Mutex::new(None),
+            manifest_state: Mutex::new((None, Stamp::default())),
             geometry: RwLock::new(()),
+            versions: Mutex::new(Versions::default()),
             cells: Mutex::new(HashMap::new()),
             gets: Semaphore::new(limits.gets_in_flight_max.max(1)),
             puts: Semaphore::new(limits.puts_in_flight_max.max(1)),
-            fence: Fence::new(prefix),
+            fence,
             tickets: Tickets::default(),
-            failed_blocks: AtomicU64::new(0),
+            failed_bytes: AtomicU64::new(0),
             plugged: Mutex::new(Vec::new()),
             runtime,
+            writer: random_u64(),
+            write_seq: AtomicU64::new(1),
         }
     }
 
@@ -221,21 +216,77 @@ impl Image {
         }
     }
 
-    /// The cell of chunk `n`, made on first use (one per chunk of the image at most).
-    pub(crate) fn cell(&self, n: u64) -> Arc<Cell> {
-        self.cells.lock().entry(n).or_default().clone()
+    /// A new write id of this session (never given twice).
+    pub(crate) fn next_write(&self) -> WriteId {
+        WriteId {
+            writer: self.writer,
+            seq: self.write_seq.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    /// Chunks with a cell, and their cells (a snapshot).
-    pub(crate) fn cells(&self) -> Vec<(u64, Arc<Cell>)> {
-        let mut v: Vec<_> = self
+    /// This session's writer id.
+    pub(crate) fn writer(&self) -> u64 {
+        self.writer
+    }
+
+    /// True if `id` is a write of this session.
+    pub(crate) fn is_ours(&self, id: WriteId) -> bool {
+        self.access == Access::ReadWrite && id.writer == self.writer
+    }
+
+    /// The version Folio knows of chunk `n` (`None`: no object).
+    pub(crate) fn version(&self, n: u64) -> Option<Version> {
+        self.versions.lock().get(n)
+    }
+
+    pub(crate) fn set_version(&self, n: u64, v: Option<Version>) {
+        self.versions.lock().set(n, v);
+    }
+
+    /// The cell of chunk `n`, made if it has none; given back when the guard drops.
+    pub(crate) fn cell(&self, n: u64) -> CellRef<'_> {
+        let cell = self.cells.lock().entry(n).or_default().clone();
+        CellRef {
+            image: self,
+            n,
+            cell: Some(cell),
+        }
+    }
+
+    /// The cell of chunk `n` if it has one.
+    pub(crate) fn cell_if_any(&self, n: u64) -> Option<CellRef<'_>> {
+        let cell = self.cells.lock().get(&n).cloned()?;
+        Some(CellRef {
+            image: self,
+            n,
+            cell: Some(cell),
+        })
+    }
+
+    /// Chunks with a cell, and their cells (a snapshot, in chunk order).
+    pub(crate) fn cells(&self) -> Vec<(u64, CellRef<'_>)> {
+        let mut v: Vec<(u64, Arc<Cell>)> = self
             .cells
             .lock()
             .iter()
             .map(|(&n, c)| (n, c.clone()))
             .collect();
         v.sort_unstable_by_key(|&(n, _)| n);
-        v
+        v.into_iter()
+            .map(|(n, c)| {
+                let r = CellRef {
+                    image: self,
+                    n,
+                    cell: Some(c),
+                };
+                (n, r)
+            })
+            .collect()
+    }
+
+    /// Cells alive now (chunks with something going on).
+    pub(crate) fn cells_live(&self) -> usize {
+        self.cells.lock().len()
     }
 
     /// Refuses writes to a read-only image or after the lease is lost.

@@ -6,13 +6,24 @@
 //! Does not own: any I/O (see `backend.rs`), the lease object's contents (`lease.rs`).
 //!
 //! ```text
-//!   PREFIX/manifest.json        {"format":"folio-image","version":1,"size":N,"chunk_size":C}
+//!   PREFIX/manifest.json        {"format":"folio-image","version":2,"size":N,"chunk_size":C,
+//!                                "image_id":"<16 hex>","revision":R,"writer":"<16 hex>"}
 //!   PREFIX/lock                 the single-writer lease (lease.rs)
 //!   PREFIX/chunks/000000000000002a
-//!                               bytes 42*C .. 43*C of the image (shorter if the image ends
-//!                               inside it; missing bytes and missing chunks read as zeros)
+//!                               bytes 42*C .. 43*C of the image up to its last non-zero byte,
+//!                               then a 32-byte trailer (trailer.rs); missing bytes and missing
+//!                               chunks read as zeros, and a chunk of zeros written during a
+//!                               session is a trailer alone (an "empty" chunk object)
 //! ```
 //! Chunk names are fixed-width hex, so a listing returns them in image order.
+//!
+//! The manifest's `image_id` (drawn at create) and `revision` (one more at each resize) make
+//! every manifest body different from every other, so its version (an MD5 ETag on S3) never
+//! comes back and a conditional rewrite is a true compare-and-swap, and so that a writer whose
+//! answer was lost recognises its own manifest (`backend.rs`, `resize.rs`).
+//!
+//! Version 1 (chunks without trailers, deleted when zeroed) is refused: its zero chunks were
+//! deleted during a session, which a late DELETE could turn into lost data.
 
 use object_store::path::Path;
 
@@ -21,7 +32,7 @@ use crate::error::{ObjResult, ObjectError};
 /// The `format` field of every manifest Folio writes.
 pub const MANIFEST_FORMAT: &str = "folio-image";
 /// The manifest version this code writes and reads.
-pub const MANIFEST_VERSION: u64 = 1;
+pub const MANIFEST_VERSION: u64 = 2;
 /// The default chunk size: 4 MiB.
 pub const CHUNK_SIZE_DEFAULT: u64 = 4 << 20;
 /// Chunks are whole multiples of this (the largest page size the cache uses in practice, and the
@@ -30,8 +41,6 @@ pub const CHUNK_ALIGN: u64 = 4096;
 /// The largest chunk: one PUT of a chunk stays well under S3's 5 GiB single-PUT limit, and the
 /// backend keeps a few chunks in memory at once.
 pub const CHUNK_SIZE_MAX: u64 = 64 << 20;
-/// Metadata key of the CRC32C Folio stores with each chunk (`x-amz-meta-folio-crc32c` on S3).
-pub const CRC_METADATA_KEY: &str = "folio-crc32c";
 
 /// The object keys of one image.
 #[derive(Clone, Debug)]
@@ -112,19 +121,27 @@ impl Manifest {
         Ok(Manifest { size, chunk_size })
     }
 
-    /// The manifest as stored.
-    pub fn to_json(&self) -> String {
+    /// The manifest as stored, with its stamp.
+    pub(crate) fn to_json(self, stamp: Stamp) -> String {
         serde_json::json!({
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "size": self.size,
             "chunk_size": self.chunk_size,
+            "image_id": format!("{:016x}", stamp.image_id),
+            "revision": stamp.revision,
+            "writer": format!("{:016x}", stamp.writer),
         })
         .to_string()
     }
 
     /// Parses a stored manifest (`key` is for the error message).
     pub fn parse(bytes: &[u8], key: &str) -> ObjResult<Manifest> {
+        Manifest::parse_stamped(bytes, key).map(|(m, _)| m)
+    }
+
+    /// Parses a stored manifest and its stamp.
+    pub(crate) fn parse_stamped(bytes: &[u8], key: &str) -> ObjResult<(Manifest, Stamp)> {
         let bad = |why: String| ObjectError::Manifest {
             key: key.to_string(),
             why,
@@ -136,6 +153,13 @@ impl Manifest {
         }
         match v.get("version").and_then(|f| f.as_u64()) {
             Some(MANIFEST_VERSION) => {}
+            Some(1) => {
+                return Err(bad(format!(
+                    "image format 1 (chunks deleted when zeroed, no chunk trailers); this Folio \
+                     reads format {MANIFEST_VERSION}: export the image with the Folio that wrote \
+                     it and import it again"
+                )))
+            }
             other => {
                 return Err(bad(format!(
                     "version {other:?}; this Folio reads version {MANIFEST_VERSION}"
@@ -147,7 +171,20 @@ impl Manifest {
                 .and_then(|f| f.as_u64())
                 .ok_or_else(|| bad(format!("no integer field {name:?}")))
         };
-        Manifest::new(field("size")?, field("chunk_size")?).map_err(|e| bad(e.to_string()))
+        let hex = |name: &str| {
+            v.get(name)
+                .and_then(|f| f.as_str())
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .ok_or_else(|| bad(format!("no hex field {name:?}")))
+        };
+        let stamp = Stamp {
+            image_id: hex("image_id")?,
+            revision: field("revision")?,
+            writer: hex("writer")?,
+        };
+        let m =
+            Manifest::new(field("size")?, field("chunk_size")?).map_err(|e| bad(e.to_string()))?;
+        Ok((m, stamp))
     }
 
     /// Number of chunks the image spans.
@@ -160,6 +197,17 @@ impl Manifest {
         let start = n.saturating_mul(self.chunk_size);
         self.size.saturating_sub(start).min(self.chunk_size)
     }
+}
+
+/// What makes a manifest body unique: the image's id and the manifest's revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// Drawn when the image was created.
+    pub(crate) image_id: u64,
+    /// 0 at create, one more at each resize.
+    pub(crate) revision: u64,
+    /// The session that wrote it (its random writer id; 0 at create).
+    pub(crate) writer: u64,
 }
 
 /// The part of a byte range that falls in one chunk.
@@ -220,7 +268,16 @@ mod tests {
     #[test]
     fn manifests_round_trip_and_reject_what_they_do_not_know() {
         let m = Manifest::new(10 << 30, 4 << 20).unwrap();
-        assert_eq!(Manifest::parse(m.to_json().as_bytes(), "k").unwrap(), m);
+        let stamp = Stamp {
+            image_id: 0xfeed_0000_0000_0001,
+            revision: 3,
+            writer: 0xabc,
+        };
+        let json = m.to_json(stamp);
+        assert_eq!(
+            Manifest::parse_stamped(json.as_bytes(), "k").unwrap(),
+            (m, stamp)
+        );
         assert_eq!(m.chunks(), 2560);
         let odd = Manifest::new(5 * 4096 + 7, 8192).unwrap();
         assert_eq!(odd.chunks(), 3);
@@ -228,9 +285,11 @@ mod tests {
         assert_eq!(odd.chunk_len(3), 0);
         for bad in [
             r#"{"format":"other","version":1,"size":1,"chunk_size":4096}"#,
-            r#"{"format":"folio-image","version":2,"size":1,"chunk_size":4096}"#,
-            r#"{"format":"folio-image","version":1,"size":1,"chunk_size":100}"#,
-            r#"{"format":"folio-image","version":1,"chunk_size":4096}"#,
+            r#"{"format":"folio-image","version":3,"size":1,"chunk_size":4096}"#,
+            r#"{"format":"folio-image","version":1,"size":1,"chunk_size":4096}"#,
+            r#"{"format":"folio-image","version":2,"size":1,"chunk_size":100,"image_id":"1","revision":0,"writer":"0"}"#,
+            r#"{"format":"folio-image","version":2,"chunk_size":4096,"image_id":"1","revision":0,"writer":"0"}"#,
+            r#"{"format":"folio-image","version":2,"size":1,"chunk_size":4096,"revision":0,"writer":"0"}"#,
             "not json",
         ] {
             let e = Manifest::parse(bad.as_bytes(), "k").unwrap_err();

@@ -1,24 +1,34 @@
-//! The single-writer lease: a lock object written with conditional PUTs.
+//! The single-writer lease: a lock object written with conditional PUTs only (never deleted).
 //!
-//! Owns: taking, renewing and releasing `PREFIX/lock`.
-//! - **Take**: PUT If-None-Match `*`. If the lock exists, read its holder and time to live and
-//!   watch it: a live holder renews it (a new ETag) at least every third of its time to live,
-//!   so a lock unchanged for a whole time to live (measured on this machine's clock, so clocks
-//!   need not agree) belongs to a dead writer and is taken over with a PUT If-Match the ETag
-//!   seen — of two newcomers racing, one wins. [`LeaseMode::Break`] takes it over at once (the
-//!   operator says the holder is gone).
-//! - **Renew**: a task rewrites the lock If-Match its last ETag every third of the time to live.
-//!   A precondition failure means another writer took the image over: the fence is lost for
-//!   good. Until a renewal succeeds the fence admits writes only up to 90% of the time to live
-//!   after the last renewal began, before anyone may take over.
-//! - **Release**: delete the lock on close (not if it was lost).
+//! Owns: taking, renewing and releasing `PREFIX/lock`, whose body names its holder, its time to
+//! live, the holder's store attempt timeout, a renewal number and whether it was released.
+//! - **Take**: PUT If-None-Match `*`. If the lock exists and was released, take it over at once
+//!   (PUT If-Match the version seen). Else watch it: a live holder renews it (a new version) at
+//!   least every third of its time to live, so a lock unchanged for its time to live plus a
+//!   tenth plus the holder's attempt timeout (measured on this machine's clock, so clocks need
+//!   not agree) belongs to a writer that is gone *and whose requests can no longer land* (a
+//!   request takes effect within its attempt timeout of being sent or never, `retry.rs`; the
+//!   holder sends none past its fence, below): it is taken over with a PUT If-Match the version
+//!   seen, so of two newcomers racing, one wins. [`LeaseMode::Break`] takes it over at once
+//!   (the operator says the holder is gone).
+//! - **Fence**: after each PUT of the lock that lands, the fence (`fence.rs`) is open until 90%
+//!   of the time to live after the *start of the attempt that landed* (the store applied it no
+//!   earlier, so a newcomer that saw it waits at least a whole time to live from then). Every
+//!   write is sent only while the fence is open, each attempt is abandoned when it closes
+//!   (`retry.rs`), and the time to live must be at least three attempt timeouts
+//!   ([`ObjectError::LeaseTooShort`]), so that a renewal outlives one attempt that hangs.
+//! - **Renew**: a task rewrites the lock If-Match its last version every third of the time to
+//!   live. A precondition failure is read back: if the lock is still ours (a renewal of ours
+//!   landed but its answer was lost), its version is adopted and the renewal made again; if
+//!   another writer holds it, the fence is lost for good.
+//! - **Release**: on close, once no request of ours can still land, the lock is rewritten
+//!   If-Match our version as "released", so a newcomer need not wait; if another writer took
+//!   it over meanwhile the condition fails and its lock is left alone.
 //!
-//! Chunk PUTs are conditional on their ETags too, so a writer that lost the lease cannot
-//! overwrite a chunk the new writer wrote even inside that window.
+//! Does not own: what writes do when the fence is down (`fence.rs`, `rewrite.rs`).
 //!
-//! Does not own: what writes do when the fence is down (`image.rs`, `chunk.rs`).
-//!
-//! May block: taking a lease held by another writer waits up to its time to live.
+//! May block: taking a lease held by another writer waits up to its time to live plus its
+//! attempt timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +38,7 @@ use object_store::PutMode;
 
 use crate::error::{ObjResult, ObjectError};
 use crate::image::Image;
-use crate::retry::Failed;
+use crate::retry::{Failed, Gate, Sent};
 use crate::store::Version;
 
 /// What to do when another writer's lock is found.
@@ -47,88 +57,131 @@ pub(crate) struct Lease {
     holder: String,
     ttl: Duration,
     renewals: std::sync::atomic::AtomicU64,
+    /// Held by a renewal and by the release, so they never race; true once released.
+    closed: tokio::sync::Mutex<bool>,
 }
 
-fn body(holder: &str, ttl: Duration, renewal: u64) -> Bytes {
-    Bytes::from(
-        serde_json::json!({
-            "holder": holder,
-            "ttl_ms": ttl.as_millis() as u64,
-            "renewal": renewal,
-        })
-        .to_string(),
-    )
+/// What a lock object says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Lock {
+    holder: String,
+    ttl: Duration,
+    /// The holder's store attempt timeout: how long after its fence closed a request of its
+    /// may still land.
+    attempt_timeout: Duration,
+    released: bool,
 }
 
-/// Who holds a lock and for how long it lives, from its body (defaults if unreadable).
-fn parse(bytes: &[u8]) -> (String, Duration) {
-    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let holder = v
-        .get("holder")
-        .and_then(|h| h.as_str())
-        .unwrap_or("unknown")
-        .to_string();
-    let ttl_ms = v.get("ttl_ms").and_then(|t| t.as_u64()).unwrap_or(30_000);
-    // A corrupt lock must not make us wait for ever: at most an hour.
-    (holder, Duration::from_millis(ttl_ms.min(3_600_000)))
+impl Lock {
+    fn body(&self, renewal: u64) -> Bytes {
+        Bytes::from(
+            serde_json::json!({
+                "holder": self.holder,
+                "ttl_ms": self.ttl.as_millis() as u64,
+                "attempt_timeout_ms": self.attempt_timeout.as_millis() as u64,
+                "renewal": renewal,
+                "released": self.released,
+            })
+            .to_string(),
+        )
+    }
+
+    /// A lock's body (defaults if unreadable: a corrupt lock must not make us wait for ever,
+    /// nor be taken at once).
+    fn parse(bytes: &[u8]) -> Lock {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let ms = |name: &str, default: u64| {
+            let ms = v.get(name).and_then(|t| t.as_u64()).unwrap_or(default);
+            Duration::from_millis(ms.min(3_600_000)) // at most an hour
+        };
+        let ttl = ms("ttl_ms", 30_000);
+        Lock {
+            holder: v
+                .get("holder")
+                .and_then(|h| h.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+            ttl,
+            // Not said: as long as the time to live (a holder's is at most a third of it).
+            attempt_timeout: ms("attempt_timeout_ms", ttl.as_millis() as u64),
+            released: v.get("released").and_then(|r| r.as_bool()) == Some(true),
+        }
+    }
+
+    /// How long a newcomer watches this lock before taking it over.
+    fn watch(&self) -> Duration {
+        self.ttl + self.ttl / 10 + self.attempt_timeout
+    }
 }
 
 /// A name for this process: host, pid and a random part.
 pub(crate) fn holder_name() -> String {
-    use std::hash::{BuildHasher, Hasher};
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".to_string());
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{host}:{}:{:08x}", std::process::id(), h.finish() as u32)
+    let random = crate::trailer::random_u64() as u32;
+    format!("{host}:{}:{random:08x}", std::process::id())
+}
+
+fn precondition(f: &Failed) -> bool {
+    matches!(
+        f,
+        Failed::Answer {
+            error: object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ..
+        }
+    )
 }
 
 impl Lease {
     /// Takes the lease on `image` (see the module docs).
     pub(crate) async fn take(image: &Image, ttl: Duration, mode: LeaseMode) -> ObjResult<Lease> {
         let key = image.layout.lock();
-        let holder = holder_name();
+        let ours = Lock {
+            holder: holder_name(),
+            ttl,
+            attempt_timeout: image.req.policy.attempt_timeout,
+            released: false,
+        };
         let prefix = image.layout.prefix().to_string();
-        // Bounded: each round either takes the lock, refuses, or saw the lock change hands
-        // (deleted, or taken by a racing newcomer) — three rounds at most.
-        for _ in 0..3 {
-            let started = image.fence.now_ms();
+        // Bounded: each round takes the lock, refuses, or saw it change hands (taken by a
+        // racing newcomer, or released) — four rounds at most.
+        for _ in 0..4 {
+            let before_ms = image.req.clock.now_ms();
             let put = image
                 .req
-                .put(&key, body(&holder, ttl, 0), PutMode::Create, None)
+                .put(&key, ours.body(0), PutMode::Create, Gate::Lease)
                 .await;
-            let existing = match put {
-                Ok(v) => return Ok(Lease::held(image, v, holder, ttl, started)),
-                Err(Failed::Answer {
-                    error: object_store::Error::AlreadyExists { .. },
-                    ..
-                }) => match image.req.get(&key, None, None).await {
-                    Ok(got) => got,
-                    Err(Failed::Answer {
-                        error: object_store::Error::NotFound { .. },
-                        ..
-                    }) => continue, // released meanwhile
-                    Err(f) => return Err(f.into_error("GET", key.as_ref())),
-                },
+            match put {
+                Ok(sent) => return Ok(Lease::held(image, sent, ours)),
+                Err(f) if precondition(&f) => {}
                 Err(f) => return Err(f.into_error("PUT", key.as_ref())),
+            }
+            let Some((theirs, seen)) = Lease::read(image).await? else {
+                continue; // gone meanwhile
             };
-            let (theirs, their_ttl) = parse(&existing.bytes);
-            let Some(seen) = existing.version else {
-                return Err(ObjectError::Invalid(format!(
-                    "the store returned no ETag for {key}: it cannot hold a lease"
-                )));
-            };
-            if mode == LeaseMode::Wait {
-                tracing::info!(holder = %theirs, ttl = ?their_ttl, "image is leased; watching it");
-                tokio::time::sleep(their_ttl + their_ttl / 10).await;
+            if theirs.holder == ours.holder {
+                // Our own create landed, its answer lost: no earlier than our first attempt.
+                return Ok(Lease::adopted(image, seen, ours, before_ms));
+            }
+            if mode == LeaseMode::Wait && !theirs.released {
+                tracing::info!(holder = %theirs.holder, watch = ?theirs.watch(),
+                    "image is leased; watching it");
+                tokio::time::sleep(theirs.watch()).await;
                 match image.req.head(&key).await {
-                    Ok((Some(now), _)) if now.e_tag == seen.e_tag => {} // not renewed: dead
-                    Ok(_) => {
+                    Ok(Some(now)) if now.e_tag == seen.e_tag => {} // not renewed: gone
+                    Ok(Some(_)) => {
                         return Err(ObjectError::Leased {
                             prefix,
-                            holder: theirs,
+                            holder: theirs.holder,
                         })
+                    }
+                    Ok(None) => {
+                        return Err(ObjectError::Invalid(format!(
+                            "the store returned no ETag for {key}: it cannot hold a lease"
+                        )))
                     }
                     Err(Failed::Answer {
                         error: object_store::Error::NotFound { .. },
@@ -137,24 +190,29 @@ impl Lease {
                     Err(f) => return Err(f.into_error("HEAD", key.as_ref())),
                 }
             }
-            tracing::warn!(holder = %theirs, "taking over the lease of a writer that is gone");
-            let started = image.fence.now_ms();
+            if !theirs.released {
+                tracing::warn!(holder = %theirs.holder, "taking over the lease of a writer that is gone");
+            }
+            let before_ms = image.req.clock.now_ms();
             let put = image
                 .req
                 .put(
                     &key,
-                    body(&holder, ttl, 0),
+                    ours.body(0),
                     PutMode::Update(seen.update()),
-                    None,
+                    Gate::Lease,
                 )
                 .await;
             match put {
-                Ok(v) => return Ok(Lease::held(image, v, holder, ttl, started)),
-                Err(Failed::Answer {
-                    error:
-                        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-                    ..
-                }) => continue, // someone else was quicker, or it was released
+                Ok(sent) => return Ok(Lease::held(image, sent, ours)),
+                Err(f) if precondition(&f) => {
+                    // Someone else was quicker — or our own takeover landed, its answer lost.
+                    if let Some((now, v)) = Lease::read(image).await? {
+                        if now.holder == ours.holder {
+                            return Ok(Lease::adopted(image, v, ours, before_ms));
+                        }
+                    }
+                }
                 Err(f) => return Err(f.into_error("PUT", key.as_ref())),
             }
         }
@@ -164,16 +222,49 @@ impl Lease {
         })
     }
 
-    fn held(image: &Image, v: Version, holder: String, ttl: Duration, started_ms: u64) -> Lease {
-        image
-            .fence
-            .extend(started_ms + ttl.as_millis() as u64 * 9 / 10);
-        tracing::info!(holder = %holder, ttl = ?ttl, "lease taken");
+    /// The lock as stored and its version; `None` if there is none.
+    async fn read(image: &Image) -> ObjResult<Option<(Lock, Version)>> {
+        let key = image.layout.lock();
+        match image.req.get(&key, None, None, Gate::Lease).await {
+            Ok(got) => {
+                let v = got.version.ok_or_else(|| {
+                    ObjectError::Invalid(format!(
+                        "the store returned no ETag for {key}: it cannot hold a lease"
+                    ))
+                })?;
+                Ok(Some((Lock::parse(&got.bytes), v)))
+            }
+            Err(Failed::Answer {
+                error: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(f) => Err(f.into_error("GET", key.as_ref())),
+        }
+    }
+
+    fn held(image: &Image, sent: Sent<Version>, lock: Lock) -> Lease {
+        Lease::adopted(image, sent.value, lock, sent.started_ms)
+    }
+
+    /// The lease is ours at version `v`, which landed no earlier than `since_ms`.
+    fn adopted(image: &Image, v: Version, lock: Lock, since_ms: u64) -> Lease {
+        image.fence.extend(since_ms + fence_ms(lock.ttl));
+        tracing::info!(holder = %lock.holder, ttl = ?lock.ttl, "lease taken");
         Lease {
             version: parking_lot::Mutex::new(v),
-            holder,
-            ttl,
+            holder: lock.holder,
+            ttl: lock.ttl,
             renewals: Default::default(),
+            closed: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    fn lock(&self, image: &Image, released: bool) -> Lock {
+        Lock {
+            holder: self.holder.clone(),
+            ttl: self.ttl,
+            attempt_timeout: image.req.policy.attempt_timeout,
+            released,
         }
     }
 
@@ -193,59 +284,88 @@ impl Lease {
         }
     }
 
-    async fn renew(&self, image: &Image) -> ObjResult<()> {
+    /// One renewal (see the module docs).
+    pub(crate) async fn renew(&self, image: &Image) -> ObjResult<()> {
+        let closed = self.closed.lock().await;
+        if *closed {
+            return Ok(());
+        }
         let key = image.layout.lock();
+        // Bounded: a second round only after adopting our own landed renewal.
+        for _ in 0..2 {
+            match self.put_lock(image, false).await {
+                Ok(sent) => {
+                    *self.version.lock() = sent.value;
+                    image.fence.extend(sent.started_ms + fence_ms(self.ttl));
+                    return Ok(());
+                }
+                Err(f) if precondition(&f) => match Lease::read(image).await? {
+                    Some((now, v)) if now.holder == self.holder && !now.released => {
+                        // A renewal of ours landed without its answer: take its version and
+                        // renew again (its landing time is unknown, so the fence waits for
+                        // the next one).
+                        tracing::info!("a lease renewal landed without its answer; adopted");
+                        *self.version.lock() = v;
+                    }
+                    now => {
+                        let why = match now {
+                            Some((l, _)) => {
+                                format!("another writer ({}) took the image over", l.holder)
+                            }
+                            None => "the lock object was deleted".to_string(),
+                        };
+                        image.fence.lose(why.clone());
+                        return Err(ObjectError::LeaseLost {
+                            prefix: image.layout.prefix().to_string(),
+                            why,
+                        });
+                    }
+                },
+                Err(f) => return Err(f.into_error("PUT", key.as_ref())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the lock with our next renewal number (released or not), If-Match the version
+    /// we know.
+    async fn put_lock(&self, image: &Image, released: bool) -> Result<Sent<Version>, Failed> {
         let n = 1 + self
             .renewals
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let started = image.fence.now_ms();
         let seen = self.version.lock().clone();
-        let put = image
+        let body = self.lock(image, released).body(n);
+        let mode = PutMode::Update(seen.update());
+        image
             .req
-            .put(
-                &key,
-                body(&self.holder, self.ttl, n),
-                PutMode::Update(seen.update()),
-                None,
-            )
-            .await;
-        match put {
-            Ok(v) => {
-                *self.version.lock() = v;
-                image
-                    .fence
-                    .extend(started + self.ttl.as_millis() as u64 * 9 / 10);
-                Ok(())
-            }
-            Err(Failed::Answer {
-                error:
-                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-                ..
-            }) => {
-                let why = "another writer took the image over".to_string();
-                image.fence.lose(why.clone());
-                Err(ObjectError::LeaseLost {
-                    prefix: image.layout.prefix().to_string(),
-                    why,
-                })
-            }
-            Err(f) => Err(f.into_error("PUT", key.as_ref())),
-        }
+            .put(&image.layout.lock(), body, mode, Gate::Lease)
+            .await
     }
 
-    /// Deletes the lock (unless the lease was lost to another writer).
+    /// Marks the lock released, If-Match our version (see the module docs). The caller has
+    /// made sure no request of ours can still land.
     pub(crate) async fn release(&self, image: &Image) {
+        let mut closed = self.closed.lock().await;
+        *closed = true;
         if image.fence.is_lost() {
             return;
         }
-        let key = image.layout.lock();
-        match image.req.delete(&key).await {
-            Ok(()) => tracing::info!(holder = %self.holder, "lease released"),
+        match self.put_lock(image, true).await {
+            Ok(_) => tracing::info!(holder = %self.holder, "lease released"),
+            Err(f) if precondition(&f) => {
+                tracing::warn!("lease not released: the lock is no longer ours")
+            }
             Err(f) => {
-                tracing::warn!(error = %f.into_error("DELETE", key.as_ref()), "lease not released")
+                let key = image.layout.lock();
+                tracing::warn!(error = %f.into_error("PUT", key.as_ref()), "lease not released")
             }
         }
     }
+}
+
+/// How long after a lock PUT landed the fence stays open: 90% of the time to live.
+fn fence_ms(ttl: Duration) -> u64 {
+    ttl.as_millis() as u64 * 9 / 10
 }
 
 #[cfg(test)]
@@ -254,12 +374,21 @@ mod tests {
 
     #[test]
     fn lock_bodies_parse_back_and_bad_ones_are_bounded() {
-        let b = body("h:1:2", Duration::from_secs(3), 7);
-        assert_eq!(parse(&b), ("h:1:2".to_string(), Duration::from_secs(3)));
-        let (h, ttl) = parse(b"garbage");
-        assert_eq!((h.as_str(), ttl), ("unknown", Duration::from_secs(30)));
-        let (_, ttl) = parse(br#"{"ttl_ms": 99999999999}"#);
-        assert_eq!(ttl, Duration::from_secs(3600));
+        let l = Lock {
+            holder: "h:1:2".into(),
+            ttl: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(1),
+            released: true,
+        };
+        assert_eq!(Lock::parse(&l.body(7)), l);
+        assert_eq!(l.watch(), Duration::from_millis(4300));
+        let bad = Lock::parse(b"garbage");
+        assert_eq!(bad.holder, "unknown");
+        assert_eq!(bad.ttl, Duration::from_secs(30));
+        assert!(!bad.released, "an unreadable lock is not free");
+        let huge = Lock::parse(br#"{"ttl_ms": 99999999999}"#);
+        assert_eq!(huge.ttl, Duration::from_secs(3600));
         assert!(holder_name().contains(&std::process::id().to_string()));
+        assert_ne!(holder_name(), holder_name());
     }
 }

@@ -1,20 +1,39 @@
 //! Retries of store requests: a per-attempt timeout, exponential back-off with jitter, and a
-//! bounded number of attempts.
+//! bounded number of attempts; for writes, the lease fence (`fence.rs`) and a deadline gate
+//! each attempt.
 //!
-//! Owns: which store errors are worth retrying ([`transient`]) and the retry loop ([`retry`]).
-//! Timeouts, 5xx answers and connection errors are transient; "not found", "precondition
-//! failed", "already exists" and permission errors are answers, returned at once for the caller
-//! to interpret. object_store's own HTTP retries are turned off (`store.rs`) so there is one
-//! retry budget, this one, and the fault-injection tests exercise it.
+//! Owns: which store errors are worth retrying ([`transient`]), the retry loop
+//! ([`Retrier::run`]), and the record of when requests that changed the store without an answer
+//! may still take effect (`settle_by_ms`). Timeouts, 5xx answers, connection errors and S3's
+//! `409 ConditionalRequestConflict` are transient; "not found", "precondition failed", "already
+//! exists" and permission errors are answers, returned at once for the caller to interpret.
+//! object_store's own HTTP retries are turned off (`s3.rs`) so there is one retry budget, this
+//! one, and the fault-injection tests exercise it.
 //!
-//! Does not own: what an answer means for an image (`chunk.rs`, `lease.rs`).
+//! **Deadlines**: a write's attempts are sent only before its deadline (`chunk.rs` gives each
+//! rewrite round two retry budgets from when its oldest change was queued). Against a store
+//! that does not answer, the first rewrites in flight spend their budget and every rewrite
+//! queued behind them finds its deadline passed and fails without a request, so a sync of N
+//! dirty chunks returns its error after about two budgets whatever N is (not N / (rewrites in
+//! flight) budgets), and reads, which a rewrite excludes from its chunk, wait no longer. Nothing
+//! is remembered about the store: the first write after it comes back is sent as usual.
+//!
+//! The assumption every timing argument of this crate rests on: **a request the client gave up
+//! on takes effect within its attempt timeout of being sent, or never** (choose the timeout
+//! above the store's own request deadline). A writer's requests are sent only while its fence is
+//! open and abandoned when it closes; a newcomer waits for the old lease plus the old writer's
+//! attempt timeout (`lease.rs`).
+//!
+//! Does not own: what an answer means for an image (`chunk.rs`, `rewrite.rs`, `lease.rs`).
 //!
 //! May block: sleeps between attempts (on the backend's runtime, never on a cache thread).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::ObjectError;
+use crate::fence::{Clock, Fence};
 
 /// How hard to try before giving up on a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,15 +49,31 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Six attempts, 100 ms doubling to 2 s between them (about 3 s of back-off in all), 30 s
-    /// per attempt (a 4 MiB PUT over a slow link).
+    /// Six attempts, 100 ms doubling to 2 s between them (about 3 s of back-off in all), 10 s
+    /// per attempt: a 4 MiB PUT at 0.5 MB/s, and a third of the default lease (30 s), which
+    /// [`OpenOptions`](crate::OpenOptions) requires.
     fn default() -> RetryPolicy {
         RetryPolicy {
             attempts_max: 6,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
-            attempt_timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The longest one request can take: every attempt timing out, with the longest waits
+    /// between them.
+    pub fn budget(&self) -> Duration {
+        let n = self.attempts_max.max(1);
+        let mut backoff = self.backoff_initial;
+        let mut waits = Duration::ZERO;
+        for _ in 1..n {
+            waits += backoff;
+            backoff = (backoff * 2).min(self.backoff_max);
+        }
+        self.attempt_timeout * n + waits
     }
 }
 
@@ -46,14 +81,17 @@ impl Default for RetryPolicy {
 #[derive(Debug)]
 pub(crate) enum Failed {
     /// The store answered with something a retry will not change (not found, precondition
-    /// failed, already exists, denied...), after `attempts` attempts. `attempts > 1` means an
-    /// earlier attempt may have taken effect (a PUT whose answer was lost).
+    /// failed, already exists, denied...). `sent` attempts were sent, the answered one
+    /// included: `sent > 1` means an earlier one may have taken effect (a PUT whose answer was
+    /// lost).
     Answer {
         error: object_store::Error,
-        attempts: u32,
+        sent: u32,
     },
-    /// Transient failures until the budget ran out.
-    Exhausted(ObjectError),
+    /// No answer: transient failures until the budget ran out, the deadline passed, or the
+    /// lease fence closed (`fence.rs`). `sent` attempts were sent, and any of them may still
+    /// take effect.
+    GaveUp { error: ObjectError, sent: u32 },
 }
 
 impl Failed {
@@ -65,7 +103,65 @@ impl Failed {
                 key: key.to_string(),
                 source: error,
             },
-            Failed::Exhausted(e) => e,
+            Failed::GaveUp { error, .. } => error,
+        }
+    }
+
+    /// True if a request that changes the store may have taken effect although it failed.
+    pub(crate) fn uncertain(&self) -> bool {
+        match self {
+            Failed::Answer { sent, .. } => *sent > 1,
+            Failed::GaveUp { sent, .. } => *sent > 0,
+        }
+    }
+}
+
+/// A request that succeeded, and when its attempts started.
+#[derive(Debug)]
+pub(crate) struct Sent<T> {
+    pub(crate) value: T,
+    /// When the attempt that succeeded started (ms on the image's clock).
+    pub(crate) started_ms: u64,
+}
+
+/// What guards a request's attempts.
+#[derive(Clone, Copy)]
+pub(crate) enum Gate<'a> {
+    /// Reads, and requests at open: attempts as the policy says.
+    Open,
+    /// A write under the lease: each attempt is sent only while the fence is open and before
+    /// `deadline_ms` (on the image's clock), and abandoned when the fence closes.
+    Write { fence: &'a Fence, deadline_ms: u64 },
+    /// A request on the lock itself (it is what keeps the fence open).
+    Lease,
+}
+
+/// The context of a request's retries.
+pub(crate) struct Retrier<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) clock: Clock,
+    /// For requests that change the store: the latest time (ms on `clock`) until which an
+    /// attempt that ended without an answer may still take effect (it started then, plus the
+    /// attempt timeout: the store applies a request within the client's timeout or never).
+    pub(crate) settle_by_ms: Option<&'a AtomicU64>,
+}
+
+/// Records, when dropped armed, that an attempt may still take effect until `until_ms`.
+struct Unsettled<'a> {
+    settle_by_ms: Option<&'a AtomicU64>,
+    until_ms: u64,
+}
+
+impl Unsettled<'_> {
+    fn answered(mut self) {
+        self.settle_by_ms = None;
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.settle_by_ms {
+            s.fetch_max(self.until_ms, Ordering::AcqRel);
         }
     }
 }
@@ -75,48 +171,108 @@ pub(crate) fn transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     // Generic covers HTTP 5xx, timeouts and connection errors from the S3 client (and what a
     // fault-injecting store reports); JoinError is a client task that died.
-    matches!(e, E::Generic { .. } | E::JoinError { .. })
+    matches!(e, E::Generic { .. } | E::JoinError { .. }) || conflict(e)
 }
 
-/// Runs `attempt` until it succeeds, fails with an answer, or the policy's attempts run out.
-pub(crate) async fn retry<T, F, Fut>(
-    policy: &RetryPolicy,
-    op: &'static str,
-    key: &str,
-    mut attempt: F,
-) -> Result<T, Failed>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = object_store::Result<T>>,
-{
-    let attempts_max = policy.attempts_max.max(1);
-    let mut backoff = policy.backoff_initial;
-    let mut last = String::new();
-    for n in 1..=attempts_max {
-        match tokio::time::timeout(policy.attempt_timeout, attempt()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !transient(&e) => {
-                return Err(Failed::Answer {
-                    error: e,
-                    attempts: n,
-                })
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("no answer within {:?}", policy.attempt_timeout),
+/// True for S3's `409 ConditionalRequestConflict`: another conditional write of the same key
+/// was in flight, and S3 asks to retry. object_store reports every 409 as `AlreadyExists`
+/// (with our retries off, `s3.rs`); the status is only in its source's text, so it is told
+/// from a real "already exists" (a 412 to `If-None-Match`, whose text says 412) by that.
+pub(crate) fn conflict(e: &object_store::Error) -> bool {
+    if !matches!(e, object_store::Error::AlreadyExists { .. }) {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are short; at most 8 links are looked at.
+    for _ in 0..8 {
+        let Some(s) = source else { break };
+        if s.to_string().contains("409 Conflict") {
+            return true;
         }
-        tracing::debug!(op, key, attempt = n, error = %last, "store request failed");
-        if n < attempts_max {
-            tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(policy.backoff_max);
+        source = s.source();
+    }
+    false
+}
+
+impl Retrier<'_> {
+    fn gave_up(&self, op: &'static str, key: &str, sent: u32, last: String) -> Failed {
+        Failed::GaveUp {
+            error: ObjectError::RetriesExhausted {
+                op,
+                key: key.to_string(),
+                attempts: sent,
+                last,
+            },
+            sent,
         }
     }
-    tracing::warn!(op, key, attempts = attempts_max, error = %last, "store request gave up");
-    Err(Failed::Exhausted(ObjectError::RetriesExhausted {
-        op,
-        key: key.to_string(),
-        attempts: attempts_max,
-        last,
-    }))
+
+    /// Runs `attempt` until it succeeds, fails with an answer, or gives up (see [`Failed`]).
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        gate: Gate<'_>,
+        op: &'static str,
+        key: &str,
+        mut attempt: F,
+    ) -> Result<Sent<T>, Failed>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        let policy = self.policy;
+        let attempts_max = policy.attempts_max.max(1);
+        let mut backoff = policy.backoff_initial;
+        let mut last = String::new();
+        let mut sent = 0;
+        for n in 1..=attempts_max {
+            let mut timeout = policy.attempt_timeout;
+            if let Gate::Write { fence, deadline_ms } = gate {
+                if let Err(e) = fence.check() {
+                    return Err(Failed::GaveUp { error: e, sent });
+                }
+                if self.clock.now_ms() >= deadline_ms {
+                    let why = "not sent again: the write's deadline passed (two retry budgets \
+                               after it was queued)";
+                    last = if last.is_empty() {
+                        why.to_string()
+                    } else {
+                        format!("{last}; {why}")
+                    };
+                    return Err(self.gave_up(op, key, sent, last));
+                }
+                timeout = timeout.min(fence.left());
+            }
+            let started_ms = self.clock.now_ms();
+            let unsettled = Unsettled {
+                settle_by_ms: self.settle_by_ms,
+                until_ms: started_ms + policy.attempt_timeout.as_millis() as u64,
+            };
+            sent = n;
+            match tokio::time::timeout(timeout, attempt()).await {
+                Ok(Ok(value)) => {
+                    unsettled.answered();
+                    return Ok(Sent { value, started_ms });
+                }
+                Ok(Err(e)) if !transient(&e) => {
+                    unsettled.answered();
+                    return Err(Failed::Answer { error: e, sent });
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) if timeout < policy.attempt_timeout => {
+                    last = format!("abandoned after {timeout:?}: the lease fence closed")
+                }
+                Err(_) => last = format!("no answer within {timeout:?}"),
+            }
+            drop(unsettled);
+            tracing::debug!(op, key, attempt = n, error = %last, "store request failed");
+            if n < attempts_max {
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(policy.backoff_max);
+            }
+        }
+        tracing::warn!(op, key, attempts = sent, error = %last, "store request gave up");
+        Err(self.gave_up(op, key, sent, last))
+    }
 }
 
 /// `d` scaled by a factor in [0.5, 1.0), so clients that failed together do not retry together.
@@ -131,7 +287,7 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     fn fast() -> RetryPolicy {
         RetryPolicy {
@@ -156,28 +312,61 @@ mod tests {
             .unwrap()
     }
 
+    struct Ctx {
+        policy: RetryPolicy,
+        clock: Clock,
+        settle: AtomicU64,
+    }
+
+    impl Ctx {
+        fn new() -> Ctx {
+            Ctx {
+                policy: fast(),
+                clock: Clock::new(),
+                settle: AtomicU64::new(0),
+            }
+        }
+
+        fn retrier(&self) -> Retrier<'_> {
+            Retrier {
+                policy: &self.policy,
+                clock: self.clock,
+                settle_by_ms: Some(&self.settle),
+            }
+        }
+    }
+
     #[test]
     fn transient_failures_are_retried_until_success() {
+        let ctx = Ctx::new();
         let calls = AtomicU32::new(0);
-        let r = rt().block_on(retry(&fast(), "GET", "k", || async {
+        let r = rt().block_on(ctx.retrier().run(Gate::Open, "GET", "k", || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(generic())
             } else {
                 Ok(7)
             }
         }));
-        assert_eq!(r.unwrap(), 7);
+        assert_eq!(r.unwrap().value, 7);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            ctx.settle.load(Ordering::SeqCst) >= 200,
+            "two attempts without an answer"
+        );
     }
 
     #[test]
     fn the_budget_is_bounded_and_the_error_is_typed() {
+        let ctx = Ctx::new();
         let calls = AtomicU32::new(0);
-        let r: Result<(), _> = rt().block_on(retry(&fast(), "PUT", "k", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(generic())
-        }));
-        match r.unwrap_err().into_error("PUT", "k") {
+        let r: Result<Sent<()>, _> =
+            rt().block_on(ctx.retrier().run(Gate::Open, "PUT", "k", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(generic())
+            }));
+        let f = r.unwrap_err();
+        assert!(f.uncertain());
+        match f.into_error("PUT", "k") {
             ObjectError::RetriesExhausted {
                 attempts: 4, last, ..
             } => {
@@ -186,32 +375,115 @@ mod tests {
             e => panic!("{e}"),
         }
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(fast().budget() >= Duration::from_millis(800));
     }
 
     #[test]
     fn answers_are_not_retried_and_hangs_time_out() {
+        let ctx = Ctx::new();
         let calls = AtomicU32::new(0);
-        let r: Result<(), _> = rt().block_on(retry(&fast(), "GET", "k", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(object_store::Error::NotFound {
-                path: "k".into(),
-                source: "404".into(),
-            })
-        }));
+        let r: Result<Sent<()>, _> =
+            rt().block_on(ctx.retrier().run(Gate::Open, "GET", "k", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(object_store::Error::NotFound {
+                    path: "k".into(),
+                    source: "404".into(),
+                })
+            }));
         assert!(matches!(
             r,
             Err(Failed::Answer {
                 error: object_store::Error::NotFound { .. },
-                attempts: 1
+                sent: 1
             })
         ));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let t = std::time::Instant::now();
-        let r: Result<(), _> = rt().block_on(retry(&fast(), "GET", "k", || async {
+        let r: Result<Sent<()>, _> =
+            rt().block_on(ctx.retrier().run(Gate::Open, "GET", "k", || async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }));
+        assert!(matches!(r, Err(Failed::GaveUp { sent: 4, .. })));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_write_makes_no_attempt_past_its_deadline() {
+        let ctx = Ctx::new();
+        let clock = ctx.clock;
+        let fence = Fence::new(clock, "p".into(), u64::MAX);
+        let calls = AtomicU32::new(0);
+        let counted = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(generic())
+        };
+        // Deadline already passed: nothing is sent, and nothing can land.
+        let gate = Gate::Write {
+            fence: &fence,
+            deadline_ms: clock.now_ms(),
+        };
+        let r = rt().block_on(ctx.retrier().run(gate, "PUT", "k", counted));
+        let f = r.unwrap_err();
+        assert!(matches!(f, Failed::GaveUp { sent: 0, .. }), "{f:?}");
+        assert!(!f.uncertain());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // A deadline inside the budget stops the retries there.
+        let slow = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            Err::<(), _>(generic())
+        };
+        let gate = Gate::Write {
+            fence: &fence,
+            deadline_ms: clock.now_ms() + 90,
+        };
+        let r = rt().block_on(ctx.retrier().run(gate, "PUT", "k", slow));
+        assert!(matches!(r, Err(Failed::GaveUp { sent: 2, .. })), "{r:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_409_conflict_is_retried_but_already_exists_is_an_answer() {
+        let conflict = object_store::Error::AlreadyExists {
+            path: "k".into(),
+            source: "Server returned non-2xx status code: 409 Conflict: \
+                     ConditionalRequestConflict"
+                .into(),
+        };
+        assert!(transient(&conflict));
+        let exists = object_store::Error::AlreadyExists {
+            path: "k".into(),
+            source: "Server returned non-2xx status code: 412 Precondition Failed".into(),
+        };
+        assert!(!transient(&exists));
+    }
+
+    #[test]
+    fn a_fenced_attempt_ends_when_the_fence_closes() {
+        let ctx = Ctx::new();
+        let clock = Clock::new();
+        let fence = Fence::new(clock, "p".into(), clock.now_ms() + 50);
+        let t = std::time::Instant::now();
+        let gate = Gate::Write {
+            fence: &fence,
+            deadline_ms: u64::MAX,
+        };
+        let r: Result<Sent<()>, _> = rt().block_on(ctx.retrier().run(gate, "PUT", "k", || async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
         }));
-        assert!(matches!(r, Err(Failed::Exhausted(_))));
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        match r.unwrap_err() {
+            Failed::GaveUp {
+                error: ObjectError::LeaseLost { .. },
+                sent: 1,
+            } => {}
+            f => panic!("{f:?}"),
+        }
     }
 }

@@ -1,27 +1,29 @@
-//! Requests to the store: each one retried (`retry.rs`) and counted.
+//! Requests to the store: each one retried and gated (`retry.rs`, `fence.rs`) and counted.
 //!
-//! Owns: the request vocabulary the backend uses (get a range or a whole object with its
-//! version and checksum, conditional put, delete, list), the per-image request and byte
-//! counters ([`StoreStats`]), and the CRC32C stored with every chunk.
+//! Owns: the request vocabulary the backend uses (get a range, a suffix or a whole object with
+//! its version, conditional put, delete, a streamed list), the per-image request and byte
+//! counters ([`StoreStats`]), the CRC32C function, and waiting until every request of ours that
+//! changed the store without an answer can no longer take effect ([`Requests::settle`]).
 //!
-//! Does not own: what a chunk or a lease means (`chunk.rs`, `lease.rs`).
+//! Does not own: what a chunk or a lease means (`chunk.rs`, `rewrite.rs`, `lease.rs`).
 //!
 //! May block: every function is async and awaits the store (on the backend's runtime).
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, UpdateVersion,
+    GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 
-use crate::layout::CRC_METADATA_KEY;
-use crate::retry::{retry, Failed, RetryPolicy};
+use crate::error::{ObjResult, ObjectError};
+use crate::fence::Clock;
+use crate::retry::{transient, Failed, Gate, Retrier, RetryPolicy, Sent};
 
 /// Requests made to the store and bytes moved, since the backend was opened. Every attempt
 /// counts (a retried GET is two requests).
@@ -107,9 +109,8 @@ impl Version {
 /// The body of a GET with what came with it.
 pub(crate) struct Got {
     pub(crate) bytes: Bytes,
+    /// The object's version (its `size` is the whole object's, also for a ranged GET).
     pub(crate) version: Option<Version>,
-    /// The CRC32C stored with the object, if any.
-    pub(crate) crc: Option<u32>,
 }
 
 /// The checksum stored with each chunk (CRC32C, hardware-accelerated).
@@ -117,126 +118,202 @@ pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
-fn stored_crc(attributes: &Attributes) -> Option<u32> {
-    let v = attributes.get(&Attribute::Metadata(CRC_METADATA_KEY.into()))?;
-    u32::from_str_radix(v.as_ref(), 16).ok()
-}
-
-/// A store and the policy and counters its requests go through.
+/// A store and what its requests go through.
 pub(crate) struct Requests {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) policy: RetryPolicy,
     pub(crate) counters: Counters,
+    pub(crate) clock: Clock,
+    /// Until when (ms on `clock`) a request of ours that changed the store without an answer
+    /// may still take effect.
+    settle_by_ms: AtomicU64,
 }
 
 impl Requests {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, policy: RetryPolicy, clock: Clock) -> Requests {
+        Requests {
+            store,
+            policy,
+            counters: Counters::default(),
+            clock,
+            settle_by_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn retrier(&self, mutating: bool) -> Retrier<'_> {
+        Retrier {
+            policy: &self.policy,
+            clock: self.clock,
+            settle_by_ms: mutating.then_some(&self.settle_by_ms),
+        }
+    }
+
+    /// The deadline of a write queued at `queued_ms` (on `clock`): two retry budgets later, so
+    /// a rewrite may fetch its chunk and PUT it, each with every retry (`retry.rs`).
+    pub(crate) fn deadline_ms(&self, queued_ms: u64) -> u64 {
+        queued_ms.saturating_add(2 * self.policy.budget().as_millis() as u64)
+    }
+
+    /// Waits until no request of ours that changed the store without an answer can still take
+    /// effect (at most one attempt timeout).
+    pub(crate) async fn settle(&self) {
+        let until = self.settle_by_ms.load(Ordering::Acquire);
+        let now = self.clock.now_ms();
+        if until > now {
+            tracing::debug!(
+                wait_ms = until - now,
+                "waiting for unanswered requests to settle"
+            );
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
+        }
+    }
+
     /// GETs `range` of `key` (all of it if `None`), only if its version is still `if_match`.
     pub(crate) async fn get(
         &self,
         key: &Path,
-        range: Option<Range<u64>>,
+        range: Option<GetRange>,
         if_match: Option<&str>,
+        gate: Gate<'_>,
     ) -> Result<Got, Failed> {
-        retry(&self.policy, "GET", key.as_ref(), || async {
-            add(&self.counters.gets, 1);
-            let opts = GetOptions::new()
-                .with_range(range.clone().map(GetRange::Bounded))
-                .with_if_match(if_match);
-            let r = self.store.get_opts(key, opts).await?;
-            let version = Version::from_meta(&r.meta);
-            let crc = stored_crc(&r.attributes);
-            let bytes = r.bytes().await?;
-            add(&self.counters.get_bytes, bytes.len() as u64);
-            Ok(Got {
-                bytes,
-                version,
-                crc,
+        let r = self.retrier(false);
+        let sent = r
+            .run(gate, "GET", key.as_ref(), || async {
+                add(&self.counters.gets, 1);
+                let opts = GetOptions::new()
+                    .with_range(range.clone())
+                    .with_if_match(if_match);
+                let r = self.store.get_opts(key, opts).await?;
+                let version = Version::from_meta(&r.meta);
+                let bytes = r.bytes().await?;
+                add(&self.counters.get_bytes, bytes.len() as u64);
+                Ok(Got { bytes, version })
             })
-        })
-        .await
+            .await?;
+        Ok(sent.value)
     }
 
-    /// The version and stored CRC of `key`, without its body.
-    pub(crate) async fn head(&self, key: &Path) -> Result<(Option<Version>, Option<u32>), Failed> {
-        retry(&self.policy, "HEAD", key.as_ref(), || async {
-            add(&self.counters.lists, 1);
-            let r = self
-                .store
-                .get_opts(key, GetOptions::new().with_head(true))
-                .await?;
-            Ok((Version::from_meta(&r.meta), stored_crc(&r.attributes)))
-        })
-        .await
+    /// The version of `key`, without its body.
+    pub(crate) async fn head(&self, key: &Path) -> Result<Option<Version>, Failed> {
+        let sent = self
+            .retrier(false)
+            .run(Gate::Lease, "HEAD", key.as_ref(), || async {
+                add(&self.counters.lists, 1);
+                let r = self
+                    .store
+                    .get_opts(key, GetOptions::new().with_head(true))
+                    .await?;
+                Ok(Version::from_meta(&r.meta))
+            })
+            .await?;
+        Ok(sent.value)
     }
 
-    /// PUTs `body` to `key` in `mode`, storing `crc` with it if given. Returns the new version.
+    /// PUTs `body` to `key` in `mode` through `gate`. Returns the new version (its ETag empty
+    /// if the store gave none) and when the attempt that landed started.
     pub(crate) async fn put(
         &self,
         key: &Path,
         body: Bytes,
         mode: PutMode,
-        crc: Option<u32>,
-    ) -> Result<Version, Failed> {
+        gate: Gate<'_>,
+    ) -> Result<Sent<Version>, Failed> {
         let size = body.len() as u64;
-        retry(&self.policy, "PUT", key.as_ref(), || async {
-            add(&self.counters.puts, 1);
-            add(&self.counters.put_bytes, size);
-            let mut attributes = Attributes::new();
-            if let Some(c) = crc {
-                attributes.insert(
-                    Attribute::Metadata(CRC_METADATA_KEY.into()),
-                    format!("{c:08x}").into(),
-                );
-            }
-            let opts = PutOptions {
-                mode: mode.clone(),
-                attributes,
-                ..PutOptions::default()
-            };
-            let r = self
-                .store
-                .put_opts(key, PutPayload::from(body.clone()), opts)
-                .await?;
-            Ok(Version {
-                e_tag: r.e_tag.unwrap_or_default(),
-                version: r.version,
-                size,
+        self.retrier(true)
+            .run(gate, "PUT", key.as_ref(), || async {
+                add(&self.counters.puts, 1);
+                add(&self.counters.put_bytes, size);
+                let opts = PutOptions {
+                    mode: mode.clone(),
+                    ..PutOptions::default()
+                };
+                let r = self
+                    .store
+                    .put_opts(key, PutPayload::from(body.clone()), opts)
+                    .await?;
+                Ok(Version {
+                    e_tag: r.e_tag.unwrap_or_default(),
+                    version: r.version,
+                    size,
+                })
             })
-        })
-        .await
+            .await
     }
 
-    /// DELETEs `key` (deleting a missing object succeeds).
-    pub(crate) async fn delete(&self, key: &Path) -> Result<(), Failed> {
-        let r = retry(&self.policy, "DELETE", key.as_ref(), || async {
-            add(&self.counters.deletes, 1);
-            self.store.delete(key).await
-        })
-        .await;
+    /// DELETEs `key` through `gate` (deleting a missing object succeeds).
+    pub(crate) async fn delete(&self, key: &Path, gate: Gate<'_>) -> Result<(), Failed> {
+        let r = self
+            .retrier(true)
+            .run(gate, "DELETE", key.as_ref(), || async {
+                add(&self.counters.deletes, 1);
+                self.store.delete(key).await
+            })
+            .await;
         match r {
-            Err(Failed::Answer {
+            Ok(_)
+            | Err(Failed::Answer {
                 error: object_store::Error::NotFound { .. },
                 ..
             }) => Ok(()),
-            r => r,
+            Err(f) => Err(f),
         }
     }
 
-    /// Every object under `prefix` (the whole listing is retried if a page fails).
-    pub(crate) async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, Failed> {
-        retry(&self.policy, "LIST", prefix.as_ref(), || async {
+    /// Calls `each` with every object under `prefix`, in key order, streaming the listing (one
+    /// request per 1,000 keys). A listing that fails part-way is resumed after the last key
+    /// seen, within the retry budget; `each`'s error stops it.
+    pub(crate) async fn list(
+        &self,
+        prefix: &Path,
+        mut each: impl FnMut(ObjectMeta) -> ObjResult<()>,
+    ) -> ObjResult<()> {
+        let attempts_max = self.policy.attempts_max.max(1);
+        let mut after: Option<Path> = None;
+        let mut backoff = self.policy.backoff_initial;
+        let mut failures = 0;
+        // Bounded: every pass either ends the listing or counts a failure.
+        loop {
             add(&self.counters.lists, 1);
-            let pages = &self.counters.lists;
-            let mut out = Vec::new();
-            let mut stream = self.store.list(Some(prefix));
-            while let Some(meta) = stream.try_next().await? {
-                out.push(meta);
-                if out.len() % 1000 == 0 {
-                    add(pages, 1); // S3 lists 1,000 keys a request
+            let mut stream = match &after {
+                None => self.store.list(Some(prefix)),
+                Some(a) => self.store.list_with_offset(Some(prefix), a),
+            };
+            let mut seen = 0u64;
+            let error = loop {
+                let next = tokio::time::timeout(self.policy.attempt_timeout, stream.next()).await;
+                match next {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Ok(meta))) => {
+                        seen += 1;
+                        if seen % 1000 == 0 {
+                            add(&self.counters.lists, 1); // S3 lists 1,000 keys a request
+                        }
+                        after = Some(meta.location.clone());
+                        each(meta)?;
+                    }
+                    Ok(Some(Err(e))) if !transient(&e) => {
+                        return Err(ObjectError::Store {
+                            op: "LIST",
+                            key: prefix.to_string(),
+                            source: e,
+                        })
+                    }
+                    Ok(Some(Err(e))) => break e.to_string(),
+                    Err(_) => break format!("no answer within {:?}", self.policy.attempt_timeout),
                 }
+            };
+            failures += 1;
+            tracing::debug!(prefix = %prefix, error = %error, "listing failed");
+            if failures >= attempts_max {
+                return Err(ObjectError::RetriesExhausted {
+                    op: "LIST",
+                    key: prefix.to_string(),
+                    attempts: failures,
+                    last: error,
+                });
             }
-            Ok(out)
-        })
-        .await
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.policy.backoff_max);
+        }
     }
 }

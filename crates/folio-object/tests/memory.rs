@@ -2,6 +2,10 @@
 //! [`FaultyStore`] that injects latency and failures: hermetic, quick, deterministic where it
 //! matters (each test sets its own faults).
 
+mod common;
+
+use common::{block, object, opts};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +13,10 @@ use folio::backend::{FrameMut, PageCacheBackend};
 use folio::{CacheConfig, PageCache};
 use folio_object::object_store::memory::InMemory;
 use folio_object::object_store::path::Path;
-use folio_object::object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload,
-};
+use folio_object::object_store::{ObjectStoreExt, PutPayload};
 use folio_object::{
     Access, FaultyStore, Layout, LeaseMode, Manifest, ObjectError, ObjectStoreBackend, OpenOptions,
-    RetryPolicy,
+    CHUNK_TRAILER_LEN,
 };
 use rand::{Rng, SeedableRng};
 
@@ -33,19 +35,6 @@ fn stores() -> Stores {
     Stores { inner, faulty }
 }
 
-fn opts() -> OpenOptions {
-    OpenOptions {
-        retry: RetryPolicy {
-            attempts_max: 3,
-            backoff_initial: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(4),
-            attempt_timeout: Duration::from_secs(5),
-        },
-        lease_ttl: Duration::from_millis(600),
-        ..OpenOptions::default()
-    }
-}
-
 fn create(s: &Stores, size: u64, chunk: u64) -> ObjectStoreBackend {
     let m = Manifest::new(size, chunk).unwrap();
     ObjectStoreBackend::create(s.faulty.clone(), PREFIX, m, &opts()).unwrap()
@@ -59,25 +48,25 @@ fn cache(b: ObjectStoreBackend, budget: u64) -> PageCache {
     PageCache::new(Arc::new(b), CacheConfig::new(budget)).unwrap()
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn chunk_key(n: u64) -> Path {
     Layout::new(PREFIX).unwrap().chunk(n)
 }
 
 /// The stored object of chunk `n`, if any.
 fn stored(s: &Stores, n: u64) -> Option<Vec<u8>> {
-    match block(s.inner.get(&chunk_key(n))) {
-        Ok(r) => Some(block(r.bytes()).unwrap().to_vec()),
-        Err(folio_object::object_store::Error::NotFound { .. }) => None,
-        Err(e) => panic!("{e}"),
-    }
+    object(&s.inner, &chunk_key(n))
+}
+
+/// The data part of chunk `n`'s object (without its trailer), if it has one.
+fn data(s: &Stores, n: u64) -> Option<Vec<u8>> {
+    stored(s, n).map(|mut o| {
+        assert!(
+            o.len() >= CHUNK_TRAILER_LEN as usize,
+            "chunk {n} has no trailer"
+        );
+        o.truncate(o.len() - CHUNK_TRAILER_LEN as usize);
+        o
+    })
 }
 
 fn read_all(c: &PageCache, len: u64) -> Vec<u8> {
@@ -114,12 +103,17 @@ fn pages_round_trip_through_a_small_cache_and_a_reopen() {
     let c = cache(open(&s, &opts()).unwrap(), MIB);
     assert_eq!(c.len(), size);
     assert!(read_all(&c, size) == model, "reads after a reopen");
-    // Chunk objects are exactly the image's bytes (the last one cut at the image's end).
+    // Chunk objects are the image's bytes (the last one cut at the image's end) and a trailer.
     let last = size / (256 * KIB);
     assert_eq!(
-        stored(&s, last).map(|b| b.len() as u64),
+        data(&s, last).map(|b| b.len() as u64),
         Some(size % (256 * KIB))
     );
+    let first = data(&s, 0).unwrap(); // trailing zeros are not stored
+    assert!(first[..] == model[..first.len()]);
+    assert!(model[first.len()..(256 * KIB) as usize]
+        .iter()
+        .all(|&b| b == 0));
 }
 
 #[test]
@@ -139,7 +133,7 @@ fn a_flush_gathers_the_dirty_pages_of_a_chunk_into_one_put() {
     let puts = s.faulty.requests() - before;
     // Each chunk: one GET of its old bytes is not needed (absent), one PUT.
     assert_eq!(puts, 2, "one PUT per chunk");
-    assert_eq!(stored(&s, 2).unwrap()[6 * 4096 + 17], b'x');
+    assert_eq!(data(&s, 2).unwrap()[6 * 4096 + 17], b'x');
 }
 
 #[test]
@@ -171,7 +165,7 @@ fn queued_writes_wait_for_unplug_and_meet_in_one_put() {
 }
 
 #[test]
-fn zero_chunks_are_deleted_and_absent_chunks_cost_no_request() {
+fn zero_chunks_are_emptied_then_reclaimed_at_open_and_absent_chunks_cost_no_request() {
     let s = stores();
     let c = cache(create(&s, 8 * MIB, MIB), 4 * MIB);
     c.write_all_at(&vec![5u8; MIB as usize], MIB).unwrap();
@@ -188,18 +182,29 @@ fn zero_chunks_are_deleted_and_absent_chunks_cost_no_request() {
     c.read_exact_at(&mut buf, 4 * MIB).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
     assert_eq!(s.faulty.requests(), before);
-    // Zeroing a whole chunk deletes it; writing zeros over the rest of one does too.
+    // Zeroing a whole chunk empties it (a conditional PUT of a trailer alone, never a DELETE
+    // during a session); writing zeros over the rest of one does too.
     c.zero_range(MIB..2 * MIB).unwrap();
     c.write_all_at(&[0u8; 100], 3 * MIB).unwrap();
     c.sync().unwrap();
-    assert!(stored(&s, 1).is_none(), "zeroed chunk deleted");
-    assert!(
-        stored(&s, 3).is_none(),
-        "chunk written back to zeros deleted"
+    assert_eq!(data(&s, 1), Some(Vec::new()), "zeroed chunk emptied");
+    assert_eq!(
+        data(&s, 3),
+        Some(Vec::new()),
+        "chunk written back to zeros emptied"
     );
+    // An empty chunk reads as zeros without a request.
+    c.evict_range(0..8 * MIB).unwrap();
+    let before = s.faulty.requests();
     let mut one = [9u8; 1];
     c.read_exact_at(&mut one, MIB + 5).unwrap();
     assert_eq!(one, [0]);
+    assert_eq!(s.faulty.requests(), before);
+    c.close().unwrap();
+    // The next read-write open deletes them, under its fresh lease.
+    let b = open(&s, &opts()).unwrap();
+    assert!(stored(&s, 1).is_none() && stored(&s, 3).is_none());
+    drop(b);
 }
 
 #[test]
@@ -227,7 +232,7 @@ fn a_failed_put_keeps_the_data_and_every_sync_fails_until_it_lands() {
     assert!(stored(&s, 2).is_none());
     s.faulty.set_down(false);
     c.sync().unwrap();
-    assert_eq!(&stored(&s, 2).unwrap()[..6], b"during");
+    assert_eq!(&data(&s, 2).unwrap()[..6], b"during");
     c.close().unwrap();
 }
 
@@ -302,9 +307,14 @@ fn a_put_whose_answer_was_lost_is_recognised_as_our_own() {
 fn a_chunk_changed_behind_folios_back_is_detected() {
     let s = stores();
     let b = create(&s, 4 * MIB, MIB);
-    let mut f = FrameMut::alloc(4096).unwrap();
-    f.as_mut_slice().fill(1);
-    b.write_pages(0, vec![f.freeze()]).unwrap().wait().unwrap();
+    let two = (0..2)
+        .map(|_| {
+            let mut f = FrameMut::alloc(4096).unwrap();
+            f.as_mut_slice().fill(1);
+            f.freeze()
+        })
+        .collect();
+    b.write_pages(0, two).unwrap().wait().unwrap();
     // Someone else rewrites chunk 0.
     block(
         s.inner
@@ -360,27 +370,34 @@ fn a_chunk_changed_behind_folios_back_is_detected() {
 #[test]
 fn whole_chunk_reads_verify_the_stored_checksum() {
     let s = stores();
-    drop(create(&s, 4 * MIB, 64 * KIB));
-    // A chunk whose bytes do not match the CRC stored with it.
-    let mut attributes = Attributes::new();
-    attributes.insert(
-        Attribute::Metadata("folio-crc32c".into()),
-        "12345678".to_string().into(),
-    );
-    let opts = PutOptions {
-        attributes,
-        ..PutOptions::default()
-    };
-    block(
-        s.inner
-            .put_opts(&chunk_key(1), vec![7u8; 65536].into(), opts),
-    )
-    .unwrap();
+    let b = create(&s, 4 * MIB, 64 * KIB);
+    let frames = (0..16)
+        .map(|_| {
+            let mut f = FrameMut::alloc(4096).unwrap();
+            f.as_mut_slice().fill(7);
+            f.freeze()
+        })
+        .collect();
+    b.write_pages(16, frames).unwrap().wait().unwrap();
+    b.close().unwrap();
+    // One bit of chunk 1's data flips in the store (its trailer's CRC32C no longer matches).
+    let mut object = stored(&s, 1).unwrap();
+    object[100] ^= 1;
+    block(s.inner.put(&chunk_key(1), object.into())).unwrap();
     let b = open(&s, &opts_read_only()).unwrap();
     let frames = (0..16).map(|_| FrameMut::alloc(4096).unwrap()).collect();
     let e = b.read_pages(16, frames).unwrap().wait().unwrap_err();
     assert!(
         matches!(object_error(&e), ObjectError::Checksum { chunk: 1, .. }),
+        "{e}"
+    );
+    // An object without Folio's trailer is refused by name.
+    block(s.inner.put(&chunk_key(2), vec![7u8; 65536].into())).unwrap();
+    let b = open(&s, &opts_read_only()).unwrap();
+    let frames = (0..16).map(|_| FrameMut::alloc(4096).unwrap()).collect();
+    let e = b.read_pages(32, frames).unwrap().wait().unwrap_err();
+    assert!(
+        matches!(object_error(&e), ObjectError::BadChunk { chunk: 2, .. }),
         "{e}"
     );
 }
@@ -419,11 +436,16 @@ fn a_dead_writers_lease_is_taken_over_after_its_time_to_live() {
     let s = stores();
     drop(create(&s, 4 * MIB, MIB));
     let lock = Layout::new(PREFIX).unwrap().lock();
-    let dead = r#"{"holder":"gone:1:0","ttl_ms":300,"renewal":4}"#;
+    let dead = r#"{"holder":"gone:1:0","ttl_ms":300,"attempt_timeout_ms":100,"renewal":4}"#;
     block(s.inner.put(&lock, PutPayload::from(dead))).unwrap();
     let t = std::time::Instant::now();
     let b = open(&s, &opts()).unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    // Its time to live, a tenth more, and its requests' timeout.
+    assert!(
+        t.elapsed() >= Duration::from_millis(430),
+        "{:?}",
+        t.elapsed()
+    );
     drop(b);
 }
 
@@ -467,16 +489,23 @@ fn resize_drops_chunks_past_the_end_and_growing_reads_zeros() {
     assert!((0..4).all(|n| stored(&s, n).is_some()));
     c.resize(MIB + MIB / 2).unwrap();
     c.sync().unwrap();
-    assert!(stored(&s, 2).is_none() && stored(&s, 3).is_none());
-    assert_eq!(stored(&s, 1).unwrap().len() as u64, MIB / 2);
+    // Emptied during the session (never deleted), cut at the new end.
+    assert_eq!(data(&s, 2), Some(Vec::new()));
+    assert_eq!(data(&s, 3), Some(Vec::new()));
+    assert_eq!(data(&s, 1).unwrap().len() as u64, MIB / 2);
     c.resize(4 * MIB).unwrap();
     c.evict_range(0..4 * MIB).unwrap();
     let all = read_all(&c, 4 * MIB);
     assert!(all[..(MIB + MIB / 2) as usize].iter().all(|&b| b == 7));
     assert!(all[(MIB + MIB / 2) as usize..].iter().all(|&b| b == 0));
     c.close().unwrap();
-    let m = open(&s, &opts()).unwrap().manifest();
-    assert_eq!(m.size, 4 * MIB);
+    let b = open(&s, &opts()).unwrap();
+    assert_eq!(b.manifest().size, 4 * MIB);
+    assert!(
+        stored(&s, 2).is_none() && stored(&s, 3).is_none(),
+        "reclaimed at open"
+    );
+    drop(b);
 }
 
 #[test]

@@ -71,15 +71,7 @@ struct KnownEdge {
     why: &'static str,
 }
 
-const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[KnownEdge {
-    krate: "folio-object",
-    level: "",
-    from: "image",
-    to: "chunk",
-    why: "image.rs keeps the table of chunk `Cell`s, whose type is in chunk.rs, and \
-              chunk.rs implements `Image`'s chunk operations: one concern over two top-level \
-              files (an `image/` folder holding chunk.rs, or `Cell` in image.rs, ends it)",
-}];
+const KNOWN_CYCLE_EDGES: &[KnownEdge] = &[];
 
 /// A file over [`LINES_MAX`] lines whose split is known to be pending, with its owner.
 struct KnownLong {
