@@ -416,7 +416,13 @@ fn close_reports_errors_and_drop_survives_a_dead_backend() {
 
 #[test]
 fn reads_never_see_stale_or_uninitialised_bytes_after_errors() {
-    let backend = faulty(8, FaultConfig::new(8).fail_write_at(0).fail_read_at(0));
+    let backend = faulty(
+        8,
+        FaultConfig::new(8)
+            .fail_write_at(0)
+            .fail_read_at(0)
+            .fail_read_at(2),
+    );
     let cache = PageCache::new(
         backend.clone(),
         CacheConfig::with_budget_pages(1).background_writeback(false),
@@ -424,12 +430,15 @@ fn reads_never_see_stale_or_uninitialised_bytes_after_errors() {
     .unwrap();
     let mut buf = vec![0u8; PS];
     cache.write_all_at(&[9u8; PS], 0).unwrap(); // whole page: no read
-                                                // Reading page 1 must evict dirty page 0: its write fails.
+                                                // Reading page 1 must evict dirty page 0: its first write fails, the
+                                                // eviction tries it again (the only victim) and that write lands; the
+                                                // read of page 1 then fails (read #0).
     assert!(cache.read_exact_at(&mut buf, PS as u64).is_err());
-    cache.read_exact_at(&mut buf, 0).unwrap();
-    assert_eq!(buf, vec![9u8; PS], "the newest bytes, from the cache");
-    cache.sync().ok();
-    // Page 0 is clean now; reading page 1 evicts it; the read itself fails (read #1)...
+    assert_eq!(cache.page_state(1), None, "a failed read caches nothing");
+    cache.read_exact_at(&mut buf, 0).unwrap(); // read #1
+    assert_eq!(buf, vec![9u8; PS], "the newest bytes");
+    assert!(cache.sync().is_err(), "the failed write-back is reported");
+    // Reading page 1 evicts page 0 (clean); the read itself fails (read #2)...
     assert!(cache.read_exact_at(&mut buf, PS as u64).is_err());
     assert_eq!(cache.page_state(1), None, "a failed read caches nothing");
     // ... and the next read returns the backend's bytes, and page 0 its newest bytes.
