@@ -86,9 +86,15 @@ impl CacheConfig {
     }
 
     /// The largest single backend I/O (default 1 MiB); runs of pages are split at this size.
-    pub fn max_io_bytes(mut self, bytes: usize) -> CacheConfig {
+    pub fn io_bytes_max(mut self, bytes: usize) -> CacheConfig {
         self.max_io_bytes = bytes;
         self
+    }
+
+    /// The old name of [`io_bytes_max`](Self::io_bytes_max).
+    #[deprecated(note = "renamed to `io_bytes_max` (qualifiers last)")]
+    pub fn max_io_bytes(self, bytes: usize) -> CacheConfig {
+        self.io_bytes_max(bytes)
     }
 
     /// How long a miss may wait for a frame when every frame is held (default 1 s), before it
@@ -101,9 +107,15 @@ impl CacheConfig {
     /// The largest readahead window (default 2 MiB; twice that in ranges advised
     /// [`Advice::Sequential`](crate::Advice::Sequential); never more than 1/16 of the cache). 0 turns readahead off.
     /// See [`readahead`](crate::readahead).
-    pub fn readahead_max_bytes(mut self, bytes: usize) -> CacheConfig {
+    pub fn readahead_bytes_max(mut self, bytes: usize) -> CacheConfig {
         self.readahead_max_bytes = bytes;
         self
+    }
+
+    /// The old name of [`readahead_bytes_max`](Self::readahead_bytes_max).
+    #[deprecated(note = "renamed to `readahead_bytes_max` (qualifiers last)")]
+    pub fn readahead_max_bytes(self, bytes: usize) -> CacheConfig {
+        self.readahead_bytes_max(bytes)
     }
 
     /// Threads that load readahead and `WillNeed` pages in the background (default 4, started on
@@ -187,9 +199,15 @@ impl CacheConfig {
 
     /// The longest one write call waits for the flusher when the dirty limit is reached (default
     /// 500 ms); after that it proceeds. Zero disables throttling.
-    pub fn throttle_max_wait(mut self, wait: Duration) -> CacheConfig {
+    pub fn throttle_wait_max(mut self, wait: Duration) -> CacheConfig {
         self.writeback.throttle_max_wait = wait;
         self
+    }
+
+    /// The old name of [`throttle_wait_max`](Self::throttle_wait_max).
+    #[deprecated(note = "renamed to `throttle_wait_max` (qualifiers last)")]
+    pub fn throttle_max_wait(self, wait: Duration) -> CacheConfig {
+        self.throttle_wait_max(wait)
     }
 
     /// How many threads write back one large flush, sync or flusher batch in parallel (1..=64,

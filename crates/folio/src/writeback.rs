@@ -60,7 +60,7 @@
 //! A writer (`write_at` and everything built on it) that finds the dirty pages plus the pages
 //! under write-back (as Linux counts them) at or over the hard limit ([`dirty_percent`](crate::CacheConfig::dirty_percent), default 20% of the budget) kicks
 //! the flusher and waits in slices of 10 ms until the dirty count drops below the limit. It stops
-//! waiting and proceeds after [`throttle_max_wait`](crate::CacheConfig::throttle_max_wait) (default
+//! waiting and proceeds after [`throttle_wait_max`](crate::CacheConfig::throttle_wait_max) (default
 //! 500 ms, like Linux's `MAX_PAUSE` bound on one pause), or at once if the flusher is backing off
 //! after failures or is not running: waiting cannot help then, and memory stays bounded by the
 //! budget regardless (eviction writes dirty pages back itself and reports its failures). The

@@ -177,8 +177,8 @@ fn writers_are_throttled_at_the_dirty_limit() {
         PageCache::new(
             backend.clone(),
             CacheConfig::with_budget_pages(100)
-                .max_io_bytes(4 * PS)
-                .throttle_max_wait(Duration::from_secs(3600))
+                .io_bytes_max(4 * PS)
+                .throttle_wait_max(Duration::from_secs(3600))
                 .writeback_interval(Duration::from_secs(3600)),
         )
         .unwrap(),
@@ -240,7 +240,7 @@ fn throttling_is_bounded_when_the_flusher_cannot_progress() {
     let cache = PageCache::new(
         backend.clone(),
         CacheConfig::with_budget_pages(20) // background 2 pages, limit 4
-            .throttle_max_wait(Duration::from_millis(100))
+            .throttle_wait_max(Duration::from_millis(100))
             .writeback_interval(Duration::from_secs(3600)),
     )
     .unwrap();
@@ -280,7 +280,7 @@ fn a_failing_backend_does_not_make_the_flusher_spin_and_reads_still_work() {
         backend.clone(),
         CacheConfig::with_budget_pages(40)
             .writeback_interval(Duration::from_millis(1))
-            .throttle_max_wait(Duration::from_secs(3600)),
+            .throttle_wait_max(Duration::from_secs(3600)),
     )
     .unwrap();
     let data = pattern(9, 9, 8 * PS);

@@ -98,7 +98,7 @@ pub struct IoArgs {
     pub queue_depth: usize,
     /// io_uring backend: reads of at most this many pages go through `preadv` on the calling
     /// thread (0: every read through the ring).
-    #[arg(long, default_value_t = folio::backend::uring::DEFAULT_INLINE_READ_PAGES)]
+    #[arg(long, default_value_t = folio::backend::uring::INLINE_READ_PAGES_MAX_DEFAULT)]
     pub inline_read_pages: usize,
     /// Use the OS page cache under Folio instead of O_DIRECT.
     #[arg(long)]
@@ -200,7 +200,7 @@ fn open_backend(path: &Path, args: &IoArgs) -> Result<Opened, BoxError> {
         Ok(Opened {
             backend: Arc::new(
                 UringBackend::open_with_depth(path, mode, args.queue_depth)?
-                    .inline_read_pages(args.inline_read_pages),
+                    .inline_read_pages_max(args.inline_read_pages),
             ),
             name: "io_uring",
         })
@@ -230,7 +230,7 @@ fn cache(path: &Path, args: &IoArgs, budget: u64) -> Result<(PageCache, &'static
     // dirtied, which the flusher would otherwise already have written (and throttled) during
     // the untimed writes; the read scenarios dirty nothing.
     let config = CacheConfig::new(budget)
-        .readahead_max_bytes(args.readahead_max as usize)
+        .readahead_bytes_max(args.readahead_max as usize)
         .background_writeback(false);
     Ok((PageCache::new(opened.backend, config)?, opened.name))
 }
@@ -353,7 +353,7 @@ fn seq_read(
         backend_name = name;
         let secs = read_whole(len, |buf, pos| cache.read_at(buf, pos))?;
         folio_bw.push(len as f64 / secs / 1048576.0);
-        overhead.push(cache.stats().bytes_read as f64 / len as f64);
+        overhead.push(cache.stats().read_bytes as f64 / len as f64);
         drop(cache);
     }
     out.push(
@@ -542,7 +542,7 @@ fn rand_read(
             one.read_exact_many(&mut batch)?;
         }
         batched_iops.push(ops as f64 / started.elapsed().as_secs_f64());
-        ratio.push(one.stats().bytes_read as f64 / (ops * PS as u64) as f64);
+        ratio.push(one.stats().read_bytes as f64 / (ops * PS as u64) as f64);
     }
     let one = format!("rand-read 4KiB, 1 thread, {depth} in flight");
     out.push(
@@ -686,8 +686,8 @@ fn flush(
             let opened = open_backend(path, &depth_args)?;
             backend_name = opened.name;
             let config = CacheConfig::new(size + (16 << 20))
-                .readahead_max_bytes(args.readahead_max as usize)
-                .max_io_bytes(1 << 20)
+                .readahead_bytes_max(args.readahead_max as usize)
+                .io_bytes_max(1 << 20)
                 .writeback_threads(1)
                 .background_writeback(false);
             let cache = PageCache::new(opened.backend, config)?;

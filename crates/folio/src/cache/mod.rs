@@ -437,7 +437,7 @@ impl PageCache {
 
     /// Counters and gauges.
     pub fn stats(&self) -> Stats {
-        self.engine.stats()
+        self.engine.stats().with_old_names()
     }
 
     /// Checks the cache's invariants (for tests; see docs/design.md): every frame is free (and

@@ -1,0 +1,65 @@
+//! The public API's names and types (issue 17): each renamed item's deprecated old name still
+//! compiles and does exactly what the new name does.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio::{CacheConfig, MemoryBackend, PageCache};
+
+const PS: usize = 4096;
+
+/// Each deprecated builder sets the same setting as its new name: the two configurations are
+/// equal field by field (compared through `Debug`, which prints every field).
+#[test]
+fn old_config_names_set_what_the_new_names_set() {
+    let same = |old: CacheConfig, new: CacheConfig| {
+        assert_eq!(format!("{old:?}"), format!("{new:?}"));
+    };
+    let base = || CacheConfig::new(1 << 20);
+    same(base().max_io_bytes(8 * PS), base().io_bytes_max(8 * PS));
+    same(
+        base().readahead_max_bytes(3 * PS),
+        base().readahead_bytes_max(3 * PS),
+    );
+    same(
+        base().throttle_max_wait(Duration::from_millis(7)),
+        base().throttle_wait_max(Duration::from_millis(7)),
+    );
+    // And the setting does change something: a config with another value differs.
+    assert_ne!(
+        format!("{:?}", base().io_bytes_max(8 * PS)),
+        format!("{:?}", base().io_bytes_max(16 * PS))
+    );
+}
+
+/// The renamed counters' old names carry the same values as the new ones.
+#[test]
+fn old_stats_names_carry_the_new_values() {
+    let backend = Arc::new(MemoryBackend::from_bytes(vec![7; 8 * PS]));
+    let cache = PageCache::new(
+        backend,
+        CacheConfig::with_budget_pages(4).readahead_bytes_max(0),
+    )
+    .unwrap();
+    let mut buf = vec![0; 2 * PS];
+    cache.read_exact_at(&mut buf, 0).unwrap();
+    cache.write_all_at(&buf, 4 * PS as u64).unwrap();
+    cache.sync().unwrap();
+    let s = cache.stats();
+    assert_eq!(s.read_bytes, 2 * PS as u64, "{s:?}");
+    assert_eq!(s.writeback_bytes, 2 * PS as u64, "{s:?}");
+    assert_eq!(s.bytes_read, s.read_bytes);
+    assert_eq!(s.bytes_written, s.writeback_bytes);
+}
+
+/// The io_uring backend's renamed constants keep their values under the old names.
+#[test]
+fn old_uring_names_are_the_new_values() {
+    use folio::backend::uring;
+    assert_eq!(uring::DEFAULT_QUEUE_DEPTH, uring::QUEUE_DEPTH_DEFAULT);
+    assert_eq!(
+        uring::DEFAULT_INLINE_READ_PAGES,
+        uring::INLINE_READ_PAGES_MAX_DEFAULT
+    );
+}
