@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use folio::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
-use folio::IoOp;
+use folio::{ConfigError, IoOp};
 use futures_util::StreamExt;
 use object_store::{ObjectStore, PutMode};
 
@@ -313,15 +313,18 @@ impl ObjectStoreBackend {
     ) -> folio::Result<(usize, u64, Vec<(Piece, Vec<F>)>)> {
         let page = frames.first().map(&len).unwrap_or(0);
         if page == 0 || frames.iter().any(|f| len(f) != page) {
-            return Err(folio::Error::InvalidConfig(
-                "frames of one I/O must be non-empty and of one length".into(),
-            ));
+            let other = frames.iter().map(&len).find(|&l| l != page).unwrap_or(0);
+            return Err(ConfigError::FrameLengths { first: page, other }.into());
         }
         if self.image.chunk_size % page as u64 != 0 {
-            return Err(folio::Error::InvalidConfig(format!(
-                "the page size {page} does not divide the image's chunk size {}",
-                self.image.chunk_size
-            )));
+            return Err(ConfigError::PageSizeUnsupported {
+                page_size: page,
+                reason: format!(
+                    "it does not divide the image's chunk size {}",
+                    self.image.chunk_size
+                ),
+            }
+            .into());
         }
         let total = (frames.len() * page) as u64;
         let overflow = folio::Error::Overflow {

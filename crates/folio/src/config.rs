@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::backend::Commit;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::policy::PolicyKind;
 use crate::writeback::WritebackConfig;
 
@@ -98,7 +98,7 @@ impl CacheConfig {
     }
 
     /// How long a miss may wait for a frame when every frame is held (default 1 s), before it
-    /// fails with [`Error::NoFreeFrame`].
+    /// fails with [`Error::NoFreeFrame`](crate::Error::NoFreeFrame).
     pub fn frame_wait_max(mut self, wait: Duration) -> CacheConfig {
         self.frame_wait_max = wait;
         self
@@ -135,25 +135,34 @@ impl CacheConfig {
     pub(crate) fn frames(&self) -> Result<usize> {
         let ps = self.page_size;
         if !ps.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&ps) {
-            return Err(Error::InvalidConfig(format!(
-                "page size {ps} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
-            )));
+            return Err(ConfigError::PageSize {
+                page_size: ps,
+                min: PAGE_SIZE_MIN,
+                max: PAGE_SIZE_MAX,
+            }
+            .into());
         }
         let frames = match self.budget {
             Budget::Bytes(b) => usize::try_from(b / ps as u64).unwrap_or(usize::MAX),
             Budget::Pages(p) => p,
         };
         if frames == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "the budget {:?} holds no page of {ps} bytes",
-                self.budget
-            )));
+            let budget_bytes = match self.budget {
+                Budget::Bytes(b) => b,
+                Budget::Pages(_) => 0,
+            };
+            return Err(ConfigError::BudgetTooSmall {
+                budget_bytes,
+                page_size: ps,
+            }
+            .into());
         }
         if frames > FRAMES_MAX {
-            return Err(Error::InvalidConfig(format!(
-                "{frames} frames is too many (at most {FRAMES_MAX}: {} GiB of 4 KiB pages)",
-                (FRAMES_MAX as u64 * 4096) >> 30
-            )));
+            return Err(ConfigError::BudgetTooLarge {
+                frames,
+                frames_max: FRAMES_MAX,
+            }
+            .into());
         }
         Ok(frames)
     }

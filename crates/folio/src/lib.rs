@@ -54,7 +54,7 @@ pub use cache::SyncHandle;
 pub use cache::{
     Budget, CacheConfig, CloseError, PageCache, PageReadGuard, PageWriteGuard, PinnedPage,
 };
-pub use error::{Error, IoOp, Result};
+pub use error::{ConfigError, Error, IoOp, Result};
 pub use page::PageState;
 pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};

@@ -63,3 +63,55 @@ fn old_uring_names_are_the_new_values() {
         uring::INLINE_READ_PAGES_MAX_DEFAULT
     );
 }
+
+/// Configuration errors are `Error::Config` with a typed reason, and still map to
+/// `InvalidInput` for callers that speak `std::io`.
+#[test]
+fn configuration_errors_are_typed_and_invalid_input() {
+    use folio::{ConfigError, Error, PolicyKind};
+    let err = PageCache::new(
+        Arc::new(MemoryBackend::new()),
+        CacheConfig::with_budget_pages(0),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Config(ConfigError::BudgetTooSmall {
+                budget_bytes: 0,
+                page_size: 4096
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.to_io_error().kind(), std::io::ErrorKind::InvalidInput);
+    let err = PageCache::new(
+        Arc::new(MemoryBackend::new()),
+        CacheConfig::with_budget_pages(4).page_size(128 << 10),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Config(ConfigError::PageSize {
+                page_size: 131072,
+                min: 512,
+                max: 65536
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: page size 131072 is not a power of two from 512 to 65536"
+    );
+    let err = "no-such-policy".parse::<PolicyKind>().unwrap_err();
+    match &err {
+        Error::Config(ConfigError::UnknownPolicy { name, known }) => {
+            assert_eq!(name, "no-such-policy");
+            assert!(known.contains(&"lru"), "{known:?}");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(err.to_string().contains("known: default, "), "{err}");
+}

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::device::{Call, Device};
-use folio::{CacheConfig, Commit, Error, PageCache, PolicyKind};
+use folio::{CacheConfig, Commit, ConfigError, Error, PageCache, PolicyKind};
 
 const PS: usize = 4096;
 const PSU: u64 = PS as u64;
@@ -660,7 +660,10 @@ fn a_configuration_too_large_is_a_typed_error() {
         .memory(Commit::Lazy);
     let dev = Device::new(Vec::new());
     match PageCache::new(dev, config) {
-        Err(Error::InvalidConfig(_)) => {}
+        Err(Error::Config(ConfigError::BudgetTooLarge {
+            frames: 0x1000_0001,
+            frames_max: 0x1000_0000,
+        })) => {}
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("2^31 frames accepted"),
     }

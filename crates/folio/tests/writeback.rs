@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{pattern, TestBackend};
 use folio::backend::faulty::{FaultConfig, FaultyBackend};
-use folio::{CacheConfig, Error, MemoryBackend, PageCache, PageCacheBackend, PageState};
+use folio::{
+    CacheConfig, ConfigError, Error, MemoryBackend, PageCache, PageCacheBackend, PageState,
+};
 
 const PS: usize = 4096;
 
@@ -441,19 +443,52 @@ fn reads_never_see_stale_or_uninitialised_bytes_after_errors() {
 
 #[test]
 fn thresholds_are_validated() {
+    let dirty = |background_percent, dirty_percent| ConfigError::DirtyPercent {
+        background_percent,
+        dirty_percent,
+    };
     let bad = [
-        CacheConfig::with_budget_pages(10)
-            .dirty_background_percent(30)
-            .dirty_percent(20),
-        CacheConfig::with_budget_pages(10).dirty_percent(0),
-        CacheConfig::with_budget_pages(10).dirty_percent(101),
-        CacheConfig::with_budget_pages(10).writeback_interval(Duration::ZERO),
+        (
+            CacheConfig::with_budget_pages(10)
+                .dirty_background_percent(30)
+                .dirty_percent(20),
+            dirty(30, 20),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).dirty_percent(0),
+            dirty(10, 0),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).dirty_percent(101),
+            dirty(10, 101),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_interval(Duration::ZERO),
+            ConfigError::WritebackIntervalZero,
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_threads(0),
+            ConfigError::WritebackThreads {
+                threads: 0,
+                threads_max: 64,
+            },
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_threads(65),
+            ConfigError::WritebackThreads {
+                threads: 65,
+                threads_max: 64,
+            },
+        ),
     ];
-    for config in bad {
-        assert!(matches!(
-            PageCache::new(mem(1), config),
-            Err(Error::InvalidConfig(_))
-        ));
+    for (config, want) in bad {
+        match PageCache::new(mem(1), config) {
+            // ConfigError holds io::Errors in some variants, so it has no PartialEq: compare
+            // the variant and its fields through Debug.
+            Err(Error::Config(got)) => assert_eq!(format!("{got:?}"), format!("{want:?}")),
+            Err(e) => panic!("{e}: not a configuration error"),
+            Ok(_) => panic!("{want} accepted"),
+        }
     }
 }
 

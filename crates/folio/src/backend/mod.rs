@@ -49,7 +49,7 @@ mod waiter;
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 pub use extents::{Allocation, Extent};
 pub use faulty::{FaultConfig, FaultyBackend};
@@ -236,9 +236,11 @@ pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result
         match page_size {
             None => page_size = Some(len),
             Some(p) if p != len => {
-                return Err(Error::InvalidConfig(format!(
-                    "frames of one I/O differ in length ({p} and {len})"
-                )))
+                return Err(ConfigError::FrameLengths {
+                    first: p,
+                    other: len,
+                }
+                .into())
             }
             Some(_) => {}
         }

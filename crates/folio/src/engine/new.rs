@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::{fence, Cursor, Engine, ErrSeq};
 use crate::backend::{PageCacheBackend, Region};
 use crate::config::CacheConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::index::PageIndex;
 use crate::page::FrameMeta;
 use crate::policy::FrameId;
@@ -49,9 +49,12 @@ impl Engine {
                 align,
             });
         }
-        let region_len = frames.checked_mul(page_size).ok_or_else(|| {
-            Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
-        })?;
+        let region_len = frames
+            .checked_mul(page_size)
+            .ok_or(ConfigError::BudgetTooLarge {
+                frames,
+                frames_max: usize::MAX / page_size,
+            })?;
         let region = Region::new(region_len, page_size, config.commit)?;
         let max_io_pages = (config.max_io_bytes / page_size)
             .clamp(1, backend.max_io_pages().max(1))
