@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use folio::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
+use folio::backend::{Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend};
 use folio::{ConfigError, IoOp};
 use futures_util::StreamExt;
 use object_store::{ObjectStore, PutMode};
@@ -529,14 +529,12 @@ impl PageCacheBackend for ObjectStoreBackend {
         waiter.wait()
     }
 
-    fn max_io_pages(&self) -> usize {
-        // One chunk of 4 KiB pages: a run never needs more than two GETs.
-        (self.image.chunk_size / 4096).max(1) as usize
-    }
-
-    fn queue_depth(&self) -> usize {
-        // Flushes submit many runs before waiting, so a chunk's runs meet in one PUT; the
-        // backend bounds what is really in flight.
-        1024
+    fn geometry(&self) -> Geometry {
+        Geometry::default()
+            // One chunk of 4 KiB pages: a run never needs more than two GETs.
+            .with_io_pages_max((self.image.chunk_size / 4096).max(1) as usize)
+            // Flushes submit many runs before waiting, so a chunk's runs meet in one PUT; the
+            // backend bounds what is really in flight.
+            .with_queue_depth(1024)
     }
 }

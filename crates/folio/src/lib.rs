@@ -47,8 +47,8 @@ mod sync;
 pub mod writeback;
 
 pub use backend::{
-    open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
-    LocalIoWaiter, MemoryBackend, PageCacheBackend, UringBackend,
+    open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, Geometry, IoMode,
+    IoWaiter, LocalIoWaiter, MemoryBackend, PageCacheBackend, PageCacheBackendExt, UringBackend,
 };
 pub use cache::SyncHandle;
 pub use cache::{

@@ -19,7 +19,7 @@ use common::{
 };
 use folio::{
     Advice, CacheConfig, Error, Frame, FrameMut, IoMode, IoOp, IoWaiter, MemoryBackend, PageCache,
-    PageCacheBackend, PageState, Result, UringBackend,
+    PageCacheBackend, PageCacheBackendExt, PageState, Result, UringBackend,
 };
 
 const PS: usize = 4096;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use common::{pattern, TestBackend};
 use folio::backend::faulty::{FaultConfig, FaultyBackend};
 use folio::{
-    CacheConfig, ConfigError, Error, MemoryBackend, PageCache, PageCacheBackend, PageState,
+    CacheConfig, ConfigError, Error, MemoryBackend, PageCache, PageCacheBackend,
+    PageCacheBackendExt, PageState,
 };
 
 const PS: usize = 4096;

@@ -119,8 +119,9 @@ impl PageCache {
 
     /// Reads each `(offset, buf)` exactly, as [`read_exact_at`](Self::read_exact_at) would,
     /// with the misses of all of them in flight at once (up to the backend's
-    /// [`queue_depth`](PageCacheBackend::queue_depth), and at most half the frames): one thread
-    /// gets the device's queue depth, as `fio --iodepth` does, without a thread per read.
+    /// [`queue_depth`](crate::backend::Geometry::queue_depth), and at most half the frames):
+    /// one thread gets the device's queue depth, as `fio --iodepth` does, without a thread per
+    /// read.
     ///
     /// Every range is checked before any I/O ([`Error::OutOfRange`] for the first one past the
     /// end). On a failed read the error of the first failure is returned; the buffers of other

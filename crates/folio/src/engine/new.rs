@@ -41,7 +41,8 @@ impl Engine {
         let frames = config.frames()?;
         config.validate_writeback()?;
         let page_size = config.page_size;
-        let align = backend.alignment();
+        let geometry = backend.geometry();
+        let align = geometry.alignment;
         if align > 1 && page_size % align != 0 {
             return Err(Error::Misaligned {
                 offset: 0,
@@ -57,7 +58,7 @@ impl Engine {
             })?;
         let region = Region::new(region_len, page_size, config.commit)?;
         let max_io_pages = (config.max_io_bytes / page_size)
-            .clamp(1, backend.max_io_pages().max(1))
+            .clamp(1, geometry.io_pages_max.max(1))
             .min(frames);
         let engine = Arc::new_cyclic(|weak| Engine {
             readahead: Readahead::new(

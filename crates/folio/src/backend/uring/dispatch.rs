@@ -27,8 +27,8 @@ use super::op::Prepared;
 use super::shared::Wake;
 use super::UringBackend;
 use crate::backend::{
-    Extent, Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend,
-    Result,
+    Extent, Frame, FrameMut, Geometry, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter,
+    PageCacheBackend, Result,
 };
 use crate::error::IoOp;
 
@@ -157,11 +157,9 @@ impl PageCacheBackend for UringBackend {
         self.inner.file.allocation(offset, len, extents_max)
     }
 
-    fn alignment(&self) -> usize {
-        self.inner.file.alignment()
-    }
-
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth
+    fn geometry(&self) -> Geometry {
+        Geometry::default()
+            .with_alignment(self.inner.file.alignment())
+            .with_queue_depth(self.inner.queue_depth)
     }
 }
