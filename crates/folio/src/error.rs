@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::page_no::PageNo;
+
 /// Which kind of backend operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -254,16 +256,16 @@ pub enum Error {
     /// state word can count (65,535): release some first.
     #[error("page {page} already has the most holders its state word can count")]
     TooManyHolds {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// The call would wait for a guard this thread holds on the page (a `sync` or a write of a
     /// page the caller holds a write guard on, say): it would wait for itself for ever. Drop
     /// the guard first.
     #[error("page {page} is held by a guard of this thread: the call would wait for itself")]
     HeldByCaller {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// This thread holds a guard, and page `page` stayed held by another holder for
     /// `frame_wait_max` while the call waited for it: the two may be waiting for each other
@@ -271,8 +273,8 @@ pub enum Error {
     /// waiting on. Drop the guards and retry.
     #[error("page {page} stayed held while this thread holds a guard: the wait could deadlock")]
     WouldDeadlock {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// The cache has been closed.
     #[error("the cache is closed")]
@@ -280,8 +282,8 @@ pub enum Error {
     /// A page that must be resident (committed through the `Pager`) is not in the cache.
     #[error("page {page} is not in the cache")]
     NotResident {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
 }
 

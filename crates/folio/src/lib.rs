@@ -37,6 +37,7 @@ mod engine;
 pub mod error;
 mod index;
 pub mod page;
+mod page_no;
 pub mod pager;
 pub mod policy;
 pub mod readahead;
@@ -56,6 +57,7 @@ pub use cache::{
 };
 pub use error::{ConfigError, Error, IoOp, Result};
 pub use page::PageState;
+pub use page_no::PageNo;
 pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 pub use readahead::Advice;

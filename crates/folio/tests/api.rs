@@ -115,3 +115,35 @@ fn configuration_errors_are_typed_and_invalid_input() {
     }
     assert!(err.to_string().contains("known: default, "), "{err}");
 }
+
+/// The page-numbered methods take a `PageNo` or a plain integer and mean the same page; the
+/// pin reports it as a `PageNo`, and so does an error that names a page.
+#[test]
+fn page_numbers_are_page_nos_and_integers_still_work() {
+    use folio::{Error, PageNo, Pager};
+    let cache = PageCache::new(
+        Arc::new(MemoryBackend::from_bytes(vec![0; 8 * PS])),
+        CacheConfig::with_budget_pages(4),
+    )
+    .unwrap();
+    cache.write_page(PageNo(2)).unwrap()[0] = 42;
+    assert_eq!(cache.read_page(2).unwrap()[0], 42);
+    let p: u64 = 2;
+    assert_eq!(cache.read_page(p).unwrap()[0], 42);
+    assert!(cache.page_state(PageNo::new(2)).is_some());
+    assert_eq!(cache.page_state(2), cache.page_state(PageNo(2)));
+    let pin = cache
+        .pin_page(PageNo::containing(2 * PS as u64 + 5, PS))
+        .unwrap();
+    assert_eq!(pin.page_no(), PageNo(2));
+    assert_eq!(pin.index(), 2);
+    drop(pin);
+    cache.decommit_page(PageNo(2)).unwrap();
+    assert_eq!(cache.page_state(2), None);
+    match cache.update_page(5u64) {
+        Err(Error::NotResident { page }) => assert_eq!(page, PageNo(5)),
+        r => panic!("{r:?}"),
+    }
+    let pin = cache.commit_page(3).unwrap();
+    assert_eq!(u64::from(pin.page_no()), 3);
+}

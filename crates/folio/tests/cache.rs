@@ -12,7 +12,7 @@ use common::{
 };
 use folio::{
     CacheConfig, ConfigError, Error, FileBackend, IoMode, MemoryBackend, PageCache,
-    PageCacheBackend, PageState, Pager, PolicyKind,
+    PageCacheBackend, PageNo, PageState, Pager, PolicyKind,
 };
 
 const PS: usize = 4096;
@@ -218,7 +218,7 @@ fn pager_commit_update_decommit() {
     cache.update_page(1).unwrap();
     assert!(matches!(
         cache.update_page(3),
-        Err(Error::NotResident { page: 3 })
+        Err(Error::NotResident { page: PageNo(3) })
     ));
     backend.fail_writes.store(true, Ordering::SeqCst);
     assert!(cache.decommit_page(1).is_err());

@@ -18,6 +18,7 @@ use crate::backend::PageCacheBackend;
 use crate::engine::{checked_end, in_file, prefetch, Engine, Fill, Probe};
 use crate::error::{Error, Result};
 use crate::page::{FrameMeta, PageState};
+use crate::page_no::PageNo;
 use crate::policy::FrameId;
 use crate::readahead::Advice;
 use crate::stats::Stats;
@@ -297,9 +298,10 @@ impl PageCache {
         }
     }
 
-    /// A read guard on page `idx` (loading it if needed): zero-copy access to its bytes. While it
-    /// lives the page is not evicted and not written.
-    pub fn read_page(&self, idx: u64) -> Result<PageReadGuard<'_>> {
+    /// A read guard on page `page` (loading it if needed): zero-copy access to its bytes. While
+    /// it lives the page is not evicted and not written.
+    pub fn read_page(&self, page: impl Into<PageNo>) -> Result<PageReadGuard<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         Ok(PageReadGuard::new(s.get_shared(idx, 1)?, 0..s.page_size))
@@ -413,8 +415,10 @@ impl PageCache {
         Ok(guards)
     }
 
-    /// A write guard on page `idx` (loading it if needed); the page is dirty when it is dropped.
-    pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
+    /// A write guard on page `page` (loading it if needed); the page is dirty when it is
+    /// dropped.
+    pub fn write_page(&self, page: impl Into<PageNo>) -> Result<PageWriteGuard<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         Ok(PageWriteGuard::new(
@@ -424,8 +428,9 @@ impl PageCache {
         ))
     }
 
-    /// Pins page `idx` (loading it if needed): it stays resident until the pin is dropped.
-    pub fn pin_page(&self, idx: u64) -> Result<PinnedPage<'_>> {
+    /// Pins page `page` (loading it if needed): it stays resident until the pin is dropped.
+    pub fn pin_page(&self, page: impl Into<PageNo>) -> Result<PinnedPage<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         let frame = s.get_pinned(idx)?;
@@ -453,8 +458,9 @@ impl PageCache {
             .check_invariants(crate::engine::Held { holds: false })
     }
 
-    /// The state of page `idx` if it is resident (for tests and debugging).
-    pub fn page_state(&self, idx: u64) -> Option<PageState> {
+    /// The state of page `page` if it is resident (for tests and debugging).
+    pub fn page_state(&self, page: impl Into<PageNo>) -> Option<PageState> {
+        let idx = page.into().get();
         let s = &*self.engine;
         let _g = s.index.lock();
         let f = s.index.lookup(idx, &s.frames)?;
