@@ -208,7 +208,7 @@ fn copy_out(b: Arc<ObjectStoreBackend>, dst: &File) -> Result<(), BoxError> {
     dst.set_len(m.size)?;
     let bar = progress(m.size, "export");
     let budget = (2 * COPY_IN_FLIGHT as u64 * m.chunk_size).max(16 << 20);
-    let cache = PageCache::new(b.clone(), CacheConfig::new(budget).readahead_max_bytes(0))?;
+    let cache = PageCache::new(b.clone(), CacheConfig::new(budget).readahead_bytes_max(0))?;
     let next = AtomicU64::new(0);
     let copy = || -> Result<(), String> {
         let mut buf = vec![0u8; m.chunk_size as usize];

@@ -36,7 +36,7 @@ pub struct SimArgs {
     pub plot: Option<PathBuf>,
 }
 
-fn parse_policies(spec: &str) -> Result<Vec<PolicyKind>, folio::Error> {
+fn parse_policies(spec: &str) -> Result<Vec<PolicyKind>, Box<dyn std::error::Error>> {
     if spec.trim().eq_ignore_ascii_case("all") {
         return Ok(PolicyKind::ALL.to_vec());
     }
@@ -48,7 +48,7 @@ fn parse_policies(spec: &str) -> Result<Vec<PolicyKind>, folio::Error> {
         }
     }
     if out.is_empty() {
-        return Err(folio::Error::InvalidConfig("no policy given".into()));
+        return Err("no policy given".into());
     }
     Ok(out)
 }

@@ -166,7 +166,7 @@ pub fn is_remote(spec: &str) -> bool {
 pub fn cache_config(spec: &str, budget: u64) -> CacheConfig {
     let config = CacheConfig::new(budget).page_size(4096);
     if is_remote(spec) {
-        config.readahead_max_bytes(8 << 20).readahead_workers(16)
+        config.readahead_bytes_max(8 << 20).readahead_workers(16)
     } else {
         config
     }

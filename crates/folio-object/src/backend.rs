@@ -28,8 +28,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use folio::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
-use folio::IoOp;
+use folio::backend::{Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend};
+use folio::{ConfigError, IoOp};
 use futures_util::StreamExt;
 use object_store::{ObjectStore, PutMode};
 
@@ -313,15 +313,18 @@ impl ObjectStoreBackend {
     ) -> folio::Result<(usize, u64, Vec<(Piece, Vec<F>)>)> {
         let page = frames.first().map(&len).unwrap_or(0);
         if page == 0 || frames.iter().any(|f| len(f) != page) {
-            return Err(folio::Error::InvalidConfig(
-                "frames of one I/O must be non-empty and of one length".into(),
-            ));
+            let other = frames.iter().map(&len).find(|&l| l != page).unwrap_or(0);
+            return Err(ConfigError::FrameLengths { first: page, other }.into());
         }
         if self.image.chunk_size % page as u64 != 0 {
-            return Err(folio::Error::InvalidConfig(format!(
-                "the page size {page} does not divide the image's chunk size {}",
-                self.image.chunk_size
-            )));
+            return Err(ConfigError::PageSizeUnsupported {
+                page_size: page,
+                reason: format!(
+                    "it does not divide the image's chunk size {}",
+                    self.image.chunk_size
+                ),
+            }
+            .into());
         }
         let total = (frames.len() * page) as u64;
         let overflow = folio::Error::Overflow {
@@ -526,14 +529,12 @@ impl PageCacheBackend for ObjectStoreBackend {
         waiter.wait()
     }
 
-    fn max_io_pages(&self) -> usize {
-        // One chunk of 4 KiB pages: a run never needs more than two GETs.
-        (self.image.chunk_size / 4096).max(1) as usize
-    }
-
-    fn queue_depth(&self) -> usize {
-        // Flushes submit many runs before waiting, so a chunk's runs meet in one PUT; the
-        // backend bounds what is really in flight.
-        1024
+    fn geometry(&self) -> Geometry {
+        Geometry::default()
+            // One chunk of 4 KiB pages: a run never needs more than two GETs.
+            .with_io_pages_max((self.image.chunk_size / 4096).max(1) as usize)
+            // Flushes submit many runs before waiting, so a chunk's runs meet in one PUT; the
+            // backend bounds what is really in flight.
+            .with_queue_depth(1024)
     }
 }

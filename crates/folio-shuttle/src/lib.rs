@@ -35,6 +35,8 @@ pub mod error;
 mod index;
 #[path = "../../folio/src/page/mod.rs"]
 pub mod page;
+#[path = "../../folio/src/page_no.rs"]
+mod page_no;
 #[path = "../../folio/src/pager.rs"]
 pub mod pager;
 #[path = "../../folio/src/policy/mod.rs"]

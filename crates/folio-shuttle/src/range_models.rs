@@ -159,7 +159,7 @@ fn cache(backend: &Arc<LateBackend>, frames: usize, setup: Setup) -> Arc<PageCac
                 // page in these tiny caches. Throttled writers wait in time slices for the
                 // flusher's progress, which a model without time cannot express: off.
                 .background_writeback(setup.flusher)
-                .throttle_max_wait(Duration::ZERO)
+                .throttle_wait_max(Duration::ZERO)
                 .readahead_workers(0)
                 .frame_wait_max(Duration::from_secs(3600)),
         )

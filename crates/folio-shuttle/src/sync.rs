@@ -7,7 +7,7 @@
 //! writers past the background threshold and stopped when the cache closes. So the models run
 //! the flusher on kicks (not on its interval), and no schedule spins on a timeout that never
 //! comes. Dirty throttling is the exception: a throttled writer re-checks in 10 ms slices and
-//! may miss the flusher's wake-up between two, so models turn it off (`throttle_max_wait(0)`).
+//! may miss the flusher's wake-up between two, so models turn it off (`throttle_wait_max(0)`).
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Duration;

@@ -50,7 +50,7 @@ fn hot(c: &mut Criterion) {
 
     let cache = PageCache::new(
         Arc::new(FileBackend::open(&path, IoMode::Buffered).unwrap()),
-        CacheConfig::new(FILE).readahead_max_bytes(0),
+        CacheConfig::new(FILE).readahead_bytes_max(0),
     )
     .unwrap();
     let file = File::open(&path).unwrap();

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::backend::Commit;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::policy::PolicyKind;
 use crate::writeback::WritebackConfig;
 
@@ -86,13 +86,19 @@ impl CacheConfig {
     }
 
     /// The largest single backend I/O (default 1 MiB); runs of pages are split at this size.
-    pub fn max_io_bytes(mut self, bytes: usize) -> CacheConfig {
+    pub fn io_bytes_max(mut self, bytes: usize) -> CacheConfig {
         self.max_io_bytes = bytes;
         self
     }
 
+    /// The old name of [`io_bytes_max`](Self::io_bytes_max).
+    #[deprecated(note = "renamed to `io_bytes_max` (qualifiers last)")]
+    pub fn max_io_bytes(self, bytes: usize) -> CacheConfig {
+        self.io_bytes_max(bytes)
+    }
+
     /// How long a miss may wait for a frame when every frame is held (default 1 s), before it
-    /// fails with [`Error::NoFreeFrame`].
+    /// fails with [`Error::NoFreeFrame`](crate::Error::NoFreeFrame).
     pub fn frame_wait_max(mut self, wait: Duration) -> CacheConfig {
         self.frame_wait_max = wait;
         self
@@ -101,9 +107,15 @@ impl CacheConfig {
     /// The largest readahead window (default 2 MiB; twice that in ranges advised
     /// [`Advice::Sequential`](crate::Advice::Sequential); never more than 1/16 of the cache). 0 turns readahead off.
     /// See [`readahead`](crate::readahead).
-    pub fn readahead_max_bytes(mut self, bytes: usize) -> CacheConfig {
+    pub fn readahead_bytes_max(mut self, bytes: usize) -> CacheConfig {
         self.readahead_max_bytes = bytes;
         self
+    }
+
+    /// The old name of [`readahead_bytes_max`](Self::readahead_bytes_max).
+    #[deprecated(note = "renamed to `readahead_bytes_max` (qualifiers last)")]
+    pub fn readahead_max_bytes(self, bytes: usize) -> CacheConfig {
+        self.readahead_bytes_max(bytes)
     }
 
     /// Threads that load readahead and `WillNeed` pages in the background (default 4, started on
@@ -123,25 +135,34 @@ impl CacheConfig {
     pub(crate) fn frames(&self) -> Result<usize> {
         let ps = self.page_size;
         if !ps.is_power_of_two() || !(PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&ps) {
-            return Err(Error::InvalidConfig(format!(
-                "page size {ps} is not a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
-            )));
+            return Err(ConfigError::PageSize {
+                page_size: ps,
+                min: PAGE_SIZE_MIN,
+                max: PAGE_SIZE_MAX,
+            }
+            .into());
         }
         let frames = match self.budget {
             Budget::Bytes(b) => usize::try_from(b / ps as u64).unwrap_or(usize::MAX),
             Budget::Pages(p) => p,
         };
         if frames == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "the budget {:?} holds no page of {ps} bytes",
-                self.budget
-            )));
+            let budget_bytes = match self.budget {
+                Budget::Bytes(b) => b,
+                Budget::Pages(_) => 0,
+            };
+            return Err(ConfigError::BudgetTooSmall {
+                budget_bytes,
+                page_size: ps,
+            }
+            .into());
         }
         if frames > FRAMES_MAX {
-            return Err(Error::InvalidConfig(format!(
-                "{frames} frames is too many (at most {FRAMES_MAX}: {} GiB of 4 KiB pages)",
-                (FRAMES_MAX as u64 * 4096) >> 30
-            )));
+            return Err(ConfigError::BudgetTooLarge {
+                frames,
+                frames_max: FRAMES_MAX,
+            }
+            .into());
         }
         Ok(frames)
     }
@@ -187,9 +208,15 @@ impl CacheConfig {
 
     /// The longest one write call waits for the flusher when the dirty limit is reached (default
     /// 500 ms); after that it proceeds. Zero disables throttling.
-    pub fn throttle_max_wait(mut self, wait: Duration) -> CacheConfig {
+    pub fn throttle_wait_max(mut self, wait: Duration) -> CacheConfig {
         self.writeback.throttle_max_wait = wait;
         self
+    }
+
+    /// The old name of [`throttle_wait_max`](Self::throttle_wait_max).
+    #[deprecated(note = "renamed to `throttle_wait_max` (qualifiers last)")]
+    pub fn throttle_max_wait(self, wait: Duration) -> CacheConfig {
+        self.throttle_wait_max(wait)
     }
 
     /// How many threads write back one large flush, sync or flusher batch in parallel (1..=64,

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::page_no::PageNo;
+
 /// Which kind of backend operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -34,6 +36,117 @@ impl std::fmt::Display for IoOp {
             IoOp::Zero => "zero",
         })
     }
+}
+
+/// What is wrong with a configuration: a [`CacheConfig`](crate::CacheConfig) that fails its
+/// checks, a page size a backend cannot use, or a budget or thread the machine cannot give.
+/// Comes wrapped in [`Error::Config`]; everything else (I/O, ranges, holds) is an [`Error`] of
+/// its own.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The page size is not a power of two from `min` to `max`.
+    #[error("page size {page_size} is not a power of two from {min} to {max}")]
+    PageSize {
+        /// The page size asked for.
+        page_size: usize,
+        /// The smallest page size ([`PAGE_SIZE_MIN`](crate::cache::PAGE_SIZE_MIN)).
+        min: usize,
+        /// The largest page size ([`PAGE_SIZE_MAX`](crate::cache::PAGE_SIZE_MAX)).
+        max: usize,
+    },
+    /// The budget holds no page.
+    #[error("a budget of {budget_bytes} bytes holds no page of {page_size} bytes")]
+    BudgetTooSmall {
+        /// The budget in bytes (a budget in pages, times the page size).
+        budget_bytes: u64,
+        /// The page size.
+        page_size: usize,
+    },
+    /// The budget needs more frames than a cache may have (or than the address space holds).
+    #[error("{frames} frames is too many (at most {frames_max})")]
+    BudgetTooLarge {
+        /// Frames the budget asks for.
+        frames: usize,
+        /// The most frames possible ([`FRAMES_MAX`](crate::cache::FRAMES_MAX), or fewer when
+        /// pages that large would not fit in the address space).
+        frames_max: usize,
+    },
+    /// The dirty thresholds are not `1 <= background_percent <= dirty_percent <= 100`.
+    #[error(
+        "dirty thresholds must satisfy 1 <= background ({background_percent}%) \
+         <= hard limit ({dirty_percent}%) <= 100"
+    )]
+    DirtyPercent {
+        /// [`dirty_background_percent`](crate::CacheConfig::dirty_background_percent).
+        background_percent: u8,
+        /// [`dirty_percent`](crate::CacheConfig::dirty_percent).
+        dirty_percent: u8,
+    },
+    /// [`writeback_threads`](crate::CacheConfig::writeback_threads) is not from 1 to
+    /// `threads_max`.
+    #[error("write-back threads must be from 1 to {threads_max}, not {threads}")]
+    WritebackThreads {
+        /// Threads asked for.
+        threads: usize,
+        /// The most allowed.
+        threads_max: usize,
+    },
+    /// [`writeback_interval`](crate::CacheConfig::writeback_interval) is zero.
+    #[error("the write-back interval must be positive")]
+    WritebackIntervalZero,
+    /// An eviction policy's name is not known.
+    #[error("unknown policy {name:?}; known: default, {}", .known.join(", "))]
+    UnknownPolicy {
+        /// The name given.
+        name: String,
+        /// The names known (besides `default`).
+        known: Vec<&'static str>,
+    },
+    /// The frames of one backend I/O are empty or differ in length: one I/O has one page size.
+    #[error(
+        "frames of one I/O must be non-empty and of one length (got {first} and {other} bytes)"
+    )]
+    FrameLengths {
+        /// The first frame's length (0 if there is none).
+        first: usize,
+        /// A frame's length that differs from it.
+        other: usize,
+    },
+    /// The backend cannot use pages of this size (an object store's chunk size that the page
+    /// size does not divide, for example).
+    #[error("the backend cannot use pages of {page_size} bytes: {reason}")]
+    PageSizeUnsupported {
+        /// The page size.
+        page_size: usize,
+        /// Why not.
+        reason: String,
+    },
+    /// The frame memory (the whole budget) cannot be mapped or committed: use a smaller
+    /// budget, or [`Commit::Lazy`](crate::Commit::Lazy).
+    #[error(
+        "cannot {action} {bytes} bytes of frame memory: {source} \
+         (use a smaller budget, or Commit::Lazy)"
+    )]
+    FrameMemory {
+        /// `"map"` or `"commit"`.
+        action: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A thread the configuration asks for cannot be started (the flusher of
+    /// [`background_writeback`](crate::CacheConfig::background_writeback), say).
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 }
 
 /// The error type of every fallible Folio operation.
@@ -135,23 +248,24 @@ pub enum Error {
     /// The backend does not support the operation (for example growing a block device).
     #[error("the backend does not support {0}")]
     Unsupported(&'static str),
-    /// A configuration value is invalid.
+    /// The configuration is invalid, or asks for what this machine or backend cannot give: see
+    /// [`ConfigError`]. (It was `InvalidConfig(String)`.)
     #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    Config(#[from] ConfigError),
     /// A page already has as many holders of one kind (read guards and reads, or pins) as its
     /// state word can count (65,535): release some first.
     #[error("page {page} already has the most holders its state word can count")]
     TooManyHolds {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// The call would wait for a guard this thread holds on the page (a `sync` or a write of a
     /// page the caller holds a write guard on, say): it would wait for itself for ever. Drop
     /// the guard first.
     #[error("page {page} is held by a guard of this thread: the call would wait for itself")]
     HeldByCaller {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// This thread holds a guard, and page `page` stayed held by another holder for
     /// `frame_wait_max` while the call waited for it: the two may be waiting for each other
@@ -159,8 +273,8 @@ pub enum Error {
     /// waiting on. Drop the guards and retry.
     #[error("page {page} stayed held while this thread holds a guard: the wait could deadlock")]
     WouldDeadlock {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
     /// The cache has been closed.
     #[error("the cache is closed")]
@@ -168,8 +282,8 @@ pub enum Error {
     /// A page that must be resident (committed through the `Pager`) is not in the cache.
     #[error("page {page} is not in the cache")]
     NotResident {
-        /// The page index.
-        page: u64,
+        /// The page.
+        page: PageNo,
     },
 }
 
@@ -195,7 +309,7 @@ impl Error {
                 source.kind()
             }
             Error::ShortIo { .. } => ErrorKind::UnexpectedEof,
-            Error::Overflow { .. } | Error::Misaligned { .. } | Error::InvalidConfig(_) => {
+            Error::Overflow { .. } | Error::Misaligned { .. } | Error::Config(_) => {
                 ErrorKind::InvalidInput
             }
             Error::OutOfRange { .. } | Error::CrossesPage { .. } => ErrorKind::InvalidInput,

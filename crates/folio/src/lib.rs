@@ -37,6 +37,7 @@ mod engine;
 pub mod error;
 mod index;
 pub mod page;
+mod page_no;
 pub mod pager;
 pub mod policy;
 pub mod readahead;
@@ -47,15 +48,16 @@ mod sync;
 pub mod writeback;
 
 pub use backend::{
-    open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, IoMode, IoWaiter,
-    LocalIoWaiter, MemoryBackend, PageCacheBackend, UringBackend,
+    open_best, Commit, FaultConfig, FaultyBackend, FileBackend, Frame, FrameMut, Geometry, IoMode,
+    IoWaiter, LocalIoWaiter, MemoryBackend, PageCacheBackend, PageCacheBackendExt, UringBackend,
 };
 pub use cache::SyncHandle;
 pub use cache::{
     Budget, CacheConfig, CloseError, PageCache, PageReadGuard, PageWriteGuard, PinnedPage,
 };
-pub use error::{Error, IoOp, Result};
+pub use error::{ConfigError, Error, IoOp, Result};
 pub use page::PageState;
+pub use page_no::PageNo;
 pub use pager::Pager;
 pub use policy::{Admission, EvictionPolicy, FrameId, PageKey, PolicyKind};
 pub use readahead::Advice;

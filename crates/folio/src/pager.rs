@@ -9,22 +9,25 @@ use std::ops::Range;
 
 use crate::cache::{PageCache, PinnedPage};
 use crate::error::{Error, Result};
+use crate::page_no::PageNo;
 
-/// Page-granular access for a memory object.
+/// Page-granular access for a memory object. Page numbers are [`PageNo`]s; a `u64` converts.
+/// (The methods are generic over that conversion, so the trait is not object-safe: take a
+/// `&PageCache` or a type parameter, not a `dyn Pager`.)
 pub trait Pager {
-    /// Makes page `idx` resident and returns it pinned.
-    fn commit_page(&self, idx: u64) -> Result<PinnedPage<'_>>;
-    /// Marks the resident page `idx` dirty.
-    fn update_page(&self, idx: u64) -> Result<()>;
-    /// Writes page `idx` back if it is dirty and drops it from the cache (it stays if pinned).
-    fn decommit_page(&self, idx: u64) -> Result<()>;
+    /// Makes page `page` resident and returns it pinned.
+    fn commit_page(&self, page: impl Into<PageNo>) -> Result<PinnedPage<'_>>;
+    /// Marks the resident page `page` dirty.
+    fn update_page(&self, page: impl Into<PageNo>) -> Result<()>;
+    /// Writes page `page` back if it is dirty and drops it from the cache (it stays if pinned).
+    fn decommit_page(&self, page: impl Into<PageNo>) -> Result<()>;
 }
 
 impl PageCache {
-    fn page_bytes(&self, idx: u64) -> Result<Range<u64>> {
+    fn page_bytes(&self, page: PageNo) -> Result<Range<u64>> {
         let ps = self.page_size() as u64;
-        let start = idx.checked_mul(ps).ok_or(Error::Overflow {
-            offset: idx,
+        let start = page.offset(self.page_size()).ok_or(Error::Overflow {
+            offset: page.get(),
             len: ps,
         })?;
         Ok(start..start.saturating_add(ps))
@@ -32,20 +35,21 @@ impl PageCache {
 }
 
 impl Pager for PageCache {
-    fn commit_page(&self, idx: u64) -> Result<PinnedPage<'_>> {
-        self.pin_page(idx)
+    fn commit_page(&self, page: impl Into<PageNo>) -> Result<PinnedPage<'_>> {
+        self.pin_page(page)
     }
 
-    fn update_page(&self, idx: u64) -> Result<()> {
-        if self.page_state(idx).is_none() {
-            return Err(Error::NotResident { page: idx });
+    fn update_page(&self, page: impl Into<PageNo>) -> Result<()> {
+        let page = page.into();
+        if self.page_state(page).is_none() {
+            return Err(Error::NotResident { page });
         }
-        drop(self.write_page(idx)?);
+        drop(self.write_page(page)?);
         Ok(())
     }
 
-    fn decommit_page(&self, idx: u64) -> Result<()> {
-        let range = self.page_bytes(idx)?;
+    fn decommit_page(&self, page: impl Into<PageNo>) -> Result<()> {
+        let range = self.page_bytes(page.into())?;
         self.evict_range(range)
     }
 }

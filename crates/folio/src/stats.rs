@@ -29,9 +29,9 @@ pub struct Stats {
     /// Backend syncs.
     pub syncs: u64,
     /// Bytes read from the backend.
-    pub bytes_read: u64,
-    /// Bytes written to the backend.
-    pub bytes_written: u64,
+    pub read_bytes: u64,
+    /// Bytes written back to the backend.
+    pub writeback_bytes: u64,
     /// `read_at` calls.
     pub read_calls: u64,
     /// `write_at` calls.
@@ -59,9 +59,24 @@ pub struct Stats {
     pub quarantined_frames: u64,
     /// Readahead and `WillNeed` jobs dropped because their queue was full.
     pub readahead_dropped: u64,
+    /// The old name of [`read_bytes`](Self::read_bytes), with the same value.
+    #[deprecated(note = "renamed to `read_bytes` (units last)")]
+    pub bytes_read: u64,
+    /// The old name of [`writeback_bytes`](Self::writeback_bytes), with the same value.
+    #[deprecated(note = "renamed to `writeback_bytes` (units last)")]
+    pub bytes_written: u64,
 }
 
 impl Stats {
+    /// Copies the renamed counters into their deprecated old names, so code that still reads
+    /// those gets the same values.
+    #[allow(deprecated)]
+    pub(crate) fn with_old_names(mut self) -> Stats {
+        self.bytes_read = self.read_bytes;
+        self.bytes_written = self.writeback_bytes;
+        self
+    }
+
     /// Hits over lookups, 0 if there were none.
     pub fn hit_ratio(&self) -> f64 {
         let total = self.hits + self.misses;

@@ -60,7 +60,7 @@
 //! A writer (`write_at` and everything built on it) that finds the dirty pages plus the pages
 //! under write-back (as Linux counts them) at or over the hard limit ([`dirty_percent`](crate::CacheConfig::dirty_percent), default 20% of the budget) kicks
 //! the flusher and waits in slices of 10 ms until the dirty count drops below the limit. It stops
-//! waiting and proceeds after [`throttle_max_wait`](crate::CacheConfig::throttle_max_wait) (default
+//! waiting and proceeds after [`throttle_wait_max`](crate::CacheConfig::throttle_wait_max) (default
 //! 500 ms, like Linux's `MAX_PAUSE` bound on one pause), or at once if the flusher is backing off
 //! after failures or is not running: waiting cannot help then, and memory stays bounded by the
 //! budget regardless (eviction writes dirty pages back itself and reports its failures). The
@@ -89,7 +89,7 @@ use std::time::Duration;
 use crate::sync::{AtomicBool, Condvar, Instant, JoinHandle, Mutex};
 use std::sync::atomic::AtomicU32;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::policy::FrameId;
 use crate::stats::Stats;
 
@@ -108,6 +108,8 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub(crate) const ROUND_BATCH: usize = 8192;
 /// Flushes of fewer dirty pages than this (or a quarter of the frames) are not split.
 pub(crate) const PARALLEL_MIN: usize = 64;
+/// The most write-back threads a cache may have (`writeback_threads`).
+pub(crate) const THREADS_MAX: usize = 64;
 
 /// Write-back settings of a [`CacheConfig`](crate::CacheConfig).
 #[derive(Clone, Debug)]
@@ -139,20 +141,21 @@ impl WritebackConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         let (bg, hard) = (self.background_percent, self.dirty_percent);
         if !(1..=100).contains(&bg) || !(1..=100).contains(&hard) || bg > hard {
-            return Err(Error::InvalidConfig(format!(
-                "dirty thresholds must satisfy 1 <= background ({bg}%) <= hard limit ({hard}%) <= 100"
-            )));
+            return Err(ConfigError::DirtyPercent {
+                background_percent: bg,
+                dirty_percent: hard,
+            }
+            .into());
         }
-        if !(1..=64).contains(&self.threads) {
-            return Err(Error::InvalidConfig(format!(
-                "write-back threads must be from 1 to 64, not {}",
-                self.threads
-            )));
+        if !(1..=THREADS_MAX).contains(&self.threads) {
+            return Err(ConfigError::WritebackThreads {
+                threads: self.threads,
+                threads_max: THREADS_MAX,
+            }
+            .into());
         }
         if self.interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "the write-back interval must be positive".into(),
-            ));
+            return Err(ConfigError::WritebackIntervalZero.into());
         }
         Ok(())
     }
@@ -308,7 +311,10 @@ pub(crate) fn start(wb: &Writeback, weak: Weak<dyn FlushTarget>) -> Result<()> {
     ctl.running.store(true, Ordering::Release);
     let t = crate::sync::spawn("folio-flusher", move || flusher(weak, ctl)).map_err(|e| {
         wb.ctl.running.store(false, Ordering::Release);
-        Error::InvalidConfig(format!("cannot start the flusher thread: {e}"))
+        Error::from(ConfigError::Thread {
+            name: "folio-flusher",
+            source: Arc::new(e),
+        })
     })?;
     *wb.thread.lock() = Some(t);
     Ok(())

@@ -11,8 +11,8 @@ use common::{
     direct_io_dir, pattern, thread_id, uring_available, wait_for, wait_until_asleep, TestBackend,
 };
 use folio::{
-    CacheConfig, Error, FileBackend, IoMode, MemoryBackend, PageCache, PageCacheBackend, PageState,
-    Pager, PolicyKind,
+    CacheConfig, ConfigError, Error, FileBackend, IoMode, MemoryBackend, PageCache,
+    PageCacheBackend, PageNo, PageState, Pager, PolicyKind,
 };
 
 const PS: usize = 4096;
@@ -218,7 +218,7 @@ fn pager_commit_update_decommit() {
     cache.update_page(1).unwrap();
     assert!(matches!(
         cache.update_page(3),
-        Err(Error::NotResident { page: 3 })
+        Err(Error::NotResident { page: PageNo(3) })
     ));
     backend.fail_writes.store(true, Ordering::SeqCst);
     assert!(cache.decommit_page(1).is_err());
@@ -250,11 +250,17 @@ fn bad_offsets_are_typed_errors() {
             Arc::new(MemoryBackend::new()),
             CacheConfig::with_budget_pages(1).page_size(3000)
         ),
-        Err(Error::InvalidConfig(_))
+        Err(Error::Config(ConfigError::PageSize {
+            page_size: 3000,
+            ..
+        }))
     ));
     assert!(matches!(
         PageCache::new(Arc::new(MemoryBackend::new()), CacheConfig::new(100)),
-        Err(Error::InvalidConfig(_))
+        Err(Error::Config(ConfigError::BudgetTooSmall {
+            budget_bytes: 100,
+            page_size: 4096
+        }))
     ));
 }
 
@@ -418,7 +424,10 @@ fn backend_misuse_and_short_reads_are_typed_errors() {
     ];
     assert!(matches!(
         backend.read_pages(0, frames),
-        Err(Error::InvalidConfig(_))
+        Err(Error::Config(ConfigError::FrameLengths {
+            first: PS,
+            other: 512
+        }))
     ));
     // Misaligned O_DIRECT request (where the filesystem supports O_DIRECT).
     if let Ok(direct) = FileBackend::open(&path, IoMode::Direct) {

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use common::{direct_io_dir, uring_available};
 use folio::{
-    CacheConfig, Error, FileBackend, Frame, FrameMut, IoMode, IoOp, IoWaiter, LocalIoWaiter,
-    PageCache, PageCacheBackend, Result, UringBackend,
+    CacheConfig, Error, FileBackend, Frame, FrameMut, Geometry, IoMode, IoOp, IoWaiter,
+    LocalIoWaiter, PageCache, PageCacheBackend, Result, UringBackend,
 };
 use parking_lot::Mutex;
 
@@ -114,14 +114,8 @@ impl PageCacheBackend for SyncRecorder {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.inner.write_zeroes(offset, len)
     }
-    fn max_io_pages(&self) -> usize {
-        self.inner.max_io_pages()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth()
+    fn geometry(&self) -> Geometry {
+        self.inner.geometry()
     }
 }
 

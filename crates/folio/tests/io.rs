@@ -19,7 +19,7 @@ use common::{
 };
 use folio::{
     Advice, CacheConfig, Error, Frame, FrameMut, IoMode, IoOp, IoWaiter, MemoryBackend, PageCache,
-    PageCacheBackend, PageState, Result, UringBackend,
+    PageCacheBackend, PageCacheBackendExt, PageState, Result, UringBackend,
 };
 
 const PS: usize = 4096;
@@ -299,7 +299,7 @@ fn patterned_uring_cache(dir: &tempfile::TempDir, pages: u64, budget: usize) -> 
             Arc::new(b),
             CacheConfig::with_budget_pages(budget)
                 .background_writeback(false)
-                .readahead_max_bytes(0),
+                .readahead_bytes_max(0),
         )
         .unwrap(),
     )
@@ -340,7 +340,7 @@ fn uring_many_threads_through_the_cache() {
     }
     let s = cache.stats();
     assert_eq!(
-        s.bytes_read,
+        s.read_bytes,
         s.misses * PS as u64,
         "no readahead on random reads"
     );
@@ -428,7 +428,7 @@ fn parallel_flush_through_uring_writes_every_run() {
         Arc::new(b),
         CacheConfig::with_budget_pages(600)
             .background_writeback(false)
-            .max_io_bytes(16 * PS),
+            .io_bytes_max(16 * PS),
     )
     .unwrap();
     // Runs of 16 pages (the I/O cap) with gaps: many runs in flight at once.
@@ -440,7 +440,7 @@ fn parallel_flush_through_uring_writes_every_run() {
     cache.sync().unwrap();
     let s = cache.stats();
     assert_eq!(s.dirty_pages, 0);
-    assert!(s.writeback_ios >= 36, "runs split at max_io_bytes");
+    assert!(s.writeback_ios >= 36, "runs split at io_bytes_max");
     drop(cache);
     let on_disk = std::fs::read(dir.path().join("f.img")).unwrap();
     for p in 0..600u64 {
@@ -462,7 +462,7 @@ fn pages_of_a_multi_page_io_are_uninit_then_under_writeback() {
             backend.clone(),
             CacheConfig::with_budget_pages(32)
                 .background_writeback(false)
-                .readahead_max_bytes(0),
+                .readahead_bytes_max(0),
         )
         .unwrap(),
     );
@@ -748,7 +748,7 @@ fn uring_short_read_of_a_file_truncated_behind_its_back_is_an_error() {
     let r = b.read_pages(0, frames).unwrap().wait();
     assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
     // Through the ring even for one page when inline reads are off.
-    let b = b.inline_read_pages(0);
+    let b = b.inline_read_pages_max(0);
     let r = b.read_page(3, FrameMut::alloc(PS).unwrap()).unwrap().wait();
     assert!(matches!(r, Err(Error::ShortIo { .. })), "{r:?}");
     let ok = b.read_page(1, FrameMut::alloc(PS).unwrap()).unwrap().wait();

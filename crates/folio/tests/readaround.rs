@@ -46,7 +46,7 @@ fn random_reads_of_every_page_load_clusters_and_read_each_page_once() {
             assert!(buf.iter().all(|&b| b == 7));
         }
         let s = c.stats();
-        assert_eq!(s.bytes_read, pages * PS as u64, "a page read twice: {s:?}");
+        assert_eq!(s.read_bytes, pages * PS as u64, "a page read twice: {s:?}");
         misses[i] = s.misses;
     }
     // Without the advice nearly every read misses (a random read that lands right after a
@@ -75,7 +75,7 @@ fn random_reads_without_locality_stop_reading_around() {
         c.read_exact_at(&mut buf, p * PS as u64).unwrap();
     }
     let s = c.stats();
-    let pages_read = s.bytes_read / PS as u64;
+    let pages_read = s.read_bytes / PS as u64;
     // Clusters of 16 pages for every miss would read about 16x; adaptation keeps it near 1x.
     assert!(
         pages_read < reads * 2,

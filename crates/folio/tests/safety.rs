@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::device::{Call, Device};
-use folio::{CacheConfig, Commit, Error, PageCache, PolicyKind};
+use folio::{CacheConfig, Commit, ConfigError, Error, PageCache, PageNo, PolicyKind};
 
 const PS: usize = 4096;
 const PSU: u64 = PS as u64;
@@ -518,7 +518,10 @@ fn pinned_page_reads_past_the_reader_count_are_an_error_not_a_hang() {
             }
             assert!(guards.len() <= 1 << 16, "readers never saturate");
         };
-        assert!(matches!(err, Error::TooManyHolds { page: 0 }), "{err}");
+        assert!(
+            matches!(err, Error::TooManyHolds { page: PageNo(0) }),
+            "{err}"
+        );
         assert_eq!(guards[0][..], page(0xAA)[..]);
         drop(guards);
         assert_eq!(pin.read().unwrap()[..], page(0xAA)[..]);
@@ -536,8 +539,9 @@ fn waiting_for_a_guard_this_thread_holds_is_an_error_not_a_hang() {
         c.write_all_at(&page(0x11), 0).unwrap();
         let mut g = c.write_page(0).unwrap();
         g[0] = 0x22;
-        let held = |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: 0 }));
-        let held_1 = |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: 1 }));
+        let held = |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: PageNo(0) }));
+        let held_1 =
+            |r: Result<(), Error>| matches!(r, Err(Error::HeldByCaller { page: PageNo(1) }));
         assert!(held(c.sync()), "sync of a page this thread holds");
         assert!(
             held(c.flush_range(0..PSU)),
@@ -554,7 +558,7 @@ fn waiting_for_a_guard_this_thread_holds_is_an_error_not_a_hang() {
         );
         assert!(matches!(
             c.pin_page(0),
-            Err(Error::HeldByCaller { page: 0 })
+            Err(Error::HeldByCaller { page: PageNo(0) })
         ));
         // The other page is not held: it is read and written as usual.
         c.write_all_at(&[7], PSU).unwrap();
@@ -562,8 +566,14 @@ fn waiting_for_a_guard_this_thread_holds_is_an_error_not_a_hang() {
         // A pinned page's guards: a second one of this thread waits for the first.
         let pin = c.pin_page(0).unwrap();
         let w = pin.write().unwrap();
-        assert!(matches!(pin.read(), Err(Error::HeldByCaller { page: 0 })));
-        assert!(matches!(pin.write(), Err(Error::HeldByCaller { page: 0 })));
+        assert!(matches!(
+            pin.read(),
+            Err(Error::HeldByCaller { page: PageNo(0) })
+        ));
+        assert!(matches!(
+            pin.write(),
+            Err(Error::HeldByCaller { page: PageNo(0) })
+        ));
         drop(w);
         // Once the guards are gone, everything goes through and the guard's byte is kept.
         assert_eq!(pin.read().unwrap()[0], 0x22);
@@ -660,7 +670,10 @@ fn a_configuration_too_large_is_a_typed_error() {
         .memory(Commit::Lazy);
     let dev = Device::new(Vec::new());
     match PageCache::new(dev, config) {
-        Err(Error::InvalidConfig(_)) => {}
+        Err(Error::Config(ConfigError::BudgetTooLarge {
+            frames: 0x1000_0001,
+            frames_max: 0x1000_0000,
+        })) => {}
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("2^31 frames accepted"),
     }
@@ -971,7 +984,10 @@ fn a_sync_holding_a_guard_is_not_split_over_helpers_that_would_wait_for_it() {
         let mut g = c.write_page(78).unwrap();
         g[0] = 0x55;
         let r = c.sync();
-        assert!(matches!(r, Err(Error::HeldByCaller { page: 78 })), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::HeldByCaller { page: PageNo(78) })),
+            "{r:?}"
+        );
         drop(g);
         c.sync().unwrap();
         assert_eq!(dev.durable()[78 * PS], 0x55);
@@ -1031,7 +1047,8 @@ fn a_write_of_a_page_held_as_a_threads_seventeenth_guard_is_an_error_not_a_hang(
         assert!(
             matches!(
                 r,
-                Err(Error::HeldByCaller { page: 16 } | Error::WouldDeadlock { page: 16 })
+                Err(Error::HeldByCaller { page: PageNo(16) }
+                    | Error::WouldDeadlock { page: PageNo(16) })
             ),
             "{r:?}"
         );

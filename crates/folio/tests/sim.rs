@@ -107,8 +107,8 @@ fn config(rng: &mut StdRng) -> CacheConfig {
         .dirty_percent(rng.random_range(bg..=80))
         .writeback_interval(Duration::from_millis(rng.random_range(1..=5)))
         .dirty_expire(Duration::from_millis(rng.random_range(0..=10)))
-        .throttle_max_wait(Duration::from_millis(5))
-        .max_io_bytes(PS * rng.random_range(1..=8))
+        .throttle_wait_max(Duration::from_millis(5))
+        .io_bytes_max(PS * rng.random_range(1..=8))
         .writeback_threads(rng.random_range(1..=4))
 }
 

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::{pattern, TestBackend};
 use folio::backend::faulty::{FaultConfig, FaultyBackend};
-use folio::{CacheConfig, Error, MemoryBackend, PageCache, PageCacheBackend, PageState};
+use folio::{
+    CacheConfig, ConfigError, Error, MemoryBackend, PageCache, PageCacheBackend,
+    PageCacheBackendExt, PageState,
+};
 
 const PS: usize = 4096;
 
@@ -177,8 +180,8 @@ fn writers_are_throttled_at_the_dirty_limit() {
         PageCache::new(
             backend.clone(),
             CacheConfig::with_budget_pages(100)
-                .max_io_bytes(4 * PS)
-                .throttle_max_wait(Duration::from_secs(3600))
+                .io_bytes_max(4 * PS)
+                .throttle_wait_max(Duration::from_secs(3600))
                 .writeback_interval(Duration::from_secs(3600)),
         )
         .unwrap(),
@@ -240,7 +243,7 @@ fn throttling_is_bounded_when_the_flusher_cannot_progress() {
     let cache = PageCache::new(
         backend.clone(),
         CacheConfig::with_budget_pages(20) // background 2 pages, limit 4
-            .throttle_max_wait(Duration::from_millis(100))
+            .throttle_wait_max(Duration::from_millis(100))
             .writeback_interval(Duration::from_secs(3600)),
     )
     .unwrap();
@@ -280,7 +283,7 @@ fn a_failing_backend_does_not_make_the_flusher_spin_and_reads_still_work() {
         backend.clone(),
         CacheConfig::with_budget_pages(40)
             .writeback_interval(Duration::from_millis(1))
-            .throttle_max_wait(Duration::from_secs(3600)),
+            .throttle_wait_max(Duration::from_secs(3600)),
     )
     .unwrap();
     let data = pattern(9, 9, 8 * PS);
@@ -450,19 +453,52 @@ fn reads_never_see_stale_or_uninitialised_bytes_after_errors() {
 
 #[test]
 fn thresholds_are_validated() {
+    let dirty = |background_percent, dirty_percent| ConfigError::DirtyPercent {
+        background_percent,
+        dirty_percent,
+    };
     let bad = [
-        CacheConfig::with_budget_pages(10)
-            .dirty_background_percent(30)
-            .dirty_percent(20),
-        CacheConfig::with_budget_pages(10).dirty_percent(0),
-        CacheConfig::with_budget_pages(10).dirty_percent(101),
-        CacheConfig::with_budget_pages(10).writeback_interval(Duration::ZERO),
+        (
+            CacheConfig::with_budget_pages(10)
+                .dirty_background_percent(30)
+                .dirty_percent(20),
+            dirty(30, 20),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).dirty_percent(0),
+            dirty(10, 0),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).dirty_percent(101),
+            dirty(10, 101),
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_interval(Duration::ZERO),
+            ConfigError::WritebackIntervalZero,
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_threads(0),
+            ConfigError::WritebackThreads {
+                threads: 0,
+                threads_max: 64,
+            },
+        ),
+        (
+            CacheConfig::with_budget_pages(10).writeback_threads(65),
+            ConfigError::WritebackThreads {
+                threads: 65,
+                threads_max: 64,
+            },
+        ),
     ];
-    for config in bad {
-        assert!(matches!(
-            PageCache::new(mem(1), config),
-            Err(Error::InvalidConfig(_))
-        ));
+    for (config, want) in bad {
+        match PageCache::new(mem(1), config) {
+            // ConfigError holds io::Errors in some variants, so it has no PartialEq: compare
+            // the variant and its fields through Debug.
+            Err(Error::Config(got)) => assert_eq!(format!("{got:?}"), format!("{want:?}")),
+            Err(e) => panic!("{e}: not a configuration error"),
+            Ok(_) => panic!("{want} accepted"),
+        }
     }
 }
 

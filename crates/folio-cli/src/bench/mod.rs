@@ -379,8 +379,8 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
             "p50_us": report.p50_us,
             "p99_us": report.p99_us,
             "max_us": report.max_us,
-            "backend_bytes_read": stats.bytes_read,
-            "backend_bytes_written": stats.bytes_written,
+            "backend_bytes_read": stats.read_bytes,
+            "backend_bytes_written": stats.writeback_bytes,
             "evictions": stats.evictions,
             "sync_every": args.sync_every,
             "final_sync": args.final_sync,
@@ -413,8 +413,8 @@ fn run_inner(args: &BenchArgs) -> Result<(), BoxError> {
         println!("  p99 latency  {:>9.2} us", report.p99_us);
         println!(
             "  backend      {:>9} MiB read, {} MiB written, {} evictions",
-            stats.bytes_read >> 20,
-            stats.bytes_written >> 20,
+            stats.read_bytes >> 20,
+            stats.writeback_bytes >> 20,
             stats.evictions
         );
         if args.sync_every > 0 || args.final_sync {

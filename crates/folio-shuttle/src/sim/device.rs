@@ -26,7 +26,7 @@ use shuttle::thread;
 
 use super::{Clock, PS};
 use crate::backend::faulty::SplitMix64;
-use crate::backend::{Frame, FrameMut, IoWaiter, PageCacheBackend};
+use crate::backend::{Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend};
 use crate::error::{Error, IoOp, Result};
 
 /// What the device injected, with when.
@@ -252,7 +252,7 @@ impl PageCacheBackend for SimDevice {
         Ok(())
     }
 
-    fn max_io_pages(&self) -> usize {
-        4
+    fn geometry(&self) -> Geometry {
+        Geometry::default().with_io_pages_max(4)
     }
 }

@@ -374,11 +374,11 @@ fn simulate(plan: &Plan, seed: u64) {
             CacheConfig::with_budget_pages(plan.frames)
                 .page_size(PS)
                 .policy(plan.policy)
-                .max_io_bytes(plan.io_pages * PS)
+                .io_bytes_max(plan.io_pages * PS)
                 .background_writeback(plan.flusher)
-                .throttle_max_wait(Duration::ZERO)
+                .throttle_wait_max(Duration::ZERO)
                 .readahead_workers(plan.readahead)
-                .readahead_max_bytes(4 * PS)
+                .readahead_bytes_max(4 * PS)
                 .frame_wait_max(Duration::from_secs(3600)),
         )
         .expect("cache"),

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{io_geometry, Frame, FrameMut, IoWaiter, PageCacheBackend, Region};
+use super::{io_geometry, Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend, Region};
 use crate::error::{Error, IoOp, Result};
 
 /// A small, fast, seedable PRNG (SplitMix64). Good enough for fault schedules and tests; not
@@ -557,11 +557,9 @@ impl PageCacheBackend for FaultyBackend {
         r
     }
 
-    fn max_io_pages(&self) -> usize {
-        self.inner.max_io_pages()
-    }
-
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
+    fn geometry(&self) -> Geometry {
+        // The inner backend's runs and alignment, but one operation at a time: every call
+        // here waits for its I/O before it returns.
+        self.inner.geometry().with_queue_depth(1)
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{FallocateFlags, OFlags};
 
-use super::{io_geometry, Extent, Frame, FrameMut, IoWaiter, PageCacheBackend};
+use super::{io_geometry, Extent, Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend};
 use crate::error::{Error, IoOp, Result};
 
 /// How a [`FileBackend`] talks to the kernel.
@@ -204,6 +204,14 @@ pub(crate) fn pwritev_full(file: &File, bufs: &[&[u8]], mut offset: u64) -> std:
 }
 
 impl FileBackend {
+    /// The alignment (bytes) its I/O needs: the O_DIRECT block in [`IoMode::Direct`], else 1.
+    pub(crate) fn alignment(&self) -> usize {
+        match self.mode {
+            IoMode::Buffered => 1,
+            IoMode::Direct => DIRECT_ALIGN,
+        }
+    }
+
     /// The resize epoch (see `resizes`), sampled before an I/O whose shortness may be ours.
     pub(crate) fn resize_epoch(&self) -> u64 {
         self.resizes.load(Ordering::SeqCst)
@@ -349,10 +357,7 @@ impl PageCacheBackend for FileBackend {
         })
     }
 
-    fn alignment(&self) -> usize {
-        match self.mode {
-            IoMode::Buffered => 1,
-            IoMode::Direct => DIRECT_ALIGN,
-        }
+    fn geometry(&self) -> Geometry {
+        Geometry::default().with_alignment(self.alignment())
     }
 }

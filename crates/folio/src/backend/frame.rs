@@ -23,7 +23,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// Alignment of every frame: enough for O_DIRECT on any device with logical blocks up to 4 KiB.
 pub const FRAME_ALIGN: usize = 4096;
@@ -88,9 +88,9 @@ impl Region {
                 rustix::mm::MapFlags::PRIVATE,
             )
         }
-        .map_err(|e| Error::InvalidConfig(format!("cannot map {len} bytes of frames: {e}")))?;
+        .map_err(|e| frame_memory("map", len, e.into()))?;
         let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| Error::InvalidConfig("mmap returned null".to_string()))?;
+            .ok_or_else(|| frame_memory("map", len, std::io::Error::other("mmap returned null")))?;
         debug_assert_eq!(ptr.as_ptr() as usize % FRAME_ALIGN, 0);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if len >= HUGE_PAGE {
@@ -138,11 +138,7 @@ impl Region {
                 }
                 Ok(())
             }
-            Err(e) => Err(Error::InvalidConfig(format!(
-                "cannot commit {} bytes of frame memory up front: {e} \
-                 (use a smaller budget, or Commit::Lazy)",
-                self.len
-            ))),
+            Err(e) => Err(frame_memory("commit", self.len, e.into())),
         }
     }
 
@@ -188,6 +184,16 @@ impl Region {
             },
         );
     }
+}
+
+/// The frame memory of `bytes` bytes could not be mapped or committed (`action`).
+fn frame_memory(action: &'static str, bytes: usize, source: std::io::Error) -> Error {
+    ConfigError::FrameMemory {
+        action,
+        bytes,
+        source: Arc::new(source),
+    }
+    .into()
 }
 
 impl Drop for Region {

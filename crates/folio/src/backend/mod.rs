@@ -49,7 +49,7 @@ mod waiter;
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 pub use extents::{Allocation, Extent};
 pub use faulty::{FaultConfig, FaultyBackend};
@@ -99,9 +99,37 @@ fn warn_fallback(why: &str) {
 ///   not a page multiple has a partial last page);
 /// - never grow itself on a write: bytes of a write past `len` are not written;
 /// - complete every waiter it returns, with an error if the I/O failed.
+///
+/// The core is five methods: [`read_pages`](Self::read_pages),
+/// [`write_pages`](Self::write_pages), [`len`](Self::len), [`set_len`](Self::set_len) and
+/// [`sync`](Self::sync). The rest have defaults that are always correct: the I/O's shape
+/// ([`geometry`](Self::geometry)), hooks a backend with many I/Os in flight overrides to batch
+/// them (`start_*`, [`unplug`](Self::unplug)), and cheaper ways to zero a range or map its
+/// holes ([`write_zeroes`](Self::write_zeroes), [`allocation`](Self::allocation)). Single-page
+/// helpers are in [`PageCacheBackendExt`], which every backend has.
+// `is_empty` is there too (`PageCacheBackendExt::is_empty`): the core stays the five methods.
+#[allow(clippy::len_without_is_empty)]
 pub trait PageCacheBackend: Send + Sync {
     /// Reads the contiguous pages `idx .. idx + frames.len()` into `frames`, asynchronously.
     fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter>;
+
+    /// Writes `frames` to the contiguous pages `idx .. idx + frames.len()`, asynchronously.
+    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter>;
+
+    /// Length of the backend in bytes.
+    fn len(&self) -> u64;
+
+    /// Sets the length in bytes: shrinking drops data past the end, growing reads as zeros.
+    fn set_len(&self, len: u64) -> Result<()>;
+
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync(&self) -> Result<()>;
+
+    /// How this backend wants its I/O shaped: the largest run, the alignment, the queue depth
+    /// (default [`Geometry::default`]: 256 pages, no alignment, one operation at a time).
+    fn geometry(&self) -> Geometry {
+        Geometry::default()
+    }
 
     /// As [`read_pages`](Self::read_pages), when the caller has more reads to submit before it
     /// waits for this one (a batch of misses). A backend that does small reads inline, on the
@@ -121,6 +149,14 @@ pub trait PageCacheBackend: Send + Sync {
         self.start_read_pages(idx, frames).map(LocalIoWaiter::from)
     }
 
+    /// As [`write_pages`](Self::write_pages), when the caller has more writes to submit before
+    /// it waits for this one (a flush). As with [`start_read_pages`](Self::start_read_pages), the
+    /// backend may hold it back until [`unplug`](Self::unplug), which the caller calls before it
+    /// waits for any of them.
+    fn start_write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
+        self.write_pages(idx, frames)
+    }
+
     /// As [`start_write_pages`](Self::start_write_pages), waited for on the calling thread (see
     /// [`start_read_pages_local`](Self::start_read_pages_local)). The page cache's flushes come
     /// this way. Default: [`start_write_pages`](Self::start_write_pages).
@@ -131,31 +167,6 @@ pub trait PageCacheBackend: Send + Sync {
     /// Starts the reads and writes that the calling thread queued with the `start_*` methods
     /// (default: nothing to do).
     fn unplug(&self) {}
-
-    /// As [`write_pages`](Self::write_pages), when the caller has more writes to submit before
-    /// it waits for this one (a flush). As with [`start_read_pages`](Self::start_read_pages), the
-    /// backend may hold it back until [`unplug`](Self::unplug), which the caller calls before it
-    /// waits for any of them.
-    fn start_write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter> {
-        self.write_pages(idx, frames)
-    }
-
-    /// Writes `frames` to the contiguous pages `idx .. idx + frames.len()`, asynchronously.
-    fn write_pages(&self, idx: u64, frames: Vec<Frame>) -> Result<IoWaiter>;
-
-    /// Length of the backend in bytes.
-    fn len(&self) -> u64;
-
-    /// True if the backend is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Sets the length in bytes: shrinking drops data past the end, growing reads as zeros.
-    fn set_len(&self, len: u64) -> Result<()>;
-
-    /// Makes every completed write durable (`fdatasync`).
-    fn sync(&self) -> Result<()>;
 
     /// Makes `offset .. offset + len` read as zeros, cheaply if the backend can (hole punching).
     /// Returns [`Error::Unsupported`] if it cannot; the cache then writes zero pages instead.
@@ -181,24 +192,70 @@ pub trait PageCacheBackend: Send + Sync {
             }]
         })
     }
+}
 
-    /// The largest number of pages this backend wants in one [`read_pages`](Self::read_pages) or
-    /// [`write_pages`](Self::write_pages) call.
-    fn max_io_pages(&self) -> usize {
-        256
-    }
-
-    /// The alignment (bytes) that offsets, lengths and buffers of I/O must have (O_DIRECT).
-    fn alignment(&self) -> usize {
-        1
-    }
-
+/// The shape of a backend's I/O, from [`PageCacheBackend::geometry`].
+///
+/// ```
+/// use folio::backend::Geometry;
+///
+/// let g = Geometry::default().with_queue_depth(32).with_io_pages_max(64);
+/// assert_eq!((g.io_pages_max, g.alignment, g.queue_depth), (64, 1, 32));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Geometry {
+    /// The largest number of pages this backend wants in one
+    /// [`read_pages`](PageCacheBackend::read_pages) or
+    /// [`write_pages`](PageCacheBackend::write_pages) call (default 256).
+    pub io_pages_max: usize,
+    /// The alignment (bytes) that offsets, lengths and buffers of I/O must have (O_DIRECT;
+    /// default 1: none).
+    pub alignment: usize,
     /// How many operations this backend keeps in flight at once. 1 (the default) means its
     /// calls do the I/O before they return (the waiter is already complete): the cache then
     /// writes back large flushes from several threads to get a queue depth. Above 1 the cache
     /// submits up to this many operations from one thread and waits for them afterwards.
-    fn queue_depth(&self) -> usize {
-        1
+    pub queue_depth: usize,
+}
+
+impl Default for Geometry {
+    fn default() -> Geometry {
+        Geometry {
+            io_pages_max: 256,
+            alignment: 1,
+            queue_depth: 1,
+        }
+    }
+}
+
+impl Geometry {
+    /// With [`io_pages_max`](Self::io_pages_max) set to `pages`.
+    pub fn with_io_pages_max(mut self, pages: usize) -> Geometry {
+        self.io_pages_max = pages;
+        self
+    }
+
+    /// With [`alignment`](Self::alignment) set to `bytes`.
+    pub fn with_alignment(mut self, bytes: usize) -> Geometry {
+        self.alignment = bytes;
+        self
+    }
+
+    /// With [`queue_depth`](Self::queue_depth) set to `depth`.
+    pub fn with_queue_depth(mut self, depth: usize) -> Geometry {
+        self.queue_depth = depth;
+        self
+    }
+}
+
+/// Single-page helpers and derived values over any [`PageCacheBackend`] (the seed's
+/// `read_page`, `write_page` and their synchronous forms). Implemented for every backend; not
+/// meant to be implemented by hand.
+pub trait PageCacheBackendExt: PageCacheBackend {
+    /// True if the backend is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Number of pages of `page_size` bytes, counting a partial last page.
@@ -227,6 +284,8 @@ pub trait PageCacheBackend: Send + Sync {
     }
 }
 
+impl<B: PageCacheBackend + ?Sized> PageCacheBackendExt for B {}
+
 /// Checks that `frames` all have the length of the first and returns it with the byte offset of
 /// page `idx`. Shared by the backends in this module.
 pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result<(usize, u64)> {
@@ -236,9 +295,11 @@ pub(crate) fn io_geometry(idx: u64, lens: impl Iterator<Item = usize>) -> Result
         match page_size {
             None => page_size = Some(len),
             Some(p) if p != len => {
-                return Err(Error::InvalidConfig(format!(
-                    "frames of one I/O differ in length ({p} and {len})"
-                )))
+                return Err(ConfigError::FrameLengths {
+                    first: p,
+                    other: len,
+                }
+                .into())
             }
             Some(_) => {}
         }

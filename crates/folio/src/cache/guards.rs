@@ -8,6 +8,7 @@ use std::ops::{Deref, DerefMut, Range};
 use crate::engine::{Dirty, Engine, ExclusiveHold, SharedHold, Took};
 use crate::error::{Error, Result};
 use crate::page::{EXCLUSIVE, READERS_MASK, WRITEBACK, WRITER_WAITING};
+use crate::page_no::PageNo;
 use crate::policy::FrameId;
 
 /// A read guard: shared access to a page's bytes, or to a slice of them. See
@@ -88,7 +89,13 @@ pub struct PinnedPage<'a> {
 }
 
 impl PinnedPage<'_> {
-    /// The page index.
+    /// The page pinned.
+    pub fn page_no(&self) -> PageNo {
+        PageNo(self.page)
+    }
+
+    /// The page pinned, as an integer.
+    #[deprecated(note = "use `page_no`, a `PageNo`")]
     pub fn index(&self) -> u64 {
         self.page
     }
@@ -106,10 +113,14 @@ impl PinnedPage<'_> {
             match self.engine.acquire_shared(self.frame, self.page, true) {
                 Took::Held(h) => return Ok(PageReadGuard::new(h, 0..self.engine.page_size)),
                 Took::Not(_) if meta.state() & READERS_MASK == READERS_MASK => {
-                    return Err(Error::TooManyHolds { page: self.page })
+                    return Err(Error::TooManyHolds {
+                        page: self.page.into(),
+                    })
                 }
                 Took::Not(_) if self.engine.waits_for_itself(self.frame, blocking) => {
-                    return Err(Error::HeldByCaller { page: self.page })
+                    return Err(Error::HeldByCaller {
+                        page: self.page.into(),
+                    })
                 }
                 Took::Not(_) => {
                     meta.wait_while(|s| s & blocking != 0 && s & READERS_MASK != READERS_MASK)
@@ -129,7 +140,9 @@ impl PinnedPage<'_> {
             match self.engine.acquire_exclusive(self.frame, self.page, true) {
                 Took::Held(h) => return Ok(PageWriteGuard::new(self.engine, h, self.page)),
                 Took::Not(_) if self.engine.waits_for_itself(self.frame, blocking) => {
-                    return Err(Error::HeldByCaller { page: self.page })
+                    return Err(Error::HeldByCaller {
+                        page: self.page.into(),
+                    })
                 }
                 Took::Not(_) => {
                     meta.announce_writer();

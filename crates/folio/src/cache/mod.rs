@@ -18,6 +18,7 @@ use crate::backend::PageCacheBackend;
 use crate::engine::{checked_end, in_file, prefetch, Engine, Fill, Probe};
 use crate::error::{Error, Result};
 use crate::page::{FrameMeta, PageState};
+use crate::page_no::PageNo;
 use crate::policy::FrameId;
 use crate::readahead::Advice;
 use crate::stats::Stats;
@@ -119,8 +120,9 @@ impl PageCache {
 
     /// Reads each `(offset, buf)` exactly, as [`read_exact_at`](Self::read_exact_at) would,
     /// with the misses of all of them in flight at once (up to the backend's
-    /// [`queue_depth`](PageCacheBackend::queue_depth), and at most half the frames): one thread
-    /// gets the device's queue depth, as `fio --iodepth` does, without a thread per read.
+    /// [`queue_depth`](crate::backend::Geometry::queue_depth), and at most half the frames):
+    /// one thread gets the device's queue depth, as `fio --iodepth` does, without a thread per
+    /// read.
     ///
     /// Every range is checked before any I/O ([`Error::OutOfRange`] for the first one past the
     /// end). On a failed read the error of the first failure is returned; the buffers of other
@@ -296,9 +298,10 @@ impl PageCache {
         }
     }
 
-    /// A read guard on page `idx` (loading it if needed): zero-copy access to its bytes. While it
-    /// lives the page is not evicted and not written.
-    pub fn read_page(&self, idx: u64) -> Result<PageReadGuard<'_>> {
+    /// A read guard on page `page` (loading it if needed): zero-copy access to its bytes. While
+    /// it lives the page is not evicted and not written.
+    pub fn read_page(&self, page: impl Into<PageNo>) -> Result<PageReadGuard<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         Ok(PageReadGuard::new(s.get_shared(idx, 1)?, 0..s.page_size))
@@ -412,8 +415,10 @@ impl PageCache {
         Ok(guards)
     }
 
-    /// A write guard on page `idx` (loading it if needed); the page is dirty when it is dropped.
-    pub fn write_page(&self, idx: u64) -> Result<PageWriteGuard<'_>> {
+    /// A write guard on page `page` (loading it if needed); the page is dirty when it is
+    /// dropped.
+    pub fn write_page(&self, page: impl Into<PageNo>) -> Result<PageWriteGuard<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         Ok(PageWriteGuard::new(
@@ -423,8 +428,9 @@ impl PageCache {
         ))
     }
 
-    /// Pins page `idx` (loading it if needed): it stays resident until the pin is dropped.
-    pub fn pin_page(&self, idx: u64) -> Result<PinnedPage<'_>> {
+    /// Pins page `page` (loading it if needed): it stays resident until the pin is dropped.
+    pub fn pin_page(&self, page: impl Into<PageNo>) -> Result<PinnedPage<'_>> {
+        let idx = page.into().get();
         let s = &*self.engine;
         s.check_page(idx)?;
         let frame = s.get_pinned(idx)?;
@@ -437,7 +443,7 @@ impl PageCache {
 
     /// Counters and gauges.
     pub fn stats(&self) -> Stats {
-        self.engine.stats()
+        self.engine.stats().with_old_names()
     }
 
     /// Checks the cache's invariants (for tests; see docs/design.md): every frame is free (and
@@ -452,8 +458,9 @@ impl PageCache {
             .check_invariants(crate::engine::Held { holds: false })
     }
 
-    /// The state of page `idx` if it is resident (for tests and debugging).
-    pub fn page_state(&self, idx: u64) -> Option<PageState> {
+    /// The state of page `page` if it is resident (for tests and debugging).
+    pub fn page_state(&self, page: impl Into<PageNo>) -> Option<PageState> {
+        let idx = page.into().get();
         let s = &*self.engine;
         let _g = s.index.lock();
         let f = s.index.lookup(idx, &s.frames)?;

@@ -63,7 +63,7 @@ impl Engine {
     pub(crate) fn flush_list(&self, dirty: &[(u64, FrameId)], wait: bool) -> Result<()> {
         // Runs submitted before the flusher waits for the oldest: the backend's queue depth
         // (at least 1, at most 4096 — which bounds the `in_flight` queue).
-        let in_flight_max = self.backend.queue_depth().clamp(1, 4096);
+        let in_flight_max = self.backend.geometry().queue_depth.clamp(1, 4096);
         let mut run: Vec<(u64, WritebackHold<'_>)> = Vec::with_capacity(self.max_io_pages);
         let mut in_flight: VecDeque<SubmittedRun<'_>> = Default::default();
         let mut first_failure: Result<()> = Ok(());
@@ -273,7 +273,7 @@ impl Engine {
     pub(crate) fn flush_list_parallel(&self, dirty: &[(u64, FrameId)], wait: bool) -> Result<()> {
         // An asynchronous backend gets its queue depth from one thread's submissions; threads
         // would only add wake-ups (on 2 cores: 0.68x fio's random-write IOPS with 4 threads).
-        let threads = if self.backend.queue_depth() > 1 {
+        let threads = if self.backend.geometry().queue_depth > 1 {
             1
         } else {
             self.wb.config.threads

@@ -59,7 +59,8 @@ impl Engine {
     pub(crate) fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Result<()> {
         let depth = self
             .backend
-            .queue_depth()
+            .geometry()
+            .queue_depth
             .min(self.frames.len() / 2)
             .clamp(1, 4096);
         let mut in_flight: VecDeque<(Loading<'_>, Piece)> = VecDeque::with_capacity(depth);

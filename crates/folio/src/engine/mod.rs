@@ -254,7 +254,7 @@ impl Engine {
     pub(crate) fn wait_for(&self, f: FrameId, key: u64, blocking: u64) -> Result<()> {
         let meta = &self.frames[f as usize];
         if self.waits_for_itself(f, blocking) {
-            return Err(Error::HeldByCaller { page: key });
+            return Err(Error::HeldByCaller { page: key.into() });
         }
         let busy = |s: u64| {
             meta.tag() == key && (kind(s) == LOADING || (kind(s) == VALID && s & blocking != 0))
@@ -277,7 +277,7 @@ impl Engine {
             let held = kind(s) == VALID
                 && (s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0));
             if held && Instant::now() >= deadline {
-                return Err(Error::WouldDeadlock { page: key });
+                return Err(Error::WouldDeadlock { page: key.into() });
             }
             // Returns at the latest after a re-check interval.
             meta.wait_while(busy);
@@ -334,7 +334,7 @@ impl Engine {
                     self.wait_for(f, p, EXCLUSIVE | WRITER_WAITING)?;
                     continue;
                 }
-                Probe::Saturated => return Err(Error::TooManyHolds { page: p }),
+                Probe::Saturated => return Err(Error::TooManyHolds { page: p.into() }),
                 Probe::Absent => {}
             }
             let plan = self.readahead.on_miss(p, run, self.npages());
@@ -396,7 +396,7 @@ impl Engine {
                         self.wait_for(f, p, EXCLUSIVE)?;
                         continue;
                     }
-                    Acquire::Saturated => return Err(Error::TooManyHolds { page: p }),
+                    Acquire::Saturated => return Err(Error::TooManyHolds { page: p.into() }),
                     Acquire::Absent | Acquire::Stray => {}
                 }
             }
@@ -425,8 +425,8 @@ impl Engine {
             writeback_pages: c.get(Counter::WritebackPages),
             writeback_errors: c.get(Counter::WritebackErrors),
             syncs: c.get(Counter::Syncs),
-            bytes_read: c.get(Counter::BytesRead),
-            bytes_written: c.get(Counter::BytesWritten),
+            read_bytes: c.get(Counter::BytesRead),
+            writeback_bytes: c.get(Counter::BytesWritten),
             read_calls: c.get(Counter::ReadCalls),
             write_calls: c.get(Counter::WriteCalls),
             dirty_pages: self.dirty_now(),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::{fence, Cursor, Engine, ErrSeq};
 use crate::backend::{PageCacheBackend, Region};
 use crate::config::CacheConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::index::PageIndex;
 use crate::page::FrameMeta;
 use crate::policy::FrameId;
@@ -41,7 +41,8 @@ impl Engine {
         let frames = config.frames()?;
         config.validate_writeback()?;
         let page_size = config.page_size;
-        let align = backend.alignment();
+        let geometry = backend.geometry();
+        let align = geometry.alignment;
         if align > 1 && page_size % align != 0 {
             return Err(Error::Misaligned {
                 offset: 0,
@@ -49,12 +50,15 @@ impl Engine {
                 align,
             });
         }
-        let region_len = frames.checked_mul(page_size).ok_or_else(|| {
-            Error::InvalidConfig(format!("{frames} frames of {page_size} bytes overflow"))
-        })?;
+        let region_len = frames
+            .checked_mul(page_size)
+            .ok_or(ConfigError::BudgetTooLarge {
+                frames,
+                frames_max: usize::MAX / page_size,
+            })?;
         let region = Region::new(region_len, page_size, config.commit)?;
         let max_io_pages = (config.max_io_bytes / page_size)
-            .clamp(1, backend.max_io_pages().max(1))
+            .clamp(1, geometry.io_pages_max.max(1))
             .min(frames);
         let engine = Arc::new_cyclic(|weak| Engine {
             readahead: Readahead::new(

@@ -271,11 +271,11 @@ impl std::str::FromStr for PolicyKind {
             .copied()
             .find(|k| k.name() == lower)
             .ok_or_else(|| {
-                let names: Vec<_> = PolicyKind::ALL.iter().map(|k| k.name()).collect();
-                crate::Error::InvalidConfig(format!(
-                    "unknown policy {s:?}; known: default, {}",
-                    names.join(", ")
-                ))
+                crate::error::ConfigError::UnknownPolicy {
+                    name: s.to_string(),
+                    known: PolicyKind::ALL.iter().map(|k| k.name()).collect(),
+                }
+                .into()
             })
     }
 }

@@ -52,7 +52,7 @@
 //!   GiB/s with 8 MiB in flight (two ahead, fixed: about 1.47 GiB/s in alternating runs).
 //!
 //! # Asynchrony
-//! Windows are split into runs of at most `max_io_bytes` and handed to a small pool of worker
+//! Windows are split into runs of at most `io_bytes_max` and handed to a small pool of worker
 //! threads (started on first use; `readahead_workers`, default 4), each of which loads one run
 //! with one backend read. Pages of a run are in the index as *uninitialised* (`LOADING`, held
 //! `EXCLUSIVE`) until the read completes, so a reader that arrives early parks on them exactly as

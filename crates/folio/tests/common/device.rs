@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use folio::{Error, Frame, FrameMut, IoOp, IoWaiter, PageCacheBackend, Result};
+use folio::{Error, Frame, FrameMut, Geometry, IoOp, IoWaiter, PageCacheBackend, Result};
 use parking_lot::{Condvar, Mutex};
 
 /// The kinds of call a test can hold or fail.
@@ -310,7 +310,7 @@ impl PageCacheBackend for Device {
         Ok(())
     }
 
-    fn queue_depth(&self) -> usize {
-        self.queue_depth
+    fn geometry(&self) -> Geometry {
+        Geometry::default().with_queue_depth(self.queue_depth)
     }
 }

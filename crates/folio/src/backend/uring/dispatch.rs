@@ -1,7 +1,7 @@
 //! The [`PageCacheBackend`] impl of [`UringBackend`]: which way each call goes.
 //!
 //! # Owns
-//! - routing: a demand read of at most `inline_read_pages` pages is `preadv` on the calling
+//! - routing: a demand read of at most `inline_read_pages_max` pages is `preadv` on the calling
 //!   thread; other demand reads, and demand writes, go to the shared ring, woken at once;
 //!   batched I/O (`start_*`) goes to the calling thread's batch ring (its owned ring for the
 //!   `_local` methods) or, when the thread cannot have one, to the shared ring, woken at
@@ -27,8 +27,8 @@ use super::op::Prepared;
 use super::shared::Wake;
 use super::UringBackend;
 use crate::backend::{
-    Extent, Frame, FrameMut, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter, PageCacheBackend,
-    Result,
+    Extent, Frame, FrameMut, Geometry, IoCompleter, IoDriver, IoWaiter, LocalIoWaiter,
+    PageCacheBackend, Result,
 };
 use crate::error::IoOp;
 
@@ -70,7 +70,7 @@ impl UringBackend {
 
 impl PageCacheBackend for UringBackend {
     fn read_pages(&self, idx: u64, frames: Vec<FrameMut>) -> Result<IoWaiter> {
-        if frames.len() <= self.inline_read_pages {
+        if frames.len() <= self.inline_read_pages_max {
             return self.inner.file.read_pages(idx, frames);
         }
         self.start_shared(
@@ -157,11 +157,9 @@ impl PageCacheBackend for UringBackend {
         self.inner.file.allocation(offset, len, extents_max)
     }
 
-    fn alignment(&self) -> usize {
-        self.inner.file.alignment()
-    }
-
-    fn queue_depth(&self) -> usize {
-        self.inner.queue_depth
+    fn geometry(&self) -> Geometry {
+        Geometry::default()
+            .with_alignment(self.inner.file.alignment())
+            .with_queue_depth(self.inner.queue_depth)
     }
 }

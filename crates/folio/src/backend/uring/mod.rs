@@ -24,7 +24,7 @@
 //! - [`read_pages`](PageCacheBackend::read_pages) and
 //!   [`write_pages`](PageCacheBackend::write_pages), while `queue_depth` operations are in
 //!   flight on the shared ring (until one completes; [`Error::Closed`] once the backend drops),
-//!   and reads of at most [`inline_read_pages`](UringBackend::inline_read_pages) pages (`preadv`
+//!   and reads of at most [`inline_read_pages_max`](UringBackend::inline_read_pages_max) pages (`preadv`
 //!   on the calling thread);
 //! - the batched `start_*` methods, while the calling thread's ring is full: they reap it in
 //!   `io_uring_enter` until a slot is free;
@@ -94,7 +94,7 @@
 //!   owner lives) with ops still in it (waiters dropped unwaited), the drop takes the
 //!   completions the kernel has posted and leaks the buffers of the rest: leaking is the only
 //!   safe choice for memory the kernel may still write.
-//! - **Small reads inline.** Reads of at most [`UringBackend::inline_read_pages`] pages (default
+//! - **Small reads inline.** Reads of at most [`UringBackend::inline_read_pages_max`] pages (default
 //!   1) are plain `preadv` on the calling thread: see that method for the measurement.
 //! - **Geometry** is [`FileBackend`]'s (it is used for the file descriptors, the length,
 //!   `set_len`, `sync` and hole punching): reads past the end of the file are zero-filled, writes
@@ -130,19 +130,27 @@ use shared::Inner;
 use super::{Frame, FrameMut, IoWaiter, LocalIoWaiter};
 
 /// Default number of operations in flight per ring.
-pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+pub const QUEUE_DEPTH_DEFAULT: usize = 64;
+
+/// The old name of [`QUEUE_DEPTH_DEFAULT`].
+#[deprecated(note = "renamed to `QUEUE_DEPTH_DEFAULT` (qualifiers last)")]
+pub const DEFAULT_QUEUE_DEPTH: usize = QUEUE_DEPTH_DEFAULT;
 
 /// Threads that may each have their own ring for batched reads (see the module docs).
 pub const BATCH_RINGS_MAX: usize = 16;
 
-/// Default of [`UringBackend::inline_read_pages`].
-pub const DEFAULT_INLINE_READ_PAGES: usize = 1;
+/// Default of [`UringBackend::inline_read_pages_max`].
+pub const INLINE_READ_PAGES_MAX_DEFAULT: usize = 1;
+
+/// The old name of [`INLINE_READ_PAGES_MAX_DEFAULT`].
+#[deprecated(note = "renamed to `INLINE_READ_PAGES_MAX_DEFAULT` (qualifiers last)")]
+pub const DEFAULT_INLINE_READ_PAGES: usize = INLINE_READ_PAGES_MAX_DEFAULT;
 
 /// A file or block device driven through io_uring. See the [module docs](self).
 pub struct UringBackend {
     inner: Arc<Inner>,
     ring_thread: Option<JoinHandle<()>>,
-    inline_read_pages: usize,
+    inline_read_pages_max: usize,
     /// Rings for batched I/O, up to one of each use per live thread that has made some. A
     /// thread's rings leave the table (and drain, on that thread) when it exits.
     batch_rings: Arc<RingTable>,
@@ -159,9 +167,9 @@ impl std::fmt::Debug for UringBackend {
 }
 
 impl UringBackend {
-    /// Opens (creating if missing) the file at `path` with [`DEFAULT_QUEUE_DEPTH`].
+    /// Opens (creating if missing) the file at `path` with [`QUEUE_DEPTH_DEFAULT`].
     pub fn open(path: impl AsRef<Path>, mode: IoMode) -> Result<UringBackend> {
-        UringBackend::open_with_depth(path, mode, DEFAULT_QUEUE_DEPTH)
+        UringBackend::open_with_depth(path, mode, QUEUE_DEPTH_DEFAULT)
     }
 
     /// Opens the file at `path` with at most `queue_depth` operations in flight (1 to 4096).
@@ -186,13 +194,13 @@ impl UringBackend {
         Ok(UringBackend {
             inner,
             ring_thread: Some(ring_thread),
-            inline_read_pages: DEFAULT_INLINE_READ_PAGES,
+            inline_read_pages_max: INLINE_READ_PAGES_MAX_DEFAULT,
             batch_rings: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
     /// Reads of at most `pages` pages are done with `preadv` on the calling thread instead of
-    /// through the ring (default [`DEFAULT_INLINE_READ_PAGES`]; 0 sends every read to the ring).
+    /// through the ring (default [`INLINE_READ_PAGES_MAX_DEFAULT`]; 0 sends every read to the ring).
     ///
     /// Why: the cache waits for a demand read at once, so a small read gains nothing from the
     /// ring but pays a hand-off to the ring thread and a wake-up back. With 32 threads doing
@@ -200,9 +208,15 @@ impl UringBackend {
     /// 27k to 48k through the ring (the ring thread competes for the CPU with the readers it
     /// wakes). Multi-page reads (readahead, runs) and every write still use the ring, where many
     /// in flight at once pay off.
-    pub fn inline_read_pages(mut self, pages: usize) -> UringBackend {
-        self.inline_read_pages = pages;
+    pub fn inline_read_pages_max(mut self, pages: usize) -> UringBackend {
+        self.inline_read_pages_max = pages;
         self
+    }
+
+    /// The old name of [`inline_read_pages_max`](Self::inline_read_pages_max).
+    #[deprecated(note = "renamed to `inline_read_pages_max` (qualifiers last)")]
+    pub fn inline_read_pages(self, pages: usize) -> UringBackend {
+        self.inline_read_pages_max(pages)
     }
 
     /// The I/O mode.
