@@ -7,7 +7,7 @@ use crate::sync::Ordering;
 use super::{Begun, Dirty, Engine, ExclusiveHold, Fill, FrameWait, Loaded, Loading, Submit};
 use crate::backend::{FrameMut, IoWaiter, LocalIoWaiter};
 use crate::error::{Error, Result};
-use crate::page::{kind, DIRTY, EXCLUSIVE, FREE, LOADING, NO_PAGE, VALID};
+use crate::page::{kind, DIRTY, EXCLUSIVE, FREE, LOADING, NO_PAGE, VALID, WRITEBACK};
 use crate::policy::{Admission, FrameId};
 use crate::stats::Counter;
 
@@ -86,7 +86,7 @@ impl Engine {
             let key = self.frames[f as usize].tag();
             if held.state() & DIRTY != 0 {
                 match self.write_victim(f, key, &held) {
-                    Ok(Victim::Clean) => {}
+                    Ok(Victim::Clean) => self.write_behind(key),
                     Ok(Victim::Fenced) => return Ok(None),
                     Err(e) => {
                         failure = Some(e);
@@ -105,6 +105,26 @@ impl Engine {
             return Ok(Some(held));
         }
         failure.map_or(Ok(None), Err)
+    }
+
+    /// After a dirty victim `key` had to be written alone: writes back the dirty pages that
+    /// follow it (up to one I/O's worth), in runs, without waiting for any holder. A policy
+    /// evicts in roughly the order pages came in, so under a stream of writes larger than the
+    /// cache the next victims are these pages: written now in one I/O, they are clean when
+    /// their turn comes, instead of each costing an I/O of one page (a 5% small queue evicts
+    /// pages younger than the flusher's threshold: 63 MiB/s against fio's 2768 before this).
+    /// Failures are recorded in the error sequence and leave the pages dirty.
+    fn write_behind(&self, key: u64) {
+        let Some(first) = key.checked_add(1) else {
+            return;
+        };
+        let end = first.saturating_add(self.max_io_pages.max(1) as u64);
+        let dirty = self.resident(first..end, |s| {
+            kind(s) == VALID && s & DIRTY != 0 && s & WRITEBACK == 0
+        });
+        if !dirty.is_empty() {
+            let _ = self.flush_list(&dirty, false);
+        }
     }
 
     /// Writes back the dirty victim `key` in frame `f` (claimed by [`evict_one`]) under
