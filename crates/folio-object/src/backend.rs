@@ -168,6 +168,22 @@ impl ObjectStoreBackend {
                 let lease = rt.block_on(Lease::take(&image, opts.lease_ttl, opts.lease_mode))?;
                 let lease = Arc::new(lease);
                 rt.spawn(lease.clone().renew_forever(Arc::downgrade(&image)));
+                // The manifest read above came before the lease: a holder that resized the
+                // image meanwhile (its lease ended while ours was being taken) changed it. Read
+                // it again under the lease, so the size the reclaim and every write go by is
+                // the last holder's.
+                let got = rt
+                    .block_on(image.req.get(&key, None, None, Gate::Open))
+                    .map_err(|f| f.into_error("GET", key.as_ref()))?;
+                let (now, stamp) = Manifest::parse_stamped(&got.bytes, key.as_ref())?;
+                if now.chunk_size != image.chunk_size {
+                    return Err(ObjectError::Manifest {
+                        key: key.to_string(),
+                        why: "its chunk size changed while the image was being opened".into(),
+                    });
+                }
+                image.set_size(now.size);
+                *image.manifest_state.lock() = (got.version, stamp);
                 Some(lease)
             }
         };

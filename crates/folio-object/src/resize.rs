@@ -109,6 +109,12 @@ impl Image {
                 Err(f) if changed(&f) || f.uncertain() => f,
                 Err(f) => return Err(f.into_error("PUT", key.as_ref())),
             };
+            if f.uncertain() {
+                // It may still land: wait until it cannot (review 3, H2: a shrink that landed
+                // after we read back the old manifest left this session writing past the
+                // stored end, and the next open deleted those chunks).
+                self.req.settle().await;
+            }
             // Read it back: whose manifest is there?
             let got = match self.req.get(&key, None, None, gate).await {
                 Ok(g) => g,
@@ -135,7 +141,7 @@ impl Image {
                         ),
                     })
                 }
-                // Not landed (yet): the next rewrite's condition will tell.
+                // Not landed, and (settled) it cannot land any more.
                 _ => return Err(f.into_error("PUT", key.as_ref())),
             }
         }

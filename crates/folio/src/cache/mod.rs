@@ -487,6 +487,15 @@ impl Drop for PageCache {
         let s = &self.engine;
         s.readahead.shutdown();
         s.drop_with(&s.cursor);
+        // Debug builds (every test of the workspace) check the whole cache's invariants at
+        // the end of its life: no guard or pin can be alive (they borrow the cache), the
+        // flusher and readahead are stopped, so it is at rest.
+        #[cfg(debug_assertions)]
+        if !std::thread::panicking() {
+            if let Err(e) = self.check_invariants() {
+                panic!("the cache's invariants are broken at drop: {e}");
+            }
+        }
     }
 }
 
