@@ -55,7 +55,7 @@ nice cargo build --release -p folio-cli --quiet
 FOLIO=$ROOT/target/release/folio
 # Every line records the commit; a dirty tree is recorded as such (and is its own commit for the
 # verdicts).
-if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+if [[ -n $(git status --porcelain --untracked-files=no -- . ":(exclude)bench/results" ":(exclude)README.md" ":(exclude)docs/benchmarks.md" 2>/dev/null) ]]; then
     echo "note: the working tree has uncommitted changes; lines are recorded as <sha>-dirty" >&2
 fi
 

@@ -106,7 +106,8 @@ pub fn append_line(dir: &Path, bench: &str, line: &Value) -> Result<(), BoxError
 }
 
 /// The commit of the working tree (`git rev-parse HEAD`, with `-dirty` when it has uncommitted
-/// changes), `FOLIO_COMMIT` if set, or `unknown`.
+/// changes other than the results files and their generated tables), `FOLIO_COMMIT` if set,
+/// or `unknown`.
 fn commit() -> String {
     if let Ok(c) = std::env::var("FOLIO_COMMIT") {
         return c;
@@ -121,8 +122,19 @@ fn commit() -> String {
     };
     match git(&["rev-parse", "HEAD"]) {
         Some(sha) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // The results files and the tables generated from them change during a round of
+            // measurements; they are not the code being measured.
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)bench/results",
+                ":(exclude)README.md",
+                ":(exclude)docs/benchmarks.md",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{sha}-dirty")
             } else {
