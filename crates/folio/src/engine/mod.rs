@@ -274,9 +274,7 @@ impl Engine {
             if !busy(s) {
                 return Ok(());
             }
-            let held = kind(s) == VALID
-                && (s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0));
-            if held && Instant::now() >= deadline {
+            if kind(s) == VALID && held_against(s, blocking) && Instant::now() >= deadline {
                 return Err(Error::WouldDeadlock { page: key.into() });
             }
             // Returns at the latest after a re-check interval.
@@ -293,7 +291,7 @@ impl Engine {
             return false;
         }
         let s = self.frames[f as usize].state();
-        s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0)
+        held_against(s, blocking)
     }
 
     /// A reader hold on page `p`, loading it (and up to `run` following absent pages) on a miss.
@@ -439,4 +437,10 @@ impl Engine {
         self.wb.fill_stats(&mut st);
         st
     }
+}
+
+/// True if state word `s` has a hold that a wait for the `blocking` bits waits for: an
+/// `EXCLUSIVE` holder, or readers when readers block.
+fn held_against(s: u64, blocking: u64) -> bool {
+    s & EXCLUSIVE != 0 || (blocking & READERS_MASK != 0 && s & READERS_MASK != 0)
 }
