@@ -15,10 +15,10 @@
 //! the writes issued before it (failing only once the lease is lost for good). A failed write
 //! fails its waiter (the cache keeps its pages dirty and writes them again); the backend also
 //! counts the bytes whose latest write failed and [`close`](ObjectStoreBackend::close) reports
-//! them if they were never written since. Against a store that does not answer, the first
-//! rewrites give up and the store is known down (`health.rs`): the rest fail at once, so a sync
-//! of many dirty chunks returns its error after about one retry budget, not one budget per few
-//! chunks.
+//! them if they were never written since nor discarded by the cache (`discarded`). Against a
+//! store that does not answer, the first rewrites give up and the store is known down
+//! (`health.rs`): the rest fail at once, so a sync of many dirty chunks returns its error after
+//! about one retry budget, not one budget per few chunks.
 //!
 //! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
 //! image layout (`layout.rs`).
@@ -496,6 +496,16 @@ impl PageCacheBackend for ObjectStoreBackend {
         }
         // Failed: none of it can land any more, so the range reads as it does now for good.
         r
+    }
+
+    fn discarded(&self, offset: u64, len: u64) {
+        // The caller no longer wants these bytes: a failed write of them is not lost data.
+        let image = &self.image;
+        for p in pieces(offset, len, image.chunk_size) {
+            if let Some(cell) = image.cell_if_any(p.chunk) {
+                image.forget_failures(&cell, p.start, p.end);
+            }
+        }
     }
 
     fn geometry(&self) -> Geometry {

@@ -285,3 +285,30 @@ fn l3_a_create_whose_answer_was_lost_is_resolved() {
         "{e}"
     );
 }
+
+/// The folio library's `discard_range` dropped a dirty page without telling the backend, so a
+/// page whose write-back had failed and that the caller then discarded still counted as lost
+/// at close. Now the backend forgets it; the failure still reached the sync after it.
+#[test]
+fn a_discarded_page_whose_write_back_failed_is_not_reported_lost_at_close() {
+    let h = Hooked::new();
+    let b = Arc::new(create(&h, 4 * 64 * KIB, 64 * KIB, &opts_long_lease()));
+    let c = PageCache::new(b.clone(), CacheConfig::new(MIB_BUDGET)).unwrap();
+    c.write_all_at(&[1u8; 4096], 0).unwrap();
+    h.set(|kind, key| {
+        if chunk_puts(kind, key) {
+            Act::Fail
+        } else {
+            Act::Pass
+        }
+    });
+    assert!(c.evict_range(0..4096).is_err(), "its write-back failed");
+    h.clear();
+    c.discard_range(0..4096).unwrap();
+    assert!(c.sync().is_err(), "the failure reaches the sync");
+    c.sync().unwrap();
+    c.close().unwrap();
+    let b = Arc::into_inner(b).expect("the cache gave the backend back");
+    b.close().unwrap();
+    assert_eq!(data(&h.inner, 0), None, "discarded: never written");
+}

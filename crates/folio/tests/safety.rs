@@ -472,6 +472,23 @@ fn a_zero_range_that_failed_after_the_backend_zeroed_reads_what_the_backend_hold
     assert_eq!(read(&c, 1), page(0));
 }
 
+/// Discarding a page whose write-back failed: the caller no longer wants its bytes, so the
+/// backend is told (an object store stops counting them as lost at close), but the failure the
+/// cache saw still reaches the next sync, and the page reads the backend's bytes.
+#[test]
+fn a_discarded_page_whose_write_back_failed_is_told_to_the_backend_and_still_fails_a_sync() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache(&dev, 8);
+    c.write_all_at(&page(0x11), PSU).unwrap();
+    dev.fail(Call::Write, 0);
+    assert!(c.evict_range(PSU..2 * PSU).is_err());
+    c.discard_range(PSU..2 * PSU).unwrap();
+    assert_eq!(dev.discards(), vec![(PSU, PSU)]);
+    assert!(c.sync().is_err(), "the failed write-back was not reported");
+    c.sync().unwrap();
+    assert_eq!(read(&c, 1), page(0xAA), "discarded: the backend's bytes");
+}
+
 #[test]
 fn a_shrink_does_not_deadlock_with_a_guard_holder_that_appends() {
     bounded(Duration::from_secs(20), || {

@@ -232,6 +232,9 @@ impl Engine {
         let (first, last) = (range.start.div_ceil(ps), end / ps);
         if first < last {
             self.discard_pages(first..last);
+            // No write-back of them is in flight any more: the backend may forget their
+            // failures (the cache's own record of them still reaches the next sync).
+            self.backend.discarded(first * ps, (last - first) * ps);
         }
         // The partial last page is wholly inside if the range reaches the end of the file, but
         // only while the file is not grown past it (an append would put bytes there).
@@ -240,6 +243,7 @@ impl Engine {
             let _g = self.size_lock.lock();
             if self.len() == len {
                 self.discard_pages(tail..tail + 1);
+                self.backend.discarded(tail * ps, ps);
             }
         }
     }

@@ -60,6 +60,8 @@ struct State {
     fail: Vec<(Call, u64)>,
     /// Zeroings to apply and then report failed (a lost answer): numbers of the calls.
     zero_then_fail: Vec<u64>,
+    /// The ranges the cache said it discarded (offset, length).
+    discards: Vec<(u64, u64)>,
     /// Reads whose buffers the device keeps after completing them (a broken backend).
     keep: Vec<u64>,
     kept: Vec<FrameMut>,
@@ -129,6 +131,11 @@ impl Device {
         let mut st = self.state.lock();
         let at = st.calls[Call::WriteZeroes.slot()] + nth;
         st.zero_then_fail.push(at);
+    }
+
+    /// The ranges the cache said it discarded, in order (offset, length).
+    pub fn discards(&self) -> Vec<(u64, u64)> {
+        self.state.lock().discards.clone()
     }
 
     /// Makes the `nth` read from now on keep its buffers after completing (a broken backend):
@@ -323,6 +330,10 @@ impl PageCacheBackend for Device {
             return Err(Device::failure(Call::WriteZeroes, offset));
         }
         Ok(())
+    }
+
+    fn discarded(&self, offset: u64, len: u64) {
+        self.state.lock().discards.push((offset, len));
     }
 
     fn geometry(&self) -> Geometry {
