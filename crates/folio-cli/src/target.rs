@@ -87,13 +87,16 @@ impl Target {
 impl StoreArgs {
     /// Open options for `access`.
     pub fn open_options(&self, access: Access) -> OpenOptions {
+        let retry = RetryPolicy {
+            attempts_max: self.store_attempts.max(1),
+            attempt_timeout: self.store_timeout,
+            ..RetryPolicy::default()
+        };
         OpenOptions {
             access,
-            retry: RetryPolicy {
-                attempts_max: self.store_attempts.max(1),
-                attempt_timeout: self.store_timeout,
-                ..RetryPolicy::default()
-            },
+            retry,
+            // Long enough for a rewrite in flight to end (its deadline follows the retries).
+            close_wait: OpenOptions::close_wait_for(&retry),
             lease_ttl: self.lease_ttl,
             lease_mode: if self.break_lease {
                 LeaseMode::Break

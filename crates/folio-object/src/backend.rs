@@ -1,7 +1,7 @@
 //! [`ObjectStoreBackend`]: a Folio [`PageCacheBackend`] over an image in an object store.
 //!
 //! Owns: opening and creating images (options checked, manifest, lease, the streamed listing of
-//! chunk versions, reclaiming empty chunk objects under the fresh lease), closing them (no
+//! chunk versions, then the reclaim of `reclaim.rs` under the fresh lease), closing them (no
 //! release of the lease while a write may still land), the backend's own runtime, and the
 //! `PageCacheBackend` calls: each read or write of a run of pages
 //! is split at chunk boundaries into one piece per chunk; reads start one ranged GET per piece
@@ -15,9 +15,10 @@
 //! the writes issued before it (failing only once the lease is lost for good). A failed write
 //! fails its waiter (the cache keeps its pages dirty and writes them again); the backend also
 //! counts the bytes whose latest write failed and [`close`](ObjectStoreBackend::close) reports
-//! them if they were never written since. Against a store that does not answer, a rewrite sends
-//! nothing past its deadline (`retry.rs`), so a sync of many dirty chunks returns its error
-//! after about two retry budgets, not one budget per few chunks.
+//! them if they were never written since nor discarded by the cache (`discarded`). Against a
+//! store that does not answer, the first rewrites give up and the store is known down
+//! (`health.rs`): the rest fail at once, so a sync of many dirty chunks returns its error after
+//! about one retry budget, not one budget per few chunks.
 //!
 //! Does not own: chunk reads and rewrites (`chunk.rs`), the lease protocol (`lease.rs`), the
 //! image layout (`layout.rs`).
@@ -30,7 +31,6 @@ use std::time::Duration;
 
 use folio::backend::{Frame, FrameMut, Geometry, IoWaiter, PageCacheBackend};
 use folio::{ConfigError, IoOp};
-use futures_util::StreamExt;
 use object_store::{ObjectStore, PutMode};
 
 use crate::cell::{Kick, Op, Pending};
@@ -44,11 +44,7 @@ use crate::lease::Lease;
 use crate::options::{MetadataStats, OpenOptions};
 use crate::retry::{Failed, Gate};
 use crate::store::{Requests, StoreStats, Version};
-use crate::trailer::{random_u64, CHUNK_TRAILER_LEN};
-
-/// Empty chunk objects deleted at most per open (the rest wait for a later open; they cost a
-/// listing entry and a few bytes of the versions table each, and read as zeros).
-pub const RECLAIM_PER_OPEN_MAX: usize = 1024;
+use crate::trailer::random_u64;
 
 /// An image in an object store, as a page-cache backend. See the module docs.
 pub struct ObjectStoreBackend {
@@ -96,22 +92,32 @@ impl ObjectStoreBackend {
             writer: 0,
         };
         let body = bytes::Bytes::from(manifest.to_json(stamp));
-        match rt.block_on(req.put(&key, body, PutMode::Create, Gate::Open)) {
-            Ok(_) => {}
-            Err(f) if changed(&f) => {
-                // Ours if an earlier attempt landed and its answer was lost.
-                let ours = rt
-                    .block_on(req.get(&key, None, None, Gate::Open))
-                    .ok()
-                    .and_then(|g| Manifest::parse_stamped(&g.bytes, key.as_ref()).ok())
-                    .is_some_and(|(m, s)| m == manifest && s == stamp);
-                if !ours {
-                    return Err(ObjectError::Invalid(format!(
-                        "an image already exists at {prefix} ({key})"
-                    )));
-                }
+        if let Err(f) = rt.block_on(req.put(&key, body, PutMode::Create, Gate::Open)) {
+            let exists = changed(&f);
+            if !exists && !f.uncertain() {
+                return Err(f.into_error("PUT", key.as_ref()));
             }
-            Err(f) => return Err(f.into_error("PUT", key.as_ref())),
+            // An attempt of ours may have landed, its answer lost, or may still land: wait
+            // until it cannot, then read whose manifest is there (review 3, L3: a lost answer
+            // whose read-back failed was reported as "an image already exists").
+            rt.block_on(req.settle());
+            let ours = match rt.block_on(req.get(&key, None, None, Gate::Open)) {
+                Ok(g) => Manifest::parse_stamped(&g.bytes, key.as_ref())
+                    .is_ok_and(|(m, s)| m == manifest && s == stamp),
+                Err(Failed::Answer {
+                    error: object_store::Error::NotFound { .. },
+                    ..
+                }) => false,
+                Err(g) => return Err(g.into_error("GET", key.as_ref())),
+            };
+            if !ours && exists {
+                return Err(ObjectError::Invalid(format!(
+                    "an image already exists at {prefix} ({key})"
+                )));
+            }
+            if !ours {
+                return Err(f.into_error("PUT", key.as_ref()));
+            }
         }
         // A create attempt that got no answer may still land: wait until it cannot.
         rt.block_on(req.settle());
@@ -122,8 +128,9 @@ impl ObjectStoreBackend {
     /// Opens the image under `prefix`: reads its manifest, takes the lease (read-write), and
     /// lists its chunks' versions (one LIST request per 1,000 chunks, streamed). A read-write
     /// open then deletes, under its fresh lease, the chunks past the image's end that hold data
-    /// and up to [`RECLAIM_PER_OPEN_MAX`] empty chunk objects (`rewrite.rs`), and waits until
-    /// none of those DELETEs can still land before it returns.
+    /// and up to [`RECLAIM_PER_OPEN_MAX`](crate::RECLAIM_PER_OPEN_MAX) empty chunk objects,
+    /// best effort (`reclaim.rs`), and waits until none of those DELETEs can still land before
+    /// it returns.
     pub fn open(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
@@ -217,68 +224,9 @@ impl ObjectStoreBackend {
             })
             .await?;
         if image.access == Access::ReadWrite {
-            self.reclaim().await?;
+            self.image.reclaim().await?;
         }
         Ok(())
-    }
-
-    /// Deletes the chunks past the image's end that hold data and up to
-    /// [`RECLAIM_PER_OPEN_MAX`] empty chunk objects, then waits until no DELETE of ours can
-    /// still land. Only at open, under the
-    /// fresh lease: nothing of this session writes meanwhile.
-    async fn reclaim(&self) -> ObjResult<()> {
-        let image = &self.image;
-        let chunks = image.manifest().chunks();
-        let found = image
-            .versions
-            .lock()
-            .chunks_sized_or_from(CHUNK_TRAILER_LEN, chunks);
-        let mut empty = 0;
-        let gone: Vec<u64> = found
-            .into_iter()
-            .filter(|&n| {
-                // Every chunk past the end that holds data (a later growth would show it; a
-                // shrink empties them before it cuts the manifest, so there are none unless
-                // someone else wrote them); empty ones, past the end or not, up to the bound.
-                let has_data = image.version(n).is_some_and(|v| data_len(&v) > 0);
-                (n >= chunks && has_data) || {
-                    empty += 1;
-                    empty <= RECLAIM_PER_OPEN_MAX
-                }
-            })
-            .collect();
-        if gone.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            chunks = gone.len(),
-            "deleting empty chunk objects and chunks past the end"
-        );
-        let in_flight = image.puts.available_permits().max(1);
-        let mut deletes = futures_util::stream::iter(gone)
-            .map(|n| async move {
-                let key = image.layout.chunk(n);
-                let gate = Gate::Write {
-                    fence: &image.fence,
-                    deadline_ms: image.req.deadline_ms(image.req.clock.now_ms()),
-                };
-                let r = image.req.delete(&key, gate).await;
-                (n, r.map_err(|f| f.into_error("DELETE", key.as_ref())))
-            })
-            .buffer_unordered(in_flight);
-        let mut first_error = None;
-        // Bounded: one item per chunk to delete.
-        while let Some((n, r)) = deletes.next().await {
-            match r {
-                Ok(()) => image.set_version(n, None),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        drop(deletes);
-        image.req.settle().await;
-        first_error.map_or(Ok(()), Err)
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -378,7 +326,6 @@ impl ObjectStoreBackend {
                 join: join.clone(),
                 ticket: self.image.tickets.issue(),
                 offset: offset + piece.at,
-                queued_ms: self.image.req.clock.now_ms(),
             };
             self.image.queue(piece.chunk, pending, kick);
         }
@@ -529,7 +476,7 @@ impl PageCacheBackend for ObjectStoreBackend {
         }
         let (waiter, completer) = IoWaiter::pending(IoOp::Zero, offset);
         let join = Arc::new(Join::new(completer, busy.len()));
-        for p in busy {
+        for &p in &busy {
             let pending = Pending {
                 op: Op::Zero {
                     start: p.start,
@@ -538,11 +485,27 @@ impl PageCacheBackend for ObjectStoreBackend {
                 join: join.clone(),
                 ticket: self.image.tickets.issue(),
                 offset: offset + p.at,
-                queued_ms: self.image.req.clock.now_ms(),
             };
             self.image.queue(p.chunk, pending, Kick::Now);
         }
-        waiter.wait()
+        let r = waiter.wait();
+        if r.is_err() && self.block_on(image.zeroed_after_failure(&busy)) {
+            // Its PUTs landed, their answers lost: the range reads as zeros for good.
+            tracing::info!(offset, len, "a zeroing whose answer was lost landed");
+            return Ok(());
+        }
+        // Failed: none of it can land any more, so the range reads as it does now for good.
+        r
+    }
+
+    fn discarded(&self, offset: u64, len: u64) {
+        // The caller no longer wants these bytes: a failed write of them is not lost data.
+        let image = &self.image;
+        for p in pieces(offset, len, image.chunk_size) {
+            if let Some(cell) = image.cell_if_any(p.chunk) {
+                image.forget_failures(&cell, p.start, p.end);
+            }
+        }
     }
 
     fn geometry(&self) -> Geometry {

@@ -85,8 +85,6 @@ pub(crate) struct Pending {
     pub(crate) join: Arc<Join>,
     pub(crate) ticket: u64,
     pub(crate) offset: u64,
-    /// When it was queued (ms on the image's clock): its rewrite's deadline counts from there.
-    pub(crate) queued_ms: u64,
 }
 
 /// When a queued write's rewrite should start.

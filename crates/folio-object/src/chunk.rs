@@ -229,28 +229,32 @@ impl Image {
     }
 
     /// The rewrite task of chunk `n`: rounds of "take what is queued, rewrite, complete" until
-    /// nothing is queued.
+    /// nothing is queued. Each round takes a PUT slot and gives it back when it ends, so a chunk
+    /// that keeps receiving writes takes its turn with the others (the slots are handed out in
+    /// order); its deadline runs from when it got the slot, so waiting for one never counts
+    /// against it (a store known down fails it fast instead, `health.rs`).
     async fn flush_chunk(self: Arc<Image>, n: u64) {
         let cell = self.cell(n);
-        let slot = self
-            .puts
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         // Bounded: each round takes at least one queued change, and writers are throttled by
         // the cache (a page is under write-back until its write completes).
         loop {
-            let geometry = self.geometry.read().await;
-            let io = cell.io.write().await;
-            let batch = {
+            {
                 let mut st = cell.st.lock();
                 if st.pending.is_empty() {
                     st.task = Task::Idle;
                     break;
                 }
-                std::mem::take(&mut st.pending)
-            };
-            let batch_queued_ms = batch.iter().map(|p| p.queued_ms).min().unwrap_or(0);
+            }
+            let slot = self
+                .puts
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let geometry = self.geometry.read().await;
+            let io = cell.io.write().await;
+            // Not empty: only this task takes what is queued.
+            let batch = std::mem::take(&mut cell.st.lock().pending);
+            debug_assert!(!batch.is_empty());
             let spans: Vec<(u64, u64, bool)> = batch
                 .iter()
                 .map(|p| {
@@ -263,10 +267,8 @@ impl Image {
                 .map(|p| (p.op, (p.join, p.ticket, p.offset)))
                 .unzip();
             let len = self.manifest().chunk_len(n);
-            let queued_ms = batch_queued_ms;
-            let result = self
-                .rewrite(n, &cell, &ops, len, self.req.deadline_ms(queued_ms))
-                .await;
+            let deadline_ms = self.req.deadline_from_now_ms();
+            let result = self.rewrite(n, &cell, &ops, len, deadline_ms).await;
             drop(ops); // the frames go back to the cache before the waiters complete
             if let Err(e) = &result {
                 tracing::warn!(chunk = n, error = %e, "chunk write-back failed");
@@ -274,6 +276,7 @@ impl Image {
             self.track_failures(&cell, &spans, result.is_ok());
             drop(io);
             drop(geometry);
+            drop(slot);
             // One failure reaches every write of the round, each with its own offset.
             let failure = result.err().map(|e| Arc::new(e.into_io()));
             for (join, ticket, offset) in waits {
@@ -289,7 +292,6 @@ impl Image {
                 self.tickets.finish(ticket);
             }
         }
-        drop(slot);
         drop(cell);
     }
 
@@ -310,9 +312,9 @@ impl Image {
         self.failed_bytes.fetch_sub(removed, Ordering::AcqRel);
     }
 
-    /// Forgets failures of bytes from `from` on in `cell` (dropped by a resize).
-    pub(crate) fn forget_failures_from(&self, cell: &Cell, from: u64) {
-        let cleared = cell.st.lock().failed.remove(from, u64::MAX);
+    /// Forgets failures of bytes `start .. end` of `cell` (dropped by a resize, or zeroed).
+    pub(crate) fn forget_failures(&self, cell: &Cell, start: u64, end: u64) {
+        let cleared = cell.st.lock().failed.remove(start, end);
         self.failed_bytes.fetch_sub(cleared, Ordering::AcqRel);
     }
 }

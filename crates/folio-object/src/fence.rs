@@ -1,7 +1,9 @@
 //! The writer's fence: until when this writer's lease is surely its own, on this machine's
-//! monotonic clock.
+//! boot clock.
 //!
-//! Owns: [`Clock`] (milliseconds since the image was opened) and [`Fence`]. The lease
+//! Owns: [`Clock`] (milliseconds since the image was opened, on `CLOCK_BOOTTIME`, which keeps
+//! counting while the machine is suspended: on the monotonic clock a writer suspended past its
+//! lease would wake with its fence still open, review 3, L1) and [`Fence`]. The lease
 //! (`lease.rs`) extends the fence after each renewal that lands, to 90% of the time to live after
 //! the *start of the attempt that landed* (the store applied it no earlier, so a newcomer that saw
 //! it waits at least a whole time to live from then). Every write under the lease is checked
@@ -12,24 +14,41 @@
 //! Does not own: renewing (`lease.rs`). Nothing here blocks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::error::{ObjResult, ObjectError};
 
-/// Milliseconds on the monotonic clock since a fixed start.
+/// Milliseconds on the boot clock since a fixed start.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock(Instant);
+pub(crate) struct Clock(u64);
 
 impl Clock {
     pub(crate) fn new() -> Clock {
-        Clock(Instant::now())
+        Clock(boot_ms())
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        self.0.elapsed().as_millis() as u64
+        boot_ms().saturating_sub(self.0)
     }
+}
+
+/// Milliseconds on `CLOCK_BOOTTIME` (monotonic, and counting while suspended).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn boot_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as u64).saturating_mul(1000) + t.tv_nsec as u64 / 1_000_000
+}
+
+/// Elsewhere, the monotonic clock (from the first call).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn boot_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Whether this writer may still write. See the module docs.

@@ -151,6 +151,8 @@ pub(crate) struct Image {
     cells: Mutex<HashMap<u64, Arc<Cell>>>,
     pub(crate) gets: Semaphore,
     pub(crate) puts: Semaphore,
+    /// Chunk rewrites in flight at once (the slots of `puts`).
+    pub(crate) puts_in_flight_max: usize,
     pub(crate) fence: Fence,
     pub(crate) tickets: Tickets,
     /// Bytes whose latest write-back failed and was not redone since.
@@ -191,6 +193,7 @@ impl Image {
             cells: Mutex::new(HashMap::new()),
             gets: Semaphore::new(limits.gets_in_flight_max.max(1)),
             puts: Semaphore::new(limits.puts_in_flight_max.max(1)),
+            puts_in_flight_max: limits.puts_in_flight_max.max(1),
             fence,
             tickets: Tickets::default(),
             failed_bytes: AtomicU64::new(0),

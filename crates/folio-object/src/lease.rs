@@ -172,12 +172,18 @@ impl Lease {
                 tokio::time::sleep(theirs.watch()).await;
                 match image.req.head(&key).await {
                     Ok(Some(now)) if now.e_tag == seen.e_tag => {} // not renewed: gone
-                    Ok(Some(_)) => {
-                        return Err(ObjectError::Leased {
-                            prefix,
-                            holder: theirs.holder,
-                        })
-                    }
+                    Ok(Some(_)) => match Lease::read(image).await? {
+                        // Released (its holder closed) or gone during the watch: the next round
+                        // takes it (review 3, L2: this was reported as leased).
+                        Some((now, _)) if now.released => continue,
+                        None => continue,
+                        Some((now, _)) => {
+                            return Err(ObjectError::Leased {
+                                prefix,
+                                holder: now.holder,
+                            })
+                        }
+                    },
                     Ok(None) => {
                         return Err(ObjectError::Invalid(format!(
                             "the store returned no ETag for {key}: it cannot hold a lease"

@@ -46,16 +46,19 @@
 //! - **Bounded**: GETs and chunk rewrites in flight are bounded ([`Limits`]); transient store
 //!   errors are retried a bounded number of times ([`RetryPolicy`]), then reported
 //!   ([`ObjectError::RetriesExhausted`]); a rewrite sends nothing past two retry budgets after
-//!   it was queued, so a sync against a dead store ends in bounded time; per chunk, only a
+//!   it got its slot, and once a write gave up without an answer the store is known down and
+//!   writes fail fast until it answers again (`health.rs`), so a sync against a dead store
+//!   ends in bounded time while a slow one is waited for; per chunk, only a
 //!   compact version entry outlives the chunk's I/O ([`MetadataStats`]).
 //! - **Sparse**: absent and empty chunks read as zeros without a request; empty chunk objects
 //!   are deleted at the next read-write open, under its fresh lease.
 //!
 //! Files: `layout.rs` (keys, manifest), `trailer.rs` (the chunk object format), `store.rs`
-//! (requests, counters), `retry.rs` (retries, deadlines), `fence.rs`, `lease.rs`, `image.rs`
-//! (shared state), `cell.rs` and `versions.rs` (per-chunk state), `chunk.rs` (reads, the
-//! rewrite task), `rewrite.rs` (conditional PUTs, unknown outcomes), `resize.rs`, `join.rs`,
-//! `options.rs`, `backend.rs` (open, close, the trait), `s3.rs` (the S3 client), `faulty.rs`
+//! (requests, counters), `retry.rs` (retries, deadlines), `health.rs` (a store known down),
+//! `fence.rs`, `lease.rs`, `image.rs` (shared state), `cell.rs` and `versions.rs` (per-chunk
+//! state), `chunk.rs` (reads, the rewrite task), `rewrite.rs` (conditional PUTs, unknown
+//! outcomes), `resize.rs`, `join.rs`, `options.rs`, `backend.rs` (open, close, the trait),
+//! `reclaim.rs` (deleting empty chunk objects at open), `s3.rs` (the S3 client), `faulty.rs`
 //! (fault injection).
 #![warn(missing_docs)]
 
@@ -65,11 +68,13 @@ mod chunk;
 mod error;
 pub mod faulty;
 mod fence;
+mod health;
 mod image;
 mod join;
 mod layout;
 mod lease;
 mod options;
+mod reclaim;
 mod resize;
 mod retry;
 mod rewrite;
@@ -78,13 +83,14 @@ mod store;
 mod trailer;
 mod versions;
 
-pub use backend::{ObjectStoreBackend, RECLAIM_PER_OPEN_MAX};
+pub use backend::ObjectStoreBackend;
 pub use error::{ObjResult, ObjectError};
 pub use faulty::FaultyStore;
 pub use image::{Access, Limits};
 pub use layout::{Layout, Manifest, CHUNK_SIZE_DEFAULT};
 pub use lease::LeaseMode;
 pub use options::{MetadataStats, OpenOptions};
+pub use reclaim::RECLAIM_PER_OPEN_MAX;
 pub use retry::RetryPolicy;
 pub use s3::{s3_store, S3Location, S3Options};
 pub use store::StoreStats;

@@ -26,7 +26,10 @@ pub struct OpenOptions {
     /// What to do if another writer's lock is found.
     pub lease_mode: LeaseMode,
     /// How long closing waits for the writes in flight; past it, close fails with
-    /// [`ObjectError::InFlightAtClose`] and leaves the lease to expire. Default 60 s.
+    /// [`ObjectError::InFlightAtClose`] and leaves the lease to expire. Default: a rewrite's
+    /// deadline (two retry budgets) plus one attempt timeout (about 136 s with the default
+    /// retries), so a close waits for a rewrite that holds a slot when it starts; set it with
+    /// [`OpenOptions::close_wait_for`] when you change `retry`.
     pub close_wait: Duration,
 }
 
@@ -38,12 +41,19 @@ impl Default for OpenOptions {
             limits: Limits::default(),
             lease_ttl: Duration::from_secs(30),
             lease_mode: LeaseMode::Wait,
-            close_wait: Duration::from_secs(60),
+            close_wait: OpenOptions::close_wait_for(&RetryPolicy::default()),
         }
     }
 }
 
 impl OpenOptions {
+    /// The close wait that matches `retry`: a rewrite round sends nothing past two retry
+    /// budgets after it got its slot (`retry.rs`), and its last attempt may take one attempt
+    /// timeout to be abandoned (review 3, L4: the default wait was 60 s, shorter than that).
+    pub fn close_wait_for(retry: &RetryPolicy) -> Duration {
+        retry.budget() * 2 + retry.attempt_timeout
+    }
+
     /// Checks that the options make sense together: a writer's lease must outlive the store
     /// requests made under it (`lease.rs`).
     pub fn check(&self) -> ObjResult<()> {

@@ -1,11 +1,20 @@
 //! Resizing an image, and rewriting its manifest.
 //!
-//! Owns: [`Image::resize`] and [`Image::put_manifest`]. Growing rewrites only the manifest (the
-//! new range's chunks are absent or empty, so they read as zeros). Shrinking first empties every
-//! chunk past the new end and cuts the chunk the end falls in — conditional PUTs (`rewrite.rs`),
-//! never a DELETE during a session — then rewrites the manifest: a crash in between leaves the
-//! old size with the cut range reading as zeros, and the next read-write open deletes the empty
-//! chunks and those past the end under its fresh lease (`backend.rs`).
+//! Owns: [`Image::resize`] and [`Image::put_manifest`]. The rule: **no byte below the size the
+//! store's manifest says is ever cut**, and **no byte past it is ever exposed**.
+//! - **Shrinking** rewrites the manifest first; only once it landed are the chunks past the new
+//!   end emptied and the chunk the end falls in cut (conditional PUTs, `rewrite.rs`, several at
+//!   once, each with its own deadline; never a DELETE during a session). That cut is best
+//!   effort: if the store fails part-way, the shrink still succeeded (the bytes past the end are
+//!   no longer the image's), and what was left is cut before the image grows again, or deleted
+//!   by the next read-write open's reclaim (`reclaim.rs`). Review 3, M2: the cut used to come
+//!   first under one deadline, so a large shrink that ran out of time left the old size with
+//!   some of its chunks already emptied.
+//! - **Growing** first cuts what an earlier shrink left past the current end (the versions
+//!   table says which chunks hold data there), and fails before the manifest changes if it
+//!   cannot: the new range must read as zeros. Then it rewrites the manifest.
+//! - A resize to the current size finishes such a cut, best effort (the cache calls it again
+//!   after a shrink).
 //!
 //! The manifest is rewritten If-Match its known version with the next revision of its stamp
 //! (`layout.rs`). If the condition fails or the answer is lost, it is read back: if it is the
@@ -17,6 +26,7 @@
 //!
 //! May block: async; holds the geometry lock exclusively, so every chunk read and rewrite waits.
 
+use futures_util::StreamExt;
 use object_store::PutMode;
 
 use crate::cell::Op;
@@ -31,52 +41,89 @@ impl Image {
     pub(crate) async fn resize(&self, len: u64) -> ObjResult<()> {
         let _geometry = self.geometry.write().await;
         self.writable()?;
-        let deadline_ms = self.req.deadline_ms(self.req.clock.now_ms());
         let old = self.size();
-        let cs = self.chunk_size;
+        let manifest = Manifest::new(len, self.chunk_size)?;
+        if len > old {
+            self.cut_past(old).await?;
+            self.put_manifest(manifest, self.req.deadline_from_now_ms())
+                .await?;
+            self.set_size(len);
+            return Ok(());
+        }
         if len < old {
-            let first_gone = len.div_ceil(cs);
-            // Chunks with data past the new end, and those whose state is unsure.
-            let mut gone = self.versions.lock().chunks_from(first_gone, CHUNK_DATA_MIN);
+            self.put_manifest(manifest, self.req.deadline_from_now_ms())
+                .await?;
+            self.set_size(len);
+            // The bytes past the end are no longer the image's: their failed writes are moot.
+            let first_gone = len.div_ceil(self.chunk_size);
             for (n, cell) in self.cells() {
-                if n >= first_gone && cell.st.lock().unsure {
-                    gone.push(n);
-                }
-            }
-            gone.sort_unstable();
-            gone.dedup();
-            for n in gone {
-                let cell = self.cell(n);
-                self.rewrite(n, &cell, &[], 0, deadline_ms).await?;
-            }
-            for (n, cell) in self.cells() {
-                if n >= first_gone {
-                    self.forget_failures_from(&cell, 0);
-                }
-            }
-            let keep = len % cs;
-            if keep != 0 {
-                let n = len / cs;
-                let cell = self.cell(n);
-                let stored = self.version(n).map_or(0, |v| data_len(&v));
-                let unsure = cell.st.lock().unsure;
-                let r = if stored > keep || unsure {
-                    let cut = [Op::Zero {
-                        start: keep,
-                        end: cs,
-                    }];
-                    self.rewrite(n, &cell, &cut, keep, deadline_ms).await
+                let keep = if n >= first_gone {
+                    0
+                } else if n == len / self.chunk_size {
+                    len % self.chunk_size
                 } else {
-                    Ok(())
+                    continue;
                 };
-                r?;
-                self.forget_failures_from(&cell, keep);
+                self.forget_failures(&cell, keep, u64::MAX);
             }
         }
-        self.put_manifest(Manifest::new(len, cs)?, deadline_ms)
-            .await?;
-        self.set_size(len);
+        if let Err(e) = self.cut_past(len).await {
+            tracing::warn!(error = %e, "the bytes past the image's end are not all cut yet; \
+                the next resize or read-write open cuts them");
+        }
         Ok(())
+    }
+
+    /// Makes every stored byte from `end` on zeros: empties the chunks past it that hold data
+    /// (or whose state is unsure: a write of ours may have landed there) and cuts the chunk it
+    /// falls in, several at once, each with its own deadline. The caller holds the geometry
+    /// lock exclusively. Returns the first error; the other chunks are still tried.
+    async fn cut_past(&self, end: u64) -> ObjResult<()> {
+        let cs = self.chunk_size;
+        let first_gone = end.div_ceil(cs);
+        let keep = end % cs;
+        let mut cuts: Vec<(u64, u64)> = self
+            .versions
+            .lock()
+            .chunks_from(first_gone, CHUNK_DATA_MIN)
+            .into_iter()
+            .map(|n| (n, 0))
+            .collect();
+        for (n, cell) in self.cells() {
+            if n >= first_gone && cell.st.lock().unsure {
+                cuts.push((n, 0));
+            }
+        }
+        if keep != 0 {
+            let n = end / cs;
+            let stored = self.version(n).map_or(0, |v| data_len(&v));
+            let unsure = self.cell_if_any(n).is_some_and(|c| c.st.lock().unsure);
+            if stored > keep || unsure {
+                cuts.push((n, keep));
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        let in_flight = self.puts_in_flight_max;
+        let mut rewrites = futures_util::stream::iter(cuts)
+            .map(|(n, keep)| async move {
+                let cell = self.cell(n);
+                let cut = [Op::Zero {
+                    start: keep,
+                    end: cs,
+                }];
+                let deadline_ms = self.req.deadline_from_now_ms();
+                self.rewrite(n, &cell, &cut, keep, deadline_ms).await
+            })
+            .buffer_unordered(in_flight);
+        let mut first_error = None;
+        // Bounded: one item per chunk to cut.
+        while let Some(r) = rewrites.next().await {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Rewrites the manifest as `m` (see the module docs).

@@ -10,13 +10,16 @@
 //! object_store's own HTTP retries are turned off (`s3.rs`) so there is one retry budget, this
 //! one, and the fault-injection tests exercise it.
 //!
-//! **Deadlines**: a write's attempts are sent only before its deadline (`chunk.rs` gives each
-//! rewrite round two retry budgets from when its oldest change was queued). Against a store
+//! **Deadlines and a dead store**: a write's attempts are sent only before its deadline
+//! (`chunk.rs` gives each rewrite round two retry budgets from when it got its PUT slot, so a
+//! healthy but slow store with thousands of dirty chunks is waited for, however long the queue).
+//! A write that gives up without an answer marks the store *known down* (`health.rs`); until an
+//! attempt is answered again, writes are not retried: one probes the store with one attempt, at
+//! most once per attempt timeout, and the others fail without a request. So against a store
 //! that does not answer, the first rewrites in flight spend their budget and every rewrite
-//! queued behind them finds its deadline passed and fails without a request, so a sync of N
-//! dirty chunks returns its error after about two budgets whatever N is (not N / (rewrites in
-//! flight) budgets), and reads, which a rewrite excludes from its chunk, wait no longer. Nothing
-//! is remembered about the store: the first write after it comes back is sent as usual.
+//! queued behind them fails at once: a sync of N dirty chunks returns its error after about one
+//! budget whatever N is (not N / (rewrites in flight) budgets), and reads, which a rewrite
+//! excludes from its chunk, wait no longer.
 //!
 //! The assumption every timing argument of this crate rests on: **a request the client gave up
 //! on takes effect within its attempt timeout of being sent, or never** (choose the timeout
@@ -34,6 +37,7 @@ use std::time::Duration;
 
 use crate::error::ObjectError;
 use crate::fence::{Clock, Fence};
+use crate::health::{Down, Health};
 
 /// How hard to try before giving up on a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +148,8 @@ pub(crate) struct Retrier<'a> {
     /// attempt that ended without an answer may still take effect (it started then, plus the
     /// attempt timeout: the store applies a request within the client's timeout or never).
     pub(crate) settle_by_ms: Option<&'a AtomicU64>,
+    /// Whether the store is known down (`health.rs`).
+    pub(crate) health: &'a Health,
 }
 
 /// Records, when dropped armed, that an attempt may still take effect until `until_ms`.
@@ -224,6 +230,8 @@ impl Retrier<'_> {
         let mut backoff = policy.backoff_initial;
         let mut last = String::new();
         let mut sent = 0;
+        let mut probe: Option<Probing<'_>> = None;
+        let health = self.health;
         for n in 1..=attempts_max {
             let mut timeout = policy.attempt_timeout;
             if let Gate::Write { fence, deadline_ms } = gate {
@@ -231,14 +239,41 @@ impl Retrier<'_> {
                     return Err(Failed::GaveUp { error: e, sent });
                 }
                 if self.clock.now_ms() >= deadline_ms {
+                    if sent > 0 {
+                        health.gave_up(self.clock.now_ms());
+                    }
                     let why = "not sent again: the write's deadline passed (two retry budgets \
-                               after it was queued)";
-                    last = if last.is_empty() {
-                        why.to_string()
-                    } else {
-                        format!("{last}; {why}")
-                    };
-                    return Err(self.gave_up(op, key, sent, last));
+                               after it got its slot)";
+                    return Err(self.gave_up(op, key, sent, joined(last, why)));
+                }
+                if probe.is_some() {
+                    let why = "not sent again: the store does not answer";
+                    return Err(self.gave_up(op, key, sent, joined(last, why)));
+                }
+                if n > 1 && health.is_down() {
+                    let why = "not sent again: the store does not answer (other requests gave up)";
+                    return Err(self.gave_up(op, key, sent, joined(last, why)));
+                }
+                match health.before_write(self.clock.now_ms()) {
+                    Down::No => {}
+                    Down::Probe => {
+                        probe = Some(Probing {
+                            health,
+                            clock: self.clock,
+                            started_ms: self.clock.now_ms(),
+                            quiet_max: policy.attempt_timeout,
+                        })
+                    }
+                    Down::AwaitProbe => {
+                        if !health.wait_for_probe(policy.attempt_timeout).await {
+                            let why = "not sent: the store does not answer (a probe failed)";
+                            return Err(self.gave_up(op, key, sent, joined(last, why)));
+                        }
+                    }
+                    Down::FailFast => {
+                        let why = "not sent: the store does not answer (a probe just failed)";
+                        return Err(self.gave_up(op, key, sent, joined(last, why)));
+                    }
                 }
                 timeout = timeout.min(fence.left());
             }
@@ -251,10 +286,12 @@ impl Retrier<'_> {
             match tokio::time::timeout(timeout, attempt()).await {
                 Ok(Ok(value)) => {
                     unsettled.answered();
+                    health.answered();
                     return Ok(Sent { value, started_ms });
                 }
                 Ok(Err(e)) if !transient(&e) => {
                     unsettled.answered();
+                    health.answered();
                     return Err(Failed::Answer { error: e, sent });
                 }
                 Ok(Err(e)) => last = e.to_string(),
@@ -264,14 +301,46 @@ impl Retrier<'_> {
                 Err(_) => last = format!("no answer within {timeout:?}"),
             }
             drop(unsettled);
+            if probe.is_some() {
+                health.gave_up(self.clock.now_ms());
+            }
             tracing::debug!(op, key, attempt = n, error = %last, "store request failed");
-            if n < attempts_max {
+            if n < attempts_max && probe.is_none() {
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(policy.backoff_max);
             }
         }
+        if matches!(gate, Gate::Write { .. }) {
+            // Only writes judge the store: a lock or a read that fails says less about it.
+            health.gave_up(self.clock.now_ms());
+        }
         tracing::warn!(op, key, attempts = sent, error = %last, "store request gave up");
         Err(self.gave_up(op, key, sent, last))
+    }
+}
+
+/// Ends a probe of the store (`health.rs`) however its request ends.
+struct Probing<'a> {
+    health: &'a Health,
+    clock: Clock,
+    started_ms: u64,
+    quiet_max: Duration,
+}
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        let now_ms = self.clock.now_ms();
+        self.health
+            .probe_ended(self.started_ms, now_ms, self.quiet_max);
+    }
+}
+
+/// `last` and `why`, joined.
+fn joined(last: String, why: &str) -> String {
+    if last.is_empty() {
+        why.to_string()
+    } else {
+        format!("{last}; {why}")
     }
 }
 
@@ -316,6 +385,7 @@ mod tests {
         policy: RetryPolicy,
         clock: Clock,
         settle: AtomicU64,
+        health: Health,
     }
 
     impl Ctx {
@@ -324,6 +394,7 @@ mod tests {
                 policy: fast(),
                 clock: Clock::new(),
                 settle: AtomicU64::new(0),
+                health: Health::default(),
             }
         }
 
@@ -332,6 +403,7 @@ mod tests {
                 policy: &self.policy,
                 clock: self.clock,
                 settle_by_ms: Some(&self.settle),
+                health: &self.health,
             }
         }
     }

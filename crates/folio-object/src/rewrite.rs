@@ -1,7 +1,7 @@
 //! Rewriting one chunk: the conditional PUT of its new bytes, and what to do when its outcome is
 //! unknown.
 //!
-//! Owns: [`Image::rewrite`] and [`Image::resolve`].
+//! Owns: [`Image::rewrite`], [`Image::resolve`] and [`Image::zeroed_after_failure`].
 //! - **Rewrite**: fetch the chunk if the changes do not cover it, apply them, cut trailing zeros,
 //!   seal the bytes with a trailer naming this write (`trailer.rs`: every object body differs,
 //!   so versions never come back) and PUT them If-Match the known version (If-None-Match `*`
@@ -9,7 +9,7 @@
 //!   deleted during a session: a DELETE is unconditional in S3, so one that lands late (after
 //!   its retry succeeded and the chunk was written again) would destroy data, and a chunk gone
 //!   from the store would let a late create (If-None-Match) land again. Empty objects are
-//!   reclaimed only at open, under a fresh lease (`backend.rs`). Every PUT is sent only while
+//!   reclaimed only at open, under a fresh lease (`reclaim.rs`). Every PUT is sent only while
 //!   the lease fence is open (`retry.rs`).
 //! - **Unknown outcomes**: a PUT that got no answer, or whose retry failed its condition, may
 //!   have landed. If its condition fails, the chunk's trailer (the last 32 bytes, one ranged
@@ -34,6 +34,7 @@ use crate::cell::{apply, covers, data_len as zero_trimmed, Cell, Op};
 use crate::chunk::{absent, changed, data_len, PASSES_MAX};
 use crate::error::{ObjResult, ObjectError};
 use crate::image::Image;
+use crate::layout::Piece;
 use crate::retry::{Failed, Gate};
 use crate::store::Version;
 use crate::trailer::{self, Trailer, CHUNK_TRAILER_LEN};
@@ -156,6 +157,52 @@ impl Image {
             }
             _ => Err(self.changed_to(n, known.as_ref(), now.as_ref())),
         }
+    }
+
+    /// After a zeroing of `pieces` failed: waits until no write of ours of unknown outcome can
+    /// still land ([`Requests::settle`](crate::store::Requests::settle)), then learns what each
+    /// chunk holds, resolving those whose last write's outcome is unknown. True if every piece
+    /// reads as zeros: the zeroing landed, its answer lost (its failures are then forgotten, as
+    /// after any zeroing). False if one does not or cannot be known now: the error stands, and
+    /// the store no longer changes under the caller (review 3, M4: a zeroing that failed but
+    /// landed later turned the bytes of evicted pages into zeros long after the error).
+    pub(crate) async fn zeroed_after_failure(&self, pieces: &[Piece]) -> bool {
+        self.req.settle().await;
+        let _geometry = self.geometry.read().await;
+        for p in pieces {
+            let cell = self.cell(p.chunk);
+            let _io = cell.io.write().await;
+            match self.reads_zeros(p, &cell).await {
+                Ok(true) => self.forget_failures(&cell, p.start, p.end),
+                Ok(false) => return false,
+                Err(e) => {
+                    tracing::warn!(chunk = p.chunk, error = %e,
+                        "cannot tell whether a failed zeroing landed");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// True if piece `p` of its chunk reads as zeros in the store now. The caller excludes
+    /// every other read and rewrite of the chunk.
+    async fn reads_zeros(&self, p: &Piece, cell: &Cell) -> ObjResult<bool> {
+        if cell.st.lock().unsure {
+            self.resolve(p.chunk, Gate::Open).await?;
+        }
+        let Some(v) = self.version(p.chunk) else {
+            return Ok(true);
+        };
+        let stop = p.end.min(data_len(&v));
+        if stop <= p.start {
+            return Ok(true);
+        }
+        let key = self.layout.chunk(p.chunk);
+        let range = Some(GetRange::Bounded(p.start..stop));
+        let got = self.req.get(&key, range, Some(&v.e_tag), Gate::Open).await;
+        let got = self.checked(p.chunk, &v, got)?;
+        Ok(got.bytes.iter().all(|&b| b == 0))
     }
 
     /// Chunk `n`'s current version and trailer (if it has one), from one ranged GET of its

@@ -23,6 +23,7 @@ use object_store::{
 
 use crate::error::{ObjResult, ObjectError};
 use crate::fence::Clock;
+use crate::health::Health;
 use crate::retry::{transient, Failed, Gate, Retrier, RetryPolicy, Sent};
 
 /// Requests made to the store and bytes moved, since the backend was opened. Every attempt
@@ -127,6 +128,8 @@ pub(crate) struct Requests {
     /// Until when (ms on `clock`) a request of ours that changed the store without an answer
     /// may still take effect.
     settle_by_ms: AtomicU64,
+    /// Whether the store is known down (`health.rs`).
+    pub(crate) health: Health,
 }
 
 impl Requests {
@@ -137,6 +140,7 @@ impl Requests {
             counters: Counters::default(),
             clock,
             settle_by_ms: AtomicU64::new(0),
+            health: Health::default(),
         }
     }
 
@@ -145,13 +149,20 @@ impl Requests {
             policy: &self.policy,
             clock: self.clock,
             settle_by_ms: mutating.then_some(&self.settle_by_ms),
+            health: &self.health,
         }
     }
 
-    /// The deadline of a write queued at `queued_ms` (on `clock`): two retry budgets later, so
-    /// a rewrite may fetch its chunk and PUT it, each with every retry (`retry.rs`).
-    pub(crate) fn deadline_ms(&self, queued_ms: u64) -> u64 {
-        queued_ms.saturating_add(2 * self.policy.budget().as_millis() as u64)
+    /// The deadline of a write that starts at `start_ms` (on `clock`; a chunk rewrite starts
+    /// when it got its PUT slot): two retry budgets later, so a rewrite may fetch its chunk and
+    /// PUT it, each with every retry (`retry.rs`).
+    pub(crate) fn deadline_ms(&self, start_ms: u64) -> u64 {
+        start_ms.saturating_add(2 * self.policy.budget().as_millis() as u64)
+    }
+
+    /// The deadline of a write that starts now.
+    pub(crate) fn deadline_from_now_ms(&self) -> u64 {
+        self.deadline_ms(self.clock.now_ms())
     }
 
     /// Waits until no request of ours that changed the store without an answer can still take

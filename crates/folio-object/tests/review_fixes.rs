@@ -8,75 +8,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{object, opts, policy, Act, Hooked, Kind};
-use folio::backend::{Frame, FrameMut, PageCacheBackend};
-use folio_object::object_store::memory::InMemory;
+use common::{
+    chunk_puts, create, data, is, manifest_puts, object, object_error, opts, opts_long_lease,
+    pages, policy, read_page, write, Act, Hooked, Kind, KIB, MIB, PREFIX,
+};
+use folio::backend::PageCacheBackend;
 use folio_object::{
     Access, Layout, Manifest, ObjectError, ObjectStoreBackend, OpenOptions, RetryPolicy,
-    CHUNK_TRAILER_LEN,
 };
-
-const KIB: u64 = 1 << 10;
-const MIB: u64 = 1 << 20;
-const PREFIX: &str = "images/t";
-
-/// A lease long enough that no renewal happens during the test.
-fn opts_long_lease() -> OpenOptions {
-    OpenOptions {
-        lease_ttl: Duration::from_secs(60),
-        ..opts()
-    }
-}
-
-fn create(h: &Arc<Hooked>, size: u64, chunk: u64, o: &OpenOptions) -> ObjectStoreBackend {
-    let m = Manifest::new(size, chunk).unwrap();
-    ObjectStoreBackend::create(h.clone(), PREFIX, m, o).unwrap()
-}
-
-/// The data of chunk `n` in the store (without its trailer), if it has an object.
-fn data(inner: &InMemory, n: u64) -> Option<Vec<u8>> {
-    object(inner, &Layout::new(PREFIX).unwrap().chunk(n)).map(|mut o| {
-        o.truncate(o.len() - CHUNK_TRAILER_LEN as usize);
-        o
-    })
-}
-
-fn chunk_puts(kind: Kind, key: &str) -> bool {
-    kind == Kind::Put && key.contains("/chunks/")
-}
-
-fn manifest_puts(kind: Kind, key: &str) -> bool {
-    kind == Kind::Put && key.ends_with("manifest.json")
-}
-
-/// Writes `count` pages of `len` bytes of `byte` from page `idx` and waits.
-fn write(b: &ObjectStoreBackend, idx: u64, byte: u8, count: u64, len: usize) -> folio::Result<()> {
-    b.write_pages(idx, pages(byte, count, len))?.wait()
-}
-
-fn pages(byte: u8, count: u64, len: usize) -> Vec<Frame> {
-    (0..count)
-        .map(|_| {
-            let mut f = FrameMut::alloc(len).unwrap();
-            f.as_mut_slice().fill(byte);
-            f.freeze()
-        })
-        .collect()
-}
-
-/// Reads page `idx` (4 KiB) through the backend.
-fn read_page(b: &ObjectStoreBackend, idx: u64) -> folio::Result<()> {
-    b.read_pages(idx, vec![FrameMut::alloc(4096).unwrap()])?
-        .wait()
-}
-
-fn is<T>(r: &Result<T, ObjectError>, what: fn(&ObjectError) -> bool) -> bool {
-    r.as_ref().err().is_some_and(what)
-}
-
-fn object_error(e: &folio::Error) -> &ObjectError {
-    ObjectError::find(e).unwrap_or_else(|| panic!("not an ObjectError: {e}"))
-}
 
 /// Item 1: the lease was checked once, when a rewrite started; its retries could land long after
 /// another server had taken the image over. Now every attempt is sent only while the fence is

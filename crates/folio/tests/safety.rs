@@ -452,6 +452,43 @@ fn a_zero_range_that_fails_leaves_the_range_as_it_was() {
     }
 }
 
+/// A zeroing that the backend applied but reported failed (an object store's lost answer): the
+/// cache kept its clean copy of the old bytes while the backend held zeros, so a page read
+/// differently before and after its eviction. Now the clean pages of a failed zeroing are
+/// dropped: reads show what the backend holds.
+#[test]
+fn a_zero_range_that_failed_after_the_backend_zeroed_reads_what_the_backend_holds() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache(&dev, 8);
+    assert_eq!(read(&c, 1), page(0xAA)); // cached, clean
+    dev.zero_then_fail(0);
+    assert!(c.zero_range(0..3 * PSU).is_err());
+    assert_eq!(
+        read(&c, 1),
+        dev.image()[PS..2 * PS],
+        "the cache kept bytes the backend no longer holds"
+    );
+    c.evict_range(0..4 * PSU).unwrap();
+    assert_eq!(read(&c, 1), page(0));
+}
+
+/// Discarding a page whose write-back failed: the caller no longer wants its bytes, so the
+/// backend is told (an object store stops counting them as lost at close), but the failure the
+/// cache saw still reaches the next sync, and the page reads the backend's bytes.
+#[test]
+fn a_discarded_page_whose_write_back_failed_is_told_to_the_backend_and_still_fails_a_sync() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache(&dev, 8);
+    c.write_all_at(&page(0x11), PSU).unwrap();
+    dev.fail(Call::Write, 0);
+    assert!(c.evict_range(PSU..2 * PSU).is_err());
+    c.discard_range(PSU..2 * PSU).unwrap();
+    assert_eq!(dev.discards(), vec![(PSU, PSU)]);
+    assert!(c.sync().is_err(), "the failed write-back was not reported");
+    c.sync().unwrap();
+    assert_eq!(read(&c, 1), page(0xAA), "discarded: the backend's bytes");
+}
+
 #[test]
 fn a_shrink_does_not_deadlock_with_a_guard_holder_that_appends() {
     bounded(Duration::from_secs(20), || {

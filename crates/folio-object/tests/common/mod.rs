@@ -13,14 +13,88 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use folio::backend::{Frame, FrameMut, PageCacheBackend};
 use folio_object::object_store::memory::InMemory;
 use folio_object::object_store::path::Path;
 use folio_object::object_store::{
     CopyOptions, Error, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+use folio_object::{
+    Layout, Manifest, ObjectError, ObjectStoreBackend, OpenOptions, CHUNK_TRAILER_LEN,
+};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+/// The image every test of the hooked store makes.
+pub const PREFIX: &str = "images/t";
+
+/// A lease long enough that no renewal happens during the test.
+pub fn opts_long_lease() -> OpenOptions {
+    OpenOptions {
+        lease_ttl: Duration::from_secs(60),
+        ..opts()
+    }
+}
+
+/// Creates the image at [`PREFIX`] behind `h` and opens it.
+pub fn create(h: &Arc<Hooked>, size: u64, chunk: u64, o: &OpenOptions) -> ObjectStoreBackend {
+    let m = Manifest::new(size, chunk).unwrap();
+    ObjectStoreBackend::create(h.clone(), PREFIX, m, o).unwrap()
+}
+
+/// The data of chunk `n` in the store (without its trailer), if it has an object.
+pub fn data(inner: &InMemory, n: u64) -> Option<Vec<u8>> {
+    object(inner, &Layout::new(PREFIX).unwrap().chunk(n)).map(|mut o| {
+        o.truncate(o.len() - CHUNK_TRAILER_LEN as usize);
+        o
+    })
+}
+
+pub fn chunk_puts(kind: Kind, key: &str) -> bool {
+    kind == Kind::Put && key.contains("/chunks/")
+}
+
+pub fn manifest_puts(kind: Kind, key: &str) -> bool {
+    kind == Kind::Put && key.ends_with("manifest.json")
+}
+
+/// Writes `count` pages of `len` bytes of `byte` from page `idx` and waits.
+pub fn write(
+    b: &ObjectStoreBackend,
+    idx: u64,
+    byte: u8,
+    count: u64,
+    len: usize,
+) -> folio::Result<()> {
+    b.write_pages(idx, pages(byte, count, len))?.wait()
+}
+
+pub fn pages(byte: u8, count: u64, len: usize) -> Vec<Frame> {
+    (0..count)
+        .map(|_| {
+            let mut f = FrameMut::alloc(len).unwrap();
+            f.as_mut_slice().fill(byte);
+            f.freeze()
+        })
+        .collect()
+}
+
+/// Reads page `idx` (4 KiB) through the backend.
+pub fn read_page(b: &ObjectStoreBackend, idx: u64) -> folio::Result<()> {
+    b.read_pages(idx, vec![FrameMut::alloc(4096).unwrap()])?
+        .wait()
+}
+
+pub fn is<T>(r: &Result<T, ObjectError>, what: fn(&ObjectError) -> bool) -> bool {
+    r.as_ref().err().is_some_and(what)
+}
+
+pub fn object_error(e: &folio::Error) -> &ObjectError {
+    ObjectError::find(e).unwrap_or_else(|| panic!("not an ObjectError: {e}"))
+}
 
 /// What a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +125,8 @@ pub enum Act {
     LoseAnswer,
     /// S3's 409 ConditionalRequestConflict, as object_store reports it; not applied.
     Conflict,
+    /// Refused for good (403 Access Denied: a bucket policy that forbids it); not applied.
+    Deny,
 }
 
 type Hook = dyn Fn(Kind, &str) -> Act + Send + Sync;
@@ -200,6 +276,10 @@ impl Hooked {
                 Err(transient("connection reset after the request (injected)"))
             }
             Act::Conflict => Err(conflict(path)),
+            Act::Deny => Err(Error::PermissionDenied {
+                path: path.to_string(),
+                source: "403 Access Denied (injected)".into(),
+            }),
         }
     }
 }

@@ -537,6 +537,10 @@ impl PageCacheBackend for FaultyBackend {
         r
     }
 
+    fn discarded(&self, offset: u64, len: u64) {
+        self.inner.discarded(offset, len);
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         let mut st = self.state.lock();
         if st.power_off || (self.config.sticky && st.tripped) {

@@ -175,6 +175,16 @@ pub trait PageCacheBackend: Send + Sync {
         Err(Error::Unsupported("write_zeroes"))
     }
 
+    /// The cache dropped the pages of `offset .. offset + len` without writing them back
+    /// ([`PageCache::discard_range`](crate::PageCache::discard_range)): the caller no longer
+    /// wants their unsaved changes. A backend that counts bytes whose write-back failed, to
+    /// report them as lost at close, stops counting these; a write-back failure the cache
+    /// already saw still reaches the next sync. Called once no write-back of them is in flight.
+    /// Default: nothing to do.
+    fn discarded(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Which bytes of `offset .. offset + len` are data and which are holes, as at most
     /// `extents_max` [`Extent`]s from `offset` on (they may cover less than `len`). Only what
     /// the backend itself holds: written-back data, not dirty pages still in a cache. The

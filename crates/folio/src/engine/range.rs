@@ -183,8 +183,29 @@ impl Engine {
                 Ok(true)
             }
             Err(Error::Unsupported(_)) => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => {
+                // The backend may have zeroed part of the range before it failed (an object
+                // store's zeroing whose answer was lost): the clean pages cached may no longer
+                // be what it holds. Drop them, once the loads in flight have ended, so that
+                // every later read shows the backend's bytes; dirty pages keep their data.
+                self.drop_clean_after_loads(pages);
+                Err(e)
+            }
         }
+    }
+
+    /// Drops the clean pages in `pages` that nobody holds, once the loads of them in flight
+    /// have ended (the caller fenced the range: no load starts meanwhile).
+    fn drop_clean_after_loads(&self, pages: Range<u64>) {
+        for (key, f) in self.resident(pages.clone(), |s| kind(s) == LOADING) {
+            let meta = &self.frames[f as usize];
+            let busy = |s: u64| meta.tag() == key && kind(s) == LOADING;
+            // Bounded by the load in flight (`wait_while` returns after a re-check interval).
+            while busy(meta.state()) {
+                meta.wait_while(busy);
+            }
+        }
+        self.drop_clean(pages);
     }
 
     /// Writes zeros over `start..end` through the cache, never past the end of the file.
@@ -211,6 +232,9 @@ impl Engine {
         let (first, last) = (range.start.div_ceil(ps), end / ps);
         if first < last {
             self.discard_pages(first..last);
+            // No write-back of them is in flight any more: the backend may forget their
+            // failures (the cache's own record of them still reaches the next sync).
+            self.backend.discarded(first * ps, (last - first) * ps);
         }
         // The partial last page is wholly inside if the range reaches the end of the file, but
         // only while the file is not grown past it (an append would put bytes there).
@@ -219,6 +243,7 @@ impl Engine {
             let _g = self.size_lock.lock();
             if self.len() == len {
                 self.discard_pages(tail..tail + 1);
+                self.backend.discarded(tail * ps, ps);
             }
         }
     }

@@ -58,6 +58,10 @@ struct State {
     holds: Vec<(Call, u64, bool, bool)>,
     /// Calls of each kind to fail: numbers of the calls.
     fail: Vec<(Call, u64)>,
+    /// Zeroings to apply and then report failed (a lost answer): numbers of the calls.
+    zero_then_fail: Vec<u64>,
+    /// The ranges the cache said it discarded (offset, length).
+    discards: Vec<(u64, u64)>,
     /// Reads whose buffers the device keeps after completing them (a broken backend).
     keep: Vec<u64>,
     kept: Vec<FrameMut>,
@@ -119,6 +123,19 @@ impl Device {
         let mut st = self.state.lock();
         let at = st.calls[kind.slot()] + nth;
         st.fail.push((kind, at));
+    }
+
+    /// Makes the `nth` zeroing from now on zero its range and then report a failure (its answer
+    /// was lost).
+    pub fn zero_then_fail(&self, nth: u64) {
+        let mut st = self.state.lock();
+        let at = st.calls[Call::WriteZeroes.slot()] + nth;
+        st.zero_then_fail.push(at);
+    }
+
+    /// The ranges the cache said it discarded, in order (offset, length).
+    pub fn discards(&self) -> Vec<(u64, u64)> {
+        self.state.lock().discards.clone()
     }
 
     /// Makes the `nth` read from now on keep its buffers after completing (a broken backend):
@@ -296,10 +313,12 @@ impl PageCacheBackend for Device {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let n = self.state.lock().calls[Call::WriteZeroes.slot()];
         if self.enter(Call::WriteZeroes) {
             return Err(Device::failure(Call::WriteZeroes, offset));
         }
         let mut st = self.state.lock();
+        let lost = st.zero_then_fail.contains(&n);
         let size = st.written.len() as u64;
         let (start, end) = (
             offset.min(size) as usize,
@@ -307,7 +326,14 @@ impl PageCacheBackend for Device {
         );
         st.written[start..end].fill(0);
         st.log.push(Landed::Bytes(start, vec![0; end - start]));
+        if lost {
+            return Err(Device::failure(Call::WriteZeroes, offset));
+        }
         Ok(())
+    }
+
+    fn discarded(&self, offset: u64, len: u64) {
+        self.state.lock().discards.push((offset, len));
     }
 
     fn geometry(&self) -> Geometry {
