@@ -175,13 +175,17 @@ pub enum PolicyKind {
     S3Fifo,
     /// S3-FIFO with a 25% small queue ([`S3Fifo::small25`]): the default before issue 16.
     S3Fifo25,
-    /// S3-FIFO with a 5% small queue ([`S3Fifo::folio_default`]): Folio's default.
-    #[default]
+    /// S3-FIFO with a 5% small queue ([`S3Fifo::folio_default`]): the default before the adaptive
+    /// one.
     S3Fifo5,
     /// ARC ([`Arc`]); locks on every hit.
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
     TwoQ,
+    /// S3-FIFO whose small queue's share is chosen online by shadow simulations on a sample of
+    /// the keys ([`S3Fifo::adaptive`]): Folio's default.
+    #[default]
+    S3FifoAdaptive,
     /// Caffeine's W-TinyLFU, fixed 1% window ([`WTinyLfu::caffeine`]).
     WTinyLfu,
     /// Caffeine's adaptive W-TinyLFU ([`WTinyLfu::adaptive`]).
@@ -203,6 +207,7 @@ impl PolicyKind {
         PolicyKind::S3Fifo,
         PolicyKind::S3Fifo25,
         PolicyKind::S3Fifo5,
+        PolicyKind::S3FifoAdaptive,
         PolicyKind::Arc,
         PolicyKind::TwoQ,
         PolicyKind::WTinyLfu,
@@ -222,6 +227,7 @@ impl PolicyKind {
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
             PolicyKind::S3Fifo25 => Box::new(S3Fifo::small25(capacity)),
             PolicyKind::S3Fifo5 => Box::new(S3Fifo::folio_default(capacity)),
+            PolicyKind::S3FifoAdaptive => Box::new(S3Fifo::adaptive(capacity)),
             PolicyKind::Arc => Box::new(Arc::new(capacity)),
             PolicyKind::TwoQ => Box::new(TwoQ::new(capacity)),
             PolicyKind::WTinyLfu => Box::new(WTinyLfu::caffeine(capacity)),
@@ -242,6 +248,7 @@ impl PolicyKind {
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::S3Fifo25 => "s3fifo25",
             PolicyKind::S3Fifo5 => "s3fifo5",
+            PolicyKind::S3FifoAdaptive => "s3fifo-adaptive",
             PolicyKind::Arc => "arc",
             PolicyKind::TwoQ => "twoq",
             PolicyKind::WTinyLfu => "wtinylfu",

@@ -78,11 +78,14 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use super::ghost::{fingerprint, Ghost};
+use super::hitbuf::HitBuffers;
 use super::queues::{ChunkPool, Queue};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
+
+use adaptive::Chooser;
 
 /// Queue tags (the low two bits of a frame's state byte).
 const NONE: u8 = 0;
@@ -95,6 +98,12 @@ const GEN_BITS_MAX: u32 = 5;
 /// Set on a frame while compaction has kept one entry for it.
 const SEEN: u8 = 1 << 7;
 const FREQ_MAX: u8 = 3;
+/// The hit counter's bits in a frame's `freq` byte.
+const COUNT: u8 = 0b11;
+/// Set in a frame's `freq` byte while its page is in the adaptive chooser's key sample
+/// (`s3fifo/adaptive.rs`): its hits are recorded for the chooser's shadows. Never set without a
+/// chooser.
+const SAMPLED: u8 = 1 << 7;
 
 /// Tunables of [`S3Fifo`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,8 +126,8 @@ impl Default for S3FifoParams {
     }
 }
 
-/// Per frame, side by side: the hit counter (written by hits without the lock) and the state
-/// byte (queue tag, generation; written only under the lock).
+/// Per frame, side by side: the hit counter and sampled bit (written by hits without the lock)
+/// and the state byte (queue tag, generation; written only under the lock).
 #[derive(Debug, Default)]
 struct FrameBits {
     freq: AtomicU8,
@@ -131,6 +140,8 @@ pub struct S3Fifo {
     name: &'static str,
     frames: Box<[FrameBits]>,
     threshold: u8,
+    /// Hits on sampled frames, for the chooser (adaptive flavour only).
+    sampled_hits: Option<HitBuffers>,
     inner: Mutex<Inner>,
 }
 
@@ -149,6 +160,8 @@ struct Inner {
     has_evicted: bool,
     /// A queue entry is `frame << gen_bits | generation`.
     gen_bits: u32,
+    /// The adaptive flavour's chooser of the small queue's share (`s3fifo/adaptive.rs`).
+    chooser: Option<Box<Chooser>>,
 }
 
 impl S3Fifo {
@@ -179,6 +192,25 @@ impl S3Fifo {
 
     /// S3-FIFO with explicit parameters, reported under `name`.
     pub fn with_params(capacity: usize, params: S3FifoParams, name: &'static str) -> S3Fifo {
+        S3Fifo::build(capacity, params, name, None)
+    }
+
+    /// S3-FIFO whose small queue's share `chooser` sets (`s3fifo/adaptive.rs`).
+    pub(crate) fn with_chooser(
+        capacity: usize,
+        params: S3FifoParams,
+        name: &'static str,
+        chooser: Chooser,
+    ) -> S3Fifo {
+        S3Fifo::build(capacity, params, name, Some(Box::new(chooser)))
+    }
+
+    fn build(
+        capacity: usize,
+        params: S3FifoParams,
+        name: &'static str,
+        chooser: Option<Box<Chooser>>,
+    ) -> S3Fifo {
         assert!(capacity <= 1 << 31, "S3-FIFO manages at most 2^31 frames");
         let small_cap = ((capacity as f64 * params.small_ratio) as usize).clamp(1, capacity.max(1));
         let ghost_cap = (capacity as f64 * params.ghost_ratio) as usize;
@@ -187,6 +219,8 @@ impl S3Fifo {
             name,
             frames: (0..capacity).map(|_| FrameBits::default()).collect(),
             threshold: params.move_to_main_threshold.clamp(1, FREQ_MAX),
+            // Only sampled hits: buffers for the shadows' size are plenty.
+            sampled_hits: chooser.as_ref().map(|c| HitBuffers::new(c.shadow_frames())),
             inner: Mutex::new(Inner {
                 // Room for every frame plus 1/32 of stale entries between compactions.
                 pool: ChunkPool::new(ChunkPool::chunks_for(capacity + capacity / 32, 2)),
@@ -198,8 +232,63 @@ impl S3Fifo {
                 main_cap: capacity.saturating_sub(small_cap),
                 has_evicted: false,
                 gen_bits: GEN_BITS_MAX.min(32 - frame_bits),
+                chooser,
             }),
         }
+    }
+
+    /// Takes the lock and hands the buffered sampled hits to the chooser, in order.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        let mut inner = self.inner.lock();
+        self.drain_sampled(&mut inner);
+        inner
+    }
+
+    fn drain_sampled(&self, inner: &mut Inner) {
+        let Some(hits) = &self.sampled_hits else {
+            return;
+        };
+        let Inner { chooser, fp, .. } = inner;
+        let Some(chooser) = chooser.as_deref_mut() else {
+            return;
+        };
+        let mut share = None;
+        hits.drain(|frame| {
+            // The frame may hold another page by now: count the hit only if that one is
+            // sampled too (it is then the page hit, or one that came in since; rare).
+            let Some(f) = self.frames.get(frame as usize) else {
+                return;
+            };
+            if f.freq.load(Ordering::Relaxed) & SAMPLED != 0 {
+                share = chooser.access(fp[frame as usize]).or(share);
+            }
+        });
+        if let Some(share) = share {
+            inner.set_small_share(self.capacity(), share);
+        }
+    }
+
+    /// The hit path's rare branch: a hit on a sampled page, recorded for the chooser.
+    #[inline(never)]
+    fn record_sampled_hit(&self, frame: FrameId) {
+        if let Some(hits) = &self.sampled_hits {
+            hits.record_or(frame, || {
+                if let Some(mut inner) = self.inner.try_lock() {
+                    self.drain_sampled(&mut inner);
+                }
+            });
+        }
+    }
+
+    /// The fingerprint of the page in `frame` (the adaptive chooser's shadows key on it).
+    pub(crate) fn fingerprint_of(&self, frame: FrameId) -> u32 {
+        self.inner.lock().fp[frame as usize]
+    }
+
+    /// The small queue's target, in frames.
+    #[cfg(test)]
+    pub(crate) fn small_cap(&self) -> usize {
+        self.inner.lock().small_cap
     }
 
     fn state(&self, frame: FrameId) -> u8 {
@@ -306,7 +395,10 @@ impl S3Fifo {
         }
         self.unlink(inner, frame);
         inner.fp[frame as usize] = fp;
-        self.frames[frame as usize].freq.store(0, Ordering::Relaxed);
+        let sampled = inner.chooser.as_ref().is_some_and(|c| c.is_sampled(fp));
+        self.frames[frame as usize]
+            .freq
+            .store(if sampled { SAMPLED } else { 0 }, Ordering::Relaxed);
         let to_main = match admission {
             Admission::Demand => {
                 inner.ghost.remove(fp)
@@ -316,6 +408,12 @@ impl S3Fifo {
             _ => false,
         };
         self.enqueue(inner, frame, if to_main { MAIN } else { SMALL });
+        if sampled && admission == Admission::Demand {
+            let share = inner.chooser.as_deref_mut().and_then(|c| c.access(fp));
+            if let Some(share) = share {
+                inner.set_small_share(self.capacity(), share);
+            }
+        }
     }
 
     fn choose_victim_locked(
@@ -335,8 +433,8 @@ impl S3Fifo {
                 let (entry, cand) = self.pop_live(inner, MAIN)?;
                 let f = &self.frames[cand as usize].freq;
                 let v = f.load(Ordering::Relaxed);
-                if v >= 1 {
-                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
+                if v & COUNT >= 1 {
+                    f.store(v - 1, Ordering::Relaxed);
                 } else if claim(cand) {
                     self.unlink(inner, cand);
                     return Some(cand);
@@ -349,13 +447,14 @@ impl S3Fifo {
                     .pop_live(inner, SMALL)
                     .expect("the small queue holds its live pages");
                 let f = &self.frames[cand as usize].freq;
-                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
+                let v = f.load(Ordering::Relaxed);
+                if v & COUNT < self.threshold && claim(cand) {
                     self.unlink(inner, cand);
                     inner.ghost.insert(inner.fp[cand as usize]);
                     return Some(cand);
                 }
                 // Re-referenced, or pinned (in use, so it has earned main as well): to main.
-                f.store(0, Ordering::Relaxed);
+                f.store(v & SAMPLED, Ordering::Relaxed);
                 self.requeue(inner, entry, cand, SMALL, MAIN);
             }
         }
@@ -366,6 +465,13 @@ impl S3Fifo {
 impl Inner {
     fn live(&self) -> usize {
         self.len[SMALL as usize] + self.len[MAIN as usize]
+    }
+
+    /// Gives the small queue `share` of the `capacity` frames from now on. Nothing moves: the
+    /// evictions that follow take from the queue over its new target.
+    fn set_small_share(&mut self, capacity: usize, share: f64) {
+        self.small_cap = ((capacity as f64 * share) as usize).clamp(1, capacity.max(1));
+        self.main_cap = capacity.saturating_sub(self.small_cap);
     }
 }
 
@@ -379,7 +485,7 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn len(&self) -> usize {
-        self.inner.lock().live()
+        self.lock().live()
     }
 
     fn contains(&self, frame: FrameId) -> bool {
@@ -391,26 +497,29 @@ impl EvictionPolicy for S3Fifo {
     fn on_hit(&self, frame: FrameId) {
         if let Some(f) = self.frames.get(frame as usize) {
             let v = f.freq.load(Ordering::Relaxed);
-            if v < FREQ_MAX {
+            if v & COUNT < FREQ_MAX {
                 f.freq.store(v + 1, Ordering::Relaxed);
+            }
+            if v & SAMPLED != 0 {
+                self.record_sampled_hit(frame);
             }
         }
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.insert_locked(&mut inner, frame, fingerprint(page), admission);
     }
 
     fn on_remove(&self, frame: FrameId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if (frame as usize) < self.frames.len() {
             self.unlink(&mut inner, frame);
         }
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.choose_victim_locked(&mut inner, claim)
     }
 
@@ -421,7 +530,7 @@ impl EvictionPolicy for S3Fifo {
         claim: &mut dyn FnMut(FrameId) -> bool,
     ) -> Option<FrameId> {
         let fp = fingerprint(page);
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         // The insertion looks `page` up in the ghost: start fetching its buckets.
         inner.ghost.prefetch(fp);
         let victim = self.choose_victim_locked(&mut inner, claim)?;
@@ -434,10 +543,15 @@ impl EvictionPolicy for S3Fifo {
         let bytes = std::mem::size_of_val(&*self.frames)
             + std::mem::size_of_val(&*inner.fp)
             + inner.pool.bytes()
-            + inner.ghost.bytes();
+            + inner.ghost.bytes()
+            + inner.chooser.as_ref().map_or(0, |c| c.bytes())
+            + self.sampled_hits.as_ref().map_or(0, |h| h.bytes());
         bytes.div_ceil(self.capacity().max(1))
     }
 }
+
+// The adaptive flavour's chooser and its shadows (a child file: the two reach each other).
+mod adaptive;
 
 // The model-checking build's mutex needs a shuttle test: these run on std's only.
 #[cfg(all(test, not(folio_model)))]
