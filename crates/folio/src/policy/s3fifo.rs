@@ -8,7 +8,8 @@
 //! * A new page enters the small queue (10% of the frames), or the main queue if its key is in
 //!   the ghost queue (then removed from the ghost).
 //! * Every hit increments a per-frame counter, saturating at 3: one relaxed byte load and store,
-//!   **no lock**.
+//!   **no lock**. (The adaptive flavour keeps a "sampled" bit in the same byte; a hit on a
+//!   sampled page also appends its frame to a per-thread buffer, `hitbuf.rs`, for the chooser.)
 //! * Eviction takes from main when main is over its share (or small is empty), else from small.
 //!   Small: the oldest page moves to main (counter reset) if it was hit at least `threshold`
 //!   times (libCacheSim default 2), else it is evicted and its key enters the ghost FIFO (90% of
@@ -21,24 +22,25 @@
 //! not pinned down; keeping the moved page's counter or dropping the insert-into-main-before-
 //! the-first-eviction rule both move it further away).
 //!
-//! # Folio's default: a 5% small queue
-//! [`S3Fifo::folio_default`] (`s3fifo5`) gives the small queue 5% of the frames, everything else
-//! unchanged. Chosen on five real traces of four workload classes (a database, ARC OLTP; a
-//! workstation disk with long scans, ARC P6; two virtual disks, CloudPhysics and w106, skewed
-//! with a scan phase; a loop-heavy mix, LIRS multi3), 25 cells of 1/5/10/20/50% of the distinct
-//! keys (`crates/folio-traces`): mean miss ratio 0.4434 against 0.4448 at 10% (libCacheSim's
-//! setting), 0.4529 at 25% (`s3fifo25`, the default before, tuned on CloudPhysics alone) and
-//! 0.4435 at 3%. A small queue filters one-hit wonders faster the smaller it is, which scans (P6)
-//! and loops (multi3) reward; the ghost brings back what re-references soon. What a fixed
-//! share cannot do (the cells missed, see the README): a block trace with write-then-read pairs
-//! far apart (CloudPhysics at 50%) wants 25%, and P6 at 10% wants frequency admission
-//! (W-TinyLFU: 0.35 against 0.44). Adapting the share by hill climbing followed noise on traces
-//! of 8 to 80 cache-fulls (worse than fixed); the design this points to is a chooser that runs
-//! small shadow S3-FIFOs of a few shares on a sample of the keys (SHARDS: C. Waldspurger et al.,
-//! FAST 2015) and sets the live share to the winner's, which costs no migration since only the
-//! queue shares move. The author's other suggestion for block I/O, a 1-hit threshold, was
-//! measured and rejected: promoting on one re-reference lets write-then-read pairs pollute main
-//! (CloudPhysics: 0.9004 at 1%, worse than LRU).
+//! # A 5% small queue, and the share chosen online
+//! [`S3Fifo::folio_default`] (`s3fifo5`, the default before the adaptive one) gives the small queue
+//! 5% of the frames, everything else unchanged. Chosen on five real traces of four workload classes
+//! (a database, ARC OLTP; a workstation disk with long scans, ARC P6; two virtual disks,
+//! CloudPhysics and w106, skewed with a scan phase; a loop-heavy mix, LIRS multi3), 25 cells of
+//! 1/5/10/20/50% of the distinct keys (`crates/folio-traces`): mean miss ratio 0.4434 against
+//! 0.4448 at 10% (libCacheSim's setting), 0.4529 at 25% (`s3fifo25`, the default before, tuned on
+//! CloudPhysics alone) and 0.4435 at 3%. A small queue filters one-hit wonders faster the smaller
+//! it is, which scans (P6) and loops (multi3) reward; the ghost brings back what re-references
+//! soon. What a fixed share cannot do (the cells missed, see `docs/eviction.md`): a block trace
+//! with write-then-read pairs far apart (CloudPhysics at 50%) wants 25%, and P6 at 10% wants
+//! frequency admission (W-TinyLFU: 0.35 against 0.44). Adapting the share by hill climbing followed
+//! noise on traces of 8 to 80 cache-fulls (worse than fixed). [`S3Fifo::adaptive`]
+//! (`s3fifo-adaptive`, Folio's default) runs small shadow S3-FIFOs of four shares on a sample of
+//! the keys (SHARDS: C. Waldspurger et al., FAST 2015) and sets the live share to the winner's,
+//! which costs no migration since only the queue targets move: 24 of the 25 cells, mean 0.4388
+//! (`s3fifo/adaptive.rs` has the design and the figures). The author's other suggestion for block
+//! I/O, a 1-hit threshold, was measured and rejected: promoting on one re-reference lets
+//! write-then-read pairs pollute main (CloudPhysics: 0.9004 at 1%, worse than LRU).
 //!
 //! A candidate the cache refuses (pinned) is treated as in use: a refused small page moves to
 //! main, a refused main page is reinserted at main's head. Each call examines at most
@@ -67,7 +69,8 @@
 //! Metadata per frame: 1 counter byte and 1 byte of queue tag and generation side by side, 4
 //! bytes of fingerprint, about 4.6 bytes of queue entries and chunk links, and the ghost at 0.9
 //! entries per frame and about 11.2 bytes per entry (10.1 per frame): 21 bytes per page in all
-//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations).
+//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations). The adaptive
+//! flavour adds its shadows and hit buffers: 1.6 bytes per page at scale.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
