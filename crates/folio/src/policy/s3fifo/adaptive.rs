@@ -254,8 +254,13 @@ impl Chooser {
 
 impl S3Fifo {
     /// The adaptive S3-FIFO (`s3fifo-adaptive`, Folio's default): threshold 2 and a 90% ghost
-    /// as [`S3Fifo::folio_default`], the small queue's share chosen online by shadow
-    /// simulations of four shares on a sample of the keys (see [`adaptive`](self)).
+    /// as [`S3Fifo::folio_default`], the small queue's share chosen online. Four shadow
+    /// S3-FIFOs (small queues of 2, 5, 10 and 25%), each with 1% of the frames (at least 160),
+    /// replay a spatial sample of the keys (SHARDS: C. Waldspurger et al., FAST 2015); every
+    /// shadow-cache-full of sampled accesses, the share whose shadow has the fewest recent
+    /// misses (decayed, half-life 16 windows) becomes the live one. Hits on pages outside the
+    /// sample cost what they cost in the fixed S3-FIFO. The design, the papers, the measurements
+    /// and when not to use it: `policy/s3fifo/adaptive.rs` and `docs/eviction.md`.
     pub fn adaptive(capacity: usize) -> S3Fifo {
         let chooser = Chooser::new(capacity);
         let params = S3FifoParams {
