@@ -12,6 +12,13 @@
 //! frames (a 16 MiB cache of 4 KiB pages) up and for the default from 65,536 frames (256 MiB)
 //! up; below that the fixed part dominates, and it is bounded separately.
 //!
+//! The adaptive default (`s3fifo-adaptive`, 2026-11-30) adds its chooser's four shadow
+//! S3-FIFOs: 1% of the frames each (1.6 bytes per page in all: 63.6 heap bytes per page at
+//! 65,536 frames, 63.3 at a million), but at least 160 frames each, a fixed 26 KiB below 16,000
+//! frames. Its fixed part is therefore larger: 35.6 KiB over 64 bytes per page at 1,000 frames
+//! (against 10 KiB for the fixed S3-FIFO), 28 KiB at 100 and at 4,096; the bound on the fixed
+//! part is 40 KiB (it was 32 KiB before the chooser).
+//!
 //! The tests in this file serialise on one lock: the allocator counts every thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -116,7 +123,7 @@ fn metadata_is_at_most_64_bytes_per_page() {
             }
             let fixed = held - (bound * frames as f64) as isize;
             assert!(
-                fixed <= 32 << 10 || std::env::var_os("OVERHEAD_REPORT").is_some(),
+                fixed <= 40 << 10 || std::env::var_os("OVERHEAD_REPORT").is_some(),
                 "{frames} frames, {policy}: {fixed} bytes over 64 per page"
             );
         }

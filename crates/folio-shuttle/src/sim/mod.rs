@@ -142,16 +142,9 @@ fn range(rng: &mut SplitMix64, max_len: u64) -> Range<u64> {
 impl Plan {
     fn new(seed: u64) -> Plan {
         let mut rng = SplitMix64::new(seed ^ 0x5EED_F011_0000_0000);
-        let policies = [
-            PolicyKind::Clock,
-            PolicyKind::S3Fifo25,
-            PolicyKind::Sieve,
-            PolicyKind::Arc,
-            PolicyKind::S3Fifo5,
-            PolicyKind::WTinyLfu,
-            PolicyKind::WTinyLfuAdaptive,
-            PolicyKind::Lirs,
-        ];
+        // Every shipped policy, so that each one's shared state (hit buffers, the adaptive
+        // chooser's shadows) runs under shuttle's schedules.
+        let policies = PolicyKind::ALL;
         let rate = |rng: &mut SplitMix64, choices: &[u64]| {
             choices[rng.below(choices.len() as u64) as usize]
         };

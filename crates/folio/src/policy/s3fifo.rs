@@ -8,7 +8,8 @@
 //! * A new page enters the small queue (10% of the frames), or the main queue if its key is in
 //!   the ghost queue (then removed from the ghost).
 //! * Every hit increments a per-frame counter, saturating at 3: one relaxed byte load and store,
-//!   **no lock**.
+//!   **no lock**. (The adaptive flavour keeps a "sampled" bit in the same byte; a hit on a
+//!   sampled page also appends its frame to a per-thread buffer, `hitbuf.rs`, for the chooser.)
 //! * Eviction takes from main when main is over its share (or small is empty), else from small.
 //!   Small: the oldest page moves to main (counter reset) if it was hit at least `threshold`
 //!   times (libCacheSim default 2), else it is evicted and its key enters the ghost FIFO (90% of
@@ -21,24 +22,25 @@
 //! not pinned down; keeping the moved page's counter or dropping the insert-into-main-before-
 //! the-first-eviction rule both move it further away).
 //!
-//! # Folio's default: a 5% small queue
-//! [`S3Fifo::folio_default`] (`s3fifo5`) gives the small queue 5% of the frames, everything else
-//! unchanged. Chosen on five real traces of four workload classes (a database, ARC OLTP; a
-//! workstation disk with long scans, ARC P6; two virtual disks, CloudPhysics and w106, skewed
-//! with a scan phase; a loop-heavy mix, LIRS multi3), 25 cells of 1/5/10/20/50% of the distinct
-//! keys (`crates/folio-traces`): mean miss ratio 0.4434 against 0.4448 at 10% (libCacheSim's
-//! setting), 0.4529 at 25% (`s3fifo25`, the default before, tuned on CloudPhysics alone) and
-//! 0.4435 at 3%. A small queue filters one-hit wonders faster the smaller it is, which scans (P6)
-//! and loops (multi3) reward; the ghost brings back what re-references soon. What a fixed
-//! share cannot do (the cells missed, see the README): a block trace with write-then-read pairs
-//! far apart (CloudPhysics at 50%) wants 25%, and P6 at 10% wants frequency admission
-//! (W-TinyLFU: 0.35 against 0.44). Adapting the share by hill climbing followed noise on traces
-//! of 8 to 80 cache-fulls (worse than fixed); the design this points to is a chooser that runs
-//! small shadow S3-FIFOs of a few shares on a sample of the keys (SHARDS: C. Waldspurger et al.,
-//! FAST 2015) and sets the live share to the winner's, which costs no migration since only the
-//! queue shares move. The author's other suggestion for block I/O, a 1-hit threshold, was
-//! measured and rejected: promoting on one re-reference lets write-then-read pairs pollute main
-//! (CloudPhysics: 0.9004 at 1%, worse than LRU).
+//! # A 5% small queue, and the share chosen online
+//! [`S3Fifo::folio_default`] (`s3fifo5`, the default before the adaptive one) gives the small queue
+//! 5% of the frames, everything else unchanged. Chosen on five real traces of four workload classes
+//! (a database, ARC OLTP; a workstation disk with long scans, ARC P6; two virtual disks,
+//! CloudPhysics and w106, skewed with a scan phase; a loop-heavy mix, LIRS multi3), 25 cells of
+//! 1/5/10/20/50% of the distinct keys (`crates/folio-traces`): mean miss ratio 0.4434 against
+//! 0.4448 at 10% (libCacheSim's setting), 0.4529 at 25% (`s3fifo25`, the default before, tuned on
+//! CloudPhysics alone) and 0.4435 at 3%. A small queue filters one-hit wonders faster the smaller
+//! it is, which scans (P6) and loops (multi3) reward; the ghost brings back what re-references
+//! soon. What a fixed share cannot do (the cells missed, see `docs/eviction.md`): a block trace
+//! with write-then-read pairs far apart (CloudPhysics at 50%) wants 25%, and P6 at 10% wants
+//! frequency admission (W-TinyLFU: 0.35 against 0.44). Adapting the share by hill climbing followed
+//! noise on traces of 8 to 80 cache-fulls (worse than fixed). [`S3Fifo::adaptive`]
+//! (`s3fifo-adaptive`, Folio's default) runs small shadow S3-FIFOs of four shares on a sample of
+//! the keys (SHARDS: C. Waldspurger et al., FAST 2015) and sets the live share to the winner's,
+//! which costs no migration since only the queue targets move: 24 of the 25 cells, mean 0.4388
+//! (`s3fifo/adaptive.rs` has the design and the figures). The author's other suggestion for block
+//! I/O, a 1-hit threshold, was measured and rejected: promoting on one re-reference lets
+//! write-then-read pairs pollute main (CloudPhysics: 0.9004 at 1%, worse than LRU).
 //!
 //! A candidate the cache refuses (pinned) is treated as in use: a refused small page moves to
 //! main, a refused main page is reinserted at main's head. Each call examines at most
@@ -67,7 +69,8 @@
 //! Metadata per frame: 1 counter byte and 1 byte of queue tag and generation side by side, 4
 //! bytes of fingerprint, about 4.6 bytes of queue entries and chunk links, and the ghost at 0.9
 //! entries per frame and about 11.2 bytes per entry (10.1 per frame): 21 bytes per page in all
-//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations).
+//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations). The adaptive
+//! flavour adds its shadows and hit buffers: 1.6 bytes per page at scale.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
@@ -78,11 +81,14 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use super::ghost::{fingerprint, Ghost};
+use super::hitbuf::HitBuffers;
 use super::queues::{ChunkPool, Queue};
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
+
+use adaptive::Chooser;
 
 /// Queue tags (the low two bits of a frame's state byte).
 const NONE: u8 = 0;
@@ -95,6 +101,12 @@ const GEN_BITS_MAX: u32 = 5;
 /// Set on a frame while compaction has kept one entry for it.
 const SEEN: u8 = 1 << 7;
 const FREQ_MAX: u8 = 3;
+/// The hit counter's bits in a frame's `freq` byte.
+const COUNT: u8 = 0b11;
+/// Set in a frame's `freq` byte while its page is in the adaptive chooser's key sample
+/// (`s3fifo/adaptive.rs`): its hits are recorded for the chooser's shadows. Never set without a
+/// chooser.
+const SAMPLED: u8 = 1 << 7;
 
 /// Tunables of [`S3Fifo`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,8 +129,8 @@ impl Default for S3FifoParams {
     }
 }
 
-/// Per frame, side by side: the hit counter (written by hits without the lock) and the state
-/// byte (queue tag, generation; written only under the lock).
+/// Per frame, side by side: the hit counter and sampled bit (written by hits without the lock)
+/// and the state byte (queue tag, generation; written only under the lock).
 #[derive(Debug, Default)]
 struct FrameBits {
     freq: AtomicU8,
@@ -131,6 +143,8 @@ pub struct S3Fifo {
     name: &'static str,
     frames: Box<[FrameBits]>,
     threshold: u8,
+    /// Hits on sampled frames, for the chooser (adaptive flavour only).
+    sampled_hits: Option<HitBuffers>,
     inner: Mutex<Inner>,
 }
 
@@ -149,6 +163,8 @@ struct Inner {
     has_evicted: bool,
     /// A queue entry is `frame << gen_bits | generation`.
     gen_bits: u32,
+    /// The adaptive flavour's chooser of the small queue's share (`s3fifo/adaptive.rs`).
+    chooser: Option<Box<Chooser>>,
 }
 
 impl S3Fifo {
@@ -179,6 +195,25 @@ impl S3Fifo {
 
     /// S3-FIFO with explicit parameters, reported under `name`.
     pub fn with_params(capacity: usize, params: S3FifoParams, name: &'static str) -> S3Fifo {
+        S3Fifo::build(capacity, params, name, None)
+    }
+
+    /// S3-FIFO whose small queue's share `chooser` sets (`s3fifo/adaptive.rs`).
+    pub(crate) fn with_chooser(
+        capacity: usize,
+        params: S3FifoParams,
+        name: &'static str,
+        chooser: Chooser,
+    ) -> S3Fifo {
+        S3Fifo::build(capacity, params, name, Some(Box::new(chooser)))
+    }
+
+    fn build(
+        capacity: usize,
+        params: S3FifoParams,
+        name: &'static str,
+        chooser: Option<Box<Chooser>>,
+    ) -> S3Fifo {
         assert!(capacity <= 1 << 31, "S3-FIFO manages at most 2^31 frames");
         let small_cap = ((capacity as f64 * params.small_ratio) as usize).clamp(1, capacity.max(1));
         let ghost_cap = (capacity as f64 * params.ghost_ratio) as usize;
@@ -187,6 +222,8 @@ impl S3Fifo {
             name,
             frames: (0..capacity).map(|_| FrameBits::default()).collect(),
             threshold: params.move_to_main_threshold.clamp(1, FREQ_MAX),
+            // Only sampled hits: buffers for the shadows' size are plenty.
+            sampled_hits: chooser.as_ref().map(|c| HitBuffers::new(c.shadow_frames())),
             inner: Mutex::new(Inner {
                 // Room for every frame plus 1/32 of stale entries between compactions.
                 pool: ChunkPool::new(ChunkPool::chunks_for(capacity + capacity / 32, 2)),
@@ -198,8 +235,63 @@ impl S3Fifo {
                 main_cap: capacity.saturating_sub(small_cap),
                 has_evicted: false,
                 gen_bits: GEN_BITS_MAX.min(32 - frame_bits),
+                chooser,
             }),
         }
+    }
+
+    /// Takes the lock and hands the buffered sampled hits to the chooser, in order.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        let mut inner = self.inner.lock();
+        self.drain_sampled(&mut inner);
+        inner
+    }
+
+    fn drain_sampled(&self, inner: &mut Inner) {
+        let Some(hits) = &self.sampled_hits else {
+            return;
+        };
+        let Inner { chooser, fp, .. } = inner;
+        let Some(chooser) = chooser.as_deref_mut() else {
+            return;
+        };
+        let mut share = None;
+        hits.drain(|frame| {
+            // The frame may hold another page by now: count the hit only if that one is
+            // sampled too (it is then the page hit, or one that came in since; rare).
+            let Some(f) = self.frames.get(frame as usize) else {
+                return;
+            };
+            if f.freq.load(Ordering::Relaxed) & SAMPLED != 0 {
+                share = chooser.access(fp[frame as usize]).or(share);
+            }
+        });
+        if let Some(share) = share {
+            inner.set_small_share(self.capacity(), share);
+        }
+    }
+
+    /// The hit path's rare branch: a hit on a sampled page, recorded for the chooser.
+    #[inline(never)]
+    fn record_sampled_hit(&self, frame: FrameId) {
+        if let Some(hits) = &self.sampled_hits {
+            hits.record_or(frame, || {
+                if let Some(mut inner) = self.inner.try_lock() {
+                    self.drain_sampled(&mut inner);
+                }
+            });
+        }
+    }
+
+    /// The fingerprint of the page in `frame` (the adaptive chooser's shadows key on it).
+    pub(crate) fn fingerprint_of(&self, frame: FrameId) -> u32 {
+        self.inner.lock().fp[frame as usize]
+    }
+
+    /// The small queue's target, in frames.
+    #[cfg(test)]
+    pub(crate) fn small_cap(&self) -> usize {
+        self.inner.lock().small_cap
     }
 
     fn state(&self, frame: FrameId) -> u8 {
@@ -306,7 +398,10 @@ impl S3Fifo {
         }
         self.unlink(inner, frame);
         inner.fp[frame as usize] = fp;
-        self.frames[frame as usize].freq.store(0, Ordering::Relaxed);
+        let sampled = inner.chooser.as_ref().is_some_and(|c| c.is_sampled(fp));
+        self.frames[frame as usize]
+            .freq
+            .store(if sampled { SAMPLED } else { 0 }, Ordering::Relaxed);
         let to_main = match admission {
             Admission::Demand => {
                 inner.ghost.remove(fp)
@@ -316,6 +411,12 @@ impl S3Fifo {
             _ => false,
         };
         self.enqueue(inner, frame, if to_main { MAIN } else { SMALL });
+        if sampled && admission == Admission::Demand {
+            let share = inner.chooser.as_deref_mut().and_then(|c| c.access(fp));
+            if let Some(share) = share {
+                inner.set_small_share(self.capacity(), share);
+            }
+        }
     }
 
     fn choose_victim_locked(
@@ -335,8 +436,8 @@ impl S3Fifo {
                 let (entry, cand) = self.pop_live(inner, MAIN)?;
                 let f = &self.frames[cand as usize].freq;
                 let v = f.load(Ordering::Relaxed);
-                if v >= 1 {
-                    f.store(v.min(FREQ_MAX) - 1, Ordering::Relaxed);
+                if v & COUNT >= 1 {
+                    f.store(v - 1, Ordering::Relaxed);
                 } else if claim(cand) {
                     self.unlink(inner, cand);
                     return Some(cand);
@@ -349,13 +450,14 @@ impl S3Fifo {
                     .pop_live(inner, SMALL)
                     .expect("the small queue holds its live pages");
                 let f = &self.frames[cand as usize].freq;
-                if f.load(Ordering::Relaxed) < self.threshold && claim(cand) {
+                let v = f.load(Ordering::Relaxed);
+                if v & COUNT < self.threshold && claim(cand) {
                     self.unlink(inner, cand);
                     inner.ghost.insert(inner.fp[cand as usize]);
                     return Some(cand);
                 }
                 // Re-referenced, or pinned (in use, so it has earned main as well): to main.
-                f.store(0, Ordering::Relaxed);
+                f.store(v & SAMPLED, Ordering::Relaxed);
                 self.requeue(inner, entry, cand, SMALL, MAIN);
             }
         }
@@ -366,6 +468,13 @@ impl S3Fifo {
 impl Inner {
     fn live(&self) -> usize {
         self.len[SMALL as usize] + self.len[MAIN as usize]
+    }
+
+    /// Gives the small queue `share` of the `capacity` frames from now on. Nothing moves: the
+    /// evictions that follow take from the queue over its new target.
+    fn set_small_share(&mut self, capacity: usize, share: f64) {
+        self.small_cap = ((capacity as f64 * share) as usize).clamp(1, capacity.max(1));
+        self.main_cap = capacity.saturating_sub(self.small_cap);
     }
 }
 
@@ -379,7 +488,7 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn len(&self) -> usize {
-        self.inner.lock().live()
+        self.lock().live()
     }
 
     fn contains(&self, frame: FrameId) -> bool {
@@ -391,26 +500,29 @@ impl EvictionPolicy for S3Fifo {
     fn on_hit(&self, frame: FrameId) {
         if let Some(f) = self.frames.get(frame as usize) {
             let v = f.freq.load(Ordering::Relaxed);
-            if v < FREQ_MAX {
+            if v & COUNT < FREQ_MAX {
                 f.freq.store(v + 1, Ordering::Relaxed);
+            }
+            if v & SAMPLED != 0 {
+                self.record_sampled_hit(frame);
             }
         }
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.insert_locked(&mut inner, frame, fingerprint(page), admission);
     }
 
     fn on_remove(&self, frame: FrameId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if (frame as usize) < self.frames.len() {
             self.unlink(&mut inner, frame);
         }
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.choose_victim_locked(&mut inner, claim)
     }
 
@@ -421,7 +533,7 @@ impl EvictionPolicy for S3Fifo {
         claim: &mut dyn FnMut(FrameId) -> bool,
     ) -> Option<FrameId> {
         let fp = fingerprint(page);
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         // The insertion looks `page` up in the ghost: start fetching its buckets.
         inner.ghost.prefetch(fp);
         let victim = self.choose_victim_locked(&mut inner, claim)?;
@@ -434,10 +546,15 @@ impl EvictionPolicy for S3Fifo {
         let bytes = std::mem::size_of_val(&*self.frames)
             + std::mem::size_of_val(&*inner.fp)
             + inner.pool.bytes()
-            + inner.ghost.bytes();
+            + inner.ghost.bytes()
+            + inner.chooser.as_ref().map_or(0, |c| c.bytes())
+            + self.sampled_hits.as_ref().map_or(0, |h| h.bytes());
         bytes.div_ceil(self.capacity().max(1))
     }
 }
+
+// The adaptive flavour's chooser and its shadows (a child file: the two reach each other).
+mod adaptive;
 
 // The model-checking build's mutex needs a shuttle test: these run on std's only.
 #[cfg(all(test, not(folio_model)))]
