@@ -1,0 +1,74 @@
+//! Tests of the fourth adversarial review's findings on the object store, each failing against
+//! the backend the review read. Over object_store's in-memory store behind the scriptable fault
+//! hook (`common/mod.rs`).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{chunk_puts, create, opts_long_lease, pages, write, Act, Hooked, KIB};
+use folio::backend::PageCacheBackend;
+use folio_object::{Limits, ObjectError, OpenOptions};
+
+/// A write-back of a page past the new end that was queued before a shrink and whose round ran
+/// (and failed) after it was counted as lost: the shrink forgets the failures past the end only
+/// when it runs, not those of the rounds that end after it, so close reported bytes that are no
+/// longer the image's as not durable.
+#[test]
+fn a_write_past_the_end_that_fails_after_a_shrink_is_not_reported_lost_at_close() {
+    let h = Hooked::new();
+    let chunk = 64 * KIB;
+    let o = OpenOptions {
+        limits: Limits {
+            puts_in_flight_max: 1,
+            ..Limits::default()
+        },
+        ..opts_long_lease()
+    };
+    let b = create(&h, 4 * chunk, chunk, &o);
+    write(&b, 32, 7, 1, 4096).unwrap(); // chunk 2 holds data
+                                        // Chunk 0's PUT holds the only slot for a while; the shrink's cut of chunk 2 goes through;
+                                        // the queued write of chunk 2, which runs after the shrink, is refused.
+    let chunk2_puts = Arc::new(AtomicU32::new(0));
+    let chunk0_puts = Arc::new(AtomicU32::new(0));
+    let (seen, seen0) = (chunk2_puts.clone(), chunk0_puts.clone());
+    h.set(move |kind, key| {
+        if !chunk_puts(kind, key) {
+            Act::Pass
+        } else if key.ends_with(&format!("{:016x}", 0)) {
+            seen0.fetch_add(1, Ordering::SeqCst);
+            Act::Delay(Duration::from_millis(150))
+        } else if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Act::Pass
+        } else {
+            Act::Deny
+        }
+    });
+    let first = b.write_pages(0, pages(1, 1, 4096)).unwrap();
+    // Bounded: chunk 0's PUT is sent at once.
+    while chunk0_puts.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Chunk 0's round holds the slot for 150 ms: chunk 2's waits for it, and the shrink for
+    // the geometry lock, which it gets before chunk 2's round.
+    let late = b.write_pages(32, pages(8, 1, 4096)).unwrap();
+    b.set_len(chunk).unwrap();
+    first.wait().unwrap();
+    let r = late.wait();
+    assert!(r.is_err(), "the late write was refused: {r:?}");
+    assert_eq!(
+        chunk2_puts.load(Ordering::SeqCst),
+        2,
+        "cut, then the late write"
+    );
+    h.clear();
+    b.sync().unwrap();
+    let closed = b.close();
+    assert!(
+        !matches!(closed, Err(ObjectError::NotDurable { .. })),
+        "bytes past the end reported lost: {closed:?}"
+    );
+    closed.unwrap();
+}
