@@ -154,8 +154,8 @@ impl Engine {
     /// backend cannot (then nothing changed). The range is fenced meanwhile (see `fence.rs`):
     /// no load reads it and no write-back writes it, and the write-backs already in flight
     /// land before the hole is punched, so no byte from before can land after it. If the
-    /// backend fails, the cache is as it was (dirty pages keep their data) and the error is
-    /// returned.
+    /// backend fails, dirty pages keep their data, clean ones are dropped or, if held, marked
+    /// dirty (`drop_clean_after_loads`), and the error is returned.
     fn punch_hole(&self, pages: Range<u64>) -> Result<bool> {
         let ps = self.page_size as u64;
         let _fence = self.fences.raise(pages.clone());
