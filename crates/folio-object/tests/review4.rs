@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{chunk_puts, create, opts_long_lease, pages, write, Act, Hooked, KIB};
+use common::{
+    chunk_puts, create, data, opts, opts_long_lease, pages, write, Act, Hooked, Kind, KIB, PREFIX,
+};
 use folio::backend::PageCacheBackend;
-use folio_object::{Limits, ObjectError, OpenOptions};
+use folio::{CacheConfig, PageCache};
+use folio_object::{Limits, ObjectError, ObjectStoreBackend, OpenOptions};
 
 /// A write-back of a page past the new end that was queued before a shrink and whose round ran
 /// (and failed) after it was counted as lost: the shrink forgets the failures past the end only
@@ -71,4 +74,59 @@ fn a_write_past_the_end_that_fails_after_a_shrink_is_not_reported_lost_at_close(
         "bytes past the end reported lost: {closed:?}"
     );
     closed.unwrap();
+}
+
+/// Across sessions: a shrink whose cut the store refused (the manifest landed, the chunks past
+/// the end kept their data), then a new session whose reclaim the store refuses too (DELETE
+/// denied), then a growth: every byte past the old cut reads zeros, none of the old data comes
+/// back, and the bytes below the cut are kept.
+#[test]
+fn a_cut_refused_in_one_session_is_made_before_a_growth_in_the_next() {
+    let h = Hooked::new();
+    let chunk = 64 * KIB;
+    let b = create(&h, 4 * chunk, chunk, &opts());
+    write(&b, 0, 7, 4 * 16, 4096).unwrap();
+    h.set(|kind, key| {
+        if chunk_puts(kind, key) {
+            Act::Deny
+        } else {
+            Act::Pass
+        }
+    });
+    b.set_len(chunk + 4096).unwrap();
+    b.close().unwrap();
+    assert_eq!(data(&h.inner, 2).unwrap()[0], 7, "the cut was refused");
+    h.set(|kind, _| {
+        if kind == Kind::Delete {
+            Act::Deny
+        } else {
+            Act::Pass
+        }
+    });
+    let b = ObjectStoreBackend::open(h.clone(), PREFIX, &opts()).unwrap();
+    assert_eq!(b.len(), chunk + 4096);
+    b.set_len(4 * chunk).unwrap();
+    let d1 = data(&h.inner, 1).unwrap();
+    assert!(
+        d1.len() <= 4096 && d1.iter().all(|&x| x == 7),
+        "chunk 1 cut at the old end"
+    );
+    for n in 2..4 {
+        assert!(
+            data(&h.inner, n).unwrap_or_default().is_empty(),
+            "chunk {n}"
+        );
+    }
+    let c = PageCache::new(Arc::new(b), CacheConfig::new(1 << 20)).unwrap();
+    let mut buf = vec![0xEEu8; (3 * chunk) as usize];
+    c.read_exact_at(&mut buf, chunk).unwrap();
+    assert!(
+        buf[..4096].iter().all(|&x| x == 7),
+        "below the old end: kept"
+    );
+    assert!(
+        buf[4096..].iter().all(|&x| x == 0),
+        "past the old end: zeros"
+    );
+    c.close().unwrap();
 }
