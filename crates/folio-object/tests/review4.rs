@@ -130,3 +130,49 @@ fn a_cut_refused_in_one_session_is_made_before_a_growth_in_the_next() {
     );
     c.close().unwrap();
 }
+
+/// A shrink whose manifest PUT landed with its answer lost, and whose read-back failed, was
+/// reported failed ("nothing changed") while the store held the shorter manifest: the session
+/// went on at the old size, a write past the new end was acknowledged and synced, and the next
+/// open found the shorter image (its reclaim deletes the chunks past the end): synced data lost.
+#[test]
+fn a_shrink_reported_failed_never_leaves_the_store_shorter_than_the_session_writes() {
+    let h = Hooked::new();
+    let chunk = 64 * KIB;
+    let b = create(&h, 4 * chunk, chunk, &opts_long_lease());
+    // The manifest PUT lands 50 ms after its client was told it failed, its retries fail; the
+    // store does not answer the read-back either.
+    let puts = Arc::new(AtomicU32::new(0));
+    let n = puts.clone();
+    h.set(move |kind, key| {
+        if !key.ends_with("manifest.json") {
+            Act::Pass
+        } else if kind == Kind::Put && n.fetch_add(1, Ordering::SeqCst) == 0 {
+            Act::Late(Duration::from_millis(50))
+        } else {
+            Act::Fail
+        }
+    });
+    let r = b.set_len(chunk);
+    h.clear();
+    if r.is_ok() {
+        assert_eq!(b.len(), chunk);
+        b.close().unwrap();
+        return;
+    }
+    // Reported failed: the session goes on at the old size.
+    assert_eq!(b.len(), 4 * chunk, "{r:?}");
+    let w = write(&b, 48, 9, 1, 4096).and_then(|()| b.sync());
+    let closed = b.close();
+    if w.is_err() || closed.is_err() {
+        return; // the write or the close failed: nothing was acknowledged as durable
+    }
+    let b = ObjectStoreBackend::open(h.clone(), PREFIX, &opts()).unwrap();
+    assert_eq!(
+        b.len(),
+        4 * chunk,
+        "set_len failed ({r:?}), a write at chunk 3 and a sync succeeded, yet the image \
+         reopens shorter"
+    );
+    b.close().unwrap();
+}
