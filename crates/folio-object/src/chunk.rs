@@ -273,6 +273,13 @@ impl Image {
             if let Err(e) = &result {
                 tracing::warn!(chunk = n, error = %e, "chunk write-back failed");
             }
+            // Only the bytes below the image's end: a write queued before a shrink that runs
+            // after it writes nothing past the end, and its failure loses nothing (review 4:
+            // close reported those bytes as not durable).
+            let spans: Vec<(u64, u64, bool)> = spans
+                .into_iter()
+                .map(|(s, e, write)| (s.min(len), e.min(len), write))
+                .collect();
             self.track_failures(&cell, &spans, result.is_ok());
             drop(io);
             drop(geometry);

@@ -74,6 +74,8 @@ mod join;
 mod layout;
 mod lease;
 mod options;
+#[cfg(test)]
+mod probe_tests;
 mod reclaim;
 mod resize;
 mod retry;

@@ -162,10 +162,23 @@ impl Image {
                 // stored end, and the next open deleted those chunks).
                 self.req.settle().await;
             }
-            // Read it back: whose manifest is there?
-            let got = match self.req.get(&key, None, None, gate).await {
+            // Read it back: whose manifest is there? A read: neither the fence nor a store
+            // known down (`health.rs`, which fails writes fast) stops it.
+            let got = match self.req.get(&key, None, None, Gate::Open).await {
                 Ok(g) => g,
-                Err(g) => return Err(g.into_error("GET", key.as_ref())),
+                Err(g) => {
+                    let e = g.into_error("GET", key.as_ref());
+                    if f.uncertain() {
+                        // Landed or not, we cannot tell: the store may hold the new size while
+                        // the caller, told it failed, goes on at the old one (review 4: a
+                        // shrink that landed so lost the data synced past its end at the next
+                        // open). Stop writing for good: every later write and sync fails.
+                        self.fence.lose(format!(
+                            "a manifest rewrite's outcome is unknown (its read-back failed: {e})"
+                        ));
+                    }
+                    return Err(e);
+                }
             };
             let (now, now_stamp) = Manifest::parse_stamped(&got.bytes, key.as_ref())?;
             let ours = now_stamp.image_id == stamp.image_id && now_stamp.writer == self.writer();

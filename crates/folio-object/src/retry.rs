@@ -269,6 +269,11 @@ impl Retrier<'_> {
                             let why = "not sent: the store does not answer (a probe failed)";
                             return Err(self.gave_up(op, key, sent, joined(last, why)));
                         }
+                        // The wait (up to an attempt timeout) may have outlived the fence, or
+                        // the lease may have been lost meanwhile: look again before sending.
+                        if let Err(e) = fence.check() {
+                            return Err(Failed::GaveUp { error: e, sent });
+                        }
                     }
                     Down::FailFast => {
                         let why = "not sent: the store does not answer (a probe just failed)";

@@ -472,6 +472,35 @@ fn a_zero_range_that_failed_after_the_backend_zeroed_reads_what_the_backend_hold
     assert_eq!(read(&c, 1), page(0));
 }
 
+/// Review 4: the clean pages of a failed zeroing are dropped only if nobody holds them. A page
+/// a reader had pinned (or held a read guard on) during the zeroing stayed cached with the old
+/// bytes while the backend held zeros: once unpinned it read 0xAA, and after a sync and its
+/// eviction zeros, with no write in between.
+#[test]
+fn a_zero_range_that_failed_after_the_backend_zeroed_drops_a_clean_page_held_meanwhile() {
+    let dev = Device::new(page(0xAA).repeat(4));
+    let c = cache(&dev, 8);
+    let pin = c.pin_page(1).unwrap(); // cached, clean, held by a reader meanwhile
+    dev.zero_then_fail(0);
+    assert!(c.zero_range(0..3 * PSU).is_err());
+    drop(pin);
+    let before = read(&c, 1);
+    c.sync().unwrap();
+    c.evict_range(0..4 * PSU).unwrap();
+    let after = read(&c, 1);
+    assert_eq!(
+        before[0], after[0],
+        "page 1 changed from {:#x} to {:#x} without a write",
+        before[0], after[0]
+    );
+    assert_eq!(
+        after,
+        dev.image()[PS..2 * PS],
+        "reads differ from the backend after a sync"
+    );
+    c.check_invariants().unwrap();
+}
+
 /// Discarding a page whose write-back failed: the caller no longer wants its bytes, so the
 /// backend is told (an object store stops counting them as lost at close), but the failure the
 /// cache saw still reaches the next sync, and the page reads the backend's bytes.

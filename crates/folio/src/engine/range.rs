@@ -21,7 +21,7 @@ use std::ops::Range;
 
 use crate::sync::Ordering;
 
-use super::{DirtyCount, Engine, ExclusiveHold, Extend, Fill};
+use super::{DirtyCount, Engine, ExclusiveHold, Extend, Fill, Took};
 use crate::error::{Error, Result};
 use crate::page::{kind, Orphaned, DIRTY, FREE, LOADING, VALID, WRITEBACK};
 use crate::policy::FrameId;
@@ -154,8 +154,8 @@ impl Engine {
     /// backend cannot (then nothing changed). The range is fenced meanwhile (see `fence.rs`):
     /// no load reads it and no write-back writes it, and the write-backs already in flight
     /// land before the hole is punched, so no byte from before can land after it. If the
-    /// backend fails, the cache is as it was (dirty pages keep their data) and the error is
-    /// returned.
+    /// backend fails, dirty pages keep their data, clean ones are dropped or, if held, marked
+    /// dirty (`drop_clean_after_loads`), and the error is returned.
     fn punch_hole(&self, pages: Range<u64>) -> Result<bool> {
         let ps = self.page_size as u64;
         let _fence = self.fences.raise(pages.clone());
@@ -195,7 +195,12 @@ impl Engine {
     }
 
     /// Drops the clean pages in `pages` that nobody holds, once the loads of them in flight
-    /// have ended (the caller fenced the range: no load starts meanwhile).
+    /// have ended (the caller fenced the range: no load starts meanwhile), and marks dirty the
+    /// clean pages that readers or pins hold: they cannot be dropped (a pin may still write
+    /// through its page), and their bytes may no longer be the backend's, so they are written
+    /// back once the fence lifts, and reads stay what they were (review 4: a pinned page kept
+    /// the old bytes clean, and read zeros once evicted, with no write in between). A page held
+    /// `EXCLUSIVE` is being written: its writer leaves it dirty.
     fn drop_clean_after_loads(&self, pages: Range<u64>) {
         for (key, f) in self.resident(pages.clone(), |s| kind(s) == LOADING) {
             let meta = &self.frames[f as usize];
@@ -205,7 +210,16 @@ impl Engine {
                 meta.wait_while(busy);
             }
         }
-        self.drop_clean(pages);
+        self.drop_clean(pages.clone());
+        for (key, f) in self.resident(pages, |s| kind(s) == VALID && s & DIRTY == 0) {
+            // A reader hold pins the frame to `key`; refused if a writer holds or awaits it.
+            if let Took::Held(h) = self.acquire_shared(f, key, false) {
+                if self.frames[f as usize].mark_dirty_shared() {
+                    self.count_dirty(DirtyCount::Dirtied);
+                }
+                drop(h);
+            }
+        }
     }
 
     /// Writes zeros over `start..end` through the cache, never past the end of the file.

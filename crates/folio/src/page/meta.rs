@@ -488,4 +488,17 @@ impl FrameMeta {
         );
         prev.is_some_and(|p| p & DIRTY != 0)
     }
+
+    /// Marks dirty the valid, clean page this thread holds as a reader (its cached bytes must
+    /// reach the backend again: a failed hole punch may have changed the backend under it).
+    /// False if it is already dirty or under write-back.
+    pub(crate) fn mark_dirty_shared(&self) -> bool {
+        let prev = self
+            .update(|s| (kind(s) == VALID && s & (DIRTY | WRITEBACK) == 0).then_some(s | DIRTY));
+        state_assert!(
+            prev.is_none_or(|p| readers(p) > 0 && p & EXCLUSIVE == 0),
+            "DIRTY set without a reader hold: {prev:x?}"
+        );
+        prev.is_some()
+    }
 }
