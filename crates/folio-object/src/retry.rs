@@ -180,6 +180,22 @@ pub(crate) fn transient(e: &object_store::Error) -> bool {
     matches!(e, E::Generic { .. } | E::JoinError { .. }) || conflict(e)
 }
 
+/// True if `e` carries an HTTP status from the store (object_store's "Server returned non-2xx
+/// status code: 503 Slow Down" and the like): the store answered, so it is up even though the
+/// request failed. Timeouts and connection errors carry no status.
+pub(crate) fn server_answered(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are short; at most 8 links are looked at.
+    for _ in 0..8 {
+        let Some(s) = source else { break };
+        if s.to_string().contains("status code: ") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// True for S3's `409 ConditionalRequestConflict`: another conditional write of the same key
 /// was in flight, and S3 asks to retry. object_store reports every 409 as `AlreadyExists`
 /// (with our retries off, `s3.rs`); the status is only in its source's text, so it is told
@@ -231,6 +247,8 @@ impl Retrier<'_> {
         let mut last = String::new();
         let mut sent = 0;
         let mut probe: Option<Probing<'_>> = None;
+        // Whether the last attempt got an HTTP answer (see `server_answered`).
+        let mut answered = false;
         let health = self.health;
         for n in 1..=attempts_max {
             let mut timeout = policy.attempt_timeout;
@@ -299,14 +317,28 @@ impl Retrier<'_> {
                     health.answered();
                     return Err(Failed::Answer { error: e, sent });
                 }
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => {
+                    // A 5xx (503 Slow Down under throttling) is an answer: the store is up,
+                    // only busy. Retry as usual, but do not judge it down for it.
+                    answered = server_answered(&e);
+                    last = e.to_string();
+                }
                 Err(_) if timeout < policy.attempt_timeout => {
+                    answered = false;
                     last = format!("abandoned after {timeout:?}: the lease fence closed")
                 }
-                Err(_) => last = format!("no answer within {timeout:?}"),
+                Err(_) => {
+                    answered = false;
+                    last = format!("no answer within {timeout:?}")
+                }
             }
             drop(unsettled);
-            if probe.is_some() {
+            if answered {
+                health.answered();
+                // A probe that got an answer ends: the store is up and this write retries
+                // with its whole budget like any other.
+                probe = None;
+            } else if probe.is_some() {
                 health.gave_up(self.clock.now_ms());
             }
             tracing::debug!(op, key, attempt = n, error = %last, "store request failed");
@@ -315,8 +347,9 @@ impl Retrier<'_> {
                 backoff = (backoff * 2).min(policy.backoff_max);
             }
         }
-        if matches!(gate, Gate::Write { .. }) {
-            // Only writes judge the store: a lock or a read that fails says less about it.
+        if matches!(gate, Gate::Write { .. }) && !answered {
+            // Only writes judge the store: a lock or a read that fails says less about it; and
+            // a write whose last attempt was answered (throttled) found the store up.
             health.gave_up(self.clock.now_ms());
         }
         tracing::warn!(op, key, attempts = sent, error = %last, "store request gave up");
@@ -518,6 +551,50 @@ mod tests {
         let r = rt().block_on(ctx.retrier().run(gate, "PUT", "k", slow));
         assert!(matches!(r, Err(Failed::GaveUp { sent: 2, .. })), "{r:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Review 4: a throttled store (503 Slow Down, an HTTP answer) is up, not down: a write that
+    /// runs out of retries under throttling must not make the whole queue fail fast, and a probe
+    /// that is answered ends the probe and retries with its whole budget.
+    #[test]
+    fn a_throttled_store_is_up_not_down() {
+        let ctx = Ctx::new();
+        let clock = ctx.clock;
+        let fence = Fence::new(clock, "p".into(), u64::MAX);
+        let slow_down = || async {
+            Err::<(), _>(object_store::Error::Generic {
+                store: "S3",
+                source: "Server returned non-2xx status code: 503 Service Unavailable: \
+                         <Code>SlowDown</Code>"
+                    .into(),
+            })
+        };
+        let gate = || Gate::Write {
+            fence: &fence,
+            deadline_ms: u64::MAX,
+        };
+        let r = rt().block_on(ctx.retrier().run(gate(), "PUT", "k", slow_down));
+        assert!(matches!(r, Err(Failed::GaveUp { sent: 4, .. })), "{r:?}");
+        assert!(!ctx.health.is_down(), "throttling marked the store down");
+        // Found down by a timeout elsewhere, then a probe is answered by a 503: the store is up
+        // again and this write used all its attempts instead of failing after the probe.
+        ctx.health.gave_up(clock.now_ms());
+        let calls = AtomicU32::new(0);
+        let counted = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            slow_down().await
+        };
+        let r = rt().block_on(ctx.retrier().run(gate(), "PUT", "k", counted));
+        assert!(matches!(r, Err(Failed::GaveUp { sent: 4, .. })), "{r:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(!ctx.health.is_down());
+        // No status (a timeout, a refused connection): still judged down, as before.
+        let r = rt().block_on(
+            ctx.retrier()
+                .run(gate(), "PUT", "k", || async { Err::<(), _>(generic()) }),
+        );
+        assert!(r.is_err());
+        assert!(ctx.health.is_down(), "a store that does not answer is down");
     }
 
     #[test]
