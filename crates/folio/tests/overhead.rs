@@ -148,3 +148,30 @@ fn every_policy_allocates_only_what_it_states() {
         );
     }
 }
+
+/// The same statement at the sizes where the adaptive default's fixed part dominates (its
+/// shadows keep 160 frames each below 16,000 frames): what `metadata_bytes_per_page` states
+/// must cover what the policy allocates there too, beside the fixed S3-FIFO and CLOCK.
+#[test]
+fn small_policies_allocate_only_what_they_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut over = Vec::new();
+    for policy in [
+        PolicyKind::S3FifoAdaptive,
+        PolicyKind::S3Fifo5,
+        PolicyKind::Clock,
+    ] {
+        for frames in [1usize, 100, 1000, 4096] {
+            let before = live();
+            let p = policy.build(frames);
+            let held = (live() - before) as f64 / frames as f64;
+            let stated = p.metadata_bytes_per_page() as f64;
+            drop(p);
+            println!("{policy} {frames}: allocates {held:.2} bytes per page, states {stated}");
+            if held > stated + 1024.0 / frames as f64 {
+                over.push(format!("{policy} {frames}: {held:.1} > {stated}"));
+            }
+        }
+    }
+    assert!(over.is_empty(), "allocates more than it states: {over:?}");
+}
