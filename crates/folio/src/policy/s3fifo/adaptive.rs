@@ -248,7 +248,10 @@ impl Chooser {
 
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of::<Chooser>() + self.shadows.iter().map(Shadow::bytes).sum::<usize>()
+        // The chooser's box, the shadows' structs (a policy each, inline) and their heap.
+        std::mem::size_of::<Chooser>()
+            + std::mem::size_of_val(&*self.shadows)
+            + self.shadows.iter().map(Shadow::bytes).sum::<usize>()
     }
 }
 
