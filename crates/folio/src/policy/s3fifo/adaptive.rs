@@ -461,4 +461,57 @@ mod tests {
             assert_eq!(p.len(), 0);
         }
     }
+
+    /// The election (module docs): at a window's end the live share moves to the lowest score
+    /// only if it beats the current share's by more than `MARGIN` of the decayed accesses.
+    #[test]
+    fn the_share_moves_only_past_the_margin() {
+        for (lead, moves) in [(0.5, false), (2.0, true)] {
+            let mut c = Chooser::new(SHADOW_PAGES_MIN);
+            let n = c.window_len;
+            // One window's end, with shadow 0 `lead` margins ahead of the current share's.
+            c.window_accesses = n - 1;
+            let accesses = n as f64; // the decayed count once the window ends (from 0)
+            for (i, s) in c.shadows.iter_mut().enumerate() {
+                s.misses = 100;
+                s.score = 0.0;
+                if i == 0 {
+                    s.misses = 0;
+                    s.score = (100.0 - lead * MARGIN * accesses) / DECAY;
+                }
+            }
+            // A key the shadows have not seen: one more miss in each, no change in the gap.
+            let got = c.access(1);
+            assert_eq!(got, moves.then_some(SHARES[0]), "lead {lead}");
+            assert_eq!(c.current, if moves { 0 } else { INITIAL });
+        }
+    }
+
+    /// A share change moves no page: the queues keep their pages, and the evictions after it
+    /// take from the queue over its new target until it is within it.
+    #[test]
+    fn a_share_change_moves_nothing_and_evictions_follow_the_new_target() {
+        let cap = 400;
+        let p = S3Fifo::adaptive(cap);
+        // Fill, and send most of the pages to main (two hits each before their first eviction).
+        replay(&p, (0..cap as u64 * 4).map(|i| (i / 3) % (cap as u64 * 2)));
+        let lens = |p: &S3Fifo| {
+            let i = p.inner.lock();
+            (
+                i.len[super::super::SMALL as usize],
+                i.len[super::super::MAIN as usize],
+            )
+        };
+        let (small, main) = lens(&p);
+        assert_eq!(small + main, cap);
+        p.inner.lock().set_small_share(cap, 0.25);
+        assert_eq!(lens(&p), (small, main), "a share change moved pages");
+        let main_cap = cap - cap / 4;
+        assert!(main > main_cap, "the test needs main over its new target");
+        for _ in 0..main - main_cap {
+            let v = p.choose_victim(&mut |_| true).expect("a victim");
+            assert_ne!(p.state(v) & super::super::QUEUE, super::super::SMALL);
+        }
+        assert_eq!(lens(&p), (small, main_cap));
+    }
 }
