@@ -130,21 +130,49 @@ fn metadata_is_at_most_64_bytes_per_page() {
     }
 }
 
+/// Bytes per page that `policy` over `frames` allocates when built, and that it states
+/// (`metadata_bytes_per_page`). The policy object itself (a few hundred bytes) rides on top of
+/// the per-page figure: the check allows 1 KiB for it.
+fn allocated_and_stated(policy: PolicyKind, frames: usize) -> (f64, f64, bool) {
+    let before = live();
+    let p = policy.build(frames);
+    let held = (live() - before) as f64 / frames as f64;
+    let stated = p.metadata_bytes_per_page() as f64;
+    drop(p);
+    println!("{policy} {frames}: allocates {held:.2} bytes per page, states {stated}");
+    (held, stated, held <= stated + 1024.0 / frames as f64)
+}
+
 #[test]
 fn every_policy_allocates_only_what_it_states() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let frames = 65_537;
     for &policy in PolicyKind::ALL {
-        let before = live();
-        let p = policy.build(frames);
-        let held = (live() - before) as f64 / frames as f64;
-        let stated = p.metadata_bytes_per_page() as f64;
-        drop(p);
-        println!("{policy}: allocates {held:.2} bytes per page, states {stated}");
-        // The policy object itself (a few hundred bytes) rides on top of the per-page figure.
+        let (held, stated, ok) = allocated_and_stated(policy, 65_537);
         assert!(
-            held <= stated + 1024.0 / frames as f64,
+            ok,
             "{policy}: allocates {held:.1} bytes per page but states {stated}"
         );
     }
+}
+
+/// The same statement at the sizes where the adaptive default's fixed part dominates (its
+/// shadows keep 160 frames each below 16,000 frames): what `metadata_bytes_per_page` states
+/// must cover what the policy allocates there too, beside the fixed S3-FIFO and CLOCK.
+#[test]
+fn small_policies_allocate_only_what_they_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut over = Vec::new();
+    for policy in [
+        PolicyKind::S3FifoAdaptive,
+        PolicyKind::S3Fifo5,
+        PolicyKind::Clock,
+    ] {
+        for frames in [1usize, 100, 1000, 4096] {
+            let (held, stated, ok) = allocated_and_stated(policy, frames);
+            if !ok {
+                over.push(format!("{policy} {frames}: {held:.1} > {stated}"));
+            }
+        }
+    }
+    assert!(over.is_empty(), "allocates more than it states: {over:?}");
 }

@@ -257,13 +257,16 @@ impl S3Fifo {
         };
         let mut share = None;
         hits.drain(|frame| {
-            // The frame may hold another page by now: count the hit only if that one is
-            // sampled too (it is then the page hit, or one that came in since; rare).
+            // The frame may hold another page by now, or none: count the hit only if it holds
+            // a page whose key is in the sample (the page hit, or one that came in since;
+            // rare). The key decides, not the frame's sampled bit: a hit racing with the
+            // frame's reuse can store the old page's bit over the new page's byte.
             let Some(f) = self.frames.get(frame as usize) else {
                 return;
             };
-            if f.freq.load(Ordering::Relaxed) & SAMPLED != 0 {
-                share = chooser.access(fp[frame as usize]).or(share);
+            let fp = fp[frame as usize];
+            if f.state.load(Ordering::Relaxed) & QUEUE != NONE && chooser.is_sampled(fp) {
+                share = chooser.access(fp).or(share);
             }
         });
         if let Some(share) = share {
