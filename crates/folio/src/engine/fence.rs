@@ -3,7 +3,8 @@
 //!
 //! Why: a page read from the backend before the hole is punched, or a dirty page that still
 //! holds bytes from before it, must not reach the backend after it: its old bytes would come
-//! back (found by the simulation, seed 254: a partial write loaded page 1, the hole was punched,
+//! back (found by the simulation, seed 254 as it drew policies before the adaptive default;
+//! pinned since by the deterministic tests in docs/design.md's fence row: a partial write loaded page 1, the hole was punched,
 //! then the page's eviction wrote the old bytes back). While a range is fenced, loads of its
 //! pages wait, write-backs of its pages wait (a flush) or skip them (the background flusher,
 //! eviction), and the fence's owner, once the loads and write-backs already in flight have

@@ -156,8 +156,10 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
 ///   misses (ARC P6 at 10%) wants frequency admission (W-TinyLFU), which no share gives;
 /// * it is scan-resistant: new pages enter the small queue; a scan of never-seen pages passes
 ///   through it and the ghost without touching the main queue (`tests/scan_resistance.rs`);
-/// * its hits are a relaxed atomic byte increment with no lock (a page in the 1% sample also
-///   appends its frame to a per-thread buffer, no locked instruction), and its eviction is FIFO
+/// * its hits are a relaxed atomic byte increment with no lock (a page in the sample also
+///   appends its frame to a striped hit buffer, no locked instruction; the sample is 1% of the
+///   keys at 16,000 frames and above, more below: 160 frames' worth per shadow, every key at
+///   160 frames or fewer), and its eviction is FIFO
 ///   work; 23 bytes of metadata per page at scale (the shadows: 1.6), a fixed 26 KiB for the
 ///   shadows below 16,000 frames.
 ///

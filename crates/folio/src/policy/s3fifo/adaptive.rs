@@ -56,10 +56,15 @@
 //! # Costs
 //! The hit path of a page outside the sample is the non-adaptive S3-FIFO's (one relaxed byte
 //! load and store; the sampled bit rides in the same byte, and testing it is one more
-//! instruction on the loaded value). A sampled hit appends its frame to a per-thread ring
-//! (relaxed stores, no locked instruction); once per 32 of them a thread tries the lock and
-//! replays them in the shadows. A sampled access costs one access in each shadow, under the
-//! live policy's lock. Memory: each shadow frame costs about 37 bytes (an S3-FIFO frame with
+//! instruction on the loaded value). A sampled hit appends its frame to a ring of the striped
+//! hit buffer (relaxed stores, no locked instruction); once per 32 of them a thread tries the
+//! lock and replays them in the shadows. The stripes are sized from the shadows, so a cache
+//! below about 16,000 frames has one or two stripes that all threads share (concurrent sampled
+//! hits can overwrite each other there and share a cache line), and its sample is larger (160
+//! frames' worth per shadow): a cost only small caches pay. Under contention a full stripe
+//! whose lock is busy drops hits while sampled misses are always replayed, so the shadows
+//! under-count re-references, alike for every share. A sampled access costs one access in each
+//! shadow, under the live policy's lock. Memory: each shadow frame costs about 37 bytes (an S3-FIFO frame with
 //! its ghost share, 21, and a key table entry); four shadows of 1% of the frames add 1.6
 //! bytes per page (63.6 heap bytes per page for the whole cache at 65,536 frames, within the
 //! 64-byte bound), and below 16,000 frames the 160-frame minimum is a fixed 26 KiB.
