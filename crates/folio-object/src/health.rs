@@ -4,8 +4,8 @@
 //! Owns: [`Health`]. The store is *known down* once a request gave up after attempts that all
 //! went unanswered (timeouts, connection errors, injected faults), and *up* again as soon as
 //! any attempt gets an answer (a success, an answer such as "not found", or an HTTP 5xx such as
-//! S3's 503 Slow Down: a throttled store is up, only busy, and its writes retry as usual). While it is known down, a write
-//! (`retry.rs`, `Gate::Write`) is not retried: one write at a time *probes* the store with a
+//! S3's 503 Slow Down: a throttled store is up, only busy, and its writes retry as usual).
+//! While it is known down, a write (`retry.rs`, `Gate::Write`) is not retried: one write at a time *probes* the store with a
 //! single attempt; the writes that find a probe in flight wait for its outcome (at most one
 //! attempt timeout) and go ahead if it was answered; after a probe failed, writes fail at once
 //! without sending anything for as long as that probe took (at most an attempt timeout), so
