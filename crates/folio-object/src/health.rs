@@ -1,20 +1,20 @@
 //! Whether the store is known to be down, so that writes fail fast against a dead store
 //! without failing against a slow one.
 //!
-//! Owns: [`Health`]. The store is *known down* once a request gave up after attempts that all
-//! went unanswered (timeouts, connection errors, injected faults), and *up* again as soon as
-//! any attempt gets an answer (a success, an answer such as "not found", or an HTTP 5xx such as
-//! S3's 503 Slow Down: a throttled store is up, only busy, and its writes retry as usual).
-//! While it is known down, a write (`retry.rs`, `Gate::Write`) is not retried: one write at a time *probes* the store with a
-//! single attempt; the writes that find a probe in flight wait for its outcome (at most one
+//! Owns: [`Health`]. The store is *known down* once a request gave up after attempts that all went
+//! unanswered (timeouts, connection errors, injected faults), and *up* again as soon as any attempt
+//! gets an answer (a success, an answer such as "not found", or an HTTP 5xx such as S3's 503 Slow
+//! Down: a throttled store is up, only busy, and its writes retry as usual). While it is known
+//! down, a write (`retry.rs`, `Gate::Write`) is not retried: one write at a time *probes* the store
+//! with a single attempt; the writes that find a probe in flight wait for its outcome (at most one
 //! attempt timeout) and go ahead if it was answered; after a probe failed, writes fail at once
-//! without sending anything for as long as that probe took (at most an attempt timeout), so
-//! probing takes at most about half the time while the store is down: a store that does not
-//! answer is probed once per attempt timeout, one that refuses connections at once is probed
-//! by every write, and either is found up by the first write after it comes back. So a sync of thousands of dirty chunks against
-//! a dead store ends after about one retry budget, while against a healthy but slow store every
-//! rewrite gets its whole budget from when it got its slot (`chunk.rs`); and the first write
-//! after the store comes back (or a lease renewal, or a read) finds it up again.
+//! without sending anything for as long as that probe took (at most an attempt timeout), so probing
+//! takes at most about half the time while the store is down: a store that does not answer is
+//! probed once per attempt timeout, one that refuses connections at once is probed by every write,
+//! and either is found up by the first write after it comes back. So a sync of thousands of dirty
+//! chunks against a dead store ends after about one retry budget, while against a healthy but slow
+//! store every rewrite gets its whole budget from when it got its slot (`chunk.rs`); and the first
+//! write after the store comes back (or a lease renewal, or a read) finds it up again.
 //!
 //! Does not own: the retry loop (`retry.rs`), deadlines (`chunk.rs`, `resize.rs`).
 //!
