@@ -198,12 +198,7 @@ impl Requests {
         let r = self.retrier(false);
         let sent = r
             .run(gate, "GET", key.as_ref(), || async {
-                add(&self.counters.gets, 1);
-                let opts = GetOptions::new()
-                    .with_range(range.clone())
-                    .with_if_match(if_match);
-                let r = self.store.get_opts(key, opts).await?;
-                let version = Version::from_meta(&r.meta);
+                let (r, version) = self.start_get(key, range.clone(), if_match).await?;
                 let bytes = r.bytes().await?;
                 add(&self.counters.get_bytes, bytes.len() as u64);
                 Ok(Got { bytes, version })
@@ -228,12 +223,7 @@ impl Requests {
         let r = self.retrier(false);
         let sent = r
             .run(gate, "GET", key.as_ref(), || async {
-                add(&self.counters.gets, 1);
-                let opts = GetOptions::new()
-                    .with_range(range.clone())
-                    .with_if_match(if_match);
-                let r = self.store.get_opts(key, opts).await?;
-                let version = Version::from_meta(&r.meta);
+                let (r, version) = self.start_get(key, range.clone(), if_match).await?;
                 let mut body = r.into_stream();
                 let mut len = 0u64;
                 // Bounded by the body's length: each piece is a part of it.
@@ -247,6 +237,21 @@ impl Requests {
             })
             .await?;
         Ok(sent.value)
+    }
+
+    /// One attempt of a GET, up to its headers: the answer (its body still to come) and the
+    /// object's version.
+    async fn start_get(
+        &self,
+        key: &Path,
+        range: Option<GetRange>,
+        if_match: Option<&str>,
+    ) -> object_store::Result<(object_store::GetResult, Option<Version>)> {
+        add(&self.counters.gets, 1);
+        let opts = GetOptions::new().with_range(range).with_if_match(if_match);
+        let r = self.store.get_opts(key, opts).await?;
+        let version = Version::from_meta(&r.meta);
+        Ok((r, version))
     }
 
     /// The version of `key`, without its body.
