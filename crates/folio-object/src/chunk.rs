@@ -3,7 +3,8 @@
 //!
 //! Owns:
 //! - **read** ([`Image::read_piece`]): one ranged GET for the pages asked for (the whole object,
-//!   trailer and checksum verified, when they cover its data), conditional on the known ETag so
+//!   trailer and checksum verified, when they cover its data), its body streamed straight into
+//!   the cache's frames (no buffer of the body, no copy of it), conditional on the known ETag so
 //!   a chunk changed behind Folio's back is an error, not silently different bytes; an absent
 //!   or empty chunk, or bytes past the object's data, read as zeros without a request. If a
 //!   write of ours of unknown outcome may have landed (`cell.rs`), a failed condition is
@@ -81,6 +82,7 @@ impl Image {
             };
             let stop = end.min(data_len(&v));
             let whole = start == 0 && stop == data_len(&v);
+            let sink = parking_lot::Mutex::new(Fill::new(frames, page, stop - start, whole));
             let got = {
                 let _slot = self
                     .gets
@@ -88,30 +90,31 @@ impl Image {
                     .await
                     .expect("the semaphore is never closed");
                 let range = (!whole).then_some(GetRange::Bounded(start..stop));
-                self.req.get(&key, range, Some(&v.e_tag), Gate::Open).await
+                let put = |at: u64, bytes: &[u8]| sink.lock().put(at, bytes);
+                self.req
+                    .get_into(&key, range, Some(&v.e_tag), Gate::Open, &put)
+                    .await
             };
             let got = match got {
                 Err(f) if changed(&f) && pass < PASSES_MAX && cell.st.lock().unsure => {
                     self.resolve(n, Gate::Open).await?;
                     continue;
                 }
-                got => self.checked(n, &v, got)?,
+                Err(f) => return Err(self.failed_get(n, &v, f)),
+                Ok(got) => got,
             };
-            let bytes = if whole {
-                self.opened(n, &got.bytes)?
-            } else {
-                &got.bytes[..]
-            };
-            if bytes.len() as u64 != stop - start {
+            self.check_version(n, &v, got.version.as_ref())?;
+            let fill = sink.into_inner();
+            let expected = if whole { v.size } else { stop - start };
+            if got.len != expected || fill.received != expected {
                 return Err(self.changed(n, &v, "an object of another length"));
             }
-            for (i, f) in frames.iter_mut().enumerate() {
-                let dst = f.as_mut_slice();
-                let from = (i * page).min(bytes.len());
-                let to = (from + page).min(bytes.len());
-                dst[..to - from].copy_from_slice(&bytes[from..to]);
-                dst[to - from..].fill(0);
+            if whole {
+                let found = fill.crc.finalize() as u32;
+                let tail = &fill.tail[..fill.tail_len];
+                trailer::check(got.len, tail, found).map_err(|b| self.bad(n, b))?;
             }
+            fill.zero_rest();
             return Ok(());
         }
         Err(self.changed(
@@ -128,39 +131,52 @@ impl Image {
         expected: &Version,
         got: Result<Got, Failed>,
     ) -> ObjResult<Got> {
-        let key = self.layout.chunk(n);
-        let got = match got {
-            Ok(g) => g,
-            Err(Failed::Answer {
+        let got = got.map_err(|f| self.failed_get(n, expected, f))?;
+        self.check_version(n, expected, got.version.as_ref())?;
+        Ok(got)
+    }
+
+    /// The typed error of a failed GET of chunk `n`, expected at version `expected`.
+    fn failed_get(&self, n: u64, expected: &Version, f: Failed) -> ObjectError {
+        match f {
+            Failed::Answer {
                 error: object_store::Error::Precondition { .. },
                 ..
-            }) => return Err(self.changed(n, expected, "a different version")),
-            Err(Failed::Answer {
+            } => self.changed(n, expected, "a different version"),
+            Failed::Answer {
                 error: object_store::Error::NotFound { .. },
                 ..
-            }) => return Err(self.changed(n, expected, "absent")),
-            Err(f) => return Err(f.into_error("GET", key.as_ref())),
-        };
-        if let Some(v) = &got.version {
-            if v.e_tag != expected.e_tag {
-                return Err(self.changed(n, expected, &v.e_tag));
-            }
+            } => self.changed(n, expected, "absent"),
+            f => f.into_error("GET", self.layout.chunk(n).as_ref()),
         }
-        Ok(got)
+    }
+
+    /// Checks that a GET of chunk `n` answered with the version expected (if it named one).
+    fn check_version(&self, n: u64, expected: &Version, got: Option<&Version>) -> ObjResult<()> {
+        match got {
+            Some(v) if v.e_tag != expected.e_tag => Err(self.changed(n, expected, &v.e_tag)),
+            _ => Ok(()),
+        }
     }
 
     /// The data of a whole chunk object, its trailer and checksum verified.
     pub(crate) fn opened<'a>(&self, n: u64, object: &'a [u8]) -> ObjResult<&'a [u8]> {
+        trailer::open(object)
+            .map(|(data, _)| data)
+            .map_err(|b| self.bad(n, b))
+    }
+
+    /// The typed error of chunk `n`'s object that is not a good one.
+    fn bad(&self, n: u64, bad: Bad) -> ObjectError {
         let key = self.layout.chunk(n).to_string();
-        match trailer::open(object) {
-            Ok((data, _)) => Ok(data),
-            Err(Bad::Format(why)) => Err(ObjectError::BadChunk { chunk: n, key, why }),
-            Err(Bad::Checksum { stored, found }) => Err(ObjectError::Checksum {
+        match bad {
+            Bad::Format(why) => ObjectError::BadChunk { chunk: n, key, why },
+            Bad::Checksum { stored, found } => ObjectError::Checksum {
                 chunk: n,
                 key,
                 stored,
                 found,
-            }),
+            },
         }
     }
 
@@ -326,6 +342,88 @@ impl Image {
     }
 }
 
+/// Where a streamed GET of a chunk's pages puts the body: straight into the frames, the
+/// trailer's bytes of a whole object aside, its data checksummed on the way (`store.rs`'s
+/// `get_into`). Nothing is valid until the read completes and is checked: a failed read leaves
+/// its frames to the cache, which discards them.
+struct Fill<'f> {
+    frames: &'f mut [FrameMut],
+    page: usize,
+    /// Bytes of data the GET brings (the rest of the frames read as zeros).
+    data_len: u64,
+    /// A whole object: the CRC32C of its data, and its trailer.
+    whole: bool,
+    crc: crc_fast::Digest,
+    tail: [u8; CHUNK_TRAILER_LEN as usize],
+    tail_len: usize,
+    /// Bytes received by the current attempt.
+    received: u64,
+}
+
+impl<'f> Fill<'f> {
+    fn new(frames: &'f mut [FrameMut], page: usize, data_len: u64, whole: bool) -> Fill<'f> {
+        Fill {
+            frames,
+            page,
+            data_len,
+            whole,
+            crc: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            tail: [0; CHUNK_TRAILER_LEN as usize],
+            tail_len: 0,
+            received: 0,
+        }
+    }
+
+    /// The body's bytes from `at` on.
+    fn put(&mut self, at: u64, mut bytes: &[u8]) {
+        if at == 0 {
+            // A new attempt: start over.
+            self.crc.reset();
+            self.tail_len = 0;
+            self.received = 0;
+        }
+        debug_assert_eq!(at, self.received, "a GET's body arrives in order");
+        let mut pos = self.received;
+        self.received += bytes.len() as u64;
+        // Bounded: each pass consumes bytes, up to one page's worth.
+        while !bytes.is_empty() && pos < self.data_len {
+            let (i, off) = (
+                (pos / self.page as u64) as usize,
+                (pos % self.page as u64) as usize,
+            );
+            let n = bytes
+                .len()
+                .min(self.page - off)
+                .min((self.data_len - pos) as usize);
+            let Some(f) = self.frames.get_mut(i) else {
+                break; // more data than frames: the length check rejects the read
+            };
+            f.as_mut_slice()[off..off + n].copy_from_slice(&bytes[..n]);
+            if self.whole {
+                self.crc.update(&bytes[..n]);
+            }
+            bytes = &bytes[n..];
+            pos += n as u64;
+        }
+        if self.whole && !bytes.is_empty() {
+            let t = (pos - self.data_len) as usize;
+            let room = self.tail.len().saturating_sub(t);
+            let n = bytes.len().min(room);
+            self.tail[t..t + n].copy_from_slice(&bytes[..n]);
+            self.tail_len = self.tail_len.max(t + n);
+        }
+    }
+
+    /// Zeros what the data did not cover: bytes past the object's data read as zeros.
+    fn zero_rest(self) {
+        let data_len = self.data_len as usize;
+        for (i, f) in self.frames.iter_mut().enumerate() {
+            let from = (data_len.saturating_sub(i * self.page)).min(self.page);
+            f.as_mut_slice()[from..].fill(0);
+        }
+    }
+}
+
 /// True if a conditional request failed its condition (the object is another version, or gone).
 pub(crate) fn changed(f: &Failed) -> bool {
     matches!(
@@ -345,5 +443,56 @@ pub(crate) fn absent() -> Version {
         e_tag: "absent".into(),
         version: None,
         size: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trailer::{seal, WriteId};
+
+    /// A whole object streamed in odd pieces (across page and trailer boundaries), its first
+    /// attempt cut off and made again from the start: the frames get its data and zeros past
+    /// it, the trailer and checksum check out.
+    #[test]
+    fn a_streamed_body_fills_the_frames_and_a_new_attempt_starts_over() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let object = seal(data.clone(), WriteId { writer: 1, seq: 2 });
+        let mut frames: Vec<FrameMut> = (0..4).map(|_| FrameMut::alloc(4096).unwrap()).collect();
+        frames.iter_mut().for_each(|f| f.as_mut_slice().fill(0xee));
+        let mut fill = Fill::new(&mut frames, 4096, data.len() as u64, true);
+        fill.put(0, &object[..5000]);
+        fill.put(5000, &[9u8; 3000]); // the attempt fails part-way, with garbage
+        let mut at = 0;
+        for piece in object.chunks(4097 - 1500) {
+            fill.put(at, piece);
+            at += piece.len() as u64;
+        }
+        assert_eq!(fill.received, object.len() as u64);
+        let found = fill.crc.finalize() as u32;
+        let t = trailer::check(fill.received, &fill.tail[..fill.tail_len], found).unwrap();
+        assert_eq!(t.id, WriteId { writer: 1, seq: 2 });
+        fill.zero_rest();
+        let got: Vec<u8> = frames.iter().flat_map(|f| f.as_slice().to_vec()).collect();
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(
+            got[data.len()..].iter().all(|&b| b == 0),
+            "past the data: zeros"
+        );
+    }
+
+    /// A body whose bytes differ from its trailer's checksum is refused.
+    #[test]
+    fn a_streamed_body_with_a_flipped_bit_fails_its_checksum() {
+        let mut object = seal(vec![5u8; 8192], WriteId { writer: 1, seq: 1 });
+        object[4096] ^= 1;
+        let mut frames: Vec<FrameMut> = (0..2).map(|_| FrameMut::alloc(4096).unwrap()).collect();
+        let mut fill = Fill::new(&mut frames, 4096, 8192, true);
+        fill.put(0, &object);
+        let found = fill.crc.finalize() as u32;
+        assert!(matches!(
+            trailer::check(fill.received, &fill.tail[..fill.tail_len], found),
+            Err(Bad::Checksum { .. })
+        ));
     }
 }

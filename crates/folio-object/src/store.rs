@@ -114,6 +114,14 @@ pub(crate) struct Got {
     pub(crate) version: Option<Version>,
 }
 
+/// What a streamed GET ([`Requests::get_into`]) returns: the body went to its sink.
+pub(crate) struct Streamed {
+    /// Bytes of body received (by the attempt that succeeded).
+    pub(crate) len: u64,
+    /// The object's version (its `size` is the whole object's, also for a ranged GET).
+    pub(crate) version: Option<Version>,
+}
+
 /// The checksum stored with each chunk (CRC32C, hardware-accelerated).
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
@@ -190,18 +198,60 @@ impl Requests {
         let r = self.retrier(false);
         let sent = r
             .run(gate, "GET", key.as_ref(), || async {
-                add(&self.counters.gets, 1);
-                let opts = GetOptions::new()
-                    .with_range(range.clone())
-                    .with_if_match(if_match);
-                let r = self.store.get_opts(key, opts).await?;
-                let version = Version::from_meta(&r.meta);
+                let (r, version) = self.start_get(key, range.clone(), if_match).await?;
                 let bytes = r.bytes().await?;
                 add(&self.counters.get_bytes, bytes.len() as u64);
                 Ok(Got { bytes, version })
             })
             .await?;
         Ok(sent.value)
+    }
+
+    /// As [`get`](Self::get), but the body goes to `sink` piece by piece as it arrives (each
+    /// piece with its offset in the body), never gathered into one buffer: for reads into the
+    /// cache's frames, which saves a copy of every byte and a buffer of the whole body per GET
+    /// in flight. An attempt that fails part-way is made again from the start, so the sink sees
+    /// offset 0 again and must start over; only the attempt that succeeds counts.
+    pub(crate) async fn get_into(
+        &self,
+        key: &Path,
+        range: Option<GetRange>,
+        if_match: Option<&str>,
+        gate: Gate<'_>,
+        sink: &(impl Fn(u64, &[u8]) + Sync),
+    ) -> Result<Streamed, Failed> {
+        let r = self.retrier(false);
+        let sent = r
+            .run(gate, "GET", key.as_ref(), || async {
+                let (r, version) = self.start_get(key, range.clone(), if_match).await?;
+                let mut body = r.into_stream();
+                let mut len = 0u64;
+                // Bounded by the body's length: each piece is a part of it.
+                while let Some(piece) = body.next().await {
+                    let piece = piece?;
+                    sink(len, &piece);
+                    len += piece.len() as u64;
+                    add(&self.counters.get_bytes, piece.len() as u64);
+                }
+                Ok(Streamed { len, version })
+            })
+            .await?;
+        Ok(sent.value)
+    }
+
+    /// One attempt of a GET, up to its headers: the answer (its body still to come) and the
+    /// object's version.
+    async fn start_get(
+        &self,
+        key: &Path,
+        range: Option<GetRange>,
+        if_match: Option<&str>,
+    ) -> object_store::Result<(object_store::GetResult, Option<Version>)> {
+        add(&self.counters.gets, 1);
+        let opts = GetOptions::new().with_range(range).with_if_match(if_match);
+        let r = self.store.get_opts(key, opts).await?;
+        let version = Version::from_meta(&r.meta);
+        Ok((r, version))
     }
 
     /// The version of `key`, without its body.

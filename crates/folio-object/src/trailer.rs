@@ -98,28 +98,37 @@ pub(crate) enum Bad {
 
 /// Checks a whole chunk object and returns its data part.
 pub(crate) fn open(object: &[u8]) -> Result<(&[u8], Trailer), Bad> {
-    let t = read(object).ok_or_else(|| {
-        Bad::Format(format!(
-            "an object of {} bytes without Folio's chunk trailer",
-            object.len()
-        ))
-    })?;
-    let data = &object[..object.len() - CHUNK_TRAILER_LEN as usize];
-    if data.len() != t.data_len as usize {
+    let tail = object.len().saturating_sub(CHUNK_TRAILER_LEN as usize);
+    let data = &object[..tail];
+    let t = check(object.len() as u64, &object[tail..], crc32c(data))?;
+    Ok((data, t))
+}
+
+/// Checks a whole chunk object of `len` bytes from its last (up to 32) bytes `tail` and the
+/// CRC32C `found` of everything before them: for objects streamed rather than held whole.
+pub(crate) fn check(len: u64, tail: &[u8], found: u32) -> Result<Trailer, Bad> {
+    let t = (len >= CHUNK_TRAILER_LEN)
+        .then(|| read(tail))
+        .flatten()
+        .ok_or_else(|| {
+            Bad::Format(format!(
+                "an object of {len} bytes without Folio's chunk trailer"
+            ))
+        })?;
+    let data_len = len - CHUNK_TRAILER_LEN;
+    if data_len != u64::from(t.data_len) {
         return Err(Bad::Format(format!(
-            "the trailer says {} bytes of data, the object holds {}",
-            t.data_len,
-            data.len()
+            "the trailer says {} bytes of data, the object holds {data_len}",
+            t.data_len
         )));
     }
-    let found = crc32c(data);
     if found != t.crc {
         return Err(Bad::Checksum {
             stored: t.crc,
             found,
         });
     }
-    Ok((data, t))
+    Ok(t)
 }
 
 /// A random 64-bit number (a writer id, an image id), from the standard library's per-process
