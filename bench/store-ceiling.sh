@@ -9,24 +9,9 @@ FOLIO=${FOLIO:-$ROOT/target/release/folio}
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=(); for _ in 1 2 3 4 5 6 7 8 9; do P+=("$(port)"); done
-S3="http://127.0.0.1:${P[6]}"; BUCKET=ceiling
-mkdir -p "$work/weed"
-setsid weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 \
-  -master.port="${P[0]}" -master.port.grpc="${P[1]}" -volume.port="${P[2]}" \
-  -volume.port.grpc="${P[3]}" -filer.port="${P[4]}" -filer.port.grpc="${P[5]}" \
-  -s3.port="${P[6]}" -s3.port.grpc="${P[7]}" -metricsPort="${P[8]}" -s3.port.iceberg=0 \
-  -s3.port.lance=0 -master.telemetry=false -volume.max=64 -master.volumeSizeLimitMB=256 \
-  >"$work/weed.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 240); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$S3/$BUCKET" || true)
-  [ "$code" = 200 ] || [ "$code" = 409 ] && \
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary x "$S3/$BUCKET/probe")" = 200 ] && break
-  sleep 0.5
-done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+BUCKET=ceiling
+# shellcheck source=bench/weed.sh
+source "$ROOT/bench/weed.sh"
 head -c $((1024 << 20)) /dev/urandom >"$work/src.raw"
 "$FOLIO" image import "$work/src.raw" "s3://$BUCKET/img" --endpoint "$S3" --chunk-size 1MiB 2>/dev/null
 rm "$work/src.raw"
