@@ -495,4 +495,23 @@ mod tests {
             Err(Bad::Checksum { .. })
         ));
     }
+
+    /// A whole object's body that runs on past the object Folio knows (a store that ignores
+    /// `If-Match` on GET, and the chunk grown behind Folio's back), in pieces that start past
+    /// its end: counted, so the length check refuses the read, never a panic on the trailer's
+    /// buffer, and the trailer kept aside is the object's.
+    #[test]
+    fn a_streamed_body_longer_than_the_object_is_counted_not_a_panic() {
+        let object = seal(vec![5u8; 8192], WriteId { writer: 1, seq: 1 });
+        let mut frames: Vec<FrameMut> = (0..2).map(|_| FrameMut::alloc(4096).unwrap()).collect();
+        let mut fill = Fill::new(&mut frames, 4096, 8192, true);
+        fill.put(0, &object);
+        let mut at = object.len() as u64;
+        for piece in [&[1u8; 10][..], &[2u8; 100], &[], &[3u8; 4096]] {
+            fill.put(at, piece);
+            at += piece.len() as u64;
+        }
+        assert_eq!(fill.received, object.len() as u64 + 4206);
+        assert_eq!(&fill.tail[..fill.tail_len], &object[8192..]);
+    }
 }
