@@ -405,12 +405,16 @@ impl<'f> Fill<'f> {
             bytes = &bytes[n..];
             pos += n as u64;
         }
-        if self.whole && !bytes.is_empty() {
-            let t = (pos - self.data_len) as usize;
-            let room = self.tail.len().saturating_sub(t);
-            let n = bytes.len().min(room);
-            self.tail[t..t + n].copy_from_slice(&bytes[..n]);
-            self.tail_len = self.tail_len.max(t + n);
+        if self.whole && !bytes.is_empty() && pos >= self.data_len {
+            // The trailer's bytes go aside. Bytes past it (a body longer than the object, which
+            // the length check then refuses) are only counted: a piece may start anywhere past
+            // the trailer's end.
+            let t = usize::try_from(pos - self.data_len).unwrap_or(usize::MAX);
+            if let Some(room) = self.tail.get_mut(t..) {
+                let n = bytes.len().min(room.len());
+                room[..n].copy_from_slice(&bytes[..n]);
+                self.tail_len = self.tail_len.max(t + n);
+            }
         }
     }
 
