@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{object, opts, KIB};
+use common::{object, opts, take, transient, KIB};
 
 use std::fmt;
 use std::ops::Range;
@@ -39,18 +39,6 @@ struct Pieces {
     inner: Arc<InMemory>,
     ignore_if_match: AtomicBool,
     cut_gets: AtomicU32,
-}
-
-fn transient() -> folio_object::object_store::Error {
-    folio_object::object_store::Error::Generic {
-        store: "Pieces",
-        source: "connection reset mid-body (injected)".into(),
-    }
-}
-
-fn take(n: &AtomicU32) -> bool {
-    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
-        .is_ok()
 }
 
 fn in_pieces(body: &Bytes) -> impl Iterator<Item = OsResult<Bytes>> + '_ {
@@ -96,7 +84,7 @@ impl ObjectStore for Pieces {
             if location.as_ref().contains("/chunks/") && take(&self.cut_gets) {
                 let garbage = Bytes::from(vec![0xee; body.len() / 2]);
                 let mut p: Vec<_> = in_pieces(&garbage).collect();
-                p.push(Err(transient()));
+                p.push(Err(transient("connection reset mid-body (injected)")));
                 p
             } else {
                 in_pieces(&body).collect()
