@@ -187,11 +187,18 @@ pub fn object(store: &InMemory, key: &Path) -> Option<Vec<u8>> {
     }
 }
 
-fn transient(why: &'static str) -> Error {
+/// A transient failure (what a 5xx or a dropped connection looks like), retried by the backend.
+pub fn transient(why: &'static str) -> Error {
     Error::Generic {
         store: "Hooked",
         source: why.into(),
     }
+}
+
+/// Takes one from `n` if it is not zero: true if it did (a one-shot fault armed `n` times).
+pub fn take(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
 }
 
 fn conflict(path: &Path) -> Error {
