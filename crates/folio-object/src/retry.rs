@@ -184,16 +184,7 @@ pub(crate) fn transient(e: &object_store::Error) -> bool {
 /// status code: 503 Slow Down" and the like): the store answered, so it is up even though the
 /// request failed. Timeouts and connection errors carry no status.
 pub(crate) fn server_answered(e: &object_store::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    // Bounded: error chains are short; at most 8 links are looked at.
-    for _ in 0..8 {
-        let Some(s) = source else { break };
-        if s.to_string().contains("status code: ") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    chain_says(e, "status code: ")
 }
 
 /// True for S3's `409 ConditionalRequestConflict`: another conditional write of the same key
@@ -204,11 +195,17 @@ pub(crate) fn conflict(e: &object_store::Error) -> bool {
     if !matches!(e, object_store::Error::AlreadyExists { .. }) {
         return false;
     }
+    chain_says(e, "409 Conflict")
+}
+
+/// True if the text of `e` or of one of its sources contains `needle` (object_store keeps the
+/// HTTP status only in its sources' text).
+fn chain_says(e: &object_store::Error, needle: &str) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     // Bounded: error chains are short; at most 8 links are looked at.
     for _ in 0..8 {
         let Some(s) = source else { break };
-        if s.to_string().contains("409 Conflict") {
+        if s.to_string().contains(needle) {
             return true;
         }
         source = s.source();
