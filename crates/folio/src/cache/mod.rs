@@ -19,7 +19,6 @@ use crate::engine::{checked_end, in_file, prefetch, Engine, Fill, Probe};
 use crate::error::{Error, Result};
 use crate::page::{FrameMeta, PageState};
 use crate::page_no::PageNo;
-use crate::policy::FrameId;
 use crate::readahead::Advice;
 use crate::stats::Stats;
 use crate::sync::Ordering;
@@ -475,7 +474,7 @@ impl PageCache {
         frames * std::mem::size_of::<FrameMeta>()
             + s.index.bytes()
             + frames * s.policy.metadata_bytes_per_page()
-            + frames * std::mem::size_of::<FrameId>()
+            + s.free.lock().bytes()
             + frames * Writeback::BYTES_PER_PAGE
             + frames * crate::backend::Region::LENT_BYTES_PER_SLOT
     }

@@ -65,6 +65,7 @@
 mod errseq;
 mod fence;
 mod flush;
+mod free;
 mod hold;
 mod io;
 mod load;
@@ -107,7 +108,7 @@ pub(crate) struct Engine {
     pub(crate) frames: Box<[FrameMeta]>,
     pub(crate) region: Arc<Region>,
     pub(crate) index: PageIndex,
-    pub(crate) free: Mutex<Vec<FrameId>>,
+    pub(crate) free: Mutex<free::FreeFrames>,
     pub(crate) policy: Box<dyn EvictionPolicy>,
     pub(crate) len: AtomicU64,
     /// Serialises changes of the length (extending writes, resize) and the backend length

@@ -26,7 +26,6 @@ use crate::config::CacheConfig;
 use crate::error::{ConfigError, Error, Result};
 use crate::index::PageIndex;
 use crate::page::FrameMeta;
-use crate::policy::FrameId;
 use crate::readahead::Readahead;
 use crate::stats::Counters;
 use crate::sync::{AtomicBool, AtomicU64, Mutex};
@@ -75,7 +74,7 @@ impl Engine {
             frames: (0..frames).map(|_| FrameMeta::default()).collect(),
             region,
             index: PageIndex::new(frames),
-            free: Mutex::new((0..frames as FrameId).rev().collect()),
+            free: Mutex::new(super::free::FreeFrames::full(frames)),
             policy: config.policy.build(frames),
             size_lock: Mutex::new(()),
             truncate_pending: AtomicBool::new(false),

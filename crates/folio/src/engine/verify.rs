@@ -29,10 +29,14 @@ impl Engine {
                 bad.push(s);
             }
         };
-        let free: Vec<FrameId> = self.free.lock().clone();
-        let free_set: HashSet<FrameId> = free.iter().copied().collect();
-        if free_set.len() != free.len() {
-            report("a frame is on the free list twice".into());
+        let (free_set, doubles): (HashSet<FrameId>, usize) = {
+            let free = self.free.lock();
+            (free.iter().collect(), free.doubles())
+        };
+        if doubles != 0 {
+            report(format!(
+                "a free frame was put on the free list again ({doubles} times)"
+            ));
         }
         let quarantined: HashSet<FrameId> = self.quarantined.lock().iter().copied().collect();
         let g = self.index.lock();
