@@ -1,17 +1,18 @@
 //! Miss ratios of policies on every trace of `testdata/traces` at 1/5/10/20/50% of the distinct
 //! keys, beside libCacheSim's best row: `cargo run --release -p folio-traces --example policy_grid -- [TRACE,..]
 //! [POLICY,..]` (defaults: every trace; the default policy and wtinylfu-adaptive). A policy is a
-//! `PolicyKind` name or `s3fifo@SHARE`, S3-FIFO with a small queue of SHARE (0.02) of the frames.
-//! Also prints, per cell, the best of the rows asked for (the adaptive default's ceiling:
-//! `all s3fifo@0.02,s3fifo@0.05,s3fifo@0.1,s3fifo@0.25`). Runs on all cores, one (policy,
-//! trace, size) per task.
+//! `PolicyKind` name, `s3fifo@SHARE` (S3-FIFO with a small queue of SHARE, e.g. 0.02, of the
+//! frames) or `s3fifo-freq@SHARE` (the same with frequency admission to main). Also prints, per
+//! cell, the best of the rows asked for (the adaptive default's ceiling:
+//! `all s3fifo@0.02,s3fifo@0.05,s3fifo@0.1,s3fifo@0.25,s3fifo-freq@0.02,s3fifo-freq@0.05`). Runs
+//! on all cores, one (policy, trace, size) per task.
 
 #[path = "../tests/traces/mod.rs"]
 mod traces;
 
 use std::sync::Mutex;
 
-use folio_o3::policy::{EvictionPolicy, S3Fifo, S3FifoParams};
+use folio_o3::policy::{EvictionPolicy, MainAdmission, S3Fifo, S3FifoParams};
 use folio_o3::sim;
 use folio_o3::PolicyKind;
 
@@ -19,13 +20,16 @@ use folio_o3::PolicyKind;
 #[derive(Clone, Copy)]
 enum Row {
     Kind(PolicyKind),
-    Share(f64),
+    Share(f64, MainAdmission),
 }
 
 impl Row {
     fn parse(s: &str) -> Row {
-        match s.strip_prefix("s3fifo@") {
-            Some(share) => Row::Share(share.parse().expect("share")),
+        if let Some(share) = s.strip_prefix("s3fifo@") {
+            return Row::Share(share.parse().expect("share"), MainAdmission::Threshold);
+        }
+        match s.strip_prefix("s3fifo-freq@") {
+            Some(share) => Row::Share(share.parse().expect("share"), MainAdmission::Frequency),
             None => Row::Kind(s.parse().expect("policy")),
         }
     }
@@ -33,9 +37,10 @@ impl Row {
     fn build(self, size: usize) -> Box<dyn EvictionPolicy> {
         match self {
             Row::Kind(kind) => kind.build(size),
-            Row::Share(small_ratio) => {
+            Row::Share(small_ratio, admission) => {
                 let params = S3FifoParams {
                     small_ratio,
+                    admission,
                     ..S3FifoParams::default()
                 };
                 Box::new(S3Fifo::with_params(size, params, "s3fifo@share"))
@@ -46,7 +51,8 @@ impl Row {
     fn name(self) -> String {
         match self {
             Row::Kind(kind) => kind.name().to_string(),
-            Row::Share(share) => format!("s3fifo@{share}"),
+            Row::Share(share, MainAdmission::Threshold) => format!("s3fifo@{share}"),
+            Row::Share(share, _) => format!("s3fifo-freq@{share}"),
         }
     }
 }

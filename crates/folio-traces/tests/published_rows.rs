@@ -31,14 +31,14 @@ fn assert_pinned(kind: PolicyKind, trace: &str, want: [f64; 5]) {
 
 /// The default policy's row on each trace, as the README prints it.
 const DEFAULT_ROWS: [(&str, [f64; 5]); 5] = [
-    ("cloudphysics", [0.8935, 0.8612, 0.8149, 0.7322, 0.4368]),
+    ("cloudphysics", [0.8937, 0.8612, 0.8149, 0.7245, 0.4527]),
     ("arc_oltp", [0.5337, 0.3743, 0.3181, 0.2727, 0.2244]),
-    ("arc_p6", [0.9405, 0.6800, 0.4236, 0.1580, 0.0777]),
+    ("arc_p6", [0.9426, 0.6574, 0.3504, 0.1581, 0.0777]),
     (
         "cloudphysics_w106",
-        [0.1877, 0.1210, 0.0773, 0.0668, 0.0543],
+        [0.1864, 0.1120, 0.0782, 0.0689, 0.0543],
     ),
-    ("lirs_multi3", [0.8504, 0.6344, 0.5171, 0.4375, 0.2827]),
+    ("lirs_multi3", [0.8502, 0.6344, 0.5171, 0.4375, 0.2809]),
 ];
 
 /// The fixed S3-FIFO with a 5% small queue, the default before the adaptive one, as the
@@ -55,8 +55,9 @@ const S3FIFO5_ROWS: [(&str, [f64; 5]); 5] = [
 ];
 
 /// Cells (trace, size index) where the README says the default is NOT within 0.01 of the best
-/// libCacheSim row: the target is missed there.
-const MISSED: [(&str, usize); 1] = [("arc_p6", 2)];
+/// libCacheSim row: the target is missed there (none since frequency admission joined the
+/// candidates; ARC P6 at 10% was missed before).
+const MISSED: [(&str, usize); 0] = [];
 
 #[test]
 fn the_default_is_the_adaptive_s3fifo() {
@@ -78,7 +79,7 @@ fn the_default_beats_the_previous_default() {
             theirs_met += (row5[i] <= best[i] + 0.01) as usize;
         }
     }
-    assert_eq!((ours_met, theirs_met), (24, 20));
+    assert_eq!((ours_met, theirs_met), (25, 20));
     assert!(ours < theirs, "mean {ours:.4} against {theirs:.4}");
 }
 

@@ -49,7 +49,7 @@ pub use clock::Clock;
 pub use fifo::Fifo;
 pub use lirs::Lirs;
 pub use lru::Lru;
-pub use s3fifo::{S3Fifo, S3FifoParams};
+pub use s3fifo::{MainAdmission, S3Fifo, S3FifoParams};
 pub use sieve::Sieve;
 pub use twoq::TwoQ;
 pub use wtinylfu::{WTinyLfu, WTinyLfuParams};
@@ -144,24 +144,26 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
 /// The policies Folio ships, by name.
 ///
 /// # The default
-/// [`PolicyKind::S3FifoAdaptive`]: S3-FIFO (promotion threshold 2, ghost 90%) whose small
-/// queue's share (2, 5, 10 or 25% of the frames) is chosen online: four shadow S3-FIFOs, one
-/// per share, replay a spatial sample of the keys (SHARDS) and the live small queue takes the
-/// share of the shadow with the fewest recent misses ([`S3Fifo::adaptive`]). Why (the
-/// measurements and their limits are in [`s3fifo`] and `docs/eviction.md`):
+/// [`PolicyKind::S3FifoAdaptive`]: S3-FIFO (promotion threshold 2, ghost 90%) whose setting is
+/// chosen online among six: a small queue of 2, 5, 10 or 25% of the frames, or of 2 or 5% with a
+/// TinyLFU frequency test in front of main. Six shadow S3-FIFOs, one per setting, replay a
+/// spatial sample of the keys (SHARDS) and the live S3-FIFO takes the setting of the shadow with
+/// the fewest recent misses ([`S3Fifo::adaptive`]). Why (the measurements and their limits are
+/// in [`s3fifo`] and `docs/eviction.md`):
 /// * over five real traces of four workload classes at five sizes each it is within 0.01 of the
-///   best libCacheSim row in 24 of the 25 cells (the fixed 5% share, the default before it: 20)
-///   and has the lowest mean miss ratio of every design measured (0.4388; the fixed 5% share
-///   0.4434, libCacheSim's best classic policy there, S3-FIFO at 10%, 0.4448). The cell it
-///   misses (ARC P6 at 10%) wants frequency admission (W-TinyLFU), which no share gives;
+///   best libCacheSim row in all 25 cells (the fixed 5% share, the default before it: 20; the
+///   four shares without frequency admission: 24) and has the lowest mean miss ratio of every
+///   design measured (0.4351; the fixed 5% share 0.4434, libCacheSim's best classic policy
+///   there, S3-FIFO at 10%, 0.4448);
 /// * it is scan-resistant: new pages enter the small queue; a scan of never-seen pages passes
 ///   through it and the ghost without touching the main queue (`tests/scan_resistance.rs`);
 /// * its hits are a relaxed atomic byte increment with no lock (a page in the sample also
 ///   appends its frame to a striped hit buffer, no locked instruction; the sample is 1% of the
 ///   keys at 16,000 frames and above, more below: 160 frames' worth per shadow, every key at
 ///   160 frames or fewer), and its eviction is FIFO
-///   work; 23 bytes of metadata per page at scale (the shadows: 1.6), a fixed 26 KiB for the
-///   shadows below 16,000 frames.
+///   work (the frequency sketch learns of hits when eviction spends a frame's hit counter); 25
+///   bytes of metadata per page at scale (the sketch: 2, the shadows: 2.2), a fixed 38 KiB or so
+///   for the shadows below 16,000 frames.
 ///
 /// The fixed shares are here as [`PolicyKind::S3Fifo5`] (the previous default), `S3Fifo` and
 /// `S3Fifo25`. W-TinyLFU ([`WTinyLfu`], Caffeine's adaptive design included) and LIRS
@@ -191,8 +193,8 @@ pub enum PolicyKind {
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
     TwoQ,
-    /// S3-FIFO whose small queue's share is chosen online by shadow simulations on a sample of
-    /// the keys ([`S3Fifo::adaptive`]): Folio's default.
+    /// S3-FIFO whose small queue's share and admission to main are chosen online by shadow
+    /// simulations on a sample of the keys ([`S3Fifo::adaptive`]): Folio's default.
     #[default]
     S3FifoAdaptive,
     /// Caffeine's W-TinyLFU, fixed 1% window ([`WTinyLfu::caffeine`]).

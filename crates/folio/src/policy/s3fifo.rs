@@ -33,14 +33,20 @@
 //! it is, which scans (P6) and loops (multi3) reward; the ghost brings back what re-references
 //! soon. What a fixed share cannot do (the cells missed, see `docs/eviction.md`): a block trace
 //! with write-then-read pairs far apart (CloudPhysics at 50%) wants 25%, and P6 at 10% wants
-//! frequency admission (W-TinyLFU: 0.35 against 0.44). Adapting the share by hill climbing followed
+//! frequency admission (W-TinyLFU: 0.36 against 0.44). Adapting the share by hill climbing followed
 //! noise on traces of 8 to 80 cache-fulls (worse than fixed). [`S3Fifo::adaptive`]
-//! (`s3fifo-adaptive`, Folio's default) runs small shadow S3-FIFOs of four shares on a sample of
-//! the keys (SHARDS: C. Waldspurger et al., FAST 2015) and sets the live share to the winner's,
-//! which costs no migration since only the queue targets move: 24 of the 25 cells, mean 0.4388
+//! (`s3fifo-adaptive`, Folio's default) runs small shadow S3-FIFOs of six settings (four shares,
+//! and two with frequency admission, below) on a sample of the keys (SHARDS: C. Waldspurger et
+//! al., FAST 2015) and gives the live S3-FIFO the winner's setting, which costs no migration
+//! since only the queue targets and the admission rule change: all 25 cells, mean 0.4351
 //! (`s3fifo/adaptive.rs` has the design and the figures). The author's other suggestion for block
 //! I/O, a 1-hit threshold, was measured and rejected: promoting on one re-reference lets
 //! write-then-read pairs pollute main (CloudPhysics: 0.9004 at 1%, worse than LRU).
+//!
+//! # Frequency admission
+//! An option ([`MainAdmission::Frequency`], `s3fifo/frequency.rs`): a page that S3-FIFO's rule
+//! sends to main enters it only if a count-min sketch has seen its key more often than main's
+//! next victim (TinyLFU's test). The adaptive flavour offers it as a candidate.
 //!
 //! A candidate the cache refuses (pinned) is treated as in use: a refused small page moves to
 //! main, a refused main page is reinserted at main's head. Each call examines at most
@@ -69,13 +75,15 @@
 //! Metadata per frame: 1 counter byte and 1 byte of queue tag and generation side by side, 4
 //! bytes of fingerprint, about 4.6 bytes of queue entries and chunk links, and the ghost at 0.9
 //! entries per frame and about 11.2 bytes per entry (10.1 per frame): 21 bytes per page in all
-//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations). The adaptive
-//! flavour adds its shadows and hit buffers: 1.6 bytes per page at scale.
+//! (rounded up; `metadata_bytes_per_page` adds up the actual allocations). Frequency admission
+//! adds the sketch, 2 bytes per page; the adaptive flavour keeps the sketch and adds its shadows
+//! and hit buffers: 25 bytes per page at scale in all.
 //!
 //! When not to use it: workloads whose reuse distance is mostly between 10% and 100% of the cache
 //! *and* that are not re-referenced quickly (loops slightly larger than small+ghost), where a
 //! plain LRU/CLOCK keeps more; frequency-skewed workloads with long reuse distances, where
-//! W-TinyLFU admits better (P6 at 5-10%); and tiny caches (the 5% queue is one frame below 40).
+//! frequency admission (or W-TinyLFU) admits better (P6 at 5-10%); and tiny caches (the 5% queue
+//! is one frame below 40).
 //!
 //! Its unit tests, with the list model they check the queues against, are in `s3fifo/tests.rs`.
 
@@ -86,9 +94,10 @@ use crate::sync::{Mutex, MutexGuard};
 use super::ghost::{fingerprint, Ghost};
 use super::hitbuf::HitBuffers;
 use super::queues::{ChunkPool, Queue};
+use super::sketch::CountMin4;
 use super::{Admission, EvictionPolicy, FrameId, PageKey};
 
-use adaptive::Chooser;
+use adaptive::{Candidate, Chooser};
 
 /// Queue tags (the low two bits of a frame's state byte).
 const NONE: u8 = 0;
@@ -117,6 +126,8 @@ pub struct S3FifoParams {
     pub ghost_ratio: f64,
     /// Hits in the small queue needed to move to main (libCacheSim: 2).
     pub move_to_main_threshold: u8,
+    /// Which of the pages sent to main enter it (S3-FIFO as published: all).
+    pub admission: MainAdmission,
 }
 
 impl Default for S3FifoParams {
@@ -125,6 +136,7 @@ impl Default for S3FifoParams {
             small_ratio: 0.10,
             ghost_ratio: 0.90,
             move_to_main_threshold: 2,
+            admission: MainAdmission::Threshold,
         }
     }
 }
@@ -165,6 +177,14 @@ struct Inner {
     gen_bits: u32,
     /// The adaptive flavour's chooser of the small queue's share (`s3fifo/adaptive.rs`).
     chooser: Option<Box<Chooser>>,
+    /// Recent frequencies of the keys (misses, and hits as their counts are spent), with
+    /// [`MainAdmission::Frequency`] or a chooser that may choose it.
+    sketch: Option<CountMin4>,
+    /// Who enters main now (the chooser may change it).
+    admission: MainAdmission,
+    /// Main's next victim, found (popped, its frame still in main) by an admission test; the
+    /// next pop of main takes it first.
+    peeked: Option<u32>,
 }
 
 impl S3Fifo {
@@ -218,6 +238,16 @@ impl S3Fifo {
         let small_cap = ((capacity as f64 * params.small_ratio) as usize).clamp(1, capacity.max(1));
         let ghost_cap = (capacity as f64 * params.ghost_ratio) as usize;
         let frame_bits = usize::BITS - (capacity.max(2) - 1).leading_zeros();
+        // A chooser may switch frequency admission on: the sketch must know the past by then.
+        let sketch =
+            (params.admission == MainAdmission::Frequency || chooser.is_some()).then(|| {
+                CountMin4::new(
+                    capacity,
+                    SKETCH_COUNTERS_PER_FRAME,
+                    SKETCH_PERIOD_PER_FRAME,
+                    0,
+                )
+            });
         S3Fifo {
             name,
             frames: (0..capacity).map(|_| FrameBits::default()).collect(),
@@ -236,6 +266,9 @@ impl S3Fifo {
                 has_evicted: false,
                 gen_bits: GEN_BITS_MAX.min(32 - frame_bits),
                 chooser,
+                sketch,
+                admission: params.admission,
+                peeked: None,
             }),
         }
     }
@@ -255,7 +288,7 @@ impl S3Fifo {
         let Some(chooser) = chooser.as_deref_mut() else {
             return;
         };
-        let mut share = None;
+        let mut setting = None;
         hits.drain(|frame| {
             // The frame may hold another page by now, or none: count the hit only if it holds
             // a page whose key is in the sample (the page hit, or one that came in since;
@@ -266,11 +299,11 @@ impl S3Fifo {
             };
             let fp = fp[frame as usize];
             if f.state.load(Ordering::Relaxed) & QUEUE != NONE && chooser.is_sampled(fp) {
-                share = chooser.access(fp).or(share);
+                setting = chooser.access(fp).or(setting);
             }
         });
-        if let Some(share) = share {
-            inner.set_small_share(self.capacity(), share);
+        if let Some(setting) = setting {
+            inner.set(self.capacity(), setting);
         }
     }
 
@@ -297,104 +330,6 @@ impl S3Fifo {
         self.inner.lock().small_cap
     }
 
-    fn state(&self, frame: FrameId) -> u8 {
-        self.frames[frame as usize].state.load(Ordering::Relaxed)
-    }
-
-    fn set_state(&self, frame: FrameId, state: u8) {
-        self.frames[frame as usize]
-            .state
-            .store(state, Ordering::Relaxed);
-    }
-
-    /// Puts `frame` (in no queue) into queue `q` with a new entry under a new generation, which
-    /// makes any entry the frame still has from an earlier page stale.
-    fn enqueue(&self, inner: &mut Inner, frame: FrameId, q: u8) {
-        let gen_mask = (1u8 << inner.gen_bits) - 1;
-        let gen = ((self.state(frame) >> GEN_SHIFT) + 1) & gen_mask;
-        self.set_state(frame, q | gen << GEN_SHIFT);
-        inner.len[q as usize] += 1;
-        self.push_entry(inner, (frame << inner.gen_bits) | gen as u32, q);
-    }
-
-    /// Appends `entry` to queue `q`, compacting the queues first if the pool is out of chunks.
-    fn push_entry(&self, inner: &mut Inner, entry: u32, q: u8) {
-        if !inner.pool.try_push(&mut inner.queues[q as usize], entry) {
-            self.compact(inner);
-            let pushed = inner.pool.try_push(&mut inner.queues[q as usize], entry);
-            assert!(pushed, "S3-FIFO queue pool exhausted after compaction");
-        }
-    }
-
-    /// The frame of `entry` if the entry is its live place in queue `q`.
-    #[inline]
-    fn live_entry(&self, gen_bits: u32, entry: u32, q: u8) -> Option<FrameId> {
-        let frame = entry >> gen_bits;
-        let gen_mask = (1u8 << gen_bits) - 1;
-        let s = self.state(frame);
-        (s & QUEUE == q && (s >> GEN_SHIFT) & gen_mask == entry as u8 & gen_mask).then_some(frame)
-    }
-
-    /// Pops the oldest live entry of queue `q` (dropping stale ones before it) and its frame,
-    /// which still counts as in `q`.
-    #[inline]
-    fn pop_live(&self, inner: &mut Inner, q: u8) -> Option<(u32, FrameId)> {
-        let gen_bits = inner.gen_bits;
-        while let Some(entry) = inner.pool.pop(&mut inner.queues[q as usize]) {
-            if let Some(frame) = self.live_entry(gen_bits, entry, q) {
-                return Some((entry, frame));
-            }
-        }
-        None
-    }
-
-    /// Moves a frame whose entry was just popped from `from` to the newest end of `to`, with the
-    /// same entry (its generation is unchanged: it has no other live entry).
-    fn requeue(&self, inner: &mut Inner, entry: u32, frame: FrameId, from: u8, to: u8) {
-        if from != to {
-            let s = self.state(frame);
-            self.set_state(frame, (s & !QUEUE) | to);
-            inner.len[from as usize] -= 1;
-            inner.len[to as usize] += 1;
-        }
-        self.push_entry(inner, entry, to);
-    }
-
-    /// Takes `frame` out of its queue, if any: its entry becomes stale.
-    fn unlink(&self, inner: &mut Inner, frame: FrameId) {
-        let s = self.state(frame);
-        let q = s & QUEUE;
-        if q != NONE {
-            inner.len[q as usize] -= 1;
-            self.set_state(frame, s & !QUEUE);
-        }
-    }
-
-    /// Drops every stale entry (and all but the oldest of any entries a wrapped generation made
-    /// look live), so that the queues hold exactly their live pages. O(frames).
-    fn compact(&self, inner: &mut Inner) {
-        let gen_bits = inner.gen_bits;
-        for q in [SMALL, MAIN] {
-            let mut queue = inner.queues[q as usize];
-            inner.pool.retain(&mut queue, |entry| {
-                match self.live_entry(gen_bits, entry, q) {
-                    Some(frame) if self.state(frame) & SEEN == 0 => {
-                        self.set_state(frame, self.state(frame) | SEEN);
-                        true
-                    }
-                    _ => false,
-                }
-            });
-            inner.queues[q as usize] = queue;
-            // One entry per live page, except the page being pushed (counted, not yet queued).
-            debug_assert!(queue.len() + 1 >= inner.len[q as usize]);
-            debug_assert!(queue.len() <= inner.len[q as usize]);
-        }
-        for f in self.frames.iter() {
-            f.state.fetch_and(!SEEN, Ordering::Relaxed);
-        }
-    }
-
     fn insert_locked(&self, inner: &mut Inner, frame: FrameId, fp: u32, admission: Admission) {
         if frame as usize >= self.frames.len() {
             return;
@@ -405,9 +340,14 @@ impl S3Fifo {
         self.frames[frame as usize]
             .freq
             .store(if sampled { SAMPLED } else { 0 }, Ordering::Relaxed);
+        if admission == Admission::Demand {
+            if let Some(sketch) = &mut inner.sketch {
+                sketch.increment(fp);
+            }
+        }
         let to_main = match admission {
             Admission::Demand => {
-                inner.ghost.remove(fp)
+                (inner.ghost.remove(fp) && self.admits(inner, fp))
                     || (!inner.has_evicted && inner.len[SMALL as usize] >= inner.small_cap)
             }
             // Speculative pages are unproven: they always start in the small queue.
@@ -415,9 +355,9 @@ impl S3Fifo {
         };
         self.enqueue(inner, frame, if to_main { MAIN } else { SMALL });
         if sampled && admission == Admission::Demand {
-            let share = inner.chooser.as_deref_mut().and_then(|c| c.access(fp));
-            if let Some(share) = share {
-                inner.set_small_share(self.capacity(), share);
+            let setting = inner.chooser.as_deref_mut().and_then(|c| c.access(fp));
+            if let Some(setting) = setting {
+                inner.set(self.capacity(), setting);
             }
         }
     }
@@ -441,6 +381,9 @@ impl S3Fifo {
                 let v = f.load(Ordering::Relaxed);
                 if v & COUNT >= 1 {
                     f.store(v - 1, Ordering::Relaxed);
+                    if let Some(sketch) = &mut inner.sketch {
+                        sketch.increment(inner.fp[cand as usize]);
+                    }
                 } else if claim(cand) {
                     self.unlink(inner, cand);
                     return Some(cand);
@@ -454,7 +397,12 @@ impl S3Fifo {
                     .expect("the small queue holds its live pages");
                 let f = &self.frames[cand as usize].freq;
                 let v = f.load(Ordering::Relaxed);
-                if v & COUNT < self.threshold && claim(cand) {
+                let fp = inner.fp[cand as usize];
+                if let Some(sketch) = &mut inner.sketch {
+                    sketch.increment_by(fp, (v & COUNT) as u32);
+                }
+                let evict = v & COUNT < self.threshold || !self.admits(inner, fp);
+                if evict && claim(cand) {
                     self.unlink(inner, cand);
                     inner.ghost.insert(inner.fp[cand as usize]);
                     return Some(cand);
@@ -473,9 +421,16 @@ impl Inner {
         self.len[SMALL as usize] + self.len[MAIN as usize]
     }
 
-    /// Gives the small queue `share` of the `capacity` frames from now on. Nothing moves: the
-    /// evictions that follow take from the queue over its new target.
-    fn set_small_share(&mut self, capacity: usize, share: f64) {
+    /// Takes the chooser's `setting` from now on: the small queue's share of the `capacity`
+    /// frames, and who enters main. Nothing moves: the evictions that follow take from the
+    /// queue over its new target.
+    fn set(&mut self, capacity: usize, setting: Candidate) {
+        debug_assert!(
+            setting.admission == MainAdmission::Threshold || self.sketch.is_some(),
+            "frequency admission without a sketch"
+        );
+        self.admission = setting.admission;
+        let share = setting.share;
         self.small_cap = ((capacity as f64 * share) as usize).clamp(1, capacity.max(1));
         self.main_cap = capacity.saturating_sub(self.small_cap);
     }
@@ -550,6 +505,7 @@ impl EvictionPolicy for S3Fifo {
             + std::mem::size_of_val(&*inner.fp)
             + inner.pool.bytes()
             + inner.ghost.bytes()
+            + inner.sketch.as_ref().map_or(0, |s| s.bytes())
             + inner.chooser.as_ref().map_or(0, |c| c.bytes())
             + self.sampled_hits.as_ref().map_or(0, |h| h.bytes());
         bytes.div_ceil(self.capacity().max(1))
@@ -558,6 +514,13 @@ impl EvictionPolicy for S3Fifo {
 
 // The adaptive flavour's chooser and its shadows (a child file: the two reach each other).
 mod adaptive;
+// The queue entries: generations, lazy removal, compaction.
+mod entries;
+// Frequency admission to main.
+mod frequency;
+
+pub use frequency::MainAdmission;
+use frequency::{SKETCH_COUNTERS_PER_FRAME, SKETCH_PERIOD_PER_FRAME};
 
 // The model-checking build's mutex needs a shuttle test: these run on std's only.
 #[cfg(all(test, not(folio_model)))]

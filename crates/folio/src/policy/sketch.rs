@@ -164,24 +164,36 @@ impl CountMin4 {
     /// Counts one occurrence of `fp`.
     #[inline]
     pub(crate) fn increment(&mut self, fp: u32) {
-        if let Some(d) = &mut self.doorkeeper {
-            if !d.put(fp) {
-                return;
-            }
+        self.increment_by(fp, 1);
+    }
+
+    /// Counts `n` occurrences of `fp` (as `n` calls of [`increment`](Self::increment), hashing
+    /// once).
+    #[inline]
+    pub(crate) fn increment_by(&mut self, fp: u32, n: u32) {
+        if n == 0 {
+            return;
         }
         let (block, cells) = self.cells(fp);
-        let b = &mut self.table[block];
-        let mut added = false;
-        for (w, shift) in cells {
-            if (b[w] >> shift) & 15 != 15 {
-                b[w] += 1 << shift;
-                added = true;
+        for _ in 0..n {
+            if let Some(d) = &mut self.doorkeeper {
+                if !d.put(fp) {
+                    continue;
+                }
             }
-        }
-        if added {
-            self.additions += 1;
-            if self.additions >= self.period {
-                self.reset();
+            let b = &mut self.table[block];
+            let mut added = false;
+            for (w, shift) in cells {
+                if (b[w] >> shift) & 15 != 15 {
+                    b[w] += 1 << shift;
+                    added = true;
+                }
+            }
+            if added {
+                self.additions += 1;
+                if self.additions >= self.period {
+                    self.reset();
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Unit tests of S3-FIFO (`s3fifo.rs`): the queues and the ghost against a list model of the
-//! policy as first written.
+//! Unit tests of S3-FIFO (`s3fifo.rs`): the queues, the ghost and frequency admission against a
+//! list model of the policy as first written.
 
 use std::collections::VecDeque;
 
@@ -19,6 +19,8 @@ struct Model {
     main_cap: usize,
     threshold: u8,
     has_evicted: bool,
+    /// With [`MainAdmission::Frequency`]: the same sketch, fed the same accesses.
+    sketch: Option<CountMin4>,
 }
 
 impl Model {
@@ -35,7 +37,41 @@ impl Model {
             main_cap: capacity.saturating_sub(small_cap),
             threshold: params.move_to_main_threshold,
             has_evicted: false,
+            sketch: (params.admission == MainAdmission::Frequency).then(|| {
+                CountMin4::new(
+                    capacity,
+                    SKETCH_COUNTERS_PER_FRAME,
+                    SKETCH_PERIOD_PER_FRAME,
+                    0,
+                )
+            }),
         }
+    }
+
+    /// Frequency admission as first written: main's victim is found by running its clock and
+    /// stays at main's front.
+    fn admits(&mut self, fp: u32) -> bool {
+        let Some(sketch) = &mut self.sketch else {
+            return true;
+        };
+        if self.main.len() < self.main_cap {
+            return true;
+        }
+        for _ in 0..FREQ_MAX as usize * self.main.len() + 1 {
+            let Some(&victim) = self.main.front() else {
+                return true;
+            };
+            let v = self.freq[victim as usize];
+            if v >= 1 {
+                self.freq[victim as usize] = v - 1;
+                sketch.increment(self.fp[victim as usize]);
+                self.main.pop_front();
+                self.main.push_back(victim);
+                continue;
+            }
+            return sketch.frequency(fp) > sketch.frequency(self.fp[victim as usize]);
+        }
+        true
     }
 
     fn unlink(&mut self, frame: FrameId) {
@@ -47,11 +83,15 @@ impl Model {
         self.unlink(frame);
         self.fp[frame as usize] = fp;
         self.freq[frame as usize] = 0;
+        if let Some(sketch) = &mut self.sketch {
+            sketch.increment(fp);
+        }
         let in_ghost = self.ghost.iter().position(|&g| g == fp);
         if let Some(i) = in_ghost {
             self.ghost.remove(i);
         }
-        if in_ghost.is_some() || (!self.has_evicted && self.small.len() >= self.small_cap) {
+        let admitted = in_ghost.is_some() && self.admits(fp);
+        if admitted || (!self.has_evicted && self.small.len() >= self.small_cap) {
             self.main.push_back(frame);
         } else {
             self.small.push_back(frame);
@@ -69,6 +109,9 @@ impl Model {
                 let v = self.freq[cand as usize];
                 if v >= 1 {
                     self.freq[cand as usize] = v.min(FREQ_MAX) - 1;
+                    if let Some(sketch) = &mut self.sketch {
+                        sketch.increment(self.fp[cand as usize]);
+                    }
                 } else if claim(cand) {
                     return Some(cand);
                 } else {
@@ -77,8 +120,14 @@ impl Model {
                 self.main.push_back(cand);
             } else {
                 let cand = self.small.pop_front().unwrap();
-                if self.freq[cand as usize] < self.threshold && claim(cand) {
-                    let fp = self.fp[cand as usize];
+                let (v, fp) = (self.freq[cand as usize], self.fp[cand as usize]);
+                if let Some(sketch) = &mut self.sketch {
+                    for _ in 0..v {
+                        sketch.increment(fp);
+                    }
+                }
+                let evict = v < self.threshold || !self.admits(fp);
+                if evict && claim(cand) {
                     if self.ghost_cap > 0 && !self.ghost.contains(&fp) {
                         if self.ghost.len() == self.ghost_cap {
                             self.ghost.pop_front();
@@ -99,11 +148,21 @@ impl Model {
 /// compaction), re-insertions into frames still queued, and refused (pinned) candidates.
 #[test]
 fn matches_the_list_model() {
-    for (capacity, keys, small_ratio) in
-        [(1, 3, 0.1), (4, 12, 0.25), (10, 40, 0.1), (64, 200, 0.25)]
-    {
+    use MainAdmission::{Frequency, Threshold};
+    for (capacity, keys, small_ratio, admission) in [
+        (1, 3, 0.1, Threshold),
+        (4, 12, 0.25, Threshold),
+        (10, 40, 0.1, Threshold),
+        (64, 200, 0.25, Threshold),
+        (1, 3, 0.1, Frequency),
+        (4, 12, 0.25, Frequency),
+        (10, 40, 0.1, Frequency),
+        (64, 200, 0.05, Frequency),
+        (64, 100, 0.25, Frequency),
+    ] {
         let params = S3FifoParams {
             small_ratio,
+            admission,
             ..S3FifoParams::default()
         };
         let p = S3Fifo::with_params(capacity, params, "test");
@@ -164,4 +223,75 @@ fn matches_the_list_model() {
             );
         }
     }
+}
+
+/// Replays `keys` as the live cache does (free frames in order, then victims); the miss ratio.
+pub(super) fn miss_ratio(p: &S3Fifo, keys: impl Iterator<Item = u64>) -> f64 {
+    let mut frame_of = std::collections::HashMap::new();
+    let mut page_of = Vec::new();
+    let (mut misses, mut accesses) = (0u64, 0u64);
+    for k in keys {
+        accesses += 1;
+        if let Some(&f) = frame_of.get(&k) {
+            p.on_hit(f);
+            continue;
+        }
+        misses += 1;
+        let f = if page_of.len() < p.capacity() {
+            page_of.push(k);
+            (page_of.len() - 1) as FrameId
+        } else {
+            let v = p.choose_victim(&mut |_| true).expect("a victim");
+            frame_of.remove(&std::mem::replace(&mut page_of[v as usize], k));
+            v
+        };
+        frame_of.insert(k, f);
+        p.on_insert(f, k, Admission::Demand);
+    }
+    misses as f64 / accesses.max(1) as f64
+}
+
+/// A hot set of 30% of the cache (a third of the accesses, at random) beside a loop over 120%
+/// of it: the best a cache can do is keep the hot set and a fixed part of the loop (miss ratio
+/// about 0.28). S3-FIFO's ghost admits every loop page that comes back soon enough to main,
+/// where the loop pages push each other out; with frequency admission a loop page enters main
+/// only if it has been seen more often than main's victim, so main keeps a part of the loop.
+pub(super) fn hot_set_beside_a_loop(cap: u64, accesses: u64) -> impl Iterator<Item = u64> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut i = 0u64;
+    (0..accesses).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 3 == 0 {
+            (x >> 8) % (3 * cap / 10)
+        } else {
+            i += 1;
+            (1 << 40) + i % (12 * cap / 10)
+        }
+    })
+}
+
+#[test]
+fn frequency_admission_keeps_a_part_of_a_loop_beside_a_hot_set() {
+    let cap = 1000;
+    let ratio = |admission| {
+        let params = S3FifoParams {
+            small_ratio: 0.02,
+            admission,
+            ..S3FifoParams::default()
+        };
+        miss_ratio(
+            &S3Fifo::with_params(cap, params, "test"),
+            hot_set_beside_a_loop(cap as u64, 150_000),
+        )
+    };
+    let (threshold, frequency) = (
+        ratio(MainAdmission::Threshold),
+        ratio(MainAdmission::Frequency),
+    );
+    assert!(
+        frequency < 0.33 && threshold > 0.40,
+        "miss ratios: threshold {threshold:.4}, frequency {frequency:.4}"
+    );
 }
