@@ -295,3 +295,91 @@ fn frequency_admission_keeps_a_part_of_a_loop_beside_a_hot_set() {
         "miss ratios: threshold {threshold:.4}, frequency {frequency:.4}"
     );
 }
+
+/// Review 7: the list model against the policy with the peeked main victim as the target of
+/// removals, pins, hits and re-insertions (the random test above reaches it only by chance).
+#[test]
+fn the_peeked_victim_removed_pinned_hit_or_reinserted_matches_the_list_model() {
+    let mut peeked_touched = [0usize; 4];
+    for (capacity, keys, small_ratio) in [(16, 40, 0.1), (64, 200, 0.05), (200, 500, 0.02)] {
+        let params = S3FifoParams {
+            small_ratio,
+            admission: MainAdmission::Frequency,
+            ..S3FifoParams::default()
+        };
+        let p = S3Fifo::with_params(capacity, params, "test");
+        let mut m = Model::new(capacity, params);
+        let mut page_of: Vec<Option<u64>> = vec![None; capacity];
+        let mut pinned = vec![false; capacity];
+        let mut x = capacity as u64 + 7;
+        let mut fresh = 1u64 << 40;
+        for step in 0..60_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (x >> 33) as usize;
+            let peeked = {
+                let i = p.inner.lock();
+                i.peeked.and_then(|e| p.live_entry(i.gen_bits, e, MAIN))
+            };
+            if let (Some(f), true) = (peeked, (x >> 20) % 4 == 0) {
+                let what = (x >> 24) as usize % 4;
+                peeked_touched[what] += 1;
+                match what {
+                    0 => {
+                        page_of[f as usize] = None;
+                        p.on_remove(f);
+                        m.unlink(f);
+                    }
+                    1 => pinned[f as usize] ^= true,
+                    2 => {
+                        p.on_hit(f);
+                        let v = &mut m.freq[f as usize];
+                        *v = (*v + 1).min(FREQ_MAX);
+                    }
+                    _ => {
+                        fresh += 1;
+                        page_of[f as usize] = Some(fresh);
+                        p.on_insert(f, fresh, Admission::Demand);
+                        m.insert(f, fingerprint(fresh));
+                    }
+                }
+            } else {
+                let key = (r % keys) as u64;
+                if let Some(f) = page_of.iter().position(|&k| k == Some(key)) {
+                    p.on_hit(f as FrameId);
+                    let v = &mut m.freq[f];
+                    *v = (*v + 1).min(FREQ_MAX);
+                } else {
+                    let frame = match page_of.iter().position(|k| k.is_none()) {
+                        Some(f) => Some(f as FrameId),
+                        None => {
+                            let got = p.choose_victim(&mut |f| !pinned[f as usize]);
+                            let want = m.choose(&mut |f| !pinned[f as usize]);
+                            assert_eq!(got, want, "cap {capacity} step {step}");
+                            got
+                        }
+                    };
+                    if let Some(frame) = frame {
+                        page_of[frame as usize] = Some(key);
+                        p.on_insert(frame, key, Admission::Demand);
+                        m.insert(frame, fingerprint(key));
+                    }
+                }
+                if (x >> 28) % 8 == 0 {
+                    pinned[r % capacity] = false;
+                }
+            }
+            assert_eq!(
+                p.len(),
+                m.small.len() + m.main.len(),
+                "cap {capacity} step {step}"
+            );
+        }
+    }
+    eprintln!("peeked victim removed/pinned/hit/reinserted: {peeked_touched:?}");
+    assert!(
+        peeked_touched.iter().all(|&n| n > 100),
+        "{peeked_touched:?}"
+    );
+}
