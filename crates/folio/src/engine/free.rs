@@ -1,43 +1,53 @@
-//! The free frames: a set of frame ids in two levels of bitmaps, an eighth of a byte per frame
-//! (a stack of `u32` ids, as before, held four bytes per frame).
+//! The free frames: a set of frame ids in three levels of bitmaps, an eighth of a byte per
+//! frame (a stack of `u32` ids, as before, held four bytes per frame).
 //!
 //! Owns nothing but the bits; [`Engine::free`](super::Engine) wraps it in a mutex, and every
-//! method here runs under that mutex. Frames come out lowest id first: `pop` scans the summary
-//! (one bit per 64 frames) from a hint that is never above the lowest word with a free frame,
-//! so a pop reads O(1) words amortised (the hint only moves up past empty words, and a push
-//! below it moves it down). Nothing allocates after construction, nothing blocks.
+//! method here runs under that mutex. Frames come out lowest id first. Level 0 has a bit per
+//! frame, level 1 a bit per level-0 word (64 frames), level 2 a bit per level-1 word (4,096
+//! frames), so level 2 has one word per 262,144 frames. A pop scans level 2 from a hint that is
+//! never past the lowest word with a free frame (a push below it, or into an empty set, moves
+//! it there), then reads one word of each lower level: a handful of words for caches up to
+//! millions of frames, at most `frames / 2^18 + 2` for any. Nothing allocates after
+//! construction, nothing blocks.
 
 use crate::policy::FrameId;
+
+/// Levels of bitmaps: level 0 names frames, each level above names the words below it.
+const LEVELS: usize = 3;
 
 /// A set of free frame ids below a fixed bound. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct FreeFrames {
-    /// Bit `f % 64` of word `f / 64` is set while frame `f` is free.
-    words: Box<[u64]>,
-    /// Bit `w % 64` of word `w / 64` is set while `words[w]` is not zero.
-    summary: Box<[u64]>,
-    /// No word below this one has a free frame.
+    /// `levels[0]`: bit `f % 64` of word `f / 64` is set while frame `f` is free; `levels[i]`
+    /// for `i > 0`: bit `w % 64` of word `w / 64` is set while `levels[i - 1][w]` is not zero.
+    levels: [Box<[u64]>; LEVELS],
+    /// No word of the top level below this one has a bit set.
     hint: usize,
     len: usize,
     /// Pushes of a frame already free (a bug: reported by the invariant checker).
     doubles: usize,
+    /// Top-level words the last pop read (for tests).
+    #[cfg(test)]
+    scanned: usize,
 }
 
 impl FreeFrames {
     /// Frames `0 .. frames`, all free.
     pub(crate) fn full(frames: usize) -> FreeFrames {
-        let words = frames.div_ceil(64);
+        let l0 = frames.div_ceil(64);
+        let l1 = l0.div_ceil(64);
+        let l2 = l1.div_ceil(64);
         let mut set = FreeFrames {
-            words: vec![0; words].into_boxed_slice(),
-            summary: vec![0; words.div_ceil(64)].into_boxed_slice(),
+            levels: [l0, l1, l2].map(|n| vec![0u64; n].into_boxed_slice()),
             hint: 0,
             len: 0,
             doubles: 0,
+            #[cfg(test)]
+            scanned: 0,
         };
         for f in 0..frames {
             set.push(f as FrameId);
         }
-        set.hint = 0;
         set
     }
 
@@ -48,15 +58,29 @@ impl FreeFrames {
     /// Makes `f` free. A frame that was free already is counted in [`doubles`](Self::doubles)
     /// and stays free once.
     pub(crate) fn push(&mut self, f: FrameId) {
-        let (w, bit) = (f as usize / 64, 1u64 << (f % 64));
-        assert!(w < self.words.len(), "frame {f} is past the frame table");
-        if self.words[w] & bit != 0 {
+        let mut i = f as usize;
+        assert!(
+            i / 64 < self.levels[0].len(),
+            "frame {f} is past the frame table"
+        );
+        if self.levels[0][i / 64] & (1 << (i % 64)) != 0 {
             self.doubles += 1;
             return;
         }
-        self.words[w] |= bit;
-        self.summary[w / 64] |= 1 << (w % 64);
-        self.hint = self.hint.min(w);
+        for level in self.levels.iter_mut() {
+            let was = level[i / 64];
+            level[i / 64] = was | 1 << (i % 64);
+            i /= 64;
+            if was != 0 {
+                break; // the levels above already name this word
+            }
+        }
+        let top = f as usize >> (6 * LEVELS);
+        self.hint = if self.len == 0 {
+            top
+        } else {
+            self.hint.min(top)
+        };
         self.len += 1;
     }
 
@@ -65,22 +89,34 @@ impl FreeFrames {
         if self.len == 0 {
             return None;
         }
-        // Bounded by the summary's length: a set bit exists at or after the hint.
-        let mut s = self.hint / 64;
-        let mut bits = self.summary[s] & (u64::MAX << (self.hint % 64));
-        while bits == 0 {
-            s += 1;
-            bits = self.summary[s];
+        // Bounded by the top level's length: a set bit exists at or after the hint.
+        let top = &self.levels[LEVELS - 1];
+        let mut w = self.hint;
+        while top[w] == 0 {
+            w += 1;
         }
-        let w = s * 64 + bits.trailing_zeros() as usize;
-        let word = self.words[w];
-        debug_assert_ne!(word, 0, "the summary names an empty word");
-        let f = w * 64 + word.trailing_zeros() as usize;
-        self.words[w] = word & (word - 1);
-        if self.words[w] == 0 {
-            self.summary[s] &= !(1 << (w % 64));
+        #[cfg(test)]
+        {
+            self.scanned = w - self.hint + 1;
         }
         self.hint = w;
+        // Down the levels: the lowest set bit of each word names the word below.
+        let mut i = w;
+        for level in self.levels.iter().rev() {
+            let word = level[i];
+            debug_assert_ne!(word, 0, "an upper level names an empty word");
+            i = i * 64 + word.trailing_zeros() as usize;
+        }
+        let f = i;
+        // Clear the frame's bit, and each upper bit whose word became empty.
+        for level in self.levels.iter_mut() {
+            let word = &mut level[i / 64];
+            *word &= !(1 << (i % 64));
+            if *word != 0 {
+                break;
+            }
+            i /= 64;
+        }
         self.len -= 1;
         Some(f as FrameId)
     }
@@ -89,12 +125,12 @@ impl FreeFrames {
     #[cfg(test)]
     pub(crate) fn contains(&self, f: FrameId) -> bool {
         let w = f as usize / 64;
-        w < self.words.len() && self.words[w] & (1 << (f % 64)) != 0
+        w < self.levels[0].len() && self.levels[0][w] & (1 << (f % 64)) != 0
     }
 
     /// Every free frame, lowest first (for the invariant checker).
     pub(crate) fn iter(&self) -> impl Iterator<Item = FrameId> + '_ {
-        self.words.iter().enumerate().flat_map(|(w, &word)| {
+        self.levels[0].iter().enumerate().flat_map(|(w, &word)| {
             let mut bits = word;
             std::iter::from_fn(move || {
                 (bits != 0).then(|| {
@@ -113,7 +149,7 @@ impl FreeFrames {
 
     /// Bytes held (for the overhead figure).
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.words) + std::mem::size_of_val(&*self.summary)
+        self.levels.iter().map(|l| std::mem::size_of_val(&**l)).sum()
     }
 }
 
@@ -172,20 +208,22 @@ mod tests {
     /// free word below any hint, so the first push may put the hint at its own word.
     #[test]
     fn a_push_into_an_empty_set_moves_the_hint_to_it() {
-        let n = 1 << 20;
+        let n = 1 << 26;
         let mut set = FreeFrames::full(n);
         while set.pop().is_some() {}
-        // A frame at the bottom freed and taken again: the hint is at word 0, the set empty.
+        // A frame at the bottom freed and taken again: the set is empty.
         set.push(0);
         assert_eq!(set.pop(), Some(0));
+        // A frame at the top: the next pop reads one top-level word, not 256.
         let top = (n - 1) as FrameId;
         set.push(top);
-        assert_eq!(
-            set.hint,
-            top as usize / 64,
-            "the next pop scans the summary from word {}",
-            set.hint
-        );
         assert_eq!(set.pop(), Some(top));
+        assert_eq!(set.scanned, 1, "top-level words read");
+        // Several free frames far apart: each pop reads at most the words between them.
+        for f in [top, 5, 1 << 20] {
+            set.push(f);
+        }
+        let got: Vec<_> = std::iter::from_fn(|| set.pop().map(|f| (f, set.scanned))).collect();
+        assert_eq!(got, [(5, 1), (1 << 20, 5), (top, 252)]);
     }
 }
