@@ -149,7 +149,10 @@ impl FreeFrames {
 
     /// Bytes held (for the overhead figure).
     pub(crate) fn bytes(&self) -> usize {
-        self.levels.iter().map(|l| std::mem::size_of_val(&**l)).sum()
+        self.levels
+            .iter()
+            .map(|l| std::mem::size_of_val(&**l))
+            .sum()
     }
 }
 

@@ -193,6 +193,9 @@ pub enum PolicyKind {
     Arc,
     /// 2Q ([`TwoQ`]); locks on hits to its LRU queue.
     TwoQ,
+    /// S3-FIFO with a 5% small queue and TinyLFU frequency admission to main
+    /// ([`S3Fifo::frequency`]): one of the adaptive default's candidates, fixed.
+    S3FifoFreq,
     /// S3-FIFO whose small queue's share and admission to main are chosen online by shadow
     /// simulations on a sample of the keys ([`S3Fifo::adaptive`]): Folio's default.
     #[default]
@@ -218,6 +221,7 @@ impl PolicyKind {
         PolicyKind::S3Fifo,
         PolicyKind::S3Fifo25,
         PolicyKind::S3Fifo5,
+        PolicyKind::S3FifoFreq,
         PolicyKind::S3FifoAdaptive,
         PolicyKind::Arc,
         PolicyKind::TwoQ,
@@ -238,6 +242,7 @@ impl PolicyKind {
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
             PolicyKind::S3Fifo25 => Box::new(S3Fifo::small25(capacity)),
             PolicyKind::S3Fifo5 => Box::new(S3Fifo::folio_default(capacity)),
+            PolicyKind::S3FifoFreq => Box::new(S3Fifo::frequency(capacity)),
             PolicyKind::S3FifoAdaptive => Box::new(S3Fifo::adaptive(capacity)),
             PolicyKind::Arc => Box::new(Arc::new(capacity)),
             PolicyKind::TwoQ => Box::new(TwoQ::new(capacity)),
@@ -259,6 +264,7 @@ impl PolicyKind {
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::S3Fifo25 => "s3fifo25",
             PolicyKind::S3Fifo5 => "s3fifo5",
+            PolicyKind::S3FifoFreq => "s3fifo-freq",
             PolicyKind::S3FifoAdaptive => "s3fifo-adaptive",
             PolicyKind::Arc => "arc",
             PolicyKind::TwoQ => "twoq",

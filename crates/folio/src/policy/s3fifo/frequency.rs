@@ -11,8 +11,9 @@
 //! takes it first unless it was hit meanwhile. Main then keeps a stable part of a loop or scan a
 //! little larger than the cache beside its hot pages, where S3-FIFO's ghost lets the loop's pages
 //! push each other through main (ARC P6 at 10%: 0.345 with a 2% small queue against 0.422
-//! without). The sketch counts every miss and learns of hits only when eviction spends a frame's
-//! hit counter (at most 3 per pass), so the lock-free hit path is unchanged; a frequency it
+//! without). The sketch counts every demand miss (not readahead) and learns of hits only when
+//! eviction spends a frame's hit counter (at most 3 per pass), so the lock-free hit path is
+//! unchanged; a frequency it
 //! under-counts is that of a page hit more than three times per pass, which is no victim. It
 //! costs elsewhere (P6 at 20%, OLTP), so the adaptive flavour offers it as a candidate only.
 //!
