@@ -334,11 +334,6 @@ impl S3Fifo {
         }
     }
 
-    /// The fingerprint of the page in `frame` (the adaptive chooser's shadows key on it).
-    pub(crate) fn fingerprint_of(&self, frame: FrameId) -> u32 {
-        self.inner.lock().fp[frame as usize]
-    }
-
     /// The small queue's target, in frames.
     #[cfg(test)]
     pub(crate) fn small_cap(&self) -> usize {

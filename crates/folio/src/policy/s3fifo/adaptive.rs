@@ -169,26 +169,30 @@ impl Shadow {
         }
     }
 
-    /// One access to the sampled page of fingerprint `fp`; counts a miss.
-    fn access(&mut self, fp: u32) {
-        let key = fp as u64;
-        let shadow_fp = fingerprint(key);
+    /// One access to the sampled page whose key's fingerprint is `shadow_fp` (the fingerprint
+    /// of the live fingerprint: the shadows key on it); counts a miss.
+    fn access(&mut self, shadow_fp: u32) {
         if let Some(&frame) = self.frame_of.get(&shadow_fp) {
             self.policy.on_hit(frame);
             return;
         }
         self.misses += 1;
-        let frame = if self.used < self.policy.capacity() {
+        // The eviction and the insertion under one lock (the shadow is this chooser's alone, and
+        // it has no sampled hits to drain): a miss costs one uncontended lock, not three.
+        let policy = &self.policy;
+        let mut inner = policy.inner.lock();
+        let frame = if self.used < policy.capacity() {
             self.used += 1;
             (self.used - 1) as FrameId
         } else {
-            let Some(victim) = self.policy.choose_victim(&mut |_| true) else {
+            let Some(victim) = policy.choose_victim_locked(&mut inner, &mut |_| true) else {
                 return; // no frame at all
             };
-            self.frame_of.remove(&self.policy.fingerprint_of(victim));
+            self.frame_of.remove(&inner.fp[victim as usize]);
             victim
         };
-        self.policy.on_insert(frame, key, Admission::Demand);
+        policy.insert_locked(&mut inner, frame, shadow_fp, Admission::Demand);
+        drop(inner);
         self.frame_of.insert(shadow_fp, frame);
     }
 
@@ -267,8 +271,10 @@ impl Chooser {
     /// One demand access (hit or miss in the live cache) to the sampled page of fingerprint
     /// `fp`. Returns the live S3-FIFO's new setting when it changes.
     pub(crate) fn access(&mut self, fp: u32) -> Option<Candidate> {
+        // The shadows' own fingerprint of the key (as `S3Fifo::on_insert` would take it).
+        let shadow_fp = fingerprint(fp as u64);
         for s in self.shadows.iter_mut() {
-            s.access(fp);
+            s.access(shadow_fp);
         }
         self.window_accesses += 1;
         if self.window_accesses < self.window_len {
