@@ -96,6 +96,21 @@
 //! distinct hot keys for a sample of `rate` of them to be representative (the sample then
 //! misjudges, as SHARDS does at low rates); and workloads that change faster than a few
 //! cache-fulls, which the chooser follows late.
+//!
+//! A switch is not free, and the shadows do not see its cost: each shadow has run its setting
+//! from the start, while the live cache inherits a main queue built under the settings before.
+//! Frequency admission makes that matter, because it keeps main as it is unless a newcomer is
+//! seen more often than main's victim. Seen on a synthetic trace (a loop over 2.3 times a 10%
+//! cache beside random accesses to 8 times as many keys, `folio sim` on one key per line): a
+//! one-window detour to the 25% share emptied a fifth of main; back with frequency admission
+//! nothing qualified to refill it (the loop's pages are neither ghost hits nor hit twice in the
+//! small queue), so the small queue held that fifth and the live cache missed 0.767 where its
+//! shadow, and the fixed setting, missed 0.70 (0.887 against 0.856 at 5%; at 20% it was 0.389
+//! against s3fifo5's 0.570). Letting pages the small queue evicts refill main while
+//! main is under its target (with frequency admission only) mends that trace (0.704, 0.856)
+//! but costs CloudPhysics at 50%, where the chooser's late move to frequency admission is the
+//! wrong one and the larger small queue the switch leaves behind had been helping (0.4587
+//! against 0.4527, 0.014 behind libCacheSim's best): not done.
 
 use std::collections::HashMap;
 
