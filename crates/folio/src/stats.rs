@@ -18,6 +18,14 @@ pub struct Stats {
     pub misses: u64,
     /// Pages evicted to make room.
     pub evictions: u64,
+    /// Evicted pages that were still dirty, so the eviction path wrote them back itself: one
+    /// write of one page each, which the thread that needed the frame waited for (the
+    /// background write-back had not reached them). Failed attempts count too.
+    pub eviction_writebacks: u64,
+    /// Dirty pages the eviction path tried to write back after each of those victims
+    /// (write-behind: the dirty pages that follow it, up to one I/O's worth, which would be the
+    /// next victims; busy ones are skipped), again on the thread that needed the frame.
+    pub write_behind_pages: u64,
     /// Backend read calls.
     pub read_ios: u64,
     /// Backend write calls (a run of pages is one).
@@ -94,6 +102,8 @@ pub(crate) enum Counter {
     Hits,
     Misses,
     Evictions,
+    EvictionWritebacks,
+    WriteBehindPages,
     ReadIos,
     WritebackIos,
     WritebackPages,
@@ -105,7 +115,7 @@ pub(crate) enum Counter {
     WriteCalls,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 14;
 /// Stripes a thread can own outright; threads beyond this many at once share one more.
 const OWNED_STRIPES: usize = 64;
 /// The shared stripe, updated with atomic adds.

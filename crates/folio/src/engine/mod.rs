@@ -418,6 +418,8 @@ impl Engine {
             hits: c.get(Counter::Hits),
             misses: c.get(Counter::Misses),
             evictions: c.get(Counter::Evictions),
+            eviction_writebacks: c.get(Counter::EvictionWritebacks),
+            write_behind_pages: c.get(Counter::WriteBehindPages),
             read_ios: c.get(Counter::ReadIos),
             writeback_ios: c.get(Counter::WritebackIos),
             writeback_pages: c.get(Counter::WritebackPages),
