@@ -509,7 +509,8 @@ mod tests {
         };
         let (small, main) = lens(&p);
         assert_eq!(small + main, cap);
-        p.inner.lock().set_small_share(cap, 0.25);
+        p.set_small_share(&mut p.inner.lock(), 0.25);
+        assert_eq!(p.small_cap(), cap / 4);
         assert_eq!(lens(&p), (small, main), "a share change moved pages");
         let main_cap = cap - cap / 4;
         assert!(main > main_cap, "the test needs main over its new target");
