@@ -18,6 +18,14 @@ pub struct Stats {
     pub misses: u64,
     /// Pages evicted to make room.
     pub evictions: u64,
+    /// Evicted pages that were still dirty, so the eviction path wrote them back itself: one
+    /// write of one page each, which the thread that needed the frame waited for (the
+    /// background write-back had not reached them). Failed attempts count too.
+    pub eviction_writebacks: u64,
+    /// Dirty pages the eviction path tried to write back after each of those victims
+    /// (write-behind: the dirty pages that follow it, up to one I/O's worth, which would be the
+    /// next victims; busy ones are skipped), again on the thread that needed the frame.
+    pub write_behind_pages: u64,
     /// Backend read calls.
     pub read_ios: u64,
     /// Backend write calls (a run of pages is one).
@@ -52,8 +60,12 @@ pub struct Stats {
     pub flusher_rounds: u64,
     /// Setting: dirty pages at which writers are throttled.
     pub dirty_limit_pages: u64,
-    /// Setting: dirty pages over which the flusher starts writing back.
+    /// Setting: dirty pages over which the flusher starts writing back, at most.
     pub dirty_background_pages: u64,
+    /// Gauge: dirty pages over which the flusher starts writing back now: the setting, or
+    /// less while the free frames plus the policy's eviction window are fewer than twice it
+    /// (see [`dirty_background_percent`](crate::CacheConfig::dirty_background_percent)).
+    pub dirty_background_now_pages: u64,
     /// Frames taken out of use for good because a backend did not give back the buffer it was
     /// lent for a read (it may still write into it): see the `backend` module docs.
     pub quarantined_frames: u64,
@@ -94,6 +106,8 @@ pub(crate) enum Counter {
     Hits,
     Misses,
     Evictions,
+    EvictionWritebacks,
+    WriteBehindPages,
     ReadIos,
     WritebackIos,
     WritebackPages,
@@ -105,7 +119,7 @@ pub(crate) enum Counter {
     WriteCalls,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 14;
 /// Stripes a thread can own outright; threads beyond this many at once share one more.
 const OWNED_STRIPES: usize = 64;
 /// The shared stripe, updated with atomic adds.

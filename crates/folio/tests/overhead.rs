@@ -134,13 +134,22 @@ fn metadata_is_at_most_64_bytes_per_page() {
 
 /// Bytes per page that `policy` over `frames` allocates when built, and that it states
 /// (`metadata_bytes_per_page`). The policy object itself (a few hundred bytes) rides on top of
-/// the per-page figure: the check allows 1 KiB for it.
+/// the per-page figure: the check allows 1 KiB for it. The median of three builds: the test
+/// harness's own thread allocates when the previous test ends (its result, its captured
+/// output), which the lock does not serialise, and it landed in the first build's window now
+/// and then (LRU, 9.0 bytes "over" its 9).
 fn allocated_and_stated(policy: PolicyKind, frames: usize) -> (f64, f64, bool) {
-    let before = live();
-    let p = policy.build(frames);
-    let held = (live() - before) as f64 / frames as f64;
-    let stated = p.metadata_bytes_per_page() as f64;
-    drop(p);
+    let mut builds = [0f64; 3];
+    let mut stated = 0.0;
+    for held in builds.iter_mut() {
+        let before = live();
+        let p = policy.build(frames);
+        *held = (live() - before) as f64 / frames as f64;
+        stated = p.metadata_bytes_per_page() as f64;
+        drop(p);
+    }
+    builds.sort_by(f64::total_cmp);
+    let held = builds[1];
     println!("{policy} {frames}: allocates {held:.2} bytes per page, states {stated}");
     (held, stated, held <= stated + 1024.0 / frames as f64)
 }

@@ -219,15 +219,18 @@ impl Engine {
             kind(s) == VALID && s & DIRTY != 0 && s & WRITEBACK == 0
         });
         let (now, expire) = (wb.now_ticks(), wb.expire_ticks());
-        // Over the background threshold, or at the hard limit (they are equal, one page, in
-        // tiny caches): write the pages dirtied longest ago until half the threshold is left,
-        // as Linux writes the oldest first and stops below the threshold (the margin keeps a
-        // busy writer from getting a round per page). A page rewritten often stays dirty, so
-        // one write covers many of its rewrites. Expired pages are written in any case.
+        // Over the background threshold in force (lowered to half the eviction distance, so
+        // pages are written before they are evicted), or at the hard limit (they are equal,
+        // one page, in tiny caches): write the pages dirtied longest ago until half the
+        // threshold is left, as Linux writes the oldest first and stops below the threshold
+        // (the margin keeps a busy writer from getting a round per page). A page rewritten
+        // often stays dirty, so one write covers many of its rewrites. Expired pages are
+        // written in any case.
+        let background = wb.background_for(self.eviction_distance_pages());
         let d = self.dirty_now();
-        let over = d > wb.background_pages || d >= wb.limit_pages;
+        let over = d > background || d >= wb.limit_pages;
         let oldest = if over {
-            (d.saturating_sub(wb.background_pages / 2) as usize).min(dirty.len())
+            (d.saturating_sub(background / 2) as usize).min(dirty.len())
         } else {
             0
         };

@@ -123,6 +123,8 @@ impl Engine {
             kind(s) == VALID && s & DIRTY != 0 && s & WRITEBACK == 0
         });
         if !dirty.is_empty() {
+            self.counters
+                .add(Counter::WriteBehindPages, dirty.len() as u64);
             let _ = self.flush_list(&dirty, false);
         }
     }
@@ -150,6 +152,7 @@ impl Engine {
             return Ok(Victim::Fenced);
         }
         self.wb.in_flight_add(1);
+        self.counters.add(Counter::EvictionWritebacks, 1);
         let end = (key + 1) << self.page_shift;
         self.data_end.fetch_max(end, Ordering::AcqRel);
         let written = self.write_exclusive(key, held);

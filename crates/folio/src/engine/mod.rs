@@ -236,7 +236,11 @@ impl Engine {
                     .dirty_pages
                     .fetch_add(1, Ordering::AcqRel)
                     .wrapping_add(1);
-                self.wb.after_dirtied(crate::writeback::clamp_count(n));
+                self.wb.after_dirtied(
+                    crate::writeback::clamp_count(n),
+                    self.policy.eviction_window() as u64,
+                    || self.free.lock().len() as u64,
+                );
             }
             DirtyCount::Restored => {
                 self.dirty_pages.fetch_add(1, Ordering::AcqRel);
@@ -419,6 +423,8 @@ impl Engine {
             hits: c.get(Counter::Hits),
             misses: c.get(Counter::Misses),
             evictions: c.get(Counter::Evictions),
+            eviction_writebacks: c.get(Counter::EvictionWritebacks),
+            write_behind_pages: c.get(Counter::WriteBehindPages),
             read_ios: c.get(Counter::ReadIos),
             writeback_ios: c.get(Counter::WritebackIos),
             writeback_pages: c.get(Counter::WritebackPages),
@@ -436,7 +442,16 @@ impl Engine {
             ..Stats::default()
         };
         self.wb.fill_stats(&mut st);
+        st.dirty_background_now_pages = self.wb.background_for(self.eviction_distance_pages());
         st
+    }
+
+    /// Pages that may come in, at the least, before a page dirtied now can be evicted: the
+    /// free frames, then the policy's eviction window. The flusher starts under half of it
+    /// (`Writeback::background_for`).
+    pub(crate) fn eviction_distance_pages(&self) -> u64 {
+        let free = self.free.lock().len() as u64;
+        free.saturating_add(self.policy.eviction_window() as u64)
     }
 }
 

@@ -136,6 +136,18 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
         Some(victim)
     }
 
+    /// The policy's eviction window: how many pages may come in, at the least, between a page's
+    /// insertion and its eviction when nothing hits it (while no frame is free). The cache's
+    /// background write-back starts early enough for a page dirtied once to be written before it
+    /// gets that far (see `writeback.rs`), so that the thread needing a frame does not write the
+    /// victim itself. Read on every clean-to-dirty transition: an atomic load at most, never a
+    /// lock. The default, the capacity, is right for policies that evict a page only after every
+    /// page inserted before it (FIFO, CLOCK, LRU, SIEVE under a stream of new pages); S3-FIFO
+    /// returns its small queue's target, 2Q its `Kin`.
+    fn eviction_window(&self) -> usize {
+        self.capacity()
+    }
+
     /// Upper bound on the policy's metadata per frame of capacity, in bytes (including ghost
     /// entries, amortised), for the memory overhead figure.
     fn metadata_bytes_per_page(&self) -> usize;

@@ -87,7 +87,7 @@
 //!
 //! Its unit tests, with the list model they check the queues against, are in `s3fifo/tests.rs`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::sync::{Mutex, MutexGuard};
 
@@ -157,6 +157,10 @@ pub struct S3Fifo {
     threshold: u8,
     /// Hits on sampled frames, for the chooser (adaptive flavour only).
     sampled_hits: Option<HitBuffers>,
+    /// `Inner::small_cap`, mirrored for [`eviction_window`](EvictionPolicy::eviction_window)
+    /// without the lock: stored under the lock whenever the target changes, read relaxed (any
+    /// recent target will do: it only moves when the write-back starts).
+    small_cap_mirror: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -269,6 +273,7 @@ impl S3Fifo {
             threshold: params.move_to_main_threshold.clamp(1, FREQ_MAX),
             // Only sampled hits: buffers for the shadows' size are plenty.
             sampled_hits: chooser.as_ref().map(|c| HitBuffers::new(c.shadow_frames())),
+            small_cap_mirror: AtomicUsize::new(small_cap),
             inner: Mutex::new(Inner {
                 // Room for every frame plus 1/32 of stale entries between compactions.
                 pool: ChunkPool::new(ChunkPool::chunks_for(capacity + capacity / 32, 2)),
@@ -318,7 +323,7 @@ impl S3Fifo {
             }
         });
         if let Some(setting) = setting {
-            inner.set(self.capacity(), setting);
+            self.set_setting(inner, setting);
         }
     }
 
@@ -334,10 +339,20 @@ impl S3Fifo {
         }
     }
 
+    /// Takes the chooser's `setting` from now on (see `Inner::set`), and mirrors the small
+    /// queue's new target for [`eviction_window`](EvictionPolicy::eviction_window).
+    fn set_setting(&self, inner: &mut Inner, setting: Candidate) {
+        inner.set(self.capacity(), setting);
+        self.small_cap_mirror
+            .store(inner.small_cap, Ordering::Relaxed);
+    }
+
     /// The small queue's target, in frames.
     #[cfg(test)]
     pub(crate) fn small_cap(&self) -> usize {
-        self.inner.lock().small_cap
+        let small_cap = self.inner.lock().small_cap;
+        assert_eq!(self.eviction_window(), small_cap, "the mirror follows");
+        small_cap
     }
 
     fn insert_locked(&self, inner: &mut Inner, frame: FrameId, fp: u32, admission: Admission) {
@@ -367,7 +382,7 @@ impl S3Fifo {
         if sampled && admission == Admission::Demand {
             let setting = inner.chooser.as_deref_mut().and_then(|c| c.access(fp));
             if let Some(setting) = setting {
-                inner.set(self.capacity(), setting);
+                self.set_setting(inner, setting);
             }
         }
     }
@@ -457,6 +472,12 @@ impl EvictionPolicy for S3Fifo {
 
     fn len(&self) -> usize {
         self.lock().live()
+    }
+
+    /// New pages enter the small queue and are evicted from it, unless hit, once it is over its
+    /// target: the small queue's target (2 to 25% of the frames; the adaptive chooser moves it).
+    fn eviction_window(&self) -> usize {
+        self.small_cap_mirror.load(Ordering::Relaxed)
     }
 
     fn contains(&self, frame: FrameId) -> bool {

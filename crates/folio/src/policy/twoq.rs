@@ -150,6 +150,11 @@ impl EvictionPolicy for TwoQ {
         self.capacity
     }
 
+    /// A page enters A1in and leaves it when more than `Kin` pages are there.
+    fn eviction_window(&self) -> usize {
+        self.kin
+    }
+
     fn len(&self) -> usize {
         let inner = self.inner.lock();
         inner.a1in.len + inner.am.len
