@@ -49,23 +49,28 @@
 //! # Ahead of eviction
 //! A page evicted while dirty is written by the thread that needed its frame: one page, waited
 //! for, then the dirty pages after it (`write_behind`), at one I/O in flight instead of the
-//! flusher's queue depth. The policy says how many pages may come in, at the least, before a
-//! page inserted now is evicted: its
+//! flusher's queue depth. The policy says roughly how many pages may come in before a page
+//! inserted now is evicted if nothing hits it: its
 //! [`eviction_window`](crate::EvictionPolicy::eviction_window) (S3-FIFO: its small queue, 2 to
-//! 25% of the frames as the adaptive chooser moves it; 2Q: `Kin`; the others: every frame).
-//! Add the free frames and that is the eviction distance; the threshold in force is the
-//! configured one or half the distance, whichever is lower (at least one page), so the pages
-//! of a stream are written by the flusher, oldest first, before they reach the eviction point.
-//! (With the 5% small queue and the 10% threshold every victim of a sequential writer was
-//! dirty and the writer did about three quarters of the write-back itself: 0.5-0.7x fio.)
-//! The configured value stays the upper bound; the hard limit does not move. The cost: a
-//! workload that rewrites a set of pages larger than half the window, in a full cache, has
-//! them written more often than the configured threshold alone would (the data must reach the
-//! backend by the next sync or expiry anyway), and the flusher runs more, smaller rounds (each
-//! walks the frame table once). A writer reads the window (an atomic load) at each
-//! clean-to-dirty transition, and the free count (a lock) only when the dirty count is over the
-//! full cache's threshold; rounds compute it once. Nothing here changes what is durable when:
-//! only when the background write-back starts.
+//! 25% of the frames as the adaptive chooser moves it; 2Q: `Kin`; W-TinyLFU: its window; LIRS:
+//! its resident-HIR queue; FIFO, CLOCK, LRU, SIEVE, ARC: every frame). Add the free frames and
+//! that is the eviction distance. **While eviction meets dirty victims** (each one renews a
+//! one-second pressure, and wakes the flusher), the threshold in force is the configured one
+//! or half the distance, whichever is lower (at least one page), so the pages of a stream are
+//! written by the flusher, oldest first, before they reach the eviction point. (With the 5%
+//! small queue and the 10% threshold every victim of a sequential writer was dirty and the
+//! writer did about three quarters of the write-back itself: 0.5-0.7x fio.) Without dirty
+//! victims the configured threshold holds: a hot set rewritten in a full cache, under the
+//! configured share, is not written back on every pass (it was, when the lowered threshold
+//! applied whenever the cache was full: review 8, `tests/review8.rs`). The cost under
+//! pressure: a workload that both streams and rewrites has its rewritten pages written more
+//! often than the configured threshold alone would (the data must reach the backend by the
+//! next sync or expiry anyway), and the flusher runs more, smaller rounds (each walks the
+//! frame table once); each lapse of the pressure may cost a few dirty victims again. A writer
+//! reads a flag (and, under pressure, the window: an atomic load) at each clean-to-dirty
+//! transition, and the free count (a lock) only when the dirty count is over the full cache's
+//! threshold; rounds compute it once. Nothing here changes what is durable when: only when the
+//! background write-back starts.
 //!
 //! Per frame the flusher needs the time the page was dirtied: a parallel array of `AtomicU32`
 //! ticks of 10 ms since the cache was created (4 bytes per page; compared with wrapping
@@ -218,7 +223,15 @@ pub(crate) struct Writeback {
     pub(crate) throttled_ns: AtomicU64,
     pub(crate) throttle_waits: AtomicU64,
     pub(crate) rounds: AtomicU64,
+    /// Set while eviction has recently met a dirty victim: the threshold in force is then
+    /// lowered to keep ahead of eviction ("Ahead of eviction" in the module docs).
+    pressured: AtomicBool,
+    /// The tick at which `pressured` lapses unless another dirty victim renews it.
+    pressure_until_ticks: AtomicU32,
 }
+
+/// How long a dirty victim keeps the threshold lowered: 1 s of ticks.
+const PRESSURE_TICKS: u32 = (1000 / TICK.as_millis()) as u32;
 
 fn percent_of(frames: usize, percent: u8) -> u64 {
     ((frames as u64 * percent as u64) / 100).max(1)
@@ -240,6 +253,8 @@ impl Writeback {
             throttled_ns: AtomicU64::new(0),
             throttle_waits: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
+            pressured: AtomicBool::new(false),
+            pressure_until_ticks: AtomicU32::new(0),
         }
     }
 
@@ -260,7 +275,36 @@ impl Writeback {
     /// the configured one, or half the distance if that is lower (at least one page). See
     /// "Ahead of eviction" in the module docs.
     pub(crate) fn background_for(&self, distance_pages: u64) -> u64 {
+        if !self.pressured.load(Ordering::Relaxed) {
+            return self.background_pages;
+        }
         self.background_pages.min((distance_pages / 2).max(1))
+    }
+
+    /// Hook: the eviction path met a dirty victim (it writes it itself): lower the threshold
+    /// in force for the next [`PRESSURE_TICKS`] and wake the flusher to get ahead.
+    pub(crate) fn dirty_victim(&self) {
+        self.pressure_until_ticks.store(
+            self.now_ticks().wrapping_add(PRESSURE_TICKS),
+            Ordering::Relaxed,
+        );
+        if !self.pressured.swap(true, Ordering::Relaxed) && self.ctl.running.load(Ordering::Relaxed)
+        {
+            self.kick();
+        }
+    }
+
+    /// Hook: a flusher round starts; the lowered threshold lapses once no dirty victim has
+    /// been met for [`PRESSURE_TICKS`] (a round runs at least every interval, so it lapses at
+    /// most one interval late).
+    pub(crate) fn round_started(&self) {
+        if self.pressured.load(Ordering::Relaxed) {
+            let until = self.pressure_until_ticks.load(Ordering::Relaxed);
+            // Wrapping comparison: the ticks wrap after about 1.4 years.
+            if self.now_ticks().wrapping_sub(until) as i32 >= 0 {
+                self.pressured.store(false, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Hook: the dirty count is now `dirty`; kick the flusher if that is over the background

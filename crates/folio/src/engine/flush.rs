@@ -214,6 +214,7 @@ impl Engine {
     pub(crate) fn writeback_round(&self) -> bool {
         let wb = &self.wb;
         wb.rounds.fetch_add(1, Ordering::Relaxed);
+        wb.round_started();
         let errors_before = self.errseq.count();
         let mut dirty = self.resident(0..u64::MAX, |s| {
             kind(s) == VALID && s & DIRTY != 0 && s & WRITEBACK == 0

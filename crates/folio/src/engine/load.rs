@@ -153,6 +153,7 @@ impl Engine {
         }
         self.wb.in_flight_add(1);
         self.counters.add(Counter::EvictionWritebacks, 1);
+        self.wb.dirty_victim();
         let end = (key + 1) << self.page_shift;
         self.data_end.fetch_max(end, Ordering::AcqRel);
         let written = self.write_exclusive(key, held);

@@ -168,6 +168,11 @@ struct Inner {
     pending: VecDeque<FrameId>,
 }
 
+/// The resident HIR queue's limit for a cache of `capacity` frames: 1% of them, at least one.
+fn hirs_limit(capacity: usize) -> usize {
+    ((0.01 * capacity as f64) as usize).max(1)
+}
+
 impl Lirs {
     /// LIRS over `capacity` frames with libCacheSim's 1% HIR share.
     pub fn new(capacity: usize) -> Lirs {
@@ -175,7 +180,7 @@ impl Lirs {
             capacity < (NIL as usize) / 4,
             "LIRS manages fewer than 2^30 frames"
         );
-        let hirs_limit = ((0.01 * capacity as f64) as usize).max(1);
+        let hirs_limit = hirs_limit(capacity);
         Lirs {
             capacity,
             hits: HitBuffers::new(capacity),
@@ -504,6 +509,12 @@ impl EvictionPolicy for Lirs {
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// A new page is a resident HIR page and leaves with the HIR queue's oldest once more than
+    /// its limit (1% of the frames, fixed) are there, unless hit first.
+    fn eviction_window(&self) -> usize {
+        hirs_limit(self.capacity)
     }
 
     fn len(&self) -> usize {

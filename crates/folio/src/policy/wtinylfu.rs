@@ -62,6 +62,8 @@
 //! size: two flavours of one policy share its lists, eviction and buffers (Caffeine's, and
 //! libCacheSim's kept to reproduce its rows); splitting them would duplicate that core.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::sync::{Mutex, MutexGuard};
 
 use super::climber::Climber;
@@ -125,6 +127,9 @@ pub struct WTinyLfu {
     name: &'static str,
     capacity: usize,
     hits: HitBuffers,
+    /// `Inner::window_max`, copied after each eviction or insertion (the climber moves it) for
+    /// [`eviction_window`](EvictionPolicy::eviction_window), read without the lock.
+    window_mirror: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -229,6 +234,7 @@ impl WTinyLfu {
             name,
             capacity,
             hits: HitBuffers::new(capacity),
+            window_mirror: AtomicUsize::new(window_max),
             inner: Mutex::new(Inner {
                 links: Links::new(capacity),
                 lists: [List::new(); 4],
@@ -258,6 +264,12 @@ impl WTinyLfu {
 
     fn drain(&self, inner: &mut Inner) {
         self.hits.drain(|f| inner.hit(f));
+    }
+
+    /// Copies the window's target for `eviction_window` (under the lock).
+    fn mirror_window(&self, inner: &Inner) {
+        self.window_mirror
+            .store(inner.window_max, Ordering::Relaxed);
     }
 
     /// The window's current share of the frames (for tests and reports).
@@ -643,7 +655,9 @@ impl EvictionPolicy for WTinyLfu {
     }
 
     fn on_insert(&self, frame: FrameId, page: PageKey, admission: Admission) {
-        self.lock().insert(frame, page, admission);
+        let mut inner = self.lock();
+        inner.insert(frame, page, admission);
+        self.mirror_window(&inner);
     }
 
     fn on_remove(&self, frame: FrameId) {
@@ -654,7 +668,16 @@ impl EvictionPolicy for WTinyLfu {
     }
 
     fn choose_victim(&self, claim: &mut dyn FnMut(FrameId) -> bool) -> Option<FrameId> {
-        self.lock().choose(claim)
+        let mut inner = self.lock();
+        let victim = inner.choose(claim);
+        self.mirror_window(&inner);
+        victim
+    }
+
+    /// A new page enters the window and, unless hit, leaves it once more than the window's
+    /// target are there, to lose the admission test against main's victim (a stream's pages do).
+    fn eviction_window(&self) -> usize {
+        self.window_mirror.load(Ordering::Relaxed)
     }
 
     fn evict_and_insert(
@@ -664,9 +687,12 @@ impl EvictionPolicy for WTinyLfu {
         claim: &mut dyn FnMut(FrameId) -> bool,
     ) -> Option<FrameId> {
         let mut inner = self.lock();
-        let victim = inner.choose(claim)?;
-        inner.insert(victim, page, admission);
-        Some(victim)
+        let victim = inner.choose(claim);
+        if let Some(victim) = victim {
+            inner.insert(victim, page, admission);
+        }
+        self.mirror_window(&inner);
+        victim
     }
 
     fn metadata_bytes_per_page(&self) -> usize {
