@@ -62,7 +62,7 @@
 //! writer did about three quarters of the write-back itself: 0.5-0.7x fio.) Without dirty
 //! victims the configured threshold holds: a hot set rewritten in a full cache, under the
 //! configured share, is not written back on every pass (it was, when the lowered threshold
-//! applied whenever the cache was full: review 8, `tests/review8.rs`). The cost under
+//! applied whenever the cache was full: review 8, `tests/eviction_writeback.rs`). The cost under
 //! pressure: a workload that both streams and rewrites has its rewritten pages written more
 //! often than the configured threshold alone would (the data must reach the backend by the
 //! next sync or expiry anyway), and the flusher runs more, smaller rounds (each walks the

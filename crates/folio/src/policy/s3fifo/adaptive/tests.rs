@@ -10,26 +10,9 @@ fn decay_is_the_half_life() {
 }
 
 /// Replays `keys` through the live adaptive policy as the live cache does (a page table,
-/// free frames in order, then victims).
+/// free frames in order, then victims): `s3fifo/tests.rs`'s replay, its miss ratio unused.
 fn replay(p: &S3Fifo, keys: impl Iterator<Item = u64>) {
-    let mut frame_of = std::collections::HashMap::new();
-    let mut page_of = Vec::new();
-    for k in keys {
-        if let Some(&f) = frame_of.get(&k) {
-            p.on_hit(f);
-            continue;
-        }
-        let f = if page_of.len() < p.capacity() {
-            page_of.push(k);
-            (page_of.len() - 1) as FrameId
-        } else {
-            let v = p.choose_victim(&mut |_| true).expect("a victim");
-            frame_of.remove(&std::mem::replace(&mut page_of[v as usize], k));
-            v
-        };
-        frame_of.insert(k, f);
-        p.on_insert(f, k, Admission::Demand);
-    }
+    super::super::tests::miss_ratio(p, keys);
 }
 
 /// A hot set beside a loop larger than the cache (`s3fifo/tests.rs`), which frequency
