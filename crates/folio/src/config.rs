@@ -179,11 +179,12 @@ impl CacheConfig {
 
     /// The flusher starts writing back when more than this percentage of the budget is dirty
     /// (1..=100, at most [`dirty_percent`](Self::dirty_percent); default 10, Linux's
-    /// `dirty_background_ratio`). At least one page. This is an upper bound: while the free
-    /// frames plus the policy's [`eviction_window`](crate::EvictionPolicy::eviction_window)
-    /// are fewer than twice it (a full cache under S3-FIFO, whose small queue is 2-25% of the
-    /// frames), the flusher starts at half of them instead, so that pages are written before
-    /// they are evicted ([`Stats::dirty_background_now_pages`](crate::Stats::dirty_background_now_pages) shows the value
+    /// `dirty_background_ratio`). At least one page. This is an upper bound: while eviction
+    /// meets dirty victims (the thread needing a frame writes them itself) and the free frames
+    /// plus the policy's [`eviction_window`](crate::EvictionPolicy::eviction_window) are fewer
+    /// than twice it (a full cache under S3-FIFO, whose small queue is 2-25% of the frames), the
+    /// flusher starts at half of them instead, so that pages are written before they are
+    /// evicted ([`Stats::dirty_background_now_pages`](crate::Stats::dirty_background_now_pages) shows the value
     /// in force; the `writeback` module docs say why).
     pub fn dirty_background_percent(mut self, percent: u8) -> CacheConfig {
         self.writeback.background_percent = percent;

@@ -62,9 +62,10 @@ pub struct Stats {
     pub dirty_limit_pages: u64,
     /// Setting: dirty pages over which the flusher starts writing back, at most.
     pub dirty_background_pages: u64,
-    /// Gauge: dirty pages over which the flusher starts writing back now: the setting, or
-    /// less while the free frames plus the policy's eviction window are fewer than twice it
-    /// (see [`dirty_background_percent`](crate::CacheConfig::dirty_background_percent)).
+    /// Gauge: dirty pages over which the flusher starts writing back now: the setting, or,
+    /// while eviction has recently met dirty victims, half the free frames plus the policy's
+    /// eviction window if that is less (see
+    /// [`dirty_background_percent`](crate::CacheConfig::dirty_background_percent)).
     pub dirty_background_now_pages: u64,
     /// Frames taken out of use for good because a backend did not give back the buffer it was
     /// lent for a read (it may still write into it): see the `backend` module docs.

@@ -55,7 +55,7 @@
 //! 25% of the frames as the adaptive chooser moves it; 2Q: `Kin`; W-TinyLFU: its window; LIRS:
 //! its resident-HIR queue; FIFO, CLOCK, LRU, SIEVE, ARC: every frame). Add the free frames and
 //! that is the eviction distance. **While eviction meets dirty victims** (each one renews a
-//! one-second pressure, and wakes the flusher), the threshold in force is the configured one
+//! one-second pressure; the first after a lapse wakes the flusher), the threshold in force is the configured one
 //! or half the distance, whichever is lower (at least one page), so the pages of a stream are
 //! written by the flusher, oldest first, before they reach the eviction point. (With the 5%
 //! small queue and the 10% threshold every victim of a sequential writer was dirty and the
@@ -66,7 +66,13 @@
 //! pressure: a workload that both streams and rewrites has its rewritten pages written more
 //! often than the configured threshold alone would (the data must reach the backend by the
 //! next sync or expiry anyway), and the flusher runs more, smaller rounds (each walks the
-//! frame table once); each lapse of the pressure may cost a few dirty victims again. A writer
+//! frame table once); each lapse of the pressure may cost a few dirty victims again, and their
+//! write-behind (about 150 pages per lapse in a stream through 8,192 frames). A window of one
+//! or two pages is too short for any background threshold: the victim is the page written
+//! last. LIRS and libCacheSim's W-TinyLFU have such a window below 200 frames (1%, at least
+//! one), Caffeine's W-TinyLFU below 100 or when its climber shrinks the window to one page (it
+//! does on a long stream): there the writer still writes a stream's victims itself, as every
+//! policy did before (review 9). A writer
 //! reads a flag (and, under pressure, the window: an atomic load) at each clean-to-dirty
 //! transition, and the free count (a lock) only when the dirty count is over the full cache's
 //! threshold; rounds compute it once. Nothing here changes what is durable when: only when the
@@ -282,27 +288,35 @@ impl Writeback {
     }
 
     /// Hook: the eviction path met a dirty victim (it writes it itself): lower the threshold
-    /// in force for the next [`PRESSURE_TICKS`] and wake the flusher to get ahead.
+    /// in force for the next [`PRESSURE_TICKS`]; the first victim after a lapse also wakes the
+    /// flusher to get ahead (later ones find writers kicking it at the lowered threshold).
     pub(crate) fn dirty_victim(&self) {
-        self.pressure_until_ticks.store(
-            self.now_ticks().wrapping_add(PRESSURE_TICKS),
-            Ordering::Relaxed,
-        );
-        if !self.pressured.swap(true, Ordering::Relaxed) && self.ctl.running.load(Ordering::Relaxed)
+        let until = self.now_ticks().wrapping_add(PRESSURE_TICKS);
+        self.pressure_until_ticks.store(until, Ordering::SeqCst);
+        if !self.pressured.swap(true, Ordering::SeqCst) && self.ctl.running.load(Ordering::Relaxed)
         {
             self.kick();
         }
     }
 
     /// Hook: a flusher round starts; the lowered threshold lapses once no dirty victim has
-    /// been met for [`PRESSURE_TICKS`] (a round runs at least every interval, so it lapses at
-    /// most one interval late).
+    /// been met for [`PRESSURE_TICKS`] (a round runs at least every interval, or every back-off
+    /// step while write-backs fail, so it lapses that much late at most; with background
+    /// write-back disabled there are no rounds and it never lapses, which changes nothing but
+    /// the `dirty_background_now_pages` gauge).
     pub(crate) fn round_started(&self) {
         if self.pressured.load(Ordering::Relaxed) {
-            let until = self.pressure_until_ticks.load(Ordering::Relaxed);
+            let until = self.pressure_until_ticks.load(Ordering::SeqCst);
             // Wrapping comparison: the ticks wrap after about 1.4 years.
             if self.now_ticks().wrapping_sub(until) as i32 >= 0 {
-                self.pressured.store(false, Ordering::Relaxed);
+                self.pressured.store(false, Ordering::SeqCst);
+                // A victim that renewed the deadline between the load and the store found the
+                // flag still set and left it: look again (SeqCst on both sides: a victim whose
+                // swap came before the store above has its deadline seen by the load below).
+                let renewed = self.pressure_until_ticks.load(Ordering::SeqCst);
+                if (self.now_ticks().wrapping_sub(renewed) as i32) < 0 {
+                    self.pressured.store(true, Ordering::SeqCst);
+                }
             }
         }
     }
@@ -445,4 +459,40 @@ fn flusher(weak: Weak<dyn FlushTarget>, ctl: Arc<Ctl>) {
 /// Reads a page counter that may be transiently below zero as zero.
 pub(crate) fn clamp_count(n: u64) -> u64 {
     (n as i64).max(0) as u64
+}
+
+#[cfg(all(test, not(folio_model)))]
+mod tests {
+    use super::*;
+
+    /// The threshold is lowered only under pressure: from a dirty victim until a round finds
+    /// its deadline passed; a round before the deadline keeps it, and a renewal after a lapse
+    /// lowers it again.
+    #[test]
+    fn pressure_lowers_the_threshold_until_its_deadline() {
+        let wb = Writeback::new(&WritebackConfig::default(), 1000);
+        let configured = wb.background_pages;
+        assert_eq!(configured, 100);
+        assert_eq!(wb.background_for(10), configured, "no dirty victim yet");
+        wb.dirty_victim();
+        assert_eq!(wb.background_for(10), 5);
+        assert_eq!(wb.background_for(1), 1, "at least one page");
+        assert_eq!(
+            wb.background_for(1000),
+            configured,
+            "never above the setting"
+        );
+        wb.round_started();
+        assert_eq!(
+            wb.background_for(10),
+            5,
+            "a round before the deadline keeps it"
+        );
+        wb.pressure_until_ticks
+            .store(wb.now_ticks().wrapping_sub(1), Ordering::SeqCst);
+        wb.round_started();
+        assert_eq!(wb.background_for(10), configured, "lapsed");
+        wb.dirty_victim();
+        assert_eq!(wb.background_for(10), 5, "renewed");
+    }
 }

@@ -136,14 +136,17 @@ pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
         Some(victim)
     }
 
-    /// The policy's eviction window: how many pages may come in, at the least, between a page's
-    /// insertion and its eviction when nothing hits it (while no frame is free). The cache's
-    /// background write-back starts early enough for a page dirtied once to be written before it
-    /// gets that far (see `writeback.rs`), so that the thread needing a frame does not write the
-    /// victim itself. Read on every clean-to-dirty transition: an atomic load at most, never a
-    /// lock. The default, the capacity, is right for policies that evict a page only after every
-    /// page inserted before it (FIFO, CLOCK, LRU, SIEVE under a stream of new pages); S3-FIFO
-    /// returns its small queue's target, 2Q its `Kin`.
+    /// The policy's eviction window: roughly how many pages come in between a page's insertion
+    /// and its eviction when nothing hits it (while no frame is free); an estimate, not a bound
+    /// (under LRU with a hot set a new page goes at the next miss; W-TinyLFU's climber can move
+    /// window pages to probation's victim end). While eviction meets dirty victims the cache's
+    /// background write-back starts early enough for a page dirtied once to be written before
+    /// it gets that far (see `writeback.rs`), so that the thread needing a frame does not write
+    /// the victim itself; a window of one or two pages is too short for that. Read at
+    /// clean-to-dirty transitions: an atomic load at most, never a lock. The default, the
+    /// capacity, is right for policies that evict a page only after every page inserted before
+    /// it (FIFO, CLOCK, LRU, SIEVE under a stream of new pages); S3-FIFO returns its small
+    /// queue's target, 2Q its `Kin`, W-TinyLFU its window, LIRS its resident-HIR limit.
     fn eviction_window(&self) -> usize {
         self.capacity()
     }
