@@ -322,18 +322,23 @@ impl Writeback {
     }
 
     /// Hook: the dirty count is now `dirty`; kick the flusher if that is over the background
-    /// threshold in force, for the policy's eviction window `window_pages` and `free_pages()`
-    /// free frames. The threshold is lowest with no frame free, so the free count (a lock) is
-    /// read only over that.
+    /// threshold in force. Only under pressure can that be below the configured one: then it
+    /// depends on the policy's eviction window (`window_pages()`, an atomic load) and the free
+    /// frames (`free_pages()`, a lock), lowest with no frame free, so each is read only when it
+    /// can matter.
     pub(crate) fn after_dirtied(
         &self,
         dirty: u64,
-        window_pages: u64,
+        window_pages: impl FnOnce() -> u64,
         free_pages: impl FnOnce() -> u64,
     ) {
         let over = dirty >= self.limit_pages
-            || (dirty > self.background_for(window_pages)
-                && dirty > self.background_for(window_pages.saturating_add(free_pages())));
+            || dirty > self.background_pages
+            || (self.pressured.load(Ordering::Relaxed) && {
+                let window = window_pages();
+                dirty > self.background_for(window)
+                    && dirty > self.background_for(window.saturating_add(free_pages()))
+            });
         if over && self.ctl.running.load(Ordering::Relaxed) {
             self.kick();
         }

@@ -238,7 +238,7 @@ impl Engine {
                     .wrapping_add(1);
                 self.wb.after_dirtied(
                     crate::writeback::clamp_count(n),
-                    self.policy.eviction_window() as u64,
+                    || self.policy.eviction_window() as u64,
                     || self.free.lock().len() as u64,
                 );
             }
